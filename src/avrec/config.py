@@ -1,0 +1,100 @@
+"""Configuration in layers (see ``STYLE.md``).
+
+- :class:`Settings`: runtime settings from ``AVREC_*`` environment variables, built by the CLI or the
+  app factory, never at import time.
+- :class:`WorkspaceConfig`: the workspace's ``avrec.toml``; each section is the pydantic config of
+  one component with documented defaults. ``avrec.example.toml`` lists every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from avrec.data.weighting import EventWeighting
+from avrec.errors import ConfigError
+
+__all__ = ["EventsConfig", "IngestConfig", "Settings", "StoreConfig", "WorkspaceConfig"]
+
+
+class Settings(BaseSettings):
+    """Runtime settings, read from ``AVREC_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="AVREC_", extra="ignore")
+
+    data_dir: Path | None = Field(None, description="where public datasets live (AVREC_DATA_DIR)")
+    workspace: Path | None = Field(None, description="default workspace (AVREC_WORKSPACE)")
+    cache_dir: Path = Field(Path.home() / ".cache" / "avrec", description="downloads and caches")
+    offline: bool = Field(False, description="never download public datasets")
+    log_level: str = "WARNING"
+
+
+class StoreConfig(BaseModel):
+    """``[store]``: where the catalogue, users, events and model registry live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field("sqlite:///avrec.db", description="relative paths are inside the workspace")
+
+
+class EventsConfig(BaseModel):
+    """``[events]``: accepted event types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom_types: list[str] = Field(default_factory=list, description="types beyond the built-ins")
+    default_type: str = Field("play", description="type of rows with no event column")
+
+
+class IngestConfig(BaseModel):
+    """``[ingest]``: how files are read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_bytes: int = Field(32 * 1024 * 1024, gt=0, description="bytes read per chunk")
+    rejects_dir: str = Field("rejects", description="where rejects files go (in the workspace)")
+    max_reject_ratio: float = Field(
+        1.0, ge=0, le=1, description="fail the ingest when more than this share of rows is rejected"
+    )
+
+
+class WorkspaceConfig(BaseModel):
+    """The whole ``avrec.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    weighting: EventWeighting = Field(default_factory=EventWeighting)
+
+    @classmethod
+    def load(cls, path: Path) -> WorkspaceConfig:
+        """Read and validate a TOML file.
+
+        Raises:
+            ConfigError: the file is missing, not TOML, or has an invalid key or value.
+        """
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: [{where}] {first['msg']}") from None
+
+    def event_types(self) -> set[str]:
+        """Every accepted event type: built-ins, custom types and types with a weighting rule."""
+        from avrec.data.schema import BUILTIN_EVENT_TYPES
+
+        return set(BUILTIN_EVENT_TYPES) | set(self.events.custom_types) | set(
+            self.weighting.rules
+        )

@@ -1,0 +1,219 @@
+"""The store interface and its registry of backends, opened by URL.
+
+A :class:`Store` keeps the catalogue (items), users, behaviour events, the ingest log and the model
+registry. Callers speak only this interface, in polars DataFrames with external ids; a backend turns
+ids into its own integer keys. Backends register under a URL scheme (Gorse's way), so a PostgreSQL
+backend is a new module that calls :func:`register_backend`, not an edit to callers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from avrec.errors import StoreError
+
+__all__ = [
+    "EventWriteResult",
+    "IngestRecord",
+    "ModelRecord",
+    "Store",
+    "open_store",
+    "register_backend",
+    "registered_schemes",
+]
+
+
+@dataclass(frozen=True)
+class EventWriteResult:
+    """What one :meth:`Store.add_events` call did."""
+
+    inserted: int
+    duplicates: int
+    new_users: int
+    new_items: int
+
+
+@dataclass
+class IngestRecord:
+    """One line of the ingest log."""
+
+    kind: str
+    source: str
+    sha256: str
+    rows: int
+    accepted: int
+    rejected: int
+    duplicates: int
+    started_at: float
+    finished_at: float
+    rejects_path: str | None = None
+    id: int | None = None
+
+
+@dataclass
+class ModelRecord:
+    """A model in the registry: where its bundle lives and how it scored."""
+
+    name: str
+    version: int
+    kind: str
+    path: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    active: bool = False
+
+
+class Store(abc.ABC):
+    """Catalogue, users, events, ingest log and model registry behind one interface.
+
+    Writes made inside :meth:`transaction` are atomic: a crash leaves the state from before the
+    transaction or after it, never a part.
+    """
+
+    url: str
+
+    # -- transactions -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """A context in which every write commits together, or not at all. Re-entrant."""
+
+    # -- writes -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def upsert_items(self, items: pl.DataFrame) -> tuple[int, int]:
+        """Insert or update items (canonical columns; absent columns keep stored values).
+
+        Returns:
+            (inserted, updated)
+        """
+
+    @abc.abstractmethod
+    def upsert_users(self, users: pl.DataFrame) -> tuple[int, int]:
+        """Insert or update users (``user_id``, ``attributes`` as JSON text). Returns (ins, upd)."""
+
+    @abc.abstractmethod
+    def add_events(self, events: pl.DataFrame) -> EventWriteResult:
+        """Add events; an event with the same (user, item, type, timestamp) replaces the stored one.
+
+        ``events`` has ``user_id, item_id, event, value, ts, session_id, text, context``. Users and
+        items not yet known are created (items as placeholders until the catalogue names them).
+        """
+
+    @abc.abstractmethod
+    def set_users_excluded(self, user_ids: list[str], excluded: bool, reason: str = "") -> int:
+        """Mark users as excluded from training (e.g. bots), or clear the mark. Returns count."""
+
+    @abc.abstractmethod
+    def record_ingest(self, record: IngestRecord) -> int:
+        """Append to the ingest log. Returns the record id."""
+
+    @abc.abstractmethod
+    def register_model(
+        self,
+        name: str,
+        kind: str,
+        path: str,
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> ModelRecord:
+        """Add a new version of model ``name`` to the registry."""
+
+    @abc.abstractmethod
+    def activate_model(self, name: str, version: int) -> None:
+        """Make ``version`` the active version of ``name``."""
+
+    # -- reads --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def items(self, include_placeholders: bool = True) -> pl.DataFrame:
+        """The catalogue, one row per item, canonical columns plus ``placeholder``."""
+
+    @abc.abstractmethod
+    def users(self) -> pl.DataFrame:
+        """Users: ``user_id, attributes, excluded, exclude_reason``."""
+
+    @abc.abstractmethod
+    def events(self, include_excluded: bool = True) -> pl.DataFrame:
+        """Events in time order (ties in insertion order), with external ids."""
+
+    @abc.abstractmethod
+    def iter_events(self, batch_size: int = 1_000_000) -> Iterator[pl.DataFrame]:
+        """Events in batches, for work that must not hold them all."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """``users, items, placeholder_items, events, excluded_users``."""
+
+    @abc.abstractmethod
+    def event_type_counts(self) -> dict[str, int]:
+        """Events per type."""
+
+    @abc.abstractmethod
+    def time_span(self) -> tuple[float | None, float | None]:
+        """First and last event timestamp."""
+
+    @abc.abstractmethod
+    def ingests(self) -> list[IngestRecord]:
+        """The ingest log, oldest first."""
+
+    @abc.abstractmethod
+    def models(self, name: str | None = None) -> list[ModelRecord]:
+        """Registry entries, optionally of one model name."""
+
+    @abc.abstractmethod
+    def active_model(self, name: str) -> ModelRecord:
+        """The active version of ``name``.
+
+        Raises:
+            UnknownEntityError: no such model.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_BACKENDS: dict[str, Callable[[str], Store]] = {}
+
+
+def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:
+    """Register a backend for URLs starting with ``scheme://``."""
+    _BACKENDS[scheme] = factory
+
+
+def registered_schemes() -> list[str]:
+    """URL schemes with a backend."""
+    _load_builtin()
+    return sorted(_BACKENDS)
+
+
+def _load_builtin() -> None:
+    from avrec.storage import sqlite  # noqa: F401  (registers itself)
+
+
+def open_store(url: str) -> Store:
+    """Open a store by URL, e.g. ``sqlite:///path/avrec.db`` or ``sqlite:///:memory:``.
+
+    Raises:
+        StoreError: the scheme has no backend, or the store cannot be opened.
+    """
+    _load_builtin()
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        raise StoreError(
+            f"no store backend for {url!r}; known schemes: {', '.join(sorted(_BACKENDS))}"
+        )
+    return factory(url)

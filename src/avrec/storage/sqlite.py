@@ -1,0 +1,444 @@
+"""The embedded SQLite backend (WAL mode), the default store.
+
+Layout: ``items`` and ``users`` map external ids to dense integer keys (``idx``); ``events`` holds
+integer keys only, with a unique index on (timestamp, user, item, type) that makes re-ingest an
+upsert. The index leads with the timestamp because logs arrive roughly in time order: new keys land
+at the right edge of the B-tree, which keeps bulk ingest several times faster than a user-first key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from avrec.errors import StoreError, UnknownEntityError
+from avrec.storage.base import (
+    EventWriteResult,
+    IngestRecord,
+    ModelRecord,
+    Store,
+    register_backend,
+)
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_ITEM_FIELDS = (
+    "title",
+    "description",
+    "tags",
+    "categories",
+    "language",
+    "duration",
+    "created_at",
+    "video",
+    "audio",
+    "image",
+    "subtitles",
+    "people",
+    "available_from",
+    "available_until",
+    "attributes",
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    idx INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL UNIQUE,
+    title TEXT, description TEXT, tags TEXT, categories TEXT, language TEXT,
+    duration REAL, created_at REAL, video TEXT, audio TEXT, image TEXT, subtitles TEXT,
+    people TEXT, available_from REAL, available_until REAL, attributes TEXT,
+    placeholder INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    idx INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL UNIQUE,
+    attributes TEXT,
+    excluded INTEGER NOT NULL DEFAULT 0,
+    exclude_reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    user_idx INTEGER NOT NULL,
+    item_idx INTEGER NOT NULL,  -- -1: no item (a search)
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    session_id TEXT,
+    text TEXT,
+    context TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events (ts, user_idx, item_idx, type);
+CREATE TABLE IF NOT EXISTS ingests (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL, source TEXT NOT NULL, sha256 TEXT NOT NULL,
+    rows INTEGER NOT NULL, accepted INTEGER NOT NULL, rejected INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    rejects_path TEXT
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    config TEXT NOT NULL, metrics TEXT NOT NULL, created_at REAL NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+"""
+
+
+class SQLiteStore(Store):
+    """SQLite store. ``path`` may be ``":memory:"`` for tests.
+
+    Args:
+        path: database file; its folder is created.
+        cache_mb: SQLite page cache size.
+    """
+
+    def __init__(self, path: str | Path, cache_mb: int = 512) -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.executescript(_DDL)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        self._depth = 0
+        self._user_map: pl.DataFrame | None = None
+        self._item_map: pl.DataFrame | None = None
+
+    # -- transactions -------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth == 0:
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._conn.execute("ROLLBACK")
+                self._user_map = self._item_map = None  # may hold rolled-back ids
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._conn.execute("COMMIT")
+
+    # -- id maps ------------------------------------------------------------------------------
+    def _map(self, table: str) -> pl.DataFrame:
+        attr = "_user_map" if table == "users" else "_item_map"
+        cached = getattr(self, attr)
+        if cached is None:
+            key = "user_id" if table == "users" else "item_id"
+            rows = self._conn.execute(f"SELECT {key}, idx FROM {table}").fetchall()
+            cached = pl.DataFrame(rows, schema={key: pl.String, "idx": pl.Int64}, orient="row")
+            setattr(self, attr, cached)
+        return cached
+
+    def _ensure_ids(self, table: str, ids: pl.Series, placeholder_items: bool = True) -> int:
+        """Create rows for ids not yet in ``table``. Returns how many were created."""
+        key = "user_id" if table == "users" else "item_id"
+        mapping = self._map(table)
+        uniq = ids.drop_nulls().unique()
+        new = uniq.filter(~uniq.is_in(mapping[key].implode())).to_list()
+        if not new:
+            return 0
+        start = int(mapping["idx"].max()) + 1 if mapping.height else 0  # type: ignore[arg-type]
+        idx = list(range(start, start + len(new)))
+        now = time.time()
+        if table == "users":
+            self._conn.executemany(
+                "INSERT INTO users(idx, user_id, updated_at) VALUES (?, ?, ?)",
+                zip(idx, new, [now] * len(new), strict=True),
+            )
+        else:
+            self._conn.executemany(
+                "INSERT INTO items(idx, item_id, placeholder, updated_at) VALUES (?, ?, ?, ?)",
+                zip(idx, new, [int(placeholder_items)] * len(new), [now] * len(new), strict=True),
+            )
+        added = pl.DataFrame({key: new, "idx": idx}, schema={key: pl.String, "idx": pl.Int64})
+        setattr(self, "_user_map" if table == "users" else "_item_map",
+                pl.concat([mapping, added]))
+        return len(new)
+
+    # -- writes -------------------------------------------------------------------------------
+    def upsert_items(self, items: pl.DataFrame) -> tuple[int, int]:
+        if items.height == 0:
+            return 0, 0
+        fields = [f for f in _ITEM_FIELDS if f in items.columns]
+        with self.transaction():
+            before = self._map("items")
+            existing = items["item_id"].is_in(before["item_id"].implode()).sum()
+            self._ensure_ids("items", items["item_id"], placeholder_items=False)
+            mapping = self._map("items")
+            df = items.join(mapping, on="item_id", how="left")
+            cols = ["idx", *fields]
+            sets = ", ".join(f"{f} = excluded.{f}" for f in fields)
+            sql = (
+                f"INSERT INTO items(idx, item_id, {', '.join(fields)}, placeholder, updated_at) "
+                f"VALUES (?, ?, {', '.join('?' for _ in fields)}, 0, ?) "
+                f"ON CONFLICT(item_id) DO UPDATE SET {sets}{',' if sets else ''} "
+                "placeholder = 0, updated_at = excluded.updated_at"
+            )
+            now = time.time()
+            data = [df[c].to_list() for c in cols]
+            self._conn.executemany(
+                sql,
+                zip(data[0], df["item_id"].to_list(), *data[1:], [now] * df.height, strict=True),
+            )
+        return items.height - int(existing), int(existing)
+
+    def upsert_users(self, users: pl.DataFrame) -> tuple[int, int]:
+        if users.height == 0:
+            return 0, 0
+        with self.transaction():
+            existing = users["user_id"].is_in(self._map("users")["user_id"].implode()).sum()
+            self._ensure_ids("users", users["user_id"])
+            attrs = (
+                users["attributes"].to_list()
+                if "attributes" in users.columns
+                else [None] * users.height
+            )
+            now = time.time()
+            self._conn.executemany(
+                "UPDATE users SET attributes = ?, updated_at = ? WHERE user_id = ?",
+                zip(attrs, [now] * users.height, users["user_id"].to_list(), strict=True),
+            )
+        return users.height - int(existing), int(existing)
+
+    def add_events(self, events: pl.DataFrame) -> EventWriteResult:
+        if events.height == 0:
+            return EventWriteResult(0, 0, 0, 0)
+        with self.transaction():
+            new_users = self._ensure_ids("users", events["user_id"])
+            new_items = self._ensure_ids("items", events["item_id"])
+            umap = self._map("users").rename({"idx": "user_idx"})
+            imap = self._map("items").rename({"idx": "item_idx"})
+            df = (
+                events.join(umap, on="user_id", how="left")
+                .join(imap, on="item_id", how="left")
+                .with_columns(pl.col("item_idx").fill_null(-1))
+            )
+            before = self._max_event_id()
+            for name in ("session_id", "text", "context", "value"):
+                if name not in df.columns:
+                    df = df.with_columns(pl.lit(None).alias(name))
+            cols = [
+                df[c].to_list()
+                for c in (
+                    "user_idx", "item_idx", "event", "ts", "value", "session_id", "text",
+                    "context",
+                )
+            ]
+            self._conn.executemany(
+                "INSERT INTO events(user_idx, item_idx, type, ts, value, session_id, text, "
+                "context) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(ts, user_idx, item_idx, type) DO UPDATE SET value = excluded.value,"
+                " session_id = excluded.session_id, text = excluded.text,"
+                " context = excluded.context",
+                zip(*cols, strict=True),
+            )
+            inserted = self._max_event_id() - before
+        return EventWriteResult(inserted, events.height - inserted, new_users, new_items)
+
+    def _max_event_id(self) -> int:
+        # Without AUTOINCREMENT a new rowid is max+1 and upserts that update consume none, so the
+        # growth of max(id) is the number of inserted rows.
+        return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+    def set_users_excluded(self, user_ids: list[str], excluded: bool, reason: str = "") -> int:
+        with self.transaction():
+            cur = self._conn.executemany(
+                "UPDATE users SET excluded = ?, exclude_reason = ? WHERE user_id = ?",
+                [(int(excluded), reason if excluded else None, u) for u in user_ids],
+            )
+        return cur.rowcount
+
+    def record_ingest(self, record: IngestRecord) -> int:
+        with self.transaction():
+            cur = self._conn.execute(
+                "INSERT INTO ingests(kind, source, sha256, rows, accepted, rejected, duplicates,"
+                " started_at, finished_at, rejects_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.kind, record.source, record.sha256, record.rows, record.accepted,
+                    record.rejected, record.duplicates, record.started_at, record.finished_at,
+                    record.rejects_path,
+                ),
+            )
+        record.id = int(cur.lastrowid or 0)
+        return record.id
+
+    def register_model(
+        self,
+        name: str,
+        kind: str,
+        path: str,
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> ModelRecord:
+        with self.transaction():
+            version = int(
+                self._conn.execute(
+                    "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?", (name,)
+                ).fetchone()[0]
+            )
+            now = time.time()
+            self._conn.execute(
+                "INSERT INTO models VALUES (?,?,?,?,?,?,?,0)",
+                (name, version, kind, path, json.dumps(config or {}), json.dumps(metrics or {}),
+                 now),
+            )
+            if activate:
+                self.activate_model(name, version)
+        return self.active_model(name) if activate else self.models(name)[-1]
+
+    def activate_model(self, name: str, version: int) -> None:
+        with self.transaction():
+            found = self._conn.execute(
+                "SELECT 1 FROM models WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            if not found:
+                raise UnknownEntityError(f"model {name!r} has no version {version}")
+            self._conn.execute("UPDATE models SET active = (version = ?) WHERE name = ?",
+                               (version, name))
+
+    # -- reads --------------------------------------------------------------------------------
+    def _frame(self, sql: str, schema: dict[str, Any], params: tuple = ()) -> pl.DataFrame:
+        rows = self._conn.execute(sql, params).fetchall()
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def items(self, include_placeholders: bool = True) -> pl.DataFrame:
+        schema = {"item_id": pl.String, **{f: _ITEM_SCHEMA[f] for f in _ITEM_FIELDS},
+                  "placeholder": pl.Boolean}
+        where = "" if include_placeholders else "WHERE placeholder = 0"
+        df = self._frame(
+            f"SELECT item_id, {', '.join(_ITEM_FIELDS)}, placeholder FROM items {where} "
+            "ORDER BY idx",
+            schema,
+        )
+        return df
+
+    def users(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT user_id, attributes, excluded, exclude_reason FROM users ORDER BY idx",
+            {"user_id": pl.String, "attributes": pl.String, "excluded": pl.Boolean,
+             "exclude_reason": pl.String},
+        )
+
+    _EVENT_SQL = (
+        "SELECT u.user_id, i.item_id, e.type, e.value, e.ts, e.session_id, e.text, e.context "
+        "FROM events e JOIN users u ON u.idx = e.user_idx "
+        "LEFT JOIN items i ON i.idx = e.item_idx "
+    )
+    _EVENT_SCHEMA = {
+        "user_id": pl.String, "item_id": pl.String, "event": pl.String, "value": pl.Float64,
+        "ts": pl.Float64, "session_id": pl.String, "text": pl.String, "context": pl.String,
+    }
+
+    def events(self, include_excluded: bool = True) -> pl.DataFrame:
+        where = "" if include_excluded else "WHERE u.excluded = 0 "
+        return self._frame(self._EVENT_SQL + where + "ORDER BY e.ts, e.id", self._EVENT_SCHEMA)
+
+    def iter_events(self, batch_size: int = 1_000_000) -> Iterator[pl.DataFrame]:
+        cur = self._conn.execute(self._EVENT_SQL + "ORDER BY e.ts, e.id")
+        while rows := cur.fetchmany(batch_size):
+            yield pl.DataFrame(rows, schema=self._EVENT_SCHEMA, orient="row")
+
+    def counts(self) -> dict[str, int]:
+        q = self._conn.execute
+        return {
+            "users": int(q("SELECT count(*) FROM users").fetchone()[0]),
+            "items": int(q("SELECT count(*) FROM items").fetchone()[0]),
+            "placeholder_items": int(
+                q("SELECT count(*) FROM items WHERE placeholder = 1").fetchone()[0]
+            ),
+            "events": int(q("SELECT count(*) FROM events").fetchone()[0]),
+            "excluded_users": int(q("SELECT count(*) FROM users WHERE excluded = 1").fetchone()[0]),
+        }
+
+    def event_type_counts(self) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT type, count(*) FROM events GROUP BY type ORDER BY count(*) DESC"
+        ).fetchall()
+        return {t: int(n) for t, n in rows}
+
+    def time_span(self) -> tuple[float | None, float | None]:
+        lo, hi = self._conn.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+        return lo, hi
+
+    def ingests(self) -> list[IngestRecord]:
+        rows = self._conn.execute(
+            "SELECT kind, source, sha256, rows, accepted, rejected, duplicates, started_at,"
+            " finished_at, rejects_path, id FROM ingests ORDER BY id"
+        ).fetchall()
+        return [IngestRecord(*r) for r in rows]
+
+    def models(self, name: str | None = None) -> list[ModelRecord]:
+        sql = "SELECT name, version, kind, path, config, metrics, created_at, active FROM models"
+        rows = self._conn.execute(
+            sql + (" WHERE name = ?" if name else "") + " ORDER BY name, version",
+            (name,) if name else (),
+        ).fetchall()
+        return [
+            ModelRecord(n, v, k, p, json.loads(c), json.loads(m), t, bool(a))
+            for n, v, k, p, c, m, t, a in rows
+        ]
+
+    def active_model(self, name: str) -> ModelRecord:
+        for rec in self.models(name):
+            if rec.active:
+                return rec
+        raise UnknownEntityError(f"no active model named {name!r}")
+
+    def integrity_check(self) -> str:
+        """SQLite's own consistency check; ``"ok"`` when the file is sound."""
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:  # pragma: no cover - closing twice is harmless
+            pass
+
+
+_ITEM_SCHEMA: dict[str, Any] = {
+    "title": pl.String, "description": pl.String, "tags": pl.String, "categories": pl.String,
+    "language": pl.String, "duration": pl.Float64, "created_at": pl.Float64, "video": pl.String,
+    "audio": pl.String, "image": pl.String, "subtitles": pl.String, "people": pl.String,
+    "available_from": pl.Float64, "available_until": pl.Float64, "attributes": pl.String,
+}
+
+
+def _open(url: str) -> SQLiteStore:
+    path = url.split("://", 1)[1]
+    # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"; keep SQLAlchemy's
+    # convention: three slashes then a relative path, four for an absolute one.
+    if path.startswith("/"):
+        path = path[1:]
+    if path in ("", ":memory:"):
+        return SQLiteStore(":memory:")
+    return SQLiteStore(path)
+
+
+register_backend("sqlite", _open)
