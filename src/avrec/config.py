@@ -95,6 +95,4 @@ class WorkspaceConfig(BaseModel):
         """Every accepted event type: built-ins, custom types and types with a weighting rule."""
         from avrec.data.schema import BUILTIN_EVENT_TYPES
 
-        return set(BUILTIN_EVENT_TYPES) | set(self.events.custom_types) | set(
-            self.weighting.rules
-        )
+        return set(BUILTIN_EVENT_TYPES) | set(self.events.custom_types) | set(self.weighting.rules)

@@ -104,24 +104,30 @@ class Dataset:
         users = Vocabulary(user_ids, "user")
         cat_ids = (
             items["item_id"].cast(pl.String).unique(maintain_order=True).to_list()
-            if items is not None else []
+            if items is not None
+            else []
         )
         item_vocab = Vocabulary(cat_ids, "item").extend(
             ev["item_id"].unique(maintain_order=True).to_list()
         )
         umap = pl.DataFrame({"user_id": user_ids, "_u": np.arange(len(users))})
-        imap = pl.DataFrame({"item_id": list(item_vocab.ids), "_i": np.arange(len(item_vocab))},
-                            schema={"item_id": pl.String, "_i": pl.Int64})
-        idx = ev.select("user_id", "item_id").join(umap, on="user_id", how="left",
-                                                   maintain_order="left")
+        imap = pl.DataFrame(
+            {"item_id": list(item_vocab.ids), "_i": np.arange(len(item_vocab))},
+            schema={"item_id": pl.String, "_i": pl.Int64},
+        )
+        idx = ev.select("user_id", "item_id").join(
+            umap, on="user_id", how="left", maintain_order="left"
+        )
         idx = idx.join(imap, on="item_id", how="left", maintain_order="left")
         types = ev["event"].to_numpy() if "event" in ev.columns else np.full(n, "play", object)
         value = (
             ev["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            if "value" in ev.columns else np.full(n, np.nan)
+            if "value" in ev.columns
+            else np.full(n, np.nan)
         )
         ts = (
-            ev["ts"].cast(pl.Float64).to_numpy() if "ts" in ev.columns
+            ev["ts"].cast(pl.Float64).to_numpy()
+            if "ts" in ev.columns
             else np.arange(n, dtype=np.float64)
         )
         catalogue = None
@@ -129,11 +135,21 @@ class Dataset:
             cat = items.with_columns(pl.col("item_id").cast(pl.String)).unique(
                 "item_id", keep="first", maintain_order=True
             )
-            catalogue = imap.select("item_id").join(cat, on="item_id", how="left",
-                                                    maintain_order="left")
+            catalogue = imap.select("item_id").join(
+                cat, on="item_id", how="left", maintain_order="left"
+            )
         return cls(
-            users, item_vocab, idx["_u"].to_numpy(), idx["_i"].to_numpy(), types, ts, value,
-            weighting or EventWeighting(), catalogue, name, meta,
+            users,
+            item_vocab,
+            idx["_u"].to_numpy(),
+            idx["_i"].to_numpy(),
+            types,
+            ts,
+            value,
+            weighting or EventWeighting(),
+            catalogue,
+            name,
+            meta,
         )
 
     @classmethod
@@ -163,8 +179,10 @@ class Dataset:
         return len(self.user_index)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}: {self.n_users} users, {self.n_items} items, "
-                f"{self.n_events} events)")
+        return (
+            f"Dataset({self.name!r}: {self.n_users} users, {self.n_items} items, "
+            f"{self.n_events} events)"
+        )
 
     # -- matrices -----------------------------------------------------------------------------
     @cached_property
@@ -279,8 +297,9 @@ class Dataset:
         return {
             "users": self.n_users,
             "items": self.n_items,
-            "items_with_events": int((np.bincount(self.item_index, minlength=self.n_items)
-                                      > 0).sum()),
+            "items_with_events": int(
+                (np.bincount(self.item_index, minlength=self.n_items) > 0).sum()
+            ),
             "events": self.n_events,
             "pairs": int(n_pairs),
             "density": n_pairs / max(self.n_users * self.n_items, 1),

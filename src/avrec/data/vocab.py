@@ -61,8 +61,9 @@ class Vocabulary:
         """
         single = isinstance(ids, str)
         keys = [ids] if single else list(ids)
-        out = np.fromiter((self._index.get(str(k), -1) for k in keys), dtype=np.int64,
-                          count=len(keys))
+        out = np.fromiter(
+            (self._index.get(str(k), -1) for k in keys), dtype=np.int64, count=len(keys)
+        )
         if missing == "raise" and (out < 0).any():
             bad = [k for k, i in zip(keys, out, strict=True) if i < 0][:5]
             raise UnknownEntityError(f"unknown {self.name} id(s): {bad}")

@@ -52,8 +52,9 @@ class EventRule(BaseModel):
 def default_rules() -> dict[str, EventRule]:
     """Default rules for the built-in event types."""
     return {
-        "play": EventRule(weight=1.0, value="completion", negative_below=0.05,
-                          negative_weight=-0.5),
+        "play": EventRule(
+            weight=1.0, value="completion", negative_below=0.05, negative_weight=-0.5
+        ),
         "view": EventRule(weight=0.5),
         "like": EventRule(weight=3.0),
         "dislike": EventRule(weight=-3.0),

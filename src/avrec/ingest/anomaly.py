@@ -48,17 +48,22 @@ def user_activity_features(events: pl.DataFrame) -> pl.DataFrame:
         pl.col("event").mode().first().alias("_top"),
     )
     top = (
-        ev.group_by("user_id", "event").len()
-        .group_by("user_id").agg((pl.col("len").max() / pl.col("len").sum()).alias("top_type_share"))
+        ev.group_by("user_id", "event")
+        .len()
+        .group_by("user_id")
+        .agg((pl.col("len").max() / pl.col("len").sum()).alias("top_type_share"))
     )
-    hours = ev.group_by("user_id", "hour").len().with_columns(
-        (pl.col("len") / pl.col("len").sum().over("user_id")).alias("p")
+    hours = (
+        ev.group_by("user_id", "hour")
+        .len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("user_id")).alias("p"))
     )
     entropy = hours.group_by("user_id").agg(
         (-(pl.col("p") * pl.col("p").log(2)).sum()).alias("hour_entropy")
     )
     return (
-        base.join(top, on="user_id").join(entropy, on="user_id")
+        base.join(top, on="user_id")
+        .join(entropy, on="user_id")
         .with_columns(
             (1 - pl.col("distinct_items") / pl.col("events")).alias("repeat_ratio"),
             (pl.col("events") / pl.col("active_days")).alias("events_per_active_day"),
@@ -110,7 +115,7 @@ def detect_anomalies(
     forest = IsolationForest(contamination=contamination, random_state=seed, n_estimators=200)
     labels = forest.fit_predict(x)
     score = -forest.score_samples(x)
-    table = feats.with_columns(
-        pl.Series("score", score), pl.Series("flagged", labels == -1)
-    ).sort("score", descending=True)
+    table = feats.with_columns(pl.Series("score", score), pl.Series("flagged", labels == -1)).sort(
+        "score", descending=True
+    )
     return AnomalyReport(table, contamination)

@@ -20,6 +20,7 @@ from typing import Literal
 import polars as pl
 
 from avrec.config import WorkspaceConfig
+from avrec.data.loaders.base import PublicData
 from avrec.errors import DataError
 from avrec.ingest.readers import ERROR, LINE, detect_format, read_batches, read_header
 from avrec.ingest.validate import (
@@ -30,7 +31,14 @@ from avrec.ingest.validate import (
 )
 from avrec.storage.base import IngestRecord, Store
 
-__all__ = ["IngestReport", "RejectsWriter", "ingest_file", "ingest_frames", "sha256_file"]
+__all__ = [
+    "IngestReport",
+    "RejectsWriter",
+    "ingest_file",
+    "ingest_frames",
+    "ingest_public",
+    "sha256_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +82,10 @@ class IngestReport:
             f" {self.duplicates:,}",
         ]
         if self.kind == "events":
-            lines.append(f"  new users {self.new_users:,}, items not in the catalogue"
-                         f" {self.new_items:,} (kept as placeholders)")
+            lines.append(
+                f"  new users {self.new_users:,}, items not in the catalogue"
+                f" {self.new_items:,} (kept as placeholders)"
+            )
         for reason, n in self.reasons.most_common(10):
             lines.append(f"  rejected {n:,}: {reason}")
         if self.rejects_path:
@@ -165,8 +175,9 @@ def ingest_file(
         if mapping:
             absent = [s for s in mapping.values() if s not in header]
             if absent:
-                raise DataError(f"{path}: mapped column(s) {absent} not in the file "
-                                f"(columns: {header})")
+                raise DataError(
+                    f"{path}: mapped column(s) {absent} not in the file (columns: {header})"
+                )
         _check_columns(kind, mapped, str(path), mapping)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rdir = Path(rejects_dir) if rejects_dir else path.parent
@@ -174,8 +185,14 @@ def ingest_file(
     batches = read_batches(path, fmt, config.ingest.chunk_bytes, progress)
     try:
         report = ingest_frames(
-            store, (apply_mapping(b, mapping) for b in batches), kind, config, str(path),
-            rejects, sha256=sha256_file(path), check_columns=not header,
+            store,
+            (apply_mapping(b, mapping) for b in batches),
+            kind,
+            config,
+            str(path),
+            rejects,
+            sha256=sha256_file(path),
+            check_columns=not header,
         )
     finally:
         rejects.close()
@@ -247,9 +264,15 @@ def ingest_frames(
         report.seconds = time.time() - started
         store.record_ingest(
             IngestRecord(
-                kind=kind, source=source, sha256=sha256, rows=report.rows,
-                accepted=report.accepted, rejected=report.rejected,
-                duplicates=report.duplicates, started_at=started, finished_at=time.time(),
+                kind=kind,
+                source=source,
+                sha256=sha256,
+                rows=report.rows,
+                accepted=report.accepted,
+                rejected=report.rejected,
+                duplicates=report.duplicates,
+                started_at=started,
+                finished_at=time.time(),
                 rejects_path=report.rejects_path,
             )
         )
@@ -259,5 +282,47 @@ def ingest_frames(
 
 def _reason_kind(reason: str) -> str:
     """Group reasons for the summary: drop the quoted value ("unknown event type 'x'")."""
-    return reason.split(" '", 1)[0] if "'" in reason and not reason.startswith("invalid") else \
-        reason
+    return (
+        reason.split(" '", 1)[0] if "'" in reason and not reason.startswith("invalid") else reason
+    )
+
+
+def _as_text(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.all().cast(pl.String))
+
+
+def ingest_public(
+    store: Store,
+    data: PublicData,
+    config: WorkspaceConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch_rows: int = 200_000,
+) -> list[IngestReport]:
+    """Ingest a loaded public dataset (items, users, then events) through the same validation
+    as any file, each part in its own transaction.
+
+    Args:
+        progress: called with the number of rows handled.
+    """
+    tick = progress or (lambda n: None)
+    reports = []
+    source = f"dataset:{data.name}"
+
+    def batches(df: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        for start in range(0, df.height, batch_rows):
+            part = df.slice(start, batch_rows)
+            yield (
+                _as_text(part)
+                .with_row_index(LINE, offset=start + 1)
+                .with_columns(pl.col(LINE).cast(pl.Int64))
+            )
+            tick(part.height)
+
+    reports.append(ingest_frames(store, batches(data.items), "items", config, f"{source}/items"))
+    if data.users.height:
+        reports.append(
+            ingest_frames(store, batches(data.users), "users", config, f"{source}/users")
+        )
+    events = data.events.rename({"ts": "timestamp"})
+    reports.append(ingest_frames(store, batches(events), "events", config, f"{source}/events"))
+    return reports

@@ -215,9 +215,7 @@ def _parse_delimited_fast(
     starts, ends = _line_spans(buf)
     nonempty = ends > starts
     seps = np.flatnonzero(buf == ord(sep))
-    per_line = np.bincount(
-        np.searchsorted(starts, seps, side="right") - 1, minlength=len(starts)
-    )
+    per_line = np.bincount(np.searchsorted(starts, seps, side="right") - 1, minlength=len(starts))
     if np.any(per_line[nonempty] != len(header) - 1):
         return None
     lines = first_line + np.flatnonzero(nonempty)
@@ -280,8 +278,9 @@ def _parse_delimited_slow(
                     c.append(None)
                 continue
             add(row, first_line + prev + offset)
-    df = pl.DataFrame({h: c for h, c in zip(header, cols, strict=True)},
-                      schema={h: pl.String for h in header})
+    df = pl.DataFrame(
+        {h: c for h, c in zip(header, cols, strict=True)}, schema={h: pl.String for h in header}
+    )
     return _finish(df, lines, errors)
 
 

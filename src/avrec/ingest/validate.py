@@ -98,8 +98,7 @@ def parse_timestamps(raw: pl.Series) -> pl.Series:
     sub = text.filter(need)
     try:
         parsed = (
-            sub.str.to_datetime(strict=False, time_unit="us", time_zone="UTC").dt.epoch("us")
-            / 1e6
+            sub.str.to_datetime(strict=False, time_unit="us", time_zone="UTC").dt.epoch("us") / 1e6
         )
     except Exception:  # noqa: BLE001 - mixed formats: the exact path below decides
         parsed = pl.Series([None] * len(sub), dtype=pl.Float64)
@@ -236,8 +235,9 @@ def _merge_context(good: pl.DataFrame, extra: list[str]) -> pl.Expr:
             .otherwise(None)
         )
     merged = []
-    for ctx, *vals in zip(good["context"].to_list(), *(good[c].to_list() for c in extra),
-                          strict=True):
+    for ctx, *vals in zip(
+        good["context"].to_list(), *(good[c].to_list() for c in extra), strict=True
+    ):
         obj = json.loads(ctx) if ctx else {}
         obj.update({k: v for k, v in zip(extra, vals, strict=True) if v is not None})
         merged.append(json.dumps(obj, ensure_ascii=False) if obj else None)
@@ -291,11 +291,22 @@ def validate_items(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 _ITEM_OUT: dict[str, Any] = {
-    "item_id": pl.String, "title": pl.String, "description": pl.String, "tags": pl.String,
-    "categories": pl.String, "language": pl.String, "duration": pl.Float64,
-    "created_at": pl.Float64, "video": pl.String, "audio": pl.String, "image": pl.String,
-    "subtitles": pl.String, "people": pl.String, "available_from": pl.Float64,
-    "available_until": pl.Float64, "attributes": pl.String,
+    "item_id": pl.String,
+    "title": pl.String,
+    "description": pl.String,
+    "tags": pl.String,
+    "categories": pl.String,
+    "language": pl.String,
+    "duration": pl.Float64,
+    "created_at": pl.Float64,
+    "video": pl.String,
+    "audio": pl.String,
+    "image": pl.String,
+    "subtitles": pl.String,
+    "people": pl.String,
+    "available_from": pl.Float64,
+    "available_until": pl.Float64,
+    "attributes": pl.String,
 }
 
 
@@ -355,12 +366,15 @@ def validate_users(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             except ValidationError as exc:
                 reason = _first_error(exc)
             else:
-                good.append({"user_id": user.user_id,
-                             "attributes": json.dumps(user.attributes, ensure_ascii=False)})
+                good.append(
+                    {
+                        "user_id": user.user_id,
+                        "attributes": json.dumps(user.attributes, ensure_ascii=False),
+                    }
+                )
                 continue
         bad_idx.append(i)
         bad_reason.append(reason)
-    users = pl.DataFrame(good, schema={"user_id": pl.String, "attributes": pl.String},
-                         orient="row")
+    users = pl.DataFrame(good, schema={"user_id": pl.String, "attributes": pl.String}, orient="row")
     bad = df[bad_idx] if bad_idx else df.clear()
     return users, _rejects(bad, pl.Series(bad_reason, dtype=pl.String))

@@ -54,7 +54,11 @@ class ArtifactStore:
         return json.loads(self._manifest_path.read_text(encoding="utf-8"))
 
     def save(
-        self, name: str, arrays: dict[str, np.ndarray], kind: str, meta: dict[str, Any] | None = None
+        self,
+        name: str,
+        arrays: dict[str, np.ndarray],
+        kind: str,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Save arrays under ``name`` (e.g. ``"vectors/text"``). Returns the manifest entry.
 

@@ -177,8 +177,7 @@ class SQLiteStore(Store):
                 zip(idx, new, [int(placeholder_items)] * len(new), [now] * len(new), strict=True),
             )
         added = pl.DataFrame({key: new, "idx": idx}, schema={key: pl.String, "idx": pl.Int64})
-        setattr(self, "_user_map" if table == "users" else "_item_map",
-                pl.concat([mapping, added]))
+        setattr(self, "_user_map" if table == "users" else "_item_map", pl.concat([mapping, added]))
         return len(new)
 
     # -- writes -------------------------------------------------------------------------------
@@ -246,7 +245,13 @@ class SQLiteStore(Store):
             cols = [
                 df[c].to_list()
                 for c in (
-                    "user_idx", "item_idx", "event", "ts", "value", "session_id", "text",
+                    "user_idx",
+                    "item_idx",
+                    "event",
+                    "ts",
+                    "value",
+                    "session_id",
+                    "text",
                     "context",
                 )
             ]
@@ -280,8 +285,15 @@ class SQLiteStore(Store):
                 "INSERT INTO ingests(kind, source, sha256, rows, accepted, rejected, duplicates,"
                 " started_at, finished_at, rejects_path) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    record.kind, record.source, record.sha256, record.rows, record.accepted,
-                    record.rejected, record.duplicates, record.started_at, record.finished_at,
+                    record.kind,
+                    record.source,
+                    record.sha256,
+                    record.rows,
+                    record.accepted,
+                    record.rejected,
+                    record.duplicates,
+                    record.started_at,
+                    record.finished_at,
                     record.rejects_path,
                 ),
             )
@@ -306,8 +318,15 @@ class SQLiteStore(Store):
             now = time.time()
             self._conn.execute(
                 "INSERT INTO models VALUES (?,?,?,?,?,?,?,0)",
-                (name, version, kind, path, json.dumps(config or {}), json.dumps(metrics or {}),
-                 now),
+                (
+                    name,
+                    version,
+                    kind,
+                    path,
+                    json.dumps(config or {}),
+                    json.dumps(metrics or {}),
+                    now,
+                ),
             )
             if activate:
                 self.activate_model(name, version)
@@ -320,8 +339,9 @@ class SQLiteStore(Store):
             ).fetchone()
             if not found:
                 raise UnknownEntityError(f"model {name!r} has no version {version}")
-            self._conn.execute("UPDATE models SET active = (version = ?) WHERE name = ?",
-                               (version, name))
+            self._conn.execute(
+                "UPDATE models SET active = (version = ?) WHERE name = ?", (version, name)
+            )
 
     # -- reads --------------------------------------------------------------------------------
     def _frame(self, sql: str, schema: dict[str, Any], params: tuple = ()) -> pl.DataFrame:
@@ -329,8 +349,11 @@ class SQLiteStore(Store):
         return pl.DataFrame(rows, schema=schema, orient="row")
 
     def items(self, include_placeholders: bool = True) -> pl.DataFrame:
-        schema = {"item_id": pl.String, **{f: _ITEM_SCHEMA[f] for f in _ITEM_FIELDS},
-                  "placeholder": pl.Boolean}
+        schema = {
+            "item_id": pl.String,
+            **{f: _ITEM_SCHEMA[f] for f in _ITEM_FIELDS},
+            "placeholder": pl.Boolean,
+        }
         where = "" if include_placeholders else "WHERE placeholder = 0"
         df = self._frame(
             f"SELECT item_id, {', '.join(_ITEM_FIELDS)}, placeholder FROM items {where} "
@@ -342,8 +365,12 @@ class SQLiteStore(Store):
     def users(self) -> pl.DataFrame:
         return self._frame(
             "SELECT user_id, attributes, excluded, exclude_reason FROM users ORDER BY idx",
-            {"user_id": pl.String, "attributes": pl.String, "excluded": pl.Boolean,
-             "exclude_reason": pl.String},
+            {
+                "user_id": pl.String,
+                "attributes": pl.String,
+                "excluded": pl.Boolean,
+                "exclude_reason": pl.String,
+            },
         )
 
     _EVENT_SQL = (
@@ -352,8 +379,14 @@ class SQLiteStore(Store):
         "LEFT JOIN items i ON i.idx = e.item_idx "
     )
     _EVENT_SCHEMA = {
-        "user_id": pl.String, "item_id": pl.String, "event": pl.String, "value": pl.Float64,
-        "ts": pl.Float64, "session_id": pl.String, "text": pl.String, "context": pl.String,
+        "user_id": pl.String,
+        "item_id": pl.String,
+        "event": pl.String,
+        "value": pl.Float64,
+        "ts": pl.Float64,
+        "session_id": pl.String,
+        "text": pl.String,
+        "context": pl.String,
     }
 
     def events(self, include_excluded: bool = True) -> pl.DataFrame:
@@ -423,10 +456,21 @@ class SQLiteStore(Store):
 
 
 _ITEM_SCHEMA: dict[str, Any] = {
-    "title": pl.String, "description": pl.String, "tags": pl.String, "categories": pl.String,
-    "language": pl.String, "duration": pl.Float64, "created_at": pl.Float64, "video": pl.String,
-    "audio": pl.String, "image": pl.String, "subtitles": pl.String, "people": pl.String,
-    "available_from": pl.Float64, "available_until": pl.Float64, "attributes": pl.String,
+    "title": pl.String,
+    "description": pl.String,
+    "tags": pl.String,
+    "categories": pl.String,
+    "language": pl.String,
+    "duration": pl.Float64,
+    "created_at": pl.Float64,
+    "video": pl.String,
+    "audio": pl.String,
+    "image": pl.String,
+    "subtitles": pl.String,
+    "people": pl.String,
+    "available_from": pl.Float64,
+    "available_until": pl.Float64,
+    "attributes": pl.String,
 }
 
 

@@ -44,8 +44,9 @@ def get_loader(name: str) -> PublicDataset:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") \
-            from None
+        raise ConfigError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}"
+        ) from None
 
 
 def load_public_data(name: str, settings=None) -> PublicData:  # noqa: ANN001
@@ -57,7 +58,9 @@ def load_public_data(name: str, settings=None) -> PublicData:  # noqa: ANN001
 
 
 def load_dataset(
-    name: str, weighting: EventWeighting | None = None, settings=None  # noqa: ANN001
+    name: str,
+    weighting: EventWeighting | None = None,
+    settings=None,  # noqa: ANN001
 ) -> Dataset:
     """A public dataset as a :class:`Dataset`, ready for models.
 
@@ -67,7 +70,10 @@ def load_dataset(
     """
     data = load_public_data(name, settings)
     return Dataset.from_events(
-        data.events, data.items, weighting or data.weighting, name=name,
+        data.events,
+        data.items,
+        weighting or data.weighting,
+        name=name,
         meta={**data.meta, "notes": data.notes},
     )
 

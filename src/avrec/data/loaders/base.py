@@ -77,8 +77,9 @@ class PublicDataset(abc.ABC):
     files: tuple[DatasetFile, ...]
     terms: str
 
-    def locate(self, data_dir: Path | None, cache_dir: Path | None = None,
-               offline: bool = True) -> Path:
+    def locate(
+        self, data_dir: Path | None, cache_dir: Path | None = None, offline: bool = True
+    ) -> Path:
         """The folder holding the dataset, downloading it when allowed and possible.
 
         Raises:
@@ -139,8 +140,10 @@ class PublicDataset(abc.ABC):
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "data.zip"
             log.info("downloading %s from %s", self.name, self.download_url)
-            with urllib.request.urlopen(self.download_url, timeout=60) as resp, \
-                    open(archive, "wb") as out:
+            with (
+                urllib.request.urlopen(self.download_url, timeout=60) as resp,
+                open(archive, "wb") as out,
+            ):
                 shutil.copyfileobj(resp, out)
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.infolist():
@@ -152,8 +155,9 @@ class PublicDataset(abc.ABC):
                     with zf.open(member) as src, open(target / name, "wb") as dst:
                         shutil.copyfileobj(src, dst)
 
-    def load(self, data_dir: Path | None = None, cache_dir: Path | None = None,
-             offline: bool = True) -> PublicData:
+    def load(
+        self, data_dir: Path | None = None, cache_dir: Path | None = None, offline: bool = True
+    ) -> PublicData:
         """Locate, check and convert the dataset."""
         folder = self.locate(data_dir, cache_dir, offline)
         counts = self.check(folder)

@@ -31,8 +31,10 @@ class LastFM2K(PublicDataset):
         ua = pl.read_csv(folder / "user_artists.dat", separator="\t", infer_schema=False)
         # No timestamps: the file order stands in for time.
         events = ua.select(
-            pl.col("userID").alias("user_id"), pl.col("artistID").alias("item_id"),
-            pl.lit("play").alias("event"), pl.col("weight").cast(pl.Float64).alias("value"),
+            pl.col("userID").alias("user_id"),
+            pl.col("artistID").alias("item_id"),
+            pl.lit("play").alias("event"),
+            pl.col("weight").cast(pl.Float64).alias("value"),
             pl.int_range(pl.len()).cast(pl.Float64).alias("ts"),
         )
         # artists.dat has stray quotes in names: read it line by line, not as CSV.
@@ -43,14 +45,27 @@ class LastFM2K(PublicDataset):
                 continue
             parts = line.split("\t")
             parts += [""] * (4 - len(parts))
-            rows.append({"item_id": parts[0], "title": parts[1],
-                         "image": parts[3] or None,
-                         "people": json.dumps([{"name": parts[1], "role": "artist"}],
-                                              ensure_ascii=False),
-                         "attributes": json.dumps({"url": parts[2]} if parts[2] else {})})
-        items = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String,
-                                           "image": pl.String, "people": pl.String,
-                                           "attributes": pl.String})
+            rows.append(
+                {
+                    "item_id": parts[0],
+                    "title": parts[1],
+                    "image": parts[3] or None,
+                    "people": json.dumps(
+                        [{"name": parts[1], "role": "artist"}], ensure_ascii=False
+                    ),
+                    "attributes": json.dumps({"url": parts[2]} if parts[2] else {}),
+                }
+            )
+        items = pl.DataFrame(
+            rows,
+            schema={
+                "item_id": pl.String,
+                "title": pl.String,
+                "image": pl.String,
+                "people": pl.String,
+                "attributes": pl.String,
+            },
+        )
         users = pl.DataFrame({"user_id": ua["userID"].unique(maintain_order=True)})
         friends_path = folder / "user_friends.dat"
         if friends_path.is_file():
@@ -58,14 +73,21 @@ class LastFM2K(PublicDataset):
             agg = fr.group_by("userID", maintain_order=True).agg(pl.col("friendID"))
             friends = {u: f for u, f in agg.iter_rows()}
             users = users.with_columns(
-                pl.col("user_id").map_elements(
+                pl.col("user_id")
+                .map_elements(
                     lambda u: json.dumps({"friends": friends.get(u, [])}), return_dtype=pl.String
-                ).alias("attributes")
+                )
+                .alias("attributes")
             )
-        weighting = EventWeighting(rules={"play": EventRule(weight=1.0, value="log1p")},
-                                   aggregate="sum")
+        weighting = EventWeighting(
+            rules={"play": EventRule(weight=1.0, value="log1p")}, aggregate="sum"
+        )
         return PublicData(
-            self.name, items, events, users, weighting,
+            self.name,
+            items,
+            events,
+            users,
+            weighting,
             meta={"time": "file order (no timestamps published)", "value": "play count"},
             notes=["play counts weighted by log1p", "no timestamps: file order stands in"],
         )

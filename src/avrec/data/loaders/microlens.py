@@ -51,32 +51,62 @@ class MicroLens50K(PublicDataset):
         user_col = np.concatenate(users)
         item_col = np.concatenate(items)
         if len(item_col) != self.n_interactions:
-            raise DataError(f"{folder / 'MicroLens-50k_pairs.tsv'}: expected "
-                            f"{self.n_interactions:,} interactions, found {len(item_col):,}")
+            raise DataError(
+                f"{folder / 'MicroLens-50k_pairs.tsv'}: expected "
+                f"{self.n_interactions:,} interactions, found {len(item_col):,}"
+            )
         # No timestamps are published: the position in the user's sequence orders the events.
         position = np.concatenate([np.arange(len(s), dtype=np.float64) for s in items])
-        events = pl.DataFrame({
-            "user_id": user_col.astype(str), "item_id": item_col.astype(str),
-            "event": "view", "value": None, "ts": position,
-        }, schema={"user_id": pl.String, "item_id": pl.String, "event": pl.String,
-                   "value": pl.Float64, "ts": pl.Float64})
+        events = pl.DataFrame(
+            {
+                "user_id": user_col.astype(str),
+                "item_id": item_col.astype(str),
+                "event": "view",
+                "value": None,
+                "ts": position,
+            },
+            schema={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                "event": pl.String,
+                "value": pl.Float64,
+                "ts": pl.Float64,
+            },
+        )
         titles = pl.read_csv(folder / "MicroLens-50k_titles.csv", infer_schema=False)
         rows = []
         for item, title in titles.iter_rows():
             text, tags = hashtags(title or "")
-            rows.append({"item_id": item, "title": text, "tags": json.dumps(tags,
-                                                                             ensure_ascii=False),
-                         "description": title})
-        item_df = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String,
-                                             "tags": pl.String, "description": pl.String})
+            rows.append(
+                {
+                    "item_id": item,
+                    "title": text,
+                    "tags": json.dumps(tags, ensure_ascii=False),
+                    "description": title,
+                }
+            )
+        item_df = pl.DataFrame(
+            rows,
+            schema={
+                "item_id": pl.String,
+                "title": pl.String,
+                "tags": pl.String,
+                "description": pl.String,
+            },
+        )
         videos = {p.stem: str(p.resolve()) for p in (folder / "videos").glob("*.mp4")}
         item_df = item_df.with_columns(
             pl.col("item_id").replace_strict(videos, default=None).alias("video")
         )
-        user_df = pl.DataFrame({"user_id": events["user_id"].unique(maintain_order=True)}
-                               ).with_columns(pl.lit(None, pl.String).alias("attributes"))
+        user_df = pl.DataFrame(
+            {"user_id": events["user_id"].unique(maintain_order=True)}
+        ).with_columns(pl.lit(None, pl.String).alias("attributes"))
         return PublicData(
-            self.name, item_df, events, user_df, EventWeighting.binary(),
+            self.name,
+            item_df,
+            events,
+            user_df,
+            EventWeighting.binary(),
             meta={"time": "position in the user's sequence (no timestamps published)"},
             notes=[f"{len(videos)} video clips", "timestamps are sequence positions"],
         )

@@ -24,7 +24,9 @@ def _literal_list(text: str | None) -> list[str]:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return [text]
-    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    values = value if isinstance(value, list | tuple) else [value]
+    # The scraped lists hold some empty names; a credit needs a name.
+    return [str(v).strip() for v in values if v is not None and str(v).strip()]
 
 
 class MovieLens100K(PublicDataset):
@@ -46,10 +48,16 @@ class MovieLens100K(PublicDataset):
     def convert(self, folder: Path, data_dir: Path | None) -> PublicData:
         notes: list[str] = []
         events = pl.read_csv(
-            folder / "u.data", separator="\t", has_header=False,
+            folder / "u.data",
+            separator="\t",
+            has_header=False,
             new_columns=["user_id", "item_id", "value", "ts"],
-            schema_overrides={"user_id": pl.String, "item_id": pl.String, "value": pl.Float64,
-                              "ts": pl.Float64},
+            schema_overrides={
+                "user_id": pl.String,
+                "item_id": pl.String,
+                "value": pl.Float64,
+                "ts": pl.Float64,
+            },
         ).select("user_id", "item_id", pl.lit("rate").alias("event"), "value", "ts")
         genres = [
             line.split("|")[0]
@@ -61,20 +69,32 @@ class MovieLens100K(PublicDataset):
             if not line.strip():
                 continue
             parts = line.split("|")
-            flags = parts[5:5 + len(genres)]
+            flags = parts[5 : 5 + len(genres)]
             cats = [g for g, f in zip(genres, flags, strict=False) if f == "1"]
             created = None
             if parts[2]:
                 created = datetime.strptime(parts[2], "%d-%b-%Y").replace(tzinfo=UTC).timestamp()
-            rows.append({
-                "item_id": parts[0], "title": parts[1], "categories": json.dumps(cats),
-                "created_at": created, "language": "en",
-                "attributes": json.dumps({"imdb_url": parts[4]} if parts[4] else {}),
-            })
-        items = pl.DataFrame(rows, schema={
-            "item_id": pl.String, "title": pl.String, "categories": pl.String,
-            "created_at": pl.Float64, "language": pl.String, "attributes": pl.String,
-        })
+            rows.append(
+                {
+                    "item_id": parts[0],
+                    "title": parts[1],
+                    "categories": json.dumps(cats),
+                    "created_at": created,
+                    "language": "en",
+                    "attributes": json.dumps({"imdb_url": parts[4]} if parts[4] else {}),
+                }
+            )
+        items = pl.DataFrame(
+            rows,
+            schema={
+                "item_id": pl.String,
+                "title": pl.String,
+                "categories": pl.String,
+                "created_at": pl.Float64,
+                "language": pl.String,
+                "attributes": pl.String,
+            },
+        )
         posters = folder / "posters"
         if posters.is_dir():
             found = {p.stem: str(p.resolve()) for p in posters.glob("*.jpg")}
@@ -91,17 +111,32 @@ class MovieLens100K(PublicDataset):
         else:
             notes.append("IMDb details not found (optional): no plots or people")
         users = pl.read_csv(
-            folder / "u.user", separator="|", has_header=False,
+            folder / "u.user",
+            separator="|",
+            has_header=False,
             new_columns=["user_id", "age", "gender", "occupation", "zip"],
-            schema_overrides={"user_id": pl.String, "age": pl.Int64, "gender": pl.String,
-                              "occupation": pl.String, "zip": pl.String},
+            schema_overrides={
+                "user_id": pl.String,
+                "age": pl.Int64,
+                "gender": pl.String,
+                "occupation": pl.String,
+                "zip": pl.String,
+            },
         ).select(
             "user_id",
-            pl.struct("age", "gender", "occupation", "zip").struct.json_encode()
+            pl.struct("age", "gender", "occupation", "zip")
+            .struct.json_encode()
             .alias("attributes"),
         )
-        return PublicData(self.name, items, events, users, EventWeighting.binary(),
-                          meta={"time": "unix seconds", "rating_scale": [1, 5]}, notes=notes)
+        return PublicData(
+            self.name,
+            items,
+            events,
+            users,
+            EventWeighting.binary(),
+            meta={"time": "unix seconds", "rating_scale": [1, 5]},
+            notes=notes,
+        )
 
     def _imdb(self, path: Path) -> pl.DataFrame:
         raw = pl.read_csv(path, infer_schema=False)
@@ -118,9 +153,20 @@ class MovieLens100K(PublicDataset):
                 duration = parse_duration(r["movie_length"])
             except ValueError:
                 duration = None
-            out.append({
-                "item_id": r["movie_id"], "description": r["description"] or None,
-                "people": json.dumps(people, ensure_ascii=False), "duration": duration,
-            })
-        return pl.DataFrame(out, schema={"item_id": pl.String, "description": pl.String,
-                                         "people": pl.String, "duration": pl.Float64}).unique("item_id", keep="first")
+            out.append(
+                {
+                    "item_id": r["movie_id"],
+                    "description": r["description"] or None,
+                    "people": json.dumps(people, ensure_ascii=False),
+                    "duration": duration,
+                }
+            )
+        return pl.DataFrame(
+            out,
+            schema={
+                "item_id": pl.String,
+                "description": pl.String,
+                "people": pl.String,
+                "duration": pl.Float64,
+            },
+        ).unique("item_id", keep="first")

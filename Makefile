@@ -1,0 +1,56 @@
+# avrec: two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# Wheels that take long to build (e.g. llama-cpp-python for the llm extra) are built once here.
+WHEELS := .cache/wheels
+PIPFLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WHEELS)
+
+# Point at the shared real datasets when they sit beside the checkout and nothing else is set.
+ifeq ($(origin AVREC_DATA_DIR), undefined)
+ifneq ($(wildcard ../shared/datasets),)
+export AVREC_DATA_DIR := $(abspath ../shared/datasets)
+endif
+endif
+
+.PHONY: install dev demo test test-fast lint format bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	mkdir -p $(WHEELS)
+	$(PIP) install $(PIPFLAGS) --upgrade pip
+	$(PIP) install $(PIPFLAGS) -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install $(PIPFLAGS) -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev
+
+demo: install
+	$(BIN)/avrec init demo-workspace --exist-ok
+	$(BIN)/avrec --workspace demo-workspace datasets load movielens-100k
+	$(BIN)/avrec --workspace demo-workspace stats
+
+test: dev
+	$(BIN)/python -m pytest
+
+test-fast: dev
+	$(BIN)/python -m pytest -m "not slow and not realdata"
+
+lint: dev
+	$(BIN)/ruff check src tests benchmarks
+
+format: dev
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks.ingest
+
+clean:
+	rm -rf $(VENV) demo-workspace .pytest_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""``avrec ingest items|events|users FILE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from avrec.cli._common import byte_progress, console, state
+from avrec.ingest.pipeline import IngestReport, ingest_file
+from avrec.ingest.validate import parse_mapping
+
+app = typer.Typer(
+    help="Load a catalogue, behaviour log or user file into the workspace.", no_args_is_help=True
+)
+
+
+def _run(
+    ctx: typer.Context, kind: str, file: Path, mapping: str | None, fmt: str | None
+) -> IngestReport:
+    ws = state(ctx).open_workspace()
+    try:
+        with byte_progress(f"ingest {kind}", file.stat().st_size if file.exists() else 0) as adv:
+            report = ingest_file(
+                ws.store,
+                file,
+                kind,
+                ws.config,
+                parse_mapping(mapping),
+                fmt,  # type: ignore[arg-type]
+                ws.rejects_dir,
+                progress=adv,
+            )
+    finally:
+        ws.close()
+    console.print(report.summary())
+    console.print(f"  {report.rows_per_second:,.0f} rows/s")
+    return report
+
+
+_MAP = typer.Option(None, "--map", help="canonical=column pairs, e.g. item_id=video_id,title=name")
+_FMT = typer.Option(None, "--format", help="csv, tsv, jsonl or parquet (default: extension)")
+
+
+@app.command()
+def items(
+    ctx: typer.Context,
+    file: Path,
+    map: str | None = _MAP,  # noqa: A002
+    format: str | None = _FMT,
+) -> None:  # noqa: A002
+    """Items: item_id, title, description, tags, categories, language, duration, created_at,
+    video, audio, image, subtitles, people, available_from, available_until."""
+    _run(ctx, "items", file, map, format)
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    file: Path,
+    map: str | None = _MAP,  # noqa: A002
+    format: str | None = _FMT,
+) -> None:  # noqa: A002
+    """Events: user_id, item_id, event, value, timestamp, session_id, text, context."""
+    _run(ctx, "events", file, map, format)
+
+
+@app.command()
+def users(
+    ctx: typer.Context,
+    file: Path,
+    map: str | None = _MAP,  # noqa: A002
+    format: str | None = _FMT,
+) -> None:  # noqa: A002
+    """Users: user_id and any attribute columns."""
+    _run(ctx, "users", file, map, format)

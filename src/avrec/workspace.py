@@ -1,0 +1,140 @@
+"""A workspace: a folder with ``avrec.toml``, the store and the artifacts.
+
+``avrec init ./ws`` creates one; every other command finds it through ``--workspace``,
+``AVREC_WORKSPACE`` or by looking upwards from the current folder for ``avrec.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from avrec.config import Settings, WorkspaceConfig
+from avrec.errors import ConfigError
+from avrec.storage import ArtifactStore, Store, open_store
+
+__all__ = ["CONFIG_NAME", "Workspace"]
+
+CONFIG_NAME = "avrec.toml"
+
+_TEMPLATE = """\
+# avrec workspace configuration. Every key, its default and meaning: avrec.example.toml.
+
+[store]
+url = "sqlite:///avrec.db"     # relative paths are inside this workspace
+
+[events]
+custom_types = []              # event types beyond the built-ins, e.g. ["add_to_playlist"]
+default_type = "play"          # type of rows in files with no event column
+
+[ingest]
+chunk_bytes = 33554432
+rejects_dir = "rejects"
+max_reject_ratio = 1.0
+
+[weighting]
+aggregate = "sum"
+clip = [-10.0, 10.0]
+positive_threshold = 0.0
+
+[weighting.rules]
+play = { weight = 1.0, value = "completion", negative_below = 0.05, negative_weight = -0.5 }
+view = { weight = 0.5 }
+like = { weight = 3.0 }
+dislike = { weight = -3.0 }
+comment = { weight = 2.0 }
+share = { weight = 3.0 }
+search = { weight = 0.0 }
+skip = { weight = -1.0 }
+rate = { weight = 1.0, value = "rating", center = 3.0, spread = 1.0 }
+complete = { weight = 2.0 }
+"""
+
+
+class Workspace:
+    """An opened workspace.
+
+    Args:
+        root: the folder holding ``avrec.toml``.
+
+    Raises:
+        ConfigError: there is no ``avrec.toml`` in ``root``, or it is invalid.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        path = self.root / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"no workspace at {self.root} (run: avrec init {root})")
+        self.config = WorkspaceConfig.load(path)
+        self._store: Store | None = None
+
+    @classmethod
+    def init(cls, root: str | Path, exist_ok: bool = False) -> Workspace:
+        """Create a workspace folder with the default ``avrec.toml``.
+
+        Raises:
+            ConfigError: a workspace is already there and ``exist_ok`` is false.
+        """
+        root = Path(root)
+        cfg = root / CONFIG_NAME
+        if cfg.exists() and not exist_ok:
+            raise ConfigError(f"a workspace already exists at {root.resolve()}")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "artifacts").mkdir(exist_ok=True)
+        if not cfg.exists():
+            cfg.write_text(_TEMPLATE, encoding="utf-8")
+        ws = cls(root)
+        ws.store.counts()  # creates the database
+        return ws
+
+    @classmethod
+    def find(
+        cls, explicit: str | Path | None = None, settings: Settings | None = None
+    ) -> Workspace:
+        """Open the workspace named explicitly, by ``AVREC_WORKSPACE``, or above the cwd.
+
+        Raises:
+            ConfigError: none found.
+        """
+        if explicit:
+            return cls(explicit)
+        settings = settings or Settings()
+        if settings.workspace:
+            return cls(settings.workspace)
+        here = Path(os.getcwd()).resolve()
+        for folder in (here, *here.parents):
+            if (folder / CONFIG_NAME).is_file():
+                return cls(folder)
+        raise ConfigError(
+            "no workspace found: run 'avrec init <folder>' and pass --workspace <folder> "
+            "(or set AVREC_WORKSPACE, or run inside the folder)"
+        )
+
+    @property
+    def store_url(self) -> str:
+        url = self.config.store.url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            rel = url[len("sqlite:///") :]
+            if rel != ":memory:":
+                return f"sqlite:///{(self.root / rel)}"
+        return url
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.store_url)
+        return self._store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.root / "artifacts")
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.root / self.config.ingest.rejects_dir
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
