@@ -1,7 +1,7 @@
 """Configuration in layers (see ``STYLE.md``).
 
-- :class:`Settings`: runtime settings from ``AVREC_*`` environment variables, built by the CLI or the
-  app factory, never at import time.
+- :class:`Settings`: runtime settings from ``AVREC_*`` environment variables, built by the CLI or
+  the app factory, never at import time.
 - :class:`WorkspaceConfig`: the workspace's ``avrec.toml``; each section is the pydantic config of
   one component with documented defaults. ``avrec.example.toml`` lists every key.
 """

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
@@ -43,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Kind = Literal["items", "events", "users"]
+T = TypeVar("T")
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "items": ("item_id",),
     "events": ("user_id", "item_id"),
@@ -218,8 +221,9 @@ def ingest_frames(
     report = IngestReport(kind=kind, source=source)
     started = time.time()
     known = config.event_types()
-    first = True
-    with store.transaction():
+
+    def validated() -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
+        first = True
         for raw in batches:
             if LINE not in raw.columns:
                 raw = raw.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
@@ -231,22 +235,28 @@ def ingest_frames(
             if first and fallback_ts:
                 report.notes.append("no timestamp column: events are ordered by line number")
             first = False
-            report.rows += raw.height
             if kind == "events":
                 good, bad = validate_events(raw, known, config.events.default_type, fallback_ts)
+            elif kind == "items":
+                good, bad = validate_items(raw)
+            else:
+                good, bad = validate_users(raw)
+            yield raw.height, good, bad
+
+    with store.transaction():
+        # Reading and validating the next chunk (polars, mostly outside the GIL) overlaps with
+        # writing this one; the store is only touched from this thread.
+        for n_rows, good, bad in prefetch(validated()):
+            report.rows += n_rows
+            if kind == "events":
                 res = store.add_events(good)
                 report.inserted += res.inserted
                 report.duplicates += res.duplicates
                 report.new_users += res.new_users
                 report.new_items += res.new_items
-            elif kind == "items":
-                good, bad = validate_items(raw)
-                ins, upd = store.upsert_items(good)
-                report.inserted += ins
-                report.updated += upd
             else:
-                good, bad = validate_users(raw)
-                ins, upd = store.upsert_users(good)
+                upsert = store.upsert_items if kind == "items" else store.upsert_users
+                ins, upd = upsert(good)
                 report.inserted += ins
                 report.updated += upd
             report.accepted += good.height
@@ -278,6 +288,49 @@ def ingest_frames(
         )
     log.info("ingested %s", report.summary())
     return report
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Run ``items`` in a background thread, ``depth`` results ahead of the consumer.
+
+    An exception in the producer is raised in the consumer; a consumer that stops early (an
+    exception while writing) stops the producer too.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="avrec-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            tag, value = q.get()
+            if tag == "end":
+                return
+            if tag == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
 
 
 def _reason_kind(reason: str) -> str:

@@ -239,30 +239,24 @@ class SQLiteStore(Store):
                 .with_columns(pl.col("item_idx").fill_null(-1))
             )
             before = self._max_event_id()
-            for name in ("session_id", "text", "context", "value"):
-                if name not in df.columns:
-                    df = df.with_columns(pl.lit(None).alias(name))
-            cols = [
-                df[c].to_list()
-                for c in (
-                    "user_idx",
-                    "item_idx",
-                    "event",
-                    "ts",
-                    "value",
-                    "session_id",
-                    "text",
-                    "context",
-                )
-            ]
-            self._conn.executemany(
-                "INSERT INTO events(user_idx, item_idx, type, ts, value, session_id, text, "
-                "context) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(ts, user_idx, item_idx, type) DO UPDATE SET value = excluded.value,"
-                " session_id = excluded.session_id, text = excluded.text,"
-                " context = excluded.context",
-                zip(*cols, strict=True),
+            # Bind only the optional columns this batch uses: most logs carry no session, text
+            # or context, and every bound parameter costs on millions of rows.
+            cols = ["user_idx", "item_idx", "type", "ts", "value"]
+            names = ["user_idx", "item_idx", "event", "ts", "value"]
+            for name in ("session_id", "text", "context"):
+                if name in df.columns and df[name].null_count() < df.height:
+                    cols.append(name)
+                    names.append(name)
+            if "value" not in df.columns:
+                df = df.with_columns(pl.lit(None, pl.Float64).alias("value"))
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols[4:])
+            sql = (
+                f"INSERT INTO events({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT(ts, user_idx, item_idx, type) DO UPDATE SET {updates}"
             )
+            for start in range(0, df.height, 200_000):  # bounded Python lists per call
+                part = df.slice(start, 200_000)
+                self._conn.executemany(sql, zip(*(part[n].to_list() for n in names), strict=True))
             inserted = self._max_event_id() - before
         return EventWriteResult(inserted, events.height - inserted, new_users, new_items)
 

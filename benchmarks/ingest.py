@@ -1,0 +1,127 @@
+"""How fast does a large behaviour log ingest, and in how much memory?
+
+Generates a synthetic event log (Zipf-like item popularity, time-ordered like a real export),
+ingests it into a fresh SQLite workspace store in a child process, and reports events/second and
+the child's peak resident memory. Optionally ingests the same file again (the idempotent path:
+every row is a duplicate).
+
+    python -m benchmarks.ingest                       # 10,000,000 events, CSV
+    python -m benchmarks.ingest --events 2000000 --format parquet --reingest
+
+Writes ``benchmarks/results/ingest-<format>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+RESULTS = Path(__file__).parent / "results"
+
+_CHILD = """
+import json, sys, time
+from avrec.ingest.pipeline import ingest_file
+from avrec.storage.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+t = time.perf_counter()
+rep = ingest_file(store, sys.argv[2], "events")
+dt = time.perf_counter() - t
+print(json.dumps({"rows": rep.rows, "accepted": rep.accepted, "inserted": rep.inserted,
+                  "duplicates": rep.duplicates, "rejected": rep.rejected, "seconds": dt}))
+"""
+
+
+def generate(path: Path, n: int, fmt: str, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(n // 100, 10), max(n // 500, 10)
+    users = rng.integers(0, n_users, n)
+    items = np.minimum(rng.zipf(1.2, n) - 1, n_items - 1)
+    items = (items * 2654435761) % n_items  # spread popular ids over the id space
+    kinds = np.array(["play", "play", "play", "view", "like", "skip", "complete"])
+    ev = kinds[rng.integers(0, len(kinds), n)]
+    ts = 1_700_000_000 + np.sort(rng.integers(0, 90 * 86400, n))
+    value = np.round(rng.random(n), 3)
+    df = pl.DataFrame({
+        "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0"),
+        "item_id": pl.Series(items).cast(pl.String),
+        "event": ev,
+        "value": value,
+        "timestamp": ts,
+    })
+    if fmt == "csv":
+        df.write_csv(path)
+    elif fmt == "parquet":
+        df.write_parquet(path)
+    else:
+        df.write_ndjson(path)
+
+
+def run_child(db: Path, data: Path) -> tuple[dict, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(db), str(data)], check=True,
+                         capture_output=True, text=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest child so far; children run one at a time here and
+    # each later one ingests into a larger store, so the reading is this child's peak.
+    return json.loads(out.stdout.strip().splitlines()[-1]), max(peak_kb, before) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv")
+    ap.add_argument("--reingest", action="store_true", help="ingest the same file twice")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="avrec-bench-") as tmp:
+        data = Path(tmp) / f"events.{args.format}"
+        t = time.perf_counter()
+        generate(data, args.events, args.format)
+        print(f"generated {args.events:,} events ({data.stat().st_size / 1e6:.0f} MB) "
+              f"in {time.perf_counter() - t:.1f}s")
+        db = Path(tmp) / "avrec.db"
+        first, peak = run_child(db, data)
+        rate = first["rows"] / first["seconds"]
+        print(f"ingest: {first['rows']:,} rows in {first['seconds']:.1f}s = {rate:,.0f} events/s,"
+              f" peak RSS {peak:,.0f} MB, inserted {first['inserted']:,},"
+              f" duplicates {first['duplicates']:,}")
+        result = {
+            "benchmark": "ingest", "format": args.format, "events": args.events,
+            "file_mb": round(data.stat().st_size / 1e6, 1),
+            "seconds": round(first["seconds"], 2), "events_per_s": round(rate),
+            "peak_rss_mb": round(peak), "inserted": first["inserted"],
+            "duplicates": first["duplicates"],
+        }
+        if args.reingest:
+            again, peak2 = run_child(db, data)
+            rate2 = again["rows"] / again["seconds"]
+            print(f"re-ingest: {rate2:,.0f} events/s, duplicates {again['duplicates']:,}, "
+                  f"inserted {again['inserted']:,}, peak RSS {peak2:,.0f} MB")
+            result.update(reingest_seconds=round(again["seconds"], 2),
+                          reingest_events_per_s=round(rate2), reingest_peak_rss_mb=round(peak2),
+                          reingest_duplicates=again["duplicates"])
+    result.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, "
+                  f"{_cpus()} cores, Python {platform.python_version()}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"ingest-{args.format}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The CLI, run as a user runs it: the installed ``avrec`` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write
+
+AVREC = shutil.which("avrec") or str(Path(sys.executable).parent / "avrec")
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([AVREC, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
+
+
+def test_init_ingest_stats(tmp_path):
+    ws = tmp_path / "ws"
+    assert run("init", str(ws)).returncode == 0
+    assert (ws / "avrec.toml").exists() and (ws / "avrec.db").exists()
+    items = write(tmp_path / "items.csv", "video_id,name,tags\nv1,Cats,cat|funny\nv2,Dogs,dog\n")
+    r = run("-w", str(ws), "ingest", "items", str(items), "--map", "item_id=video_id,title=name")
+    assert r.returncode == 0, r.stderr
+    assert "2 accepted" in r.stdout
+    ev = write(tmp_path / "events.csv", "user_id,item_id,event,value,timestamp\n"
+               "u1,v1,play,0.9,2024-01-01T00:00:00Z\nu1,v2,like,,2024-01-02T00:00:00Z\n"
+               "u2,v1,dance,,2024-01-02T00:00:00Z\n")
+    r = run("-w", str(ws), "ingest", "events", str(ev))
+    assert r.returncode == 0, r.stderr
+    assert "1 rejected" in r.stdout and "unknown event type" in r.stdout
+    rejects = list((ws / "rejects").glob("events.csv.*.rejects.csv"))
+    assert len(rejects) == 1 and ",4,unknown event type 'dance'," in rejects[0].read_text()
+    r = run("stats", "--json", cwd=ws)  # found from the working directory
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["events"] == 2 and s["items"] == 2 and s["users"] == 1
+    assert s["events_by_type"] == {"play": 1, "like": 1}
+    assert s["first_event"] == 1704067200.0
+    r = run("-w", str(ws), "stats")
+    assert "sparsity" in r.stdout and "2024-01-01" in r.stdout
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    r = run("stats", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "error:" in r.stderr and "avrec init" in r.stderr and "Traceback" not in r.stderr
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    r = run("-w", str(ws), "ingest", "events", str(tmp_path / "nope.csv"))
+    assert r.returncode == 1 and "file not found" in r.stderr and "Traceback" not in r.stderr
+    bad = write(tmp_path / "bad.csv", "uid,item\n1,2\n")
+    r = run("-w", str(ws), "ingest", "events", str(bad))
+    assert r.returncode == 1 and "missing required column" in r.stderr
+    r = run("--debug", "-w", str(ws), "ingest", "events", str(bad))
+    assert "Traceback" in r.stderr
+    assert run("init", str(ws)).returncode == 1  # already there
+
+
+@pytest.mark.realdata
+def test_datasets_load_and_anomalies(tmp_path, data_dir):
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    env = {"AVREC_DATA_DIR": str(data_dir)}
+    r = run("datasets", "list", env=env)
+    assert r.returncode == 0 and "movielens-100k" in r.stdout
+    r = run("-w", str(ws), "datasets", "load", "movielens-100k", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "u.data: 100,000" in r.stdout and "0 rejected" in r.stdout
+    r = run("-w", str(ws), "stats", "--json")
+    s = json.loads(r.stdout)
+    assert s["events"] == 100_000 and s["users"] == 943 and s["items"] == 1_682
+    assert s["events_per_user"]["min"] == 20
+    r = run("-w", str(ws), "anomalies", "--contamination", "0.01", "--exclude",
+            "--output", str(tmp_path / "anom.csv"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "anom.csv").exists()
+    s = json.loads(run("-w", str(ws), "stats", "--json").stdout)
+    assert 1 <= s["excluded_users"] <= 20
+
+
+def test_missing_dataset_message(tmp_path):
+    r = run("datasets", "info", "lastfm-2k", env={"AVREC_DATA_DIR": str(tmp_path)})
+    assert r.returncode == 1
+    assert "user_artists.dat" in r.stderr and "grouplens" in r.stderr

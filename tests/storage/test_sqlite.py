@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from avrec.errors import DataError, StoreError, UnknownEntityError
+from avrec.storage import ArtifactStore, open_store, registered_schemes
+from avrec.storage.sqlite import SQLiteStore
+
+
+def events(n: int, user: str = "u") -> pl.DataFrame:
+    return pl.DataFrame({
+        "user_id": [user] * n, "item_id": [f"i{k}" for k in range(n)], "event": ["play"] * n,
+        "value": [None] * n, "ts": [float(k) for k in range(n)], "session_id": [None] * n,
+        "text": [None] * n, "context": [None] * n,
+    }, schema_overrides={"value": pl.Float64, "session_id": pl.String, "text": pl.String,
+                         "context": pl.String})
+
+
+def test_open_by_url(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(s, SQLiteStore) and s.counts()["events"] == 0
+    assert (tmp_path / "x.db").exists()
+    s.close()
+    mem = open_store("sqlite:///:memory:")
+    assert mem.counts()["users"] == 0
+    assert "sqlite" in registered_schemes()
+    with pytest.raises(StoreError, match="known schemes: sqlite"):
+        open_store("mongodb://localhost/x")
+
+
+def test_wal_mode(store):
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_transaction_rolls_back_on_error(store):
+    store.add_events(events(3))
+    with pytest.raises(RuntimeError), store.transaction():
+        store.add_events(events(5, user="v"))
+        assert store.counts()["events"] == 8
+        raise RuntimeError("boom")
+    assert store.counts()["events"] == 3
+    assert store.counts()["users"] == 1
+    # id caches were reset: a later write still maps ids correctly
+    res = store.add_events(events(2, user="w"))
+    assert res.inserted == 2 and res.new_users == 1
+    assert set(store.events()["user_id"]) == {"u", "w"}
+
+
+def test_add_events_counts_duplicates(store):
+    r1 = store.add_events(events(4))
+    r2 = store.add_events(events(6))
+    assert (r1.inserted, r1.duplicates, r1.new_items) == (4, 0, 4)
+    assert (r2.inserted, r2.duplicates, r2.new_items) == (2, 4, 2)
+
+
+def test_exclusion_hides_users_from_training_reads(store):
+    store.add_events(events(2, "good"))
+    store.add_events(events(2, "bot"))
+    assert store.set_users_excluded(["bot"], True, "automated") == 1
+    assert set(store.events(include_excluded=False)["user_id"]) == {"good"}
+    assert store.users().filter(pl.col("excluded"))["exclude_reason"].to_list() == ["automated"]
+
+
+def test_model_registry(store):
+    a = store.register_model("als", "als", "bundles/als/1", {"factors": 64}, {"ndcg@10": 0.1})
+    b = store.register_model("als", "als", "bundles/als/2")
+    assert (a.version, b.version) == (1, 2)
+    assert store.active_model("als").version == 2
+    store.activate_model("als", 1)
+    assert store.active_model("als").config == {"factors": 64}
+    with pytest.raises(UnknownEntityError):
+        store.activate_model("als", 9)
+    with pytest.raises(UnknownEntityError):
+        store.active_model("nope")
+
+
+def test_iter_events_batches(store):
+    store.add_events(events(7))
+    sizes = [b.height for b in store.iter_events(batch_size=3)]
+    assert sizes == [3, 3, 1]
+
+
+def test_artifacts_roundtrip_and_checksum(tmp_path):
+    art = ArtifactStore(tmp_path / "artifacts")
+    vec = np.arange(12, dtype=np.float32).reshape(3, 4)
+    entry = art.save("vectors/text", {"vectors": vec}, kind="item_vectors", meta={"dim": 4})
+    assert entry["arrays"] == {"vectors": [3, 4]}
+    np.testing.assert_array_equal(art.load("vectors/text")["vectors"], vec)
+    assert art.names() == ["vectors/text"]
+    (tmp_path / "artifacts" / "vectors" / "text.npz").write_bytes(b"corrupt")
+    with pytest.raises(DataError, match="checksum"):
+        art.load("vectors/text")
+    with pytest.raises(UnknownEntityError):
+        art.load("missing")
+    with pytest.raises(DataError):
+        art.save("../escape", {"x": vec}, kind="x")
+    with pytest.raises(DataError, match="object dtype"):
+        art.save("objs", {"x": np.array([{}], dtype=object)}, kind="x")
