@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,21 @@ _CHILD = """
 import json, sys, time
 from avrec.ingest.pipeline import ingest_file
 from avrec.storage.sqlite import SQLiteStore
+
+def peak_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's high-water mark
+    # across fork+exec and overstate the child's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 store = SQLiteStore(sys.argv[1])
 t = time.perf_counter()
 rep = ingest_file(store, sys.argv[2], "events")
 dt = time.perf_counter() - t
 print(json.dumps({"rows": rep.rows, "accepted": rep.accepted, "inserted": rep.inserted,
-                  "duplicates": rep.duplicates, "rejected": rep.rejected, "seconds": dt}))
+                  "duplicates": rep.duplicates, "rejected": rep.rejected, "seconds": dt,
+                  "peak_rss_mb": peak_mb()}))
 """
 
 
@@ -67,13 +75,11 @@ def generate(path: Path, n: int, fmt: str, seed: int = 0) -> None:
 
 
 def run_child(db: Path, data: Path) -> tuple[dict, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Ingest in a fresh process; its own peak RSS (VmHWM, read at its end) comes back."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(db), str(data)], check=True,
                          capture_output=True, text=True)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child so far; children run one at a time here and
-    # each later one ingests into a larger store, so the reading is this child's peak.
-    return json.loads(out.stdout.strip().splitlines()[-1]), max(peak_kb, before) / 1024
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res, res["peak_rss_mb"]
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    chunk_bytes: int = Field(32 * 1024 * 1024, gt=0, description="bytes read per chunk")
+    chunk_bytes: int = Field(16 * 1024 * 1024, gt=0, description="bytes read per chunk")
     rejects_dir: str = Field("rejects", description="where rejects files go (in the workspace)")
     max_reject_ratio: float = Field(
         1.0, ge=0, le=1, description="fail the ingest when more than this share of rows is rejected"

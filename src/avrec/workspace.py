@@ -28,7 +28,7 @@ custom_types = []              # event types beyond the built-ins, e.g. ["add_to
 default_type = "play"          # type of rows in files with no event column
 
 [ingest]
-chunk_bytes = 33554432
+chunk_bytes = 16777216
 rejects_dir = "rejects"
 max_reject_ratio = 1.0
 

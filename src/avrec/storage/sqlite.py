@@ -104,7 +104,7 @@ class SQLiteStore(Store):
         cache_mb: SQLite page cache size.
     """
 
-    def __init__(self, path: str | Path, cache_mb: int = 512) -> None:
+    def __init__(self, path: str | Path, cache_mb: int = 256) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         if self.path != ":memory:":
