@@ -59,13 +59,15 @@ def generate(path: Path, n: int, fmt: str, seed: int = 0) -> None:
     ev = kinds[rng.integers(0, len(kinds), n)]
     ts = 1_700_000_000 + np.sort(rng.integers(0, 90 * 86400, n))
     value = np.round(rng.random(n), 3)
-    df = pl.DataFrame({
-        "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0"),
-        "item_id": pl.Series(items).cast(pl.String),
-        "event": ev,
-        "value": value,
-        "timestamp": ts,
-    })
+    df = pl.DataFrame(
+        {
+            "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0"),
+            "item_id": pl.Series(items).cast(pl.String),
+            "event": ev,
+            "value": value,
+            "timestamp": ts,
+        }
+    )
     if fmt == "csv":
         df.write_csv(path)
     elif fmt == "parquet":
@@ -76,8 +78,12 @@ def generate(path: Path, n: int, fmt: str, seed: int = 0) -> None:
 
 def run_child(db: Path, data: Path) -> tuple[dict, float]:
     """Ingest in a fresh process; its own peak RSS (VmHWM, read at its end) comes back."""
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(db), str(data)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(db), str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     return res, res["peak_rss_mb"]
 
@@ -92,31 +98,46 @@ def main() -> None:
         data = Path(tmp) / f"events.{args.format}"
         t = time.perf_counter()
         generate(data, args.events, args.format)
-        print(f"generated {args.events:,} events ({data.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - t:.1f}s")
+        print(
+            f"generated {args.events:,} events ({data.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.perf_counter() - t:.1f}s"
+        )
         db = Path(tmp) / "avrec.db"
         first, peak = run_child(db, data)
         rate = first["rows"] / first["seconds"]
-        print(f"ingest: {first['rows']:,} rows in {first['seconds']:.1f}s = {rate:,.0f} events/s,"
-              f" peak RSS {peak:,.0f} MB, inserted {first['inserted']:,},"
-              f" duplicates {first['duplicates']:,}")
+        print(
+            f"ingest: {first['rows']:,} rows in {first['seconds']:.1f}s = {rate:,.0f} events/s,"
+            f" peak RSS {peak:,.0f} MB, inserted {first['inserted']:,},"
+            f" duplicates {first['duplicates']:,}"
+        )
         result = {
-            "benchmark": "ingest", "format": args.format, "events": args.events,
+            "benchmark": "ingest",
+            "format": args.format,
+            "events": args.events,
             "file_mb": round(data.stat().st_size / 1e6, 1),
-            "seconds": round(first["seconds"], 2), "events_per_s": round(rate),
-            "peak_rss_mb": round(peak), "inserted": first["inserted"],
+            "seconds": round(first["seconds"], 2),
+            "events_per_s": round(rate),
+            "peak_rss_mb": round(peak),
+            "inserted": first["inserted"],
             "duplicates": first["duplicates"],
         }
         if args.reingest:
             again, peak2 = run_child(db, data)
             rate2 = again["rows"] / again["seconds"]
-            print(f"re-ingest: {rate2:,.0f} events/s, duplicates {again['duplicates']:,}, "
-                  f"inserted {again['inserted']:,}, peak RSS {peak2:,.0f} MB")
-            result.update(reingest_seconds=round(again["seconds"], 2),
-                          reingest_events_per_s=round(rate2), reingest_peak_rss_mb=round(peak2),
-                          reingest_duplicates=again["duplicates"])
-    result.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, "
-                  f"{_cpus()} cores, Python {platform.python_version()}")
+            print(
+                f"re-ingest: {rate2:,.0f} events/s, duplicates {again['duplicates']:,}, "
+                f"inserted {again['inserted']:,}, peak RSS {peak2:,.0f} MB"
+            )
+            result.update(
+                reingest_seconds=round(again["seconds"], 2),
+                reingest_events_per_s=round(rate2),
+                reingest_peak_rss_mb=round(peak2),
+                reingest_duplicates=again["duplicates"],
+            )
+    result.update(
+        date=time.strftime("%Y-%m-%d"),
+        machine=f"{platform.machine()}, {_cpus()} cores, Python {platform.python_version()}",
+    )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"ingest-{args.format}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -33,7 +33,7 @@ def test_bad_config_names_the_key(tmp_path):
 
 def test_custom_weighting_rules_are_accepted_types(tmp_path):
     p = tmp_path / "avrec.toml"
-    p.write_text('[weighting.rules]\nadd_to_playlist = { weight = 4.0 }\n')
+    p.write_text("[weighting.rules]\nadd_to_playlist = { weight = 4.0 }\n")
     assert "add_to_playlist" in WorkspaceConfig.load(p).event_types()
 
 

@@ -16,9 +16,17 @@ from tests.conftest import write
 AVREC = shutil.which("avrec") or str(Path(sys.executable).parent / "avrec")
 
 
-def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([AVREC, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
+def run(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AVREC, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=300,
+    )
 
 
 def test_init_ingest_stats(tmp_path):
@@ -29,9 +37,12 @@ def test_init_ingest_stats(tmp_path):
     r = run("-w", str(ws), "ingest", "items", str(items), "--map", "item_id=video_id,title=name")
     assert r.returncode == 0, r.stderr
     assert "2 accepted" in r.stdout
-    ev = write(tmp_path / "events.csv", "user_id,item_id,event,value,timestamp\n"
-               "u1,v1,play,0.9,2024-01-01T00:00:00Z\nu1,v2,like,,2024-01-02T00:00:00Z\n"
-               "u2,v1,dance,,2024-01-02T00:00:00Z\n")
+    ev = write(
+        tmp_path / "events.csv",
+        "user_id,item_id,event,value,timestamp\n"
+        "u1,v1,play,0.9,2024-01-01T00:00:00Z\nu1,v2,like,,2024-01-02T00:00:00Z\n"
+        "u2,v1,dance,,2024-01-02T00:00:00Z\n",
+    )
     r = run("-w", str(ws), "ingest", "events", str(ev))
     assert r.returncode == 0, r.stderr
     assert "1 rejected" in r.stdout and "unknown event type" in r.stdout
@@ -77,8 +88,16 @@ def test_datasets_load_and_anomalies(tmp_path, data_dir):
     s = json.loads(r.stdout)
     assert s["events"] == 100_000 and s["users"] == 943 and s["items"] == 1_682
     assert s["events_per_user"]["min"] == 20
-    r = run("-w", str(ws), "anomalies", "--contamination", "0.01", "--exclude",
-            "--output", str(tmp_path / "anom.csv"))
+    r = run(
+        "-w",
+        str(ws),
+        "anomalies",
+        "--contamination",
+        "0.01",
+        "--exclude",
+        "--output",
+        str(tmp_path / "anom.csv"),
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "anom.csv").exists()
     s = json.loads(run("-w", str(ws), "stats", "--json").stdout)

@@ -49,7 +49,9 @@ def test_microlens(data_dir):
 
 def test_hashtags():
     assert hashtags("dish so hot # I am the king # summer food") == (
-        "dish so hot", ["I am the king", "summer food"])
+        "dish so hot",
+        ["I am the king", "summer food"],
+    )
 
 
 def test_lastfm(data_dir):

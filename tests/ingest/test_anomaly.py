@@ -21,8 +21,14 @@ def _population(seed: int = 0) -> pl.DataFrame:
 
 
 def test_features():
-    ev = pl.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["x", "x", "y"],
-                       "event": ["play", "play", "like"], "ts": [0.0, 1.0, 3600.0]})
+    ev = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a"],
+            "item_id": ["x", "x", "y"],
+            "event": ["play", "play", "like"],
+            "ts": [0.0, 1.0, 3600.0],
+        }
+    )
     f = user_activity_features(ev).row(0, named=True)
     assert f["events"] == 3 and f["distinct_items"] == 2
     assert abs(f["repeat_ratio"] - 1 / 3) < 1e-9

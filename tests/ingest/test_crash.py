@@ -29,8 +29,9 @@ def _big_events(path: Path, n: int) -> Path:
 def test_kill_mid_ingest_keeps_old_state(tmp_path):
     db = tmp_path / "avrec.db"
     s = SQLiteStore(db)
-    ingest_file(s, write(tmp_path / "first.csv",
-                         "user_id,item_id,timestamp\nu1,i1,1\nu2,i2,2\n"), "events")
+    ingest_file(
+        s, write(tmp_path / "first.csv", "user_id,item_id,timestamp\nu1,i1,1\nu2,i2,2\n"), "events"
+    )
     before = s.events()
     s.close()
     big = _big_events(tmp_path / "big.csv", 1_500_000)

@@ -10,12 +10,24 @@ from avrec.storage.sqlite import SQLiteStore
 
 
 def events(n: int, user: str = "u") -> pl.DataFrame:
-    return pl.DataFrame({
-        "user_id": [user] * n, "item_id": [f"i{k}" for k in range(n)], "event": ["play"] * n,
-        "value": [None] * n, "ts": [float(k) for k in range(n)], "session_id": [None] * n,
-        "text": [None] * n, "context": [None] * n,
-    }, schema_overrides={"value": pl.Float64, "session_id": pl.String, "text": pl.String,
-                         "context": pl.String})
+    return pl.DataFrame(
+        {
+            "user_id": [user] * n,
+            "item_id": [f"i{k}" for k in range(n)],
+            "event": ["play"] * n,
+            "value": [None] * n,
+            "ts": [float(k) for k in range(n)],
+            "session_id": [None] * n,
+            "text": [None] * n,
+            "context": [None] * n,
+        },
+        schema_overrides={
+            "value": pl.Float64,
+            "session_id": pl.String,
+            "text": pl.String,
+            "context": pl.String,
+        },
+    )
 
 
 def test_open_by_url(tmp_path):
