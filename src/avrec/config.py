@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,10 @@ class IngestConfig(BaseModel):
     rejects_dir: str = Field("rejects", description="where rejects files go (in the workspace)")
     max_reject_ratio: float = Field(
         1.0, ge=0, le=1, description="fail the ingest when more than this share of rows is rejected"
+    )
+    mapping: dict[Literal["items", "events", "users"], dict[str, str]] = Field(
+        default_factory=dict,
+        description="per kind, canonical name -> column in your files; --map overrides it",
     )
 
 

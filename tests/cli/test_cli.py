@@ -108,3 +108,21 @@ def test_missing_dataset_message(tmp_path):
     r = run("datasets", "info", "lastfm-2k", env={"AVREC_DATA_DIR": str(tmp_path)})
     assert r.returncode == 1
     assert "user_artists.dat" in r.stderr and "grouplens" in r.stderr
+
+
+def test_mapping_from_config(tmp_path):
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    cfg = ws / "avrec.toml"
+    cfg.write_text(
+        cfg.read_text() + '\n[ingest.mapping.events]\nuser_id = "uid"\n'
+        'item_id = "vid"\ntimestamp = "t"\n'
+    )
+    ev = write(tmp_path / "e.csv", "uid,vid,t,who\nu1,v1,5,a\n")
+    r = run("-w", str(ws), "ingest", "events", str(ev))
+    assert r.returncode == 0, r.stderr
+    assert "1 accepted" in r.stdout
+    r = run("-w", str(ws), "ingest", "events", str(ev), "--map", "user_id=who")  # flag wins
+    assert r.returncode == 0, r.stderr
+    s = json.loads(run("-w", str(ws), "stats", "--json").stdout)
+    assert s["users"] == 2

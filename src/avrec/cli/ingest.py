@@ -19,6 +19,8 @@ def _run(
     ctx: typer.Context, kind: str, file: Path, mapping: str | None, fmt: str | None
 ) -> IngestReport:
     ws = state(ctx).open_workspace()
+    # the workspace's [ingest.mapping.<kind>] first, then --map on top
+    columns = {**ws.config.ingest.mapping.get(kind, {}), **parse_mapping(mapping)}  # type: ignore[call-overload]
     try:
         with byte_progress(f"ingest {kind}", file.stat().st_size if file.exists() else 0) as adv:
             report = ingest_file(
@@ -26,7 +28,7 @@ def _run(
                 file,
                 kind,
                 ws.config,
-                parse_mapping(mapping),
+                columns,
                 fmt,  # type: ignore[arg-type]
                 ws.rejects_dir,
                 progress=adv,
