@@ -37,6 +37,7 @@ class Dataset:
         users, items: the vocabularies.
         user_index, item_index, event_type, ts, value, weight: per-event arrays sorted by
             (user, time, original order).
+        order: each event's position in the input (ties in time keep this order).
         catalogue: catalogue fields aligned with ``items`` (one row per item).
         item_features: per-modality item vectors, ``name -> (n_items, dim)``.
     """
@@ -54,15 +55,18 @@ class Dataset:
         catalogue: pl.DataFrame | None = None,
         name: str = "dataset",
         meta: dict[str, Any] | None = None,
+        order: np.ndarray | None = None,
     ) -> None:
-        order = np.lexsort((np.arange(len(ts)), ts, user_index))
+        input_order = np.arange(len(ts)) if order is None else np.asarray(order, np.int64)
+        sort = np.lexsort((input_order, ts, user_index))
+        self.order = input_order[sort]
         self.users = users
         self.items = items
-        self.user_index = np.asarray(user_index, dtype=np.int64)[order]
-        self.item_index = np.asarray(item_index, dtype=np.int64)[order]
-        self.event_type = np.asarray(event_type, dtype=object)[order]
-        self.ts = np.asarray(ts, dtype=np.float64)[order]
-        self.value = np.asarray(value, dtype=np.float64)[order]
+        self.user_index = np.asarray(user_index, dtype=np.int64)[sort]
+        self.item_index = np.asarray(item_index, dtype=np.int64)[sort]
+        self.event_type = np.asarray(event_type, dtype=object)[sort]
+        self.ts = np.asarray(ts, dtype=np.float64)[sort]
+        self.value = np.asarray(value, dtype=np.float64)[sort]
         self.weighting = weighting
         self.weight = weighting.weights(self.event_type.astype(str), self.value)
         self.name = name
@@ -83,6 +87,7 @@ class Dataset:
         weighting: EventWeighting | None = None,
         name: str = "dataset",
         meta: dict[str, Any] | None = None,
+        users: list[str] | None = None,
     ) -> Dataset:
         """Build from an events frame and an optional catalogue.
 
@@ -93,6 +98,8 @@ class Dataset:
             items: catalogue with ``item_id`` and any canonical fields; every catalogue item gets
                 an index even with no events (cold items).
             weighting: event weighting; default :class:`EventWeighting`.
+            users: a user vocabulary to use (it must hold every user of ``events``); by default
+                the users of ``events`` in order of appearance.
         """
         if "user_id" not in events.columns or "item_id" not in events.columns:
             raise DataError("events need user_id and item_id columns")
@@ -100,8 +107,12 @@ class Dataset:
             pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)
         )
         n = ev.height
-        user_ids = ev["user_id"].unique(maintain_order=True).to_list()
-        users = Vocabulary(user_ids, "user")
+        user_ids = (
+            [str(u) for u in users]
+            if users is not None
+            else ev["user_id"].unique(maintain_order=True).to_list()
+        )
+        user_vocab = Vocabulary(user_ids, "user")
         cat_ids = (
             items["item_id"].cast(pl.String).unique(maintain_order=True).to_list()
             if items is not None
@@ -110,7 +121,10 @@ class Dataset:
         item_vocab = Vocabulary(cat_ids, "item").extend(
             ev["item_id"].unique(maintain_order=True).to_list()
         )
-        umap = pl.DataFrame({"user_id": user_ids, "_u": np.arange(len(users))})
+        umap = pl.DataFrame(
+            {"user_id": user_ids, "_u": np.arange(len(user_vocab))},
+            schema={"user_id": pl.String, "_u": pl.Int64},
+        )
         imap = pl.DataFrame(
             {"item_id": list(item_vocab.ids), "_i": np.arange(len(item_vocab))},
             schema={"item_id": pl.String, "_i": pl.Int64},
@@ -119,6 +133,8 @@ class Dataset:
             umap, on="user_id", how="left", maintain_order="left"
         )
         idx = idx.join(imap, on="item_id", how="left", maintain_order="left")
+        if idx["_u"].null_count():
+            raise DataError("events name users that are not in the given user vocabulary")
         types = ev["event"].to_numpy() if "event" in ev.columns else np.full(n, "play", object)
         value = (
             ev["value"].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -139,7 +155,7 @@ class Dataset:
                 cat, on="item_id", how="left", maintain_order="left"
             )
         return cls(
-            users,
+            user_vocab,
             item_vocab,
             idx["_u"].to_numpy(),
             idx["_i"].to_numpy(),
@@ -164,6 +180,48 @@ class Dataset:
         events = store.events(include_excluded=include_excluded)
         items = store.items()
         return cls.from_events(events, items, weighting, name=name)
+
+    def select(self, mask: np.ndarray, name: str | None = None) -> Dataset:
+        """A Dataset of the events where ``mask`` is true, with the same vocabularies,
+        catalogue, item features and weighting (how splits make training sets)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.n_events,):
+            raise DataError(f"mask must have one entry per event ({self.n_events})")
+        out = Dataset(
+            self.users,
+            self.items,
+            self.user_index[mask],
+            self.item_index[mask],
+            self.event_type[mask],
+            self.ts[mask],
+            self.value[mask],
+            self.weighting,
+            self.catalogue,
+            name or self.name,
+            self.meta,
+            order=self.order[mask],
+        )
+        out.item_features = dict(self.item_features)
+        return out
+
+    def with_weighting(self, weighting: EventWeighting) -> Dataset:
+        """The same events under another weighting."""
+        out = Dataset(
+            self.users,
+            self.items,
+            self.user_index,
+            self.item_index,
+            self.event_type,
+            self.ts,
+            self.value,
+            weighting,
+            self.catalogue,
+            self.name,
+            self.meta,
+            order=self.order,
+        )
+        out.item_features = dict(self.item_features)
+        return out
 
     # -- sizes --------------------------------------------------------------------------------
     @property

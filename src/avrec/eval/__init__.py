@@ -1,0 +1,68 @@
+"""Evaluation: splits, full-ranking metrics, significance, experiments and reports."""
+
+from avrec.eval.evaluate import ModelEval, evaluate_model
+from avrec.eval.experiment import Experiment, ExperimentResult
+from avrec.eval.metrics import (
+    ARP,
+    AUC,
+    F1,
+    GAUC,
+    HR,
+    ILD,
+    MAP,
+    MRR,
+    NDCG,
+    Coverage,
+    Gini,
+    Metric,
+    Novelty,
+    Precision,
+    Recall,
+    parse_metrics,
+)
+from avrec.eval.splits import (
+    ColdItemSplit,
+    ColdUserSplit,
+    FixedSplit,
+    LeaveOneOut,
+    RandomSplit,
+    Split,
+    SplitResult,
+    TemporalSplit,
+    make_split,
+)
+from avrec.eval.stats import bootstrap_ci, paired_test
+
+__all__ = [
+    "ARP",
+    "AUC",
+    "F1",
+    "GAUC",
+    "HR",
+    "ILD",
+    "MAP",
+    "MRR",
+    "NDCG",
+    "ColdItemSplit",
+    "ColdUserSplit",
+    "Coverage",
+    "Experiment",
+    "ExperimentResult",
+    "FixedSplit",
+    "Gini",
+    "LeaveOneOut",
+    "Metric",
+    "ModelEval",
+    "Novelty",
+    "Precision",
+    "RandomSplit",
+    "Recall",
+    "Split",
+    "SplitResult",
+    "TemporalSplit",
+    "bootstrap_ci",
+    "evaluate_model",
+    "make_split",
+    "paired_test",
+    "parse_metrics",
+]

@@ -1,0 +1,27 @@
+"""Recommenders: the shared contract, popularity, neighbours, EASE."""
+
+from avrec.models.base import (
+    MODELS,
+    ItemList,
+    Recommender,
+    UserBatch,
+    create_model,
+    load_model,
+    register_model,
+)
+from avrec.models.ease import EASE
+from avrec.models.knn import ItemKNN
+from avrec.models.popularity import Popularity
+
+__all__ = [
+    "EASE",
+    "MODELS",
+    "ItemKNN",
+    "ItemList",
+    "Popularity",
+    "Recommender",
+    "UserBatch",
+    "create_model",
+    "load_model",
+    "register_model",
+]
