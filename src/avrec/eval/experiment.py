@@ -89,6 +89,7 @@ class ExperimentResult:
     comparisons: pl.DataFrame
     evals: dict[str, ModelEval]
     meta: dict[str, Any] = field(default_factory=dict)
+    item_users: np.ndarray | None = None  # training users per item (for popularity plots)
 
     def value(self, model: str, metric: str) -> float:
         """One figure, e.g. ``value("ease", "ndcg@10")``."""
@@ -303,7 +304,7 @@ class Experiment:
             "versions": _versions(__version__),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        return ExperimentResult(table, by_group, by_bucket, comparisons, evals, meta)
+        return ExperimentResult(table, by_group, by_bucket, comparisons, evals, meta, item_users)
 
     def _compare(self, evals: dict[str, ModelEval], table: pl.DataFrame) -> pl.DataFrame:
         rows = []
@@ -357,20 +358,31 @@ class Experiment:
 
     @staticmethod
     def _mark_significance(table: pl.DataFrame, comparisons: pl.DataFrame) -> pl.DataFrame:
+        """Add ``is_best``, ``significant_vs_best`` and ``p_vs_best`` columns."""
         if comparisons.height == 0:
             return table.with_columns(
+                pl.lit(None, pl.Boolean).alias("is_best"),
                 pl.lit(None, pl.Boolean).alias("significant_vs_best"),
                 pl.lit(None, pl.Float64).alias("p_vs_best"),
-                pl.lit(None, pl.String).alias("best"),
             )
+        best = comparisons.select("metric", "best").unique()
         c = comparisons.select(
             "metric",
             "model",
-            "best",
             pl.col("significant").alias("significant_vs_best"),
             pl.col("p_value").alias("p_vs_best"),
         )
-        return table.join(c, on=["metric", "model"], how="left")
+        return (
+            table.join(best, on="metric", how="left", maintain_order="left")
+            .with_columns(
+                pl.when(pl.col("best").is_null())
+                .then(None)
+                .otherwise(pl.col("best") == pl.col("model"))
+                .alias("is_best")
+            )
+            .drop("best")
+            .join(c, on=["metric", "model"], how="left", maintain_order="left")
+        )
 
     def _by_group(self, evals: dict[str, ModelEval], lengths: np.ndarray) -> pl.DataFrame:
         rows = []

@@ -277,7 +277,7 @@ class Recommender(abc.ABC):
         """Learned arrays to save (besides vocabularies and seen items)."""
         return {}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
         """Restore what :meth:`_state` returned."""
 
     def save(self, path: str | Path) -> Path:

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from avrec.data.dataset import Dataset
+from avrec.data.weighting import EventWeighting
+from avrec.errors import DataError
+from avrec.eval.splits import (
+    ColdItemSplit,
+    ColdUserSplit,
+    FixedSplit,
+    LeaveOneOut,
+    RandomSplit,
+    TemporalSplit,
+)
+
+
+@pytest.fixture
+def ds() -> Dataset:
+    rng = np.random.default_rng(1)
+    rows = []
+    for u in range(40):
+        n = int(rng.integers(2, 15))
+        for k in range(n):
+            rows.append((f"u{u}", f"i{rng.integers(0, 30)}", float(1000 + u + 10 * k)))
+    rows.append(("u0", "tie-a", 5000.0))  # two events of u0 in the same second: input order
+    rows.append(("u0", "tie-b", 5000.0))
+    ev = pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row")
+    return Dataset.from_events(ev, weighting=EventWeighting.binary())
+
+
+def _no_leak(res):
+    m = res.masks
+    assert not (m["train"] & (m["valid"] | m["test"])).any()
+    assert not (m["valid"] & m["test"]).any()
+    assert (m["train"] | m["valid"] | m["test"]).all()
+
+
+def test_leave_one_out_by_time(ds):
+    res = LeaveOneOut().split(ds)
+    _no_leak(res)
+    f = res.full
+    counts = np.bincount(f.user_index, minlength=f.n_users)
+    for u in range(f.n_users):
+        ptr = f.sequence_indptr
+        lo, hi = ptr[u], ptr[u + 1]
+        if counts[u] < 3:
+            assert res.masks["train"][lo:hi].all()
+            continue
+        assert res.masks["test"][hi - 1] and res.masks["valid"][hi - 2]
+        assert f.ts[lo : hi - 1].max() <= f.ts[hi - 1]  # nothing later than the test event
+    u0 = f.users.index("u0")[0]
+    assert f.items.id(int(res.targets("test")[u0].indices[0])) == "tie-b"
+    assert res.history("test").sum() >= res.history("valid").sum()
+    assert res.train.n_events == int(res.masks["train"].sum())
+
+
+def test_fixed_split_file(ds, tmp_path):
+    loo = LeaveOneOut().split(ds)
+    f = ds
+    lines = ["user_id\tvalid_item\ttest_item"]
+    for u in range(f.n_users):
+        t, v = loo.targets("test")[u].indices, loo.targets("valid")[u].indices
+        if len(t):
+            lines.append(f"{f.users.id(u)}\t{f.items.id(int(v[0]))}\t{f.items.id(int(t[0]))}")
+    p = tmp_path / "s.tsv"
+    p.write_text("\n".join(lines) + "\n")
+    fixed = FixedSplit(p).split(ds)
+    for stage in ("train", "valid", "test"):
+        assert (fixed.masks[stage] == loo.masks[stage]).all(), stage
+    p.write_text("user_id\tvalid_item\ttest_item\nu0\tnope\ti1\n")
+    with pytest.raises(DataError, match=r"s.tsv:2: unknown valid item"):
+        FixedSplit(p).split(ds)
+
+
+def test_temporal_split(ds):
+    res = TemporalSplit(0.6, 0.8).split(ds)
+    _no_leak(res)
+    f = res.full
+    assert f.ts[res.masks["train"]].max() < f.ts[res.masks["valid"]].min()
+    assert f.ts[res.masks["valid"]].max() < f.ts[res.masks["test"]].min()
+
+
+def test_random_split_is_seeded(ds):
+    a, b = RandomSplit(seed=3).split(ds), RandomSplit(seed=3).split(ds)
+    c = RandomSplit(seed=4).split(ds)
+    _no_leak(a)
+    assert (a.masks["test"] == b.masks["test"]).all()
+    assert not (a.masks["test"] == c.masks["test"]).all()
+    per_user_train = np.bincount(ds.user_index[a.masks["train"]], minlength=ds.n_users)
+    assert (per_user_train >= 1).all()
+
+
+def test_cold_items_never_in_training(ds):
+    res = ColdItemSplit(fraction=0.2, seed=0).split(ds)
+    _no_leak(res)
+    cold = np.unique(ds.item_index[res.masks["test"] | res.masks["valid"]])
+    assert not np.isin(ds.item_index[res.masks["train"]], cold).any()
+
+
+def test_cold_users_have_no_history(ds):
+    res = ColdUserSplit(fraction=0.2, seed=0).split(ds)
+    _no_leak(res)
+    test_users = np.unique(ds.user_index[res.masks["test"]])
+    assert res.history("test")[test_users].nnz == 0
+    assert not np.isin(ds.user_index[res.masks["train"]], test_users).any()
