@@ -51,6 +51,9 @@ format: dev
 
 bench: install
 	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.event_index
+	$(BIN)/python -m benchmarks.accuracy --dataset movielens-100k
+	$(BIN)/python -m benchmarks.accuracy --dataset microlens-50k
 
 clean:
 	rm -rf $(VENV) demo-workspace .pytest_cache .ruff_cache

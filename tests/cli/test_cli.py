@@ -126,3 +126,46 @@ def test_mapping_from_config(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(run("-w", str(ws), "stats", "--json").stdout)
     assert s["users"] == 2
+
+
+def test_evaluate_on_the_workspace(tmp_path):
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(60):
+        base = 0 if u % 2 == 0 else 30
+        for k in range(8):
+            lines.append(f"u{u},i{base + (u * 7 + k * 3) % 30},{1000 + k}")
+    ev = write(tmp_path / "e.csv", "\n".join(lines) + "\n")
+    assert run("-w", str(ws), "ingest", "events", str(ev)).returncode == 0
+    out = tmp_path / "res.json"
+    r = run("-w", str(ws), "evaluate", "--models", "pop,itemknn", "--k", "5",
+            "--metrics", "hr,ndcg,coverage", "--bootstrap", "50", "--output", str(out),
+            "--report", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    assert "ndcg@5" in r.stdout and "itemknn" in r.stdout
+    doc = json.loads(out.read_text())
+    recs = {(x["model"], x["metric"]): x for x in doc["results"]}
+    assert recs[("itemknn", "ndcg@5")]["value"] > recs[("pop", "ndcg@5")]["value"]
+    assert doc["protocol"]["ranking"] == "full ranking, history excluded"
+    assert (tmp_path / "rep" / "report.html").exists()
+    r = run("-w", str(ws), "evaluate", "--models", "svd")
+    assert r.returncode == 1 and "unknown model" in r.stderr
+
+
+@pytest.mark.realdata
+def test_evaluate_with_experiment_file(tmp_path, data_dir):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(
+        'dataset = "movielens-100k"\noutput = "out.json"\n[split]\nkind = "fixed"\n'
+        'file = "${AVREC_DATA_DIR}/splits/movielens-100k.loo.tsv"\n[metrics]\n'
+        'names = ["hr", "ndcg"]\nk = [10]\n[[models]]\nname = "pop"\n'
+        '[[models]]\nname = "ease"\nlabel = "ease-300"\nl2 = 300.0\n'
+    )
+    r = run("evaluate", "--config", str(cfg), "--bootstrap", "100",
+            env={"AVREC_DATA_DIR": str(data_dir)})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "out.json").read_text())
+    recs = {(x["model"], x["metric"]): x["value"] for x in doc["results"]}
+    assert round(recs[("ease-300", "ndcg@10")], 4) == 0.0728
+    assert round(recs[("pop", "hr@10")], 4) == 0.0838

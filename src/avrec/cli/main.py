@@ -12,6 +12,7 @@ from avrec import __version__
 from avrec.cli import datasets, ingest
 from avrec.cli._common import State, err_console
 from avrec.cli.anomalies import anomalies
+from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
 from avrec.cli.stats import stats
 from avrec.errors import AvrecError
@@ -47,6 +48,7 @@ def _root(
 app.command()(init)
 app.command()(stats)
 app.command()(anomalies)
+app.command()(evaluate)
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 

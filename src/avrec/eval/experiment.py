@@ -19,6 +19,7 @@ import polars as pl
 
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
+from avrec.eval._memory import PeakRSS
 from avrec.eval.evaluate import ModelEval, evaluate_model, history_lengths, metric_context
 from avrec.eval.metrics import Metric, parse_metrics
 from avrec.eval.splits import Split, SplitResult, Stage
@@ -200,10 +201,13 @@ class Experiment:
         valid = split.full.select(split.masks["valid"], name=f"{split.full.name}:valid")
         evals: dict[str, ModelEval] = {}
         fit_seconds: dict[str, float] = {}
+        self._fit_peak_mb: dict[str, float] = {}
         for name, model in self.models.items():
             t = time.perf_counter()
-            model.fit(split.train, valid)
+            with PeakRSS() as probe:
+                model.fit(split.train, valid)
             fit_seconds[name] = time.perf_counter() - t
+            self._fit_peak_mb[name] = probe.peak_mb
             evals[name] = evaluate_model(
                 model,
                 split,
@@ -297,6 +301,7 @@ class Experiment:
                     "kind": m.name,
                     "config": m.config.model_dump(),
                     "fit_seconds": round(fit_seconds[n], 3),
+                    "fit_peak_rss_mb": round(self._fit_peak_mb.get(n, float("nan")), 1),
                     "eval_seconds": round(evals[n].seconds, 3),
                 }
                 for n, m in self.models.items()
