@@ -139,9 +139,23 @@ def test_evaluate_on_the_workspace(tmp_path):
     ev = write(tmp_path / "e.csv", "\n".join(lines) + "\n")
     assert run("-w", str(ws), "ingest", "events", str(ev)).returncode == 0
     out = tmp_path / "res.json"
-    r = run("-w", str(ws), "evaluate", "--models", "pop,itemknn", "--k", "5",
-            "--metrics", "hr,ndcg,coverage", "--bootstrap", "50", "--output", str(out),
-            "--report", str(tmp_path / "rep"))
+    r = run(
+        "-w",
+        str(ws),
+        "evaluate",
+        "--models",
+        "pop,itemknn",
+        "--k",
+        "5",
+        "--metrics",
+        "hr,ndcg,coverage",
+        "--bootstrap",
+        "50",
+        "--output",
+        str(out),
+        "--report",
+        str(tmp_path / "rep"),
+    )
     assert r.returncode == 0, r.stderr
     assert "ndcg@5" in r.stdout and "itemknn" in r.stdout
     doc = json.loads(out.read_text())
@@ -162,8 +176,14 @@ def test_evaluate_with_experiment_file(tmp_path, data_dir):
         'names = ["hr", "ndcg"]\nk = [10]\n[[models]]\nname = "pop"\n'
         '[[models]]\nname = "ease"\nlabel = "ease-300"\nl2 = 300.0\n'
     )
-    r = run("evaluate", "--config", str(cfg), "--bootstrap", "100",
-            env={"AVREC_DATA_DIR": str(data_dir)})
+    r = run(
+        "evaluate",
+        "--config",
+        str(cfg),
+        "--bootstrap",
+        "100",
+        env={"AVREC_DATA_DIR": str(data_dir)},
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "out.json").read_text())
     recs = {(x["model"], x["metric"]): x["value"] for x in doc["results"]}

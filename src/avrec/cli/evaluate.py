@@ -28,6 +28,9 @@ def evaluate(
     k: str | None = typer.Option(None, "--k", help="list lengths, e.g. 10,20"),
     metrics: str | None = typer.Option(None, help="e.g. hr,ndcg,mrr,auc,coverage"),
     sampled: int | None = typer.Option(None, help="rank against N sampled negatives (labelled)"),
+    include_seen: bool = typer.Option(
+        False, "--include-seen", help="rank the user's history items too (default: left out)"
+    ),
     bootstrap: int | None = typer.Option(None, help="bootstrap resamples (default 1000)"),
     seed: int | None = typer.Option(None),
     output: Path | None = typer.Option(None, help="write results as JSON"),
@@ -50,6 +53,8 @@ def evaluate(
         )
     if sampled is not None:
         cfg.sampled = sampled
+    if include_seen:
+        cfg.exclude_history = False
     if bootstrap is not None:
         cfg.n_bootstrap = bootstrap
     if seed is not None:
@@ -80,11 +85,13 @@ def evaluate(
             cfg.metrics.k,
             stage=cfg.stage,
             sampled=cfg.sampled,  # type: ignore[arg-type]
+            exclude_history=cfg.exclude_history,
             n_bootstrap=cfg.n_bootstrap,
             seed=cfg.seed,
             progress=lambda name: advance(1),
         )
         res = exp.run(data)
+    res.meta["experiment"] = cfg.model_dump(mode="json")
     _print(res)
     out = output or (cfg.resolve(cfg.output) if cfg.output else None)
     if out:

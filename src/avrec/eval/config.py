@@ -48,6 +48,7 @@ class ExperimentConfig(BaseModel):
     models: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "pop"}])
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     stage: str = "test"
+    exclude_history: bool = Field(True, description="leave the user's history out of rankings")
     sampled: int | None = Field(None, gt=0)
     n_bootstrap: int = Field(1000, ge=0)
     seed: int = 0
