@@ -36,11 +36,11 @@ METRICS = ["hr", "ndcg", "recall", "mrr", "auc", "coverage", "novelty"]
 DEFAULT_PARAMS = {"ease": {"l2": 300.0}}
 
 
-def run(dataset: str, model_names: list[str]) -> pl.DataFrame:
+def run(dataset: str, model_names: list[str], split_file: Path | None = None) -> pl.DataFrame:
     settings = Settings()
     if settings.data_dir is None:
         raise DatasetNotFoundError("set AVREC_DATA_DIR to the folder with the datasets and splits")
-    split_file = Path(settings.data_dir) / "splits" / f"{dataset}.loo.tsv"
+    split_file = split_file or Path(settings.data_dir) / "splits" / f"{dataset}.loo.tsv"
     t = time.perf_counter()
     data = load_dataset(dataset, settings=settings)
     print(f"{dataset}: {data} loaded in {time.perf_counter() - t:.1f}s")
@@ -142,9 +142,11 @@ def main() -> None:
         "--dataset", default="movielens-100k", choices=["movielens-100k", "microlens-50k"]
     )
     ap.add_argument("--models", default=None, help="comma-separated (default: every model)")
+    ap.add_argument("--split-file", type=Path, default=None,
+                    help="user_id, valid_item, test_item TSV (default: the standard split)")
     args = ap.parse_args()
     names = args.models.split(",") if args.models else sorted(MODELS)
-    run(args.dataset, names)
+    run(args.dataset, names, args.split_file)
 
 
 if __name__ == "__main__":

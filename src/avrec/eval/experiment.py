@@ -139,6 +139,7 @@ class Experiment:
             ``sampled-N`` in every output).
         n_bootstrap: bootstrap resamples for intervals and tests.
         user_groups: bounds of the history-length groups.
+        dataset: the dataset to split, so that :meth:`run` needs no argument.
     """
 
     def __init__(
@@ -154,8 +155,10 @@ class Experiment:
         seed: int = 0,
         user_groups: tuple[int, ...] = (5, 20, 100),
         progress: Any = None,
+        dataset: Dataset | None = None,
     ) -> None:
         self.split = split
+        self.dataset = dataset
         if isinstance(models, dict):
             self.models = dict(models)
         else:
@@ -191,6 +194,7 @@ class Experiment:
 
     def run(self, dataset: Dataset | None = None) -> ExperimentResult:
         """Split (when needed), fit every model, evaluate, and assemble the results."""
+        dataset = dataset if dataset is not None else self.dataset
         if isinstance(self.split, SplitResult):
             split = self.split
         else:
