@@ -69,7 +69,64 @@ def test_ease_closed_form_matches_definition():
 
 def test_registry():
     assert isinstance(create_model("ease", l2=1.0), EASE)
-    with pytest.raises(ConfigError, match="known: ease, itemknn, pop"):
+    with pytest.raises(ConfigError, match="known: als, bpr, ease, itemknn, markov, pop"):
         create_model("svd")
     with pytest.raises(ConfigError):
         create_model("ease", lambda_=3)
+
+
+class TestALS(RecommenderContract):
+    def make(self):
+        from avrec.models import ALS
+
+        return ALS(factors=8, iterations=5)
+
+
+class TestBPR(RecommenderContract):
+    def make(self):
+        from avrec.models import BPR
+
+        return BPR(factors=8, iterations=50, learning_rate=0.05)
+
+
+class TestMarkov(RecommenderContract):
+    def make(self):
+        from avrec.models import Markov
+
+        return Markov(window=3)
+
+
+def test_als_fold_in_solves_the_normal_equations():
+    import scipy.sparse as sp
+
+    from avrec.models.factors import als_fold_in
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(30, 4)).astype(np.float32)
+    h = sp.random(5, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    h.data[:] = rng.integers(1, 5, len(h.data))
+    got = als_fold_in(y, h, alpha=2.0, regularization=0.1)
+    yd = y.astype(np.float64)
+    for u in range(5):
+        r = h[u].toarray().ravel()
+        c = 1 + 2.0 * r
+        p = (r > 0).astype(float)
+        a = yd.T @ (c[:, None] * yd) + 0.1 * np.eye(4)
+        b = yd.T @ (c * p)
+        np.testing.assert_allclose(got[u], np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+
+
+def test_markov_predicts_the_next_item():
+    import polars as pl
+
+    from avrec.data.dataset import Dataset
+    from avrec.models import Markov
+
+    # everyone watches a -> b -> c in order; after "a" comes "b"
+    rows = [(f"u{k}", it, float(t)) for k in range(10) for t, it in enumerate("abc")]
+    ds = Dataset.from_events(pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row"))
+    m = Markov(window=1).fit(ds)
+    batch = m.user_batch(["u0"])
+    batch.sequences = [np.asarray(ds.items.index(["a"]))]
+    scores = m._score_batch(batch)[0]
+    assert ds.items.id(int(np.argmax(scores))) == "b"

@@ -10,14 +10,19 @@ from avrec.models.base import (
     register_model,
 )
 from avrec.models.ease import EASE
+from avrec.models.factors import ALS, BPR
 from avrec.models.knn import ItemKNN
+from avrec.models.markov import Markov
 from avrec.models.popularity import Popularity
 
 __all__ = [
+    "ALS",
+    "BPR",
     "EASE",
     "MODELS",
     "ItemKNN",
     "ItemList",
+    "Markov",
     "Popularity",
     "Recommender",
     "UserBatch",

@@ -132,7 +132,7 @@ def load_model(path: str | Path) -> Recommender:
 
 
 def _load_builtin() -> None:
-    from avrec.models import ease, knn, popularity  # noqa: F401  (register themselves)
+    from avrec.models import ease, factors, knn, markov, popularity  # noqa: F401  (register)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -147,12 +147,16 @@ class Recommender(abc.ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: the model reads each user's time-ordered sequence (``UserBatch.sequences``)
+    uses_sequences: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.config = self.Config(**params)
         self.users: Vocabulary | None = None
         self.items: Vocabulary | None = None
         self._seen: sp.csr_matrix | None = None
+        self._seq_indptr: np.ndarray | None = None
+        self._seq_items: np.ndarray | None = None
         self.fit_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -171,6 +175,9 @@ class Recommender(abc.ABC):
         start = time.perf_counter()
         self.users, self.items = dataset.users, dataset.items
         self._seen = dataset.seen
+        if self.uses_sequences:
+            self._seq_indptr = dataset.sequence_indptr.copy()
+            self._seq_items = dataset.item_index.copy()
         self._fit(dataset, valid)
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -200,7 +207,12 @@ class Recommender(abc.ABC):
             mask = sp.diags((idx >= 0).astype(np.float32))
             history = (mask @ history).tocsr()
             history.eliminate_zeros()
-        return UserBatch(idx, history)
+        sequences = None
+        if self.uses_sequences and self._seq_indptr is not None:
+            ptr, items = self._seq_indptr, self._seq_items
+            empty = np.zeros(0, np.int64)
+            sequences = [items[ptr[u] : ptr[u + 1]] if u >= 0 else empty for u in idx]
+        return UserBatch(idx, history, sequences)
 
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
         """Scores of ``items`` (default: all, in vocabulary order) for each user."""
@@ -293,6 +305,11 @@ class Recommender(abc.ABC):
             "__seen_indptr": seen.indptr,
             "__seen_indices": seen.indices,
             "__seen_data": seen.data,
+            **(
+                {"__seq_indptr": self._seq_indptr, "__seq_items": self._seq_items}
+                if self._seq_indptr is not None
+                else {}
+            ),
             **self._state(),
         }
         import io
@@ -332,6 +349,9 @@ class Recommender(abc.ABC):
             (arrays.pop("__seen_data"), arrays.pop("__seen_indices"), arrays.pop("__seen_indptr")),
             shape=(len(model.users), len(model.items)),
         )
+        if "__seq_indptr" in arrays:
+            model._seq_indptr = arrays.pop("__seq_indptr")
+            model._seq_items = arrays.pop("__seq_items")
         model.fit_seconds = manifest.get("fit_seconds")
         model._set_state(arrays)
         return model

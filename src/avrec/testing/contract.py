@@ -62,7 +62,7 @@ class RecommenderContract:
         assert np.isfinite(s).all()
         sub = fitted.score(["u0"], ["i1", "i2"])
         assert sub.shape == (1, 2)
-        np.testing.assert_allclose(sub[0], s[0, data.items.index(["i1", "i2"])])
+        np.testing.assert_allclose(sub[0], s[0, data.items.index(["i1", "i2"])], rtol=1e-5)
 
     def test_recommend_excludes_seen_and_respects_k(self, fitted, data):
         lists = fitted.recommend(["u0", "u1"], k=5)
