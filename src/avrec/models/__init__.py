@@ -14,6 +14,7 @@ from avrec.models.factors import ALS, BPR
 from avrec.models.knn import ItemKNN
 from avrec.models.markov import Markov
 from avrec.models.popularity import Popularity
+from avrec.models.sasrec import SASRec
 
 __all__ = [
     "ALS",
@@ -25,6 +26,7 @@ __all__ = [
     "Markov",
     "Popularity",
     "Recommender",
+    "SASRec",
     "UserBatch",
     "create_model",
     "load_model",

@@ -132,7 +132,14 @@ def load_model(path: str | Path) -> Recommender:
 
 
 def _load_builtin() -> None:
-    from avrec.models import ease, factors, knn, markov, popularity  # noqa: F401  (register)
+    from avrec.models import (  # noqa: F401  (they register themselves)
+        ease,
+        factors,
+        knn,
+        markov,
+        popularity,
+        sasrec,
+    )
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
