@@ -13,12 +13,14 @@ from avrec.models.ease import EASE
 from avrec.models.factors import ALS, BPR
 from avrec.models.knn import ItemKNN
 from avrec.models.markov import Markov
+from avrec.models.mf import BiasedMF
 from avrec.models.popularity import Popularity
 from avrec.models.sasrec import SASRec
 
 __all__ = [
     "ALS",
     "BPR",
+    "BiasedMF",
     "EASE",
     "MODELS",
     "ItemKNN",

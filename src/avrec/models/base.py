@@ -137,6 +137,7 @@ def _load_builtin() -> None:
         factors,
         knn,
         markov,
+        mf,
         popularity,
         sasrec,
     )

@@ -63,7 +63,7 @@ def _windows(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
             start = max(0, end - (max_len + 1))
             w = s[start:end]
             row = np.zeros(max_len + 1, np.int64)
-            row[-len(w):] = w
+            row[-len(w) :] = w
             out.append(row)
             if start == 0:
                 break
@@ -76,7 +76,7 @@ def _pad_last(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
     for r, s in enumerate(seqs):
         s = np.asarray(s, dtype=np.int64)[-max_len:] + 1
         if len(s):
-            x[r, -len(s):] = s
+            x[r, -len(s) :] = s
     return x
 
 
@@ -91,8 +91,13 @@ def _build(n_items: int, c: SASRecConfig):
             self.positions = nn.Embedding(c.max_len, c.dim)
             self.dropout = nn.Dropout(c.dropout)
             layer = nn.TransformerEncoderLayer(
-                c.dim, c.heads, dim_feedforward=c.dim * 4, dropout=c.dropout,
-                activation="gelu", batch_first=True, norm_first=True,
+                c.dim,
+                c.heads,
+                dim_feedforward=c.dim * 4,
+                dropout=c.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
             self.encoder = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(c.dim)
@@ -149,7 +154,7 @@ class SASRec(Recommender):
         rng = np.random.default_rng(c.seed)
         n_items = dataset.n_items
         ptr = dataset.sequence_indptr
-        seqs = [dataset.item_index[ptr[u]:ptr[u + 1]] for u in range(dataset.n_users)]
+        seqs = [dataset.item_index[ptr[u] : ptr[u + 1]] for u in range(dataset.n_users)]
         windows = _windows(seqs, c.max_len)
         self.net = _build(n_items, c)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
@@ -162,7 +167,7 @@ class SASRec(Recommender):
             order = rng.permutation(len(windows))
             total, count = 0.0, 0
             for lo in range(0, len(order), c.batch_size):
-                w = torch.from_numpy(windows[order[lo:lo + c.batch_size]])
+                w = torch.from_numpy(windows[order[lo : lo + c.batch_size]])
                 x, y = w[:, :-1], w[:, 1:]
                 h = self.net(x)
                 keep = y > 0
@@ -176,30 +181,35 @@ class SASRec(Recommender):
                     neg_logit = hk @ items[neg].T
                     neg_logit = neg_logit.masked_fill(neg[None] == yk[:, None], -1e9)
                     if c.loss == "sampled":
-                        loss = F.cross_entropy(torch.cat([pos_logit, neg_logit], 1),
-                                               torch.zeros(len(yk), dtype=torch.long))
+                        loss = F.cross_entropy(
+                            torch.cat([pos_logit, neg_logit], 1),
+                            torch.zeros(len(yk), dtype=torch.long),
+                        )
                     else:  # gBCE: calibrated positive probability
                         alpha = c.negatives / max(n_items - 1, 1)
                         beta = alpha * (c.gbce_t * (1 - 1 / alpha) + 1 / alpha)
                         pos_prob = torch.sigmoid(pos_logit).clamp(1e-7, 1 - 1e-7)
-                        loss = -(torch.log(pos_prob.pow(beta)).mean()
-                                 + F.logsigmoid(-neg_logit).sum(1).mean())
+                        loss = -(
+                            torch.log(pos_prob.pow(beta)).mean()
+                            + F.logsigmoid(-neg_logit).sum(1).mean()
+                        )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(yk)
                 count += len(yk)
-            entry = {"epoch": epoch, "loss": total / max(count, 1),
-                     "seconds": time.perf_counter() - start}
+            entry = {
+                "epoch": epoch,
+                "loss": total / max(count, 1),
+                "seconds": time.perf_counter() - start,
+            }
             out_of_time = c.time_budget_s is not None and entry["seconds"] > c.time_budget_s
-            if val is not None and (epoch % c.eval_every == 0 or out_of_time
-                                    or epoch == c.epochs):
+            if val is not None and (epoch % c.eval_every == 0 or out_of_time or epoch == c.epochs):
                 ndcg = self._validate(*val)
                 entry["valid_ndcg@10"] = ndcg
                 if ndcg > best:
                     best, stale = ndcg, 0
-                    best_state = {k: v.detach().clone() for k, v in
-                                  self.net.state_dict().items()}
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
                     self.best_epoch_ = epoch
                 else:
                     stale += 1
@@ -232,9 +242,9 @@ class SASRec(Recommender):
 
         total = 0.0
         for lo in range(0, len(seqs), 1024):
-            s = self._scores(seqs[lo:lo + 1024])
-            mask_rows(s, hist[lo:lo + 1024])
-            t = targets[lo:lo + 1024]
+            s = self._scores(seqs[lo : lo + 1024])
+            mask_rows(s, hist[lo : lo + 1024])
+            t = targets[lo : lo + 1024]
             st = s[np.arange(len(t)), t]
             rank = (s >= st[:, None]).sum(1) - 1
             total += float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).sum())
@@ -252,7 +262,7 @@ class SASRec(Recommender):
     def _score_batch(self, batch: UserBatch) -> np.ndarray:
         self._threads()
         seqs = batch.sequence_list()
-        out = [self._scores(seqs[lo:lo + 1024]) for lo in range(0, len(seqs), 1024)]
+        out = [self._scores(seqs[lo : lo + 1024]) for lo in range(0, len(seqs), 1024)]
         return np.concatenate(out) if out else np.zeros((0, len(self.items or [])), np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -263,7 +273,8 @@ class SASRec(Recommender):
 
         assert self.items is not None
         self.net = _build(len(self.items), self.config)
-        state = {k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                 if k.startswith("net.")}
+        state = {
+            k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")
+        }
         self.net.load_state_dict(state)
         self.net.eval()
