@@ -189,3 +189,30 @@ def test_evaluate_with_experiment_file(tmp_path, data_dir):
     recs = {(x["model"], x["metric"]): x["value"] for x in doc["results"]}
     assert round(recs[("ease-300", "ndcg@10")], 4) == 0.0728
     assert round(recs[("pop", "hr@10")], 4) == 0.0838
+
+
+def test_train_registers_a_bundle(tmp_path):
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    lines = ["user_id,item_id,timestamp"] + [
+        f"u{u},i{(u + k) % 12},{k}" for u in range(30) for k in range(6)
+    ]
+    assert (
+        run(
+            "-w",
+            str(ws),
+            "ingest",
+            "events",
+            str(write(tmp_path / "e.csv", "\n".join(lines) + "\n")),
+        ).returncode
+        == 0
+    )
+    r = run("-w", str(ws), "train", "--model", "ease", "--params", "l2=50")
+    assert r.returncode == 0, r.stderr
+    assert "registered as ease v1" in r.stdout
+    bundle = ws / "artifacts" / "models" / "ease" / "1"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["kind"] == "ease" and manifest["config"]["l2"] == 50.0
+    r = run("-w", str(ws), "tune", "--model", "itemknn", "--trials", "3")
+    assert r.returncode == 0, r.stderr
+    assert "best valid ndcg@10" in r.stdout

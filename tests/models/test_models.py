@@ -197,3 +197,18 @@ def test_sasrec_learns_a_deterministic_order():
     batch.sequences = [ds.items.index(["i3", "i4"])]
     scores = m._score_batch(batch)[0]
     assert ds.items.id(int(np.argmax(scores))) == "i5"
+
+
+def test_tuning_searches_on_validation_and_records_the_choice(tmp_path):
+    from avrec.eval.splits import LeaveOneOut
+    from avrec.models import load_model
+    from avrec.models.tuning import tune
+
+    split = LeaveOneOut().split(toy_dataset(80))
+    res = tune("ease", split, n_trials=6, seed=0)
+    assert len(res.trials) == 6 and 10.0 <= res.best_params["l2"] <= 5000.0
+    assert res.best_value == max(t["value"] for t in res.trials)
+    path = res.best_model.save(tmp_path / "m")
+    again = load_model(path)
+    assert again.tuned_["params"]["l2"] == res.best_params["l2"]
+    assert again.config.l2 == res.best_params["l2"]

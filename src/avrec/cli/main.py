@@ -15,6 +15,7 @@ from avrec.cli.anomalies import anomalies
 from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
 from avrec.cli.stats import stats
+from avrec.cli.train import train, tune
 from avrec.errors import AvrecError
 
 app = typer.Typer(
@@ -49,6 +50,8 @@ app.command()(init)
 app.command()(stats)
 app.command()(anomalies)
 app.command()(evaluate)
+app.command()(train)
+app.command()(tune)
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 

@@ -329,6 +329,7 @@ class Recommender(abc.ABC):
             "kind": self.name,
             "format": FORMAT_VERSION,
             "config": self.config.model_dump(),
+            "tuned": getattr(self, "tuned_", None),
             "fit_seconds": self.fit_seconds,
             "n_users": len(user_vocab),
             "n_items": len(item_vocab),
@@ -361,6 +362,8 @@ class Recommender(abc.ABC):
             model._seq_indptr = arrays.pop("__seq_indptr")
             model._seq_items = arrays.pop("__seq_items")
         model.fit_seconds = manifest.get("fit_seconds")
+        if manifest.get("tuned"):
+            model.tuned_ = manifest["tuned"]
         model._set_state(arrays)
         return model
 

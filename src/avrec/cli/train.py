@@ -1,0 +1,111 @@
+"""``avrec train`` and ``avrec tune``: fit a model on a dataset or the workspace and save it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from avrec.cli._common import console, state
+from avrec.data.dataset import Dataset
+from avrec.data.weighting import EventWeighting
+from avrec.errors import ConfigError
+from avrec.eval.splits import LeaveOneOut
+from avrec.models.base import create_model
+
+
+def _params(spec: str | None) -> dict:
+    out: dict = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError(f"--params entry {part!r} must look like name=value")
+        k, v = (x.strip() for x in part.split("=", 1))
+        for cast in (int, float):
+            try:
+                out[k] = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
+
+
+def _data(ctx: typer.Context, dataset: str | None) -> tuple[Dataset, object | None]:
+    st = state(ctx)
+    if dataset:
+        from avrec.data.loaders import load_dataset
+
+        return load_dataset(dataset, settings=st.settings()), None
+    ws = st.open_workspace()
+    data = Dataset.from_store(ws.store, ws.config.weighting)
+    if data.n_events == 0:
+        ws.close()
+        raise ConfigError("the workspace has no events to train on; ingest some first")
+    return data, ws
+
+
+def train(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="model name, e.g. ease, als, sasrec"),
+    dataset: str | None = typer.Option(None, help="public dataset (default: the workspace)"),
+    params: str | None = typer.Option(None, help="e.g. dim=64,layers=2"),
+    output: Path | None = typer.Option(None, help="bundle folder (default: in the workspace)"),
+) -> None:
+    """Fit a model and save it as a bundle (registered in the workspace when there is one).
+
+    Every user's last item is held out for validation so that models that stop early can; the
+    model is fitted on the rest.
+    """
+    data, ws = _data(ctx, dataset)
+    m = create_model(model, **_params(params))
+    split = LeaveOneOut(valid=False, min_events=2).split(data)
+    with console.status(f"training {model} on {data} ..."):
+        start = time.perf_counter()
+        m.fit(split.train, data.select(split.masks["test"]))
+        seconds = time.perf_counter() - start
+    console.print(f"{model} trained in {seconds:.1f}s")
+    for attr in ("best_valid_ndcg_", "best_epoch_"):
+        if getattr(m, attr, None) is not None:
+            console.print(f"  {attr.rstrip('_')}: {getattr(m, attr)}")
+    if output is None and ws is None:
+        output = Path("bundles") / model / time.strftime("%Y%m%d-%H%M%S")
+    if output is None:
+        assert ws is not None
+        version = len(ws.store.models(model)) + 1  # type: ignore[attr-defined]
+        output = ws.root / "artifacts" / "models" / model / str(version)  # type: ignore[attr-defined]
+    path = m.save(output)
+    console.print(f"saved to {path}")
+    if ws is not None:
+        rec = ws.store.register_model(  # type: ignore[attr-defined]
+            model, model, str(path), m.config.model_dump(), {"fit_seconds": seconds}
+        )
+        console.print(f"registered as {rec.name} v{rec.version} (active)")
+        ws.close()  # type: ignore[attr-defined]
+
+
+def tune(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model"),
+    dataset: str | None = typer.Option(None, help="public dataset (default: the workspace)"),
+    trials: int = typer.Option(20, min=1),
+    timeout: float | None = typer.Option(None, help="stop the search after this many seconds"),
+    fixed: str | None = typer.Option(None, help="parameters held constant, e.g. epochs=20"),
+) -> None:
+    """Search hyperparameters on a leave-one-out validation split (the test items unseen)."""
+    from avrec.models.tuning import tune as run_tune
+
+    data, ws = _data(ctx, dataset)
+    if ws is not None:
+        ws.close()  # type: ignore[attr-defined]
+    split = LeaveOneOut().split(data.with_weighting(EventWeighting.binary()))
+    with console.status(f"tuning {model}: {trials} trials ..."):
+        res = run_tune(model, split, trials, timeout, fixed=_params(fixed))
+    console.print(
+        f"best valid {res.metric} = {res.best_value:.4f} after {len(res.trials)} "
+        f"trials in {res.seconds:.0f}s"
+    )
+    console.print(f"  params: {res.best_params}")
