@@ -212,3 +212,46 @@ def test_tuning_searches_on_validation_and_records_the_choice(tmp_path):
     again = load_model(path)
     assert again.tuned_["params"]["l2"] == res.best_params["l2"]
     assert again.config.l2 == res.best_params["l2"]
+
+
+def test_sasrec_side_features_reach_cold_items(tmp_path):
+    """A never-played item scores like the group its content vector places it in."""
+    import polars as pl
+
+    from avrec.data.dataset import Dataset
+    from avrec.errors import ConfigError
+    from avrec.models import SASRec, load_model
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(80):
+        group = k % 2
+        for t in range(6):
+            rows.append((f"u{k}", f"i{group * 10 + int(rng.integers(0, 10))}", float(t)))
+    items = pl.DataFrame({"item_id": [f"i{i}" for i in range(20)] + ["cold_a", "cold_b"]})
+    ds = Dataset.from_events(
+        pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row"), items
+    )
+    feats = np.zeros((ds.n_items, 2), np.float32)
+    for idx, item in enumerate(ds.items.ids):
+        feats[idx] = (
+            [1, 0] if item == "cold_a" or (item[1:].isdigit() and int(item[1:]) < 10) else [0, 1]
+        )
+    ds.set_item_features("content", feats)
+    m = SASRec(
+        dim=16,
+        layers=1,
+        heads=1,
+        max_len=6,
+        epochs=30,
+        dropout=0.0,
+        lr=5e-3,
+        side_features="content",
+    ).fit(ds)
+    group_a = [f"u{k}" for k in range(0, 80, 2)]
+    s = m.score(group_a, ["cold_a", "cold_b"])
+    assert (s[:, 0] > s[:, 1]).mean() > 0.8
+    again = load_model(m.save(tmp_path / "m"))
+    np.testing.assert_allclose(again.score(group_a[:3]), m.score(group_a[:3]), rtol=1e-5)
+    with pytest.raises(ConfigError, match="side_features"):
+        SASRec(side_features="nope", epochs=1).fit(ds)

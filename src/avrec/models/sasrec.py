@@ -46,6 +46,9 @@ class SASRecConfig(ModelConfig):
     gbce_t: float = Field(0.75, gt=0, le=1, description="gSASRec calibration parameter")
     time_budget_s: float | None = Field(None, gt=0, description="stop training after this long")
     threads: int | None = Field(None, gt=0, description="torch threads (default: all cores)")
+    side_features: str | None = Field(
+        None, description="name of the dataset's item vectors to add (projected) to item embeddings"
+    )
     seed: int = 0
 
 
@@ -80,7 +83,7 @@ def _pad_last(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
     return x
 
 
-def _build(n_items: int, c: SASRecConfig):
+def _build(n_items: int, c: SASRecConfig, features: np.ndarray | None = None):
     import torch
     from torch import nn
 
@@ -88,6 +91,19 @@ def _build(n_items: int, c: SASRecConfig):
         def __init__(self) -> None:
             super().__init__()
             self.items = nn.Embedding(n_items + 1, c.dim, padding_idx=0)
+            if features is not None:
+                # content vectors (fixed) projected into the embedding space and added, so items
+                # with few interactions borrow from what they are about
+                self.register_buffer(
+                    "features",
+                    torch.from_numpy(
+                        np.vstack([np.zeros((1, features.shape[1])), features]).astype(np.float32)
+                    ),
+                    persistent=False,
+                )
+                self.project = nn.Linear(features.shape[1], c.dim, bias=False)
+            else:
+                self.features = None
             self.positions = nn.Embedding(c.max_len, c.dim)
             self.dropout = nn.Dropout(c.dropout)
             layer = nn.TransformerEncoderLayer(
@@ -108,9 +124,15 @@ def _build(n_items: int, c: SASRecConfig):
             mask = torch.triu(torch.ones(c.max_len, c.max_len, dtype=torch.bool), diagonal=1)
             self.register_buffer("causal", mask, persistent=False)
 
+        def embed(self, x: torch.Tensor) -> torch.Tensor:
+            e = self.items(x)
+            if self.features is not None:
+                e = e + self.project(self.features[x])
+            return e
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             pos = torch.arange(x.shape[1], device=x.device)
-            h = self.items(x) * (c.dim**0.5) + self.positions(pos)[None]
+            h = self.embed(x) * (c.dim**0.5) + self.positions(pos)[None]
             h = self.dropout(h)
             length = x.shape[1]
             pad = x == 0
@@ -123,7 +145,10 @@ def _build(n_items: int, c: SASRecConfig):
             return self.norm(h)
 
         def item_matrix(self) -> torch.Tensor:
-            return self.items.weight[1:]
+            w = self.items.weight[1:]
+            if self.features is not None:
+                w = w + self.project(self.features[1:])
+            return w
 
     return Net()
 
@@ -156,7 +181,18 @@ class SASRec(Recommender):
         ptr = dataset.sequence_indptr
         seqs = [dataset.item_index[ptr[u] : ptr[u + 1]] for u in range(dataset.n_users)]
         windows = _windows(seqs, c.max_len)
-        self.net = _build(n_items, c)
+        self.features_ = None
+        if c.side_features is not None:
+            if c.side_features not in dataset.item_features:
+                from avrec.errors import ConfigError
+
+                raise ConfigError(
+                    f"side_features={c.side_features!r}: the dataset has item vectors "
+                    f"{sorted(dataset.item_features)}"
+                )
+            f = np.asarray(dataset.item_features[c.side_features], np.float32)
+            self.features_ = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        self.net = _build(n_items, c, self.features_)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         val = self._validation_set(dataset, valid, seqs)
         best, best_state, stale = -1.0, None, 0
@@ -266,13 +302,17 @@ class SASRec(Recommender):
         return np.concatenate(out) if out else np.zeros((0, len(self.items or [])), np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        state = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        if getattr(self, "features_", None) is not None:
+            state["features"] = self.features_
+        return state
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         import torch
 
         assert self.items is not None
-        self.net = _build(len(self.items), self.config)
+        self.features_ = arrays.get("features")
+        self.net = _build(len(self.items), self.config, self.features_)
         state = {
             k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")
         }
