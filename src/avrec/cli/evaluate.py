@@ -9,10 +9,7 @@ import typer
 from rich.table import Table
 
 from avrec.cli._common import console, count_progress, state
-from avrec.data.weighting import EventWeighting
 from avrec.errors import ConfigError
-from avrec.eval.config import ExperimentConfig, MetricsSpec, build_models, build_split
-from avrec.eval.experiment import Experiment
 
 
 def evaluate(
@@ -37,6 +34,11 @@ def evaluate(
     report: Path | None = typer.Option(None, help="write report.md/.html and plots here"),
 ) -> None:
     """Fit models on a split and report full-ranking metrics with confidence intervals."""
+    # imported here so that `avrec --help` and the other verbs start fast
+    from avrec.data.weighting import EventWeighting
+    from avrec.eval.config import ExperimentConfig, MetricsSpec, build_models, build_split
+    from avrec.eval.experiment import Experiment
+
     cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
     if dataset:
         cfg.dataset = dataset

@@ -8,11 +8,7 @@ from pathlib import Path
 import typer
 
 from avrec.cli._common import console, state
-from avrec.data.dataset import Dataset
-from avrec.data.weighting import EventWeighting
 from avrec.errors import ConfigError
-from avrec.eval.splits import LeaveOneOut
-from avrec.models.base import create_model
 
 
 def _params(spec: str | None) -> dict:
@@ -34,7 +30,9 @@ def _params(spec: str | None) -> dict:
     return out
 
 
-def _data(ctx: typer.Context, dataset: str | None) -> tuple[Dataset, object | None]:
+def _data(ctx: typer.Context, dataset: str | None) -> tuple[object, object | None]:
+    from avrec.data.dataset import Dataset
+
     st = state(ctx)
     if dataset:
         from avrec.data.loaders import load_dataset
@@ -60,6 +58,9 @@ def train(
     Every user's last item is held out for validation so that models that stop early can; the
     model is fitted on the rest.
     """
+    from avrec.eval.splits import LeaveOneOut
+    from avrec.models.base import create_model
+
     data, ws = _data(ctx, dataset)
     m = create_model(model, **_params(params))
     split = LeaveOneOut(valid=False, min_events=2).split(data)
@@ -96,6 +97,8 @@ def tune(
     fixed: str | None = typer.Option(None, help="parameters held constant, e.g. epochs=20"),
 ) -> None:
     """Search hyperparameters on a leave-one-out validation split (the test items unseen)."""
+    from avrec.data.weighting import EventWeighting
+    from avrec.eval.splits import LeaveOneOut
     from avrec.models.tuning import tune as run_tune
 
     data, ws = _data(ctx, dataset)
