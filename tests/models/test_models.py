@@ -178,7 +178,8 @@ def test_mf_rating_target_fits_ratings():
     assert rmse < 0.6 * baseline  # biases alone explain most of this data
 
 
-def test_sasrec_learns_a_deterministic_order():
+@pytest.mark.parametrize("loss", ["ce", "sampled", "gbce"])
+def test_sasrec_learns_a_deterministic_order(loss):
     """After a, b comes c: the sequence model must learn the transition from order alone."""
     import polars as pl
 
@@ -192,7 +193,17 @@ def test_sasrec_learns_a_deterministic_order():
         for t in range(6):
             rows.append((f"u{k}", f"i{(start + t) % 10}", float(t)))
     ds = Dataset.from_events(pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row"))
-    m = SASRec(dim=16, layers=1, heads=1, max_len=5, epochs=60, dropout=0.0, lr=1e-2).fit(ds)
+    m = SASRec(
+        dim=16,
+        layers=1,
+        heads=1,
+        max_len=5,
+        epochs=60,
+        dropout=0.0,
+        lr=1e-2,
+        loss=loss,
+        negatives=5,
+    ).fit(ds)
     batch = m.user_batch(["u0"])
     batch.sequences = [ds.items.index(["i3", "i4"])]
     scores = m._score_batch(batch)[0]
