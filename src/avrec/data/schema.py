@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "ITEM_COLUMNS",
     "ITEM_LIST_COLUMNS",
+    "ITEM_STORE_SCHEMA",
     "MEDIA_COLUMNS",
     "USER_COLUMNS",
     "Event",
@@ -102,6 +104,27 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "context",
 )
 USER_COLUMNS: tuple[str, ...] = ("user_id",)
+
+#: Item columns as stored and exchanged between ingestion and stores: list and object fields as
+#: JSON text, times and durations in seconds.
+ITEM_STORE_SCHEMA: dict[str, Any] = {
+    "item_id": pl.String,
+    "title": pl.String,
+    "description": pl.String,
+    "tags": pl.String,
+    "categories": pl.String,
+    "language": pl.String,
+    "duration": pl.Float64,
+    "created_at": pl.Float64,
+    "video": pl.String,
+    "audio": pl.String,
+    "image": pl.String,
+    "subtitles": pl.String,
+    "people": pl.String,
+    "available_from": pl.Float64,
+    "available_until": pl.Float64,
+    "attributes": pl.String,
+}
 
 
 def parse_timestamp(value: Any) -> float | None:

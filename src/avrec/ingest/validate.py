@@ -15,7 +15,14 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
-from avrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, Item, User, parse_timestamp
+from avrec.data.schema import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    ITEM_STORE_SCHEMA,
+    Item,
+    User,
+    parse_timestamp,
+)
 from avrec.errors import DataError
 from avrec.ingest.readers import ERROR, LINE, REPLACEMENT
 
@@ -285,29 +292,9 @@ def validate_items(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     out_cols = ["item_id", *[c for c in present if c != "item_id"]]
     if extra:
         out_cols.append("attributes")
-    items = pl.DataFrame(good, schema={c: _ITEM_OUT[c] for c in out_cols}, orient="row")
+    items = pl.DataFrame(good, schema={c: ITEM_STORE_SCHEMA[c] for c in out_cols}, orient="row")
     bad = df[bad_idx] if bad_idx else df.clear()
     return items, _rejects(bad, pl.Series(bad_reason, dtype=pl.String))
-
-
-_ITEM_OUT: dict[str, Any] = {
-    "item_id": pl.String,
-    "title": pl.String,
-    "description": pl.String,
-    "tags": pl.String,
-    "categories": pl.String,
-    "language": pl.String,
-    "duration": pl.Float64,
-    "created_at": pl.Float64,
-    "video": pl.String,
-    "audio": pl.String,
-    "image": pl.String,
-    "subtitles": pl.String,
-    "people": pl.String,
-    "available_from": pl.Float64,
-    "available_until": pl.Float64,
-    "attributes": pl.String,
-}
 
 
 def _pre_check(row: dict[str, Any]) -> str | None:

@@ -368,6 +368,12 @@ class Recommender(abc.ABC):
         return model
 
 
+def cosine_rows(vectors: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the rows ``items`` of ``vectors`` to every row."""
+    f = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return f[items] @ f.T
+
+
 def mask_rows(scores: np.ndarray, mask: sp.csr_matrix) -> None:
     """Set ``scores[i, j] = -inf`` wherever ``mask[i, j]`` is stored (in place)."""
     coo = mask.tocoo()

@@ -17,7 +17,13 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from avrec.data.dataset import Dataset
-from avrec.models.base import ModelConfig, Recommender, UserBatch, register_model
+from avrec.models.base import (
+    ModelConfig,
+    Recommender,
+    UserBatch,
+    cosine_rows,
+    register_model,
+)
 
 __all__ = ["ALS", "BPR", "als_fold_in"]
 
@@ -60,6 +66,23 @@ def item_outer(y: np.ndarray) -> np.ndarray:
     return (y[:, :, None] * y[:, None, :]).reshape(len(y), -1)
 
 
+class _FactorModel(Recommender):
+    """Shared parts of models with ``user_factors`` and ``item_factors``."""
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+
+    def _item_similarity(self, items: np.ndarray) -> np.ndarray:
+        return cosine_rows(self.item_factors, items)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors = arrays["user_factors"]
+        self.item_factors = arrays["item_factors"]
+
+
 class ALSConfig(ModelConfig):
     factors: int = Field(64, gt=0)
     regularization: float = Field(0.05, ge=0)
@@ -70,7 +93,7 @@ class ALSConfig(ModelConfig):
 
 
 @register_model
-class ALS(Recommender):
+class ALS(_FactorModel):
     """Implicit-feedback ALS (Hu, Koren and Volinsky, 2008) via ``implicit``."""
 
     name = "als"
@@ -116,18 +139,8 @@ class ALS(Recommender):
         u = np.concatenate(parts) if parts else np.zeros((0, c.factors), np.float32)
         return u @ self.item_factors.T
 
-    def _item_similarity(self, items: np.ndarray) -> np.ndarray:
-        f = self.item_factors / np.maximum(
-            np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-12
-        )
-        return f[items] @ f.T
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_factors = arrays["user_factors"]
-        self.item_factors = arrays["item_factors"]
+        super()._set_state(arrays)
         self._outer = None
 
 
@@ -140,7 +153,7 @@ class BPRConfig(ModelConfig):
 
 
 @register_model
-class BPR(Recommender):
+class BPR(_FactorModel):
     """Bayesian personalised ranking (Rendle et al., 2009) via ``implicit``."""
 
     name = "bpr"
@@ -177,16 +190,3 @@ class BPR(Recommender):
             counts = np.maximum(np.diff(h.indptr), 1)[:, None]
             u[~known] = (h @ self.item_factors) / counts
         return u @ self.item_factors.T
-
-    def _item_similarity(self, items: np.ndarray) -> np.ndarray:
-        f = self.item_factors / np.maximum(
-            np.linalg.norm(self.item_factors, axis=1, keepdims=True), 1e-12
-        )
-        return f[items] @ f.T
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_factors = arrays["user_factors"]
-        self.item_factors = arrays["item_factors"]

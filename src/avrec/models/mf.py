@@ -23,7 +23,13 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from avrec.data.dataset import Dataset
-from avrec.models.base import ModelConfig, Recommender, UserBatch, register_model
+from avrec.models.base import (
+    ModelConfig,
+    Recommender,
+    UserBatch,
+    cosine_rows,
+    register_model,
+)
 
 __all__ = ["BiasedMF"]
 
@@ -180,8 +186,7 @@ class BiasedMF(Recommender):
         return self.mu + b[:, None] + self.bi[None, :] + p @ self.q.T
 
     def _item_similarity(self, items: np.ndarray) -> np.ndarray:
-        f = self.q / np.maximum(np.linalg.norm(self.q, axis=1, keepdims=True), 1e-12)
-        return f[items] @ f.T
+        return cosine_rows(self.q, items)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"p": self.p, "q": self.q, "bu": self.bu, "bi": self.bi, "mu": np.asarray([self.mu])}

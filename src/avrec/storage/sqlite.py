@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import StoreError, UnknownEntityError
 from avrec.storage.base import (
     EventWriteResult,
@@ -345,7 +346,7 @@ class SQLiteStore(Store):
     def items(self, include_placeholders: bool = True) -> pl.DataFrame:
         schema = {
             "item_id": pl.String,
-            **{f: _ITEM_SCHEMA[f] for f in _ITEM_FIELDS},
+            **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS},
             "placeholder": pl.Boolean,
         }
         where = "" if include_placeholders else "WHERE placeholder = 0"
@@ -447,25 +448,6 @@ class SQLiteStore(Store):
             self._conn.close()
         except sqlite3.Error:  # pragma: no cover - closing twice is harmless
             pass
-
-
-_ITEM_SCHEMA: dict[str, Any] = {
-    "title": pl.String,
-    "description": pl.String,
-    "tags": pl.String,
-    "categories": pl.String,
-    "language": pl.String,
-    "duration": pl.Float64,
-    "created_at": pl.Float64,
-    "video": pl.String,
-    "audio": pl.String,
-    "image": pl.String,
-    "subtitles": pl.String,
-    "people": pl.String,
-    "available_from": pl.Float64,
-    "available_until": pl.Float64,
-    "attributes": pl.String,
-}
 
 
 def _open(url: str) -> SQLiteStore:
