@@ -1,0 +1,130 @@
+"""Decoding real media from ../shared/media and the MicroLens clips."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avrec.errors import MediaError
+from avrec.media import MediaSource, audio_track, cover_image, key_frames, load_image, probe
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def media() -> Path:
+    here = Path(__file__).resolve().parents[3] / "shared"
+    if not (here / "media").is_dir():
+        pytest.skip("../shared/media not found")
+    return here
+
+
+def test_probe_codecs(media):
+    clip = probe(media / "datasets/microlens-50k/videos/1002.mp4")
+    assert clip.has_video and clip.has_audio and abs(clip.duration - 16.37) < 0.05
+    assert {s.codec for s in clip.streams} == {"hevc", "aac"}
+    web = probe(media / "media/video/big_buck_bunny_0_30.webm")
+    assert {s.codec for s in web.streams} == {"vp8", "vorbis"} and abs(web.duration - 30.0) < 0.1
+    song = probe(media / "media/audio/Kevin_MacLeod_-_Vibe_Ace.ogg")
+    assert song.has_audio and song.has_cover and not song.has_video
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "datasets/microlens-50k/videos/1002.mp4",
+        "datasets/microlens-50k/videos/10034.mp4",
+        "media/video/big_buck_bunny_0_30.webm",
+    ],
+)
+def test_key_frames(media, name):
+    frames = key_frames(media / name, max_frames=8, size=224)
+    assert 3 <= len(frames) <= 8
+    times = [f.time for f in frames]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    for f in frames:
+        assert f.image.dtype == np.uint8 and f.image.ndim == 3 and max(f.image.shape[:2]) == 224
+    assert frames[0].reason == "shot"
+    # frames from different moments of a real clip differ
+    assert np.abs(frames[0].image.astype(int) - frames[-1].image.astype(int)).mean() > 5
+
+
+def test_audio_track_is_16k_mono(media):
+    clip = media / "media/audio/198-209-0000.ogg"
+    info = probe(clip)
+    audio = audio_track(clip)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) / 16_000 - info.duration) < 0.1
+    assert 0.01 < float(np.abs(audio).max()) <= 1.0
+    aac = audio_track(media / "datasets/microlens-50k/videos/10040.mp4", max_seconds=5)
+    assert len(aac) == 5 * 16_000
+
+
+def test_cover_art_and_images(media):
+    cover = cover_image(media / "media/audio/Kevin_MacLeod_-_Vibe_Ace.ogg", size=256)
+    assert cover is not None and cover.reason == "cover" and max(cover.image.shape[:2]) == 256
+    assert cover_image(media / "media/audio/198-209-0000.ogg") is None
+    cat = load_image(media / "media/images/chelsea.png")
+    assert cat.image.shape == (300, 451, 3)
+
+
+def test_corrupt_and_missing_files(media, tmp_path):
+    bad = tmp_path / "truncated.mp4"
+    data = (media / "datasets/microlens-50k/videos/1002.mp4").read_bytes()
+    bad.write_bytes(data[: len(data) // 10])
+    with pytest.raises(MediaError, match="truncated.mp4"):
+        key_frames(bad)
+    junk = tmp_path / "junk.webm"
+    junk.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(MediaError, match="junk.webm"):
+        probe(junk)
+    with pytest.raises(MediaError, match="not found"):
+        audio_track(tmp_path / "nope.ogg")
+    with pytest.raises(MediaError, match="no audio stream"):
+        audio_track(media / "media/images/coffee.png")
+
+
+def test_media_source_roots_and_schemes(media, tmp_path):
+    src = MediaSource(roots=[media / "media"])
+    assert src.resolve(str(media / "media/images/coffee.png")).name == "coffee.png"
+    assert src.resolve(f"file://{media / 'media/images/coffee.png'}").is_file()
+    with pytest.raises(MediaError, match="outside the allowed media roots"):
+        src.resolve(str(media / "media" / ".." / "STYLE.md"))
+    with pytest.raises(MediaError, match="unsupported media URL scheme"):
+        src.resolve("ftp://example.org/x.mp4")
+
+
+def test_media_source_downloads_over_http_with_limits(media, tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(media / "media/video/big_buck_bunny_432_433.webm", served / "clip.webm")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.webm"
+        src = MediaSource(cache_dir=tmp_path / "cache")
+        local = src.resolve(url)
+        assert local.read_bytes() == (served / "clip.webm").read_bytes()
+        assert probe(local).has_video
+        assert src.resolve(url) == local  # cached: no second download
+        small = MediaSource(cache_dir=tmp_path / "cache2", max_bytes=1000)
+        with pytest.raises(MediaError, match="over the limit"):
+            small.resolve(url)
+        with pytest.raises(MediaError, match="download failed"):
+            src.resolve(f"http://127.0.0.1:{server.server_address[1]}/missing.webm")
+    finally:
+        server.shutdown()
