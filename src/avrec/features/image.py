@@ -90,7 +90,7 @@ class EfficientNetLite0(Encoder):
         probs = np.zeros((len(images), 1000), np.float32)
         for lo in range(0, len(images), self.batch_size):
             batch = np.stack([_square(im) for im in images[lo : lo + self.batch_size]])
-            x = torch.from_numpy(((batch.astype(np.float32) - 127.0) / 128.0)).permute(0, 3, 1, 2)
+            x = torch.from_numpy((batch.astype(np.float32) - 127.0) / 128.0).permute(0, 3, 1, 2)
             with torch.no_grad():
                 feats = net.extract_features(x).mean(dim=(2, 3))
                 logits = net._fc(feats)
