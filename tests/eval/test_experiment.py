@@ -118,3 +118,29 @@ def test_reference_figures_microlens(data_dir):
     )
     assert round(res.value("pop", "hr@10"), 4) == 0.0024
     assert round(res.value("pop", "ndcg@10"), 4) == 0.0013
+
+
+def test_sampled_negatives_are_distinct_and_exclude_history():
+    from avrec.eval.evaluate import evaluate_model
+    from avrec.eval.metrics import AUC
+
+    ds = clustered()
+    split = LeaveOneOut().split(ds)
+    model = create_model("pop").fit(split.train)
+    n = 30
+    ev = evaluate_model(model, split, [AUC()], sampled=n)
+    # every user ranks its target against exactly n negatives: AUC steps are multiples of 1/n
+    auc = ev.per_user["auc"]
+    assert np.allclose(np.round(auc * n * 2) / (n * 2), auc)
+    assert ev.per_user["auc"].size == len(ev.users)
+
+
+def test_gauc_comparison_uses_weights_and_zero_bootstrap_works():
+    res = Experiment(
+        LeaveOneOut(),
+        [create_model("pop"), create_model("itemknn")],
+        metrics=["gauc", "ndcg@10"],
+        n_bootstrap=0,
+    ).run(clustered())
+    row = res.comparisons.filter(pl.col("metric") == "gauc").row(0, named=True)
+    assert row["best"] == "itemknn" and row["diff"] > 0

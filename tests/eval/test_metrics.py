@@ -137,3 +137,20 @@ def test_parse_metrics():
         parse_metrics("accuracy")
     with pytest.raises(ConfigError):
         NDCG(0)
+
+
+def test_masked_target_is_never_a_hit():
+    """A target that repeats a history item is excluded: not a hit even in a tiny catalogue
+    (a bug gave HR@10 = 1 and a negative AUC)."""
+    rb = batch([[0.9, INF, 0.5, 0.1, 0.3]], [[0, 1, 0, 0, 0]])
+    assert HR(10).per_user(rb, None).tolist() == [0.0]
+    assert NDCG(10).per_user(rb, None).tolist() == [0.0]
+    assert AUC().per_user(rb, None).tolist() == [0.0]
+
+
+def test_topk_breaks_ties_by_lower_index():
+    scores = np.zeros((2, 8), np.float32)
+    scores[0, 5] = 1.0
+    top, _ = topk(scores, 4)
+    assert top[0].tolist() == [5, 0, 1, 2]
+    assert top[1].tolist() == [0, 1, 2, 3]

@@ -111,11 +111,29 @@ def test_als_fold_in_solves_the_normal_equations():
     yd = y.astype(np.float64)
     for u in range(5):
         r = h[u].toarray().ravel()
-        c = 1 + 2.0 * r
+        c = np.where(r > 0, 2.0 * r, 1.0)  # alpha * r observed, 1 elsewhere
         p = (r > 0).astype(float)
         a = yd.T @ (c[:, None] * yd) + 0.1 * np.eye(4)
         b = yd.T @ (c * p)
         np.testing.assert_allclose(got[u], np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+
+
+def test_als_fold_in_matches_implicit_solve():
+    """The fold-in uses implicit's confidence (alpha * r): a trained user's factors, solved again
+    from the same history, come out (nearly) the same."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from avrec.models.factors import als_fold_in
+
+    data = toy_dataset(60)
+    x = data.interactions.astype(np.float32).tocsr()
+    m = AlternatingLeastSquares(
+        factors=8, regularization=0.05, alpha=2.0, iterations=30, use_cg=False, random_state=0
+    )
+    m.fit(x, show_progress=False)
+    ours = als_fold_in(m.item_factors, x, 2.0, 0.05)
+    rel = np.linalg.norm(ours - m.user_factors) / np.linalg.norm(m.user_factors)
+    assert rel < 0.05
 
 
 def test_markov_predicts_the_next_item():

@@ -110,10 +110,18 @@ def evaluate_model(
             mask_rows(scores, hist)
         tb = targets[batch]
         if sampled is not None:
-            keep = np.zeros(scores.shape, bool)
-            neg = rng.integers(0, n_items, size=(len(batch), sampled))
-            keep[np.repeat(np.arange(len(batch)), sampled), neg.ravel()] = True
+            # ``sampled`` distinct negatives per user, drawn from the items that are neither
+            # history nor targets: the smallest random keys among the allowed items
             coo = tb.tocoo()
+            keys = rng.random(scores.shape, dtype=np.float32)
+            keys[~np.isfinite(scores)] = np.inf  # history
+            keys[coo.row, coo.col] = np.inf  # targets
+            m = min(sampled, n_items)
+            neg = np.argpartition(keys, m - 1, axis=1)[:, :m]
+            ok = np.isfinite(np.take_along_axis(keys, neg, axis=1))
+            keep = np.zeros(scores.shape, bool)
+            rows = np.repeat(np.arange(len(batch)), m).reshape(len(batch), m)
+            keep[rows[ok], neg[ok]] = True
             keep[coo.row, coo.col] = True
             scores[~keep] = -np.inf
         row, item, rank, greater, ties = target_ranks(scores, tb)

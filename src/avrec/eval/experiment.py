@@ -335,7 +335,11 @@ class Experiment:
         for m in self.metrics:
             if m.kind == "global":
                 continue
-            sub = table.filter(pl.col("metric") == m.name).drop_nulls("value")
+            sub = (
+                table.filter(pl.col("metric") == m.name)
+                .drop_nulls("value")
+                .filter(pl.col("value").is_not_nan())
+            )
             if sub.height < 2:
                 continue
             lower_is_better = m.label == "arp"
@@ -348,6 +352,7 @@ class Experiment:
                     ev.per_user[m.name],
                     self.n_bootstrap,
                     seed=self.seed,
+                    weights=evals[best].weights[m.name],
                 )
                 rows.append(
                     {

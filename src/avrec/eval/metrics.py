@@ -13,6 +13,8 @@ other targets placed before it (higher score, or equal score and lower index). E
 - MAP@K = (1 / min(|T|, K)) sum_{j-th smallest r in R} j / (r + 1)
 - AUC = mean over targets of P(target outscores a non-target candidate), ties 1/2; GAUC weights
   users by their number of targets
+- a target that is itself excluded (a repeat of a history item, when history is excluded) is
+  never a hit and counts 0 in AUC
 - Coverage@K = share of catalogue items in at least one list; Gini@K of item exposure
 - ILD@K = mean pairwise distance within a list (1 - cosine on content vectors, else Jaccard on
   categories/tags); Novelty@K = mean -log2((users_i + 1) / (n_users + 1)); ARP@K = mean training
@@ -74,6 +76,9 @@ class RankBatch:
     top: np.ndarray
 
 
+MISSED = np.iinfo(np.int64).max // 4  # the rank of a target that could not be ranked
+
+
 def target_ranks(scores: np.ndarray, targets: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     """Ranks of each user's targets under the rule in the module docstring.
 
@@ -126,6 +131,12 @@ def target_ranks(scores: np.ndarray, targets: sp.csr_matrix) -> tuple[np.ndarray
     t_ge_nontarget = ge - same_user_ge
     t_ties = t_ge_nontarget - t_greater
     t_rank = t_ge_nontarget + before
+    # A target that was excluded (e.g. a repeat of a history item) is never ranked: it can be
+    # neither a hit nor beat a negative, whatever the catalogue size.
+    masked = ~np.isfinite(s_t)
+    t_rank = np.where(masked, MISSED, t_rank)
+    t_greater = np.where(masked, np.maximum(t_greater, 0), t_greater)
+    t_ties = np.where(masked, 0, t_ties)
     return t_row, t_item, t_rank, t_greater, t_ties
 
 
@@ -235,9 +246,12 @@ class AUC(Metric):
     label = "auc"
 
     def per_user(self, rb, ctx):
-        n_neg = (rb.n_cand - rb.n_pos)[rb.t_row].astype(np.float64)
+        ranked = rb.t_rank != MISSED
+        n_ranked = np.bincount(rb.t_row[ranked], minlength=len(rb.n_pos))
+        n_neg = (rb.n_cand - n_ranked)[rb.t_row].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             auc_t = np.where(n_neg > 0, (n_neg - rb.t_greater - 0.5 * rb.t_ties) / n_neg, 0.5)
+        auc_t = np.where(ranked, auc_t, 0.0)  # an unrankable target beats nothing
         s = np.bincount(rb.t_row, weights=auc_t, minlength=len(rb.n_pos))
         return np.where(rb.n_pos > 0, s / np.maximum(rb.n_pos, 1), 0.0)
 

@@ -64,20 +64,28 @@ def paired_test(
     n_boot: int = 2000,
     alpha: float = 0.05,
     seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Compare two models on the same users.
 
+    Args:
+        weights: per-user weights of the mean (GAUC weighs users by their targets); the
+            bootstrap resamples users and keeps their weights.
+
     Returns:
-        ``diff`` (mean of a - b), its bootstrap interval ``ci_low``/``ci_high``, ``p_value``
-        (two-sided paired bootstrap, under the null of zero mean difference), ``p_ttest``
-        (paired t-test) and ``p_wilcoxon`` (signed-rank; 1.0 when every difference is zero).
+        ``diff`` (weighted mean of a - b), its bootstrap interval ``ci_low``/``ci_high``,
+        ``p_value`` (two-sided paired bootstrap under the null of zero mean difference; the
+        t-test's when ``n_boot`` is 0), ``p_ttest`` (paired t-test) and ``p_wilcoxon``
+        (signed-rank; both unweighted; 1.0 when every difference is zero).
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired vectors differ in shape: {a.shape} vs {b.shape}")
-    ok = ~(np.isnan(a) | np.isnan(b))
+    w_all = np.ones_like(a) if weights is None else np.asarray(weights, dtype=np.float64)
+    ok = ~(np.isnan(a) | np.isnan(b)) & (w_all > 0)
     d = a[ok] - b[ok]
+    w = w_all[ok]
     if len(d) == 0:
         nan = float("nan")
         return {
@@ -89,17 +97,26 @@ def paired_test(
             "p_wilcoxon": nan,
             "users": 0,
         }
-    mean = float(d.mean())
-    ones = np.ones_like(d)
-    boots = _boot_means(d, ones, n_boot, seed)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    centred = boots - mean  # the bootstrap distribution shifted to the null
-    p_boot = float((np.abs(centred) >= abs(mean)).mean()) if mean != 0 else 1.0
+    mean = float((d * w).sum() / w.sum())
     if np.all(d == 0):
         p_t = p_w = 1.0
     else:
         p_t = float(stats.ttest_rel(a[ok], b[ok]).pvalue)
-        p_w = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+        p_w = float(stats.wilcoxon(d).pvalue)
+    if n_boot <= 0 or len(d) < 2:
+        return {
+            "diff": mean,
+            "ci_low": mean,
+            "ci_high": mean,
+            "p_value": p_t,
+            "p_ttest": p_t,
+            "p_wilcoxon": p_w,
+            "users": int(len(d)),
+        }
+    boots = _boot_means(d, w, n_boot, seed)
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    centred = boots - mean  # the bootstrap distribution shifted to the null
+    p_boot = float((np.abs(centred) >= abs(mean)).mean()) if mean != 0 else 1.0
     return {
         "diff": mean,
         "ci_low": float(lo),

@@ -383,7 +383,9 @@ def mask_rows(scores: np.ndarray, mask: sp.csr_matrix) -> None:
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-``k`` indices and scores, best first; ties by lower index.
 
-    Uses ``argpartition`` then sorts only the ``k`` winners.
+    ``argpartition`` finds the ``k``-th score; only rows where that score is tied across the
+    cut are repaired (the lowest-indexed of the tied items are taken), then the ``k`` winners are
+    sorted.
     """
     n = scores.shape[1]
     k = min(k, n)
@@ -391,6 +393,14 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         part = np.tile(np.arange(n), (scores.shape[0], 1))
     else:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+        above = (scores > kth[:, None]).sum(axis=1)
+        tied = (scores == kth[:, None]).sum(axis=1)
+        for r in np.flatnonzero(above + tied > k):  # ties straddle the cut: take low indices
+            row = scores[r]
+            gt = np.flatnonzero(row > kth[r])
+            eq = np.flatnonzero(row == kth[r])[: k - len(gt)]
+            part[r] = np.concatenate([gt, eq])
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     top = np.take_along_axis(part, order, axis=1)

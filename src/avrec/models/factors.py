@@ -1,7 +1,7 @@
 """Matrix factorisation for implicit feedback through the `implicit` library: ALS and BPR.
 
 The event weights of the dataset (``[weighting]``) are the confidence: ALS weighs observed pairs
-by ``1 + alpha * weight``. Scores are ``user_factors @ item_factors.T``.
+by ``alpha * weight`` (implicit's convention) and unobserved ones by 1. Scores are ``user_factors @ item_factors.T``.
 
 Fold-in: ALS solves a user's factors in closed form from any history, given the item factors
 (the same step ALS training takes), so a new user, or a user with events since training, gets
@@ -43,7 +43,8 @@ def als_fold_in(
 ) -> np.ndarray:
     """Closed-form ALS user factors for each row of ``history`` (weights as confidence).
 
-    Solves ``(Y^T Y + Y^T (C_u - I) Y + lambda I) x_u = Y^T C_u p_u`` with ``C_u = 1 + alpha r``
+    Solves ``(Y^T Y + Y^T (C_u - I) Y + lambda I) x_u = Y^T C_u p_u`` with ``C_u = alpha r`` on
+    observed items (implicit's convention since 0.5: ``alpha`` scales the matrix it is given)
     for all users at once: the per-user sums of ``y_i y_i^T`` are one sparse-dense product with
     the items' flattened outer products ``outer`` (``n_items x d*d``, see :func:`item_outer`).
     """
@@ -52,9 +53,9 @@ def als_fold_in(
     h = history.tocsr().astype(np.float64)
     outer = item_outer(y) if outer is None else outer
     scaled = h.copy()
-    scaled.data = alpha * scaled.data  # C - I
+    scaled.data = alpha * scaled.data - 1.0  # C - I on observed items
     conf = h.copy()
-    conf.data = 1.0 + alpha * conf.data  # C on observed items (p = 1 there)
+    conf.data = alpha * conf.data  # C on observed items (p = 1 there)
     a = (scaled @ outer).reshape(-1, d, d) + (y.T @ y + regularization * np.eye(d))[None]
     b = conf @ y
     return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
@@ -86,7 +87,7 @@ class _FactorModel(Recommender):
 class ALSConfig(ModelConfig):
     factors: int = Field(64, gt=0)
     regularization: float = Field(0.05, ge=0)
-    alpha: float = Field(2.0, gt=0, description="confidence = 1 + alpha * weight")
+    alpha: float = Field(2.0, gt=0, description="confidence of observed pairs = alpha * weight")
     iterations: int = Field(15, gt=0)
     binary: bool = Field(False, description="ignore event weights (every pair weight 1)")
     seed: int = 0
