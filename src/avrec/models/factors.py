@@ -1,7 +1,8 @@
 """Matrix factorisation for implicit feedback through the `implicit` library: ALS and BPR.
 
 The event weights of the dataset (``[weighting]``) are the confidence: ALS weighs observed pairs
-by ``alpha * weight`` (implicit's convention) and unobserved ones by 1. Scores are ``user_factors @ item_factors.T``.
+by ``alpha * weight`` (implicit's convention) and unobserved ones by 1. Scores are
+``user_factors @ item_factors.T``.
 
 Fold-in: ALS solves a user's factors in closed form from any history, given the item factors
 (the same step ALS training takes), so a new user, or a user with events since training, gets
