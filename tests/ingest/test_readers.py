@@ -98,3 +98,37 @@ def test_header_problems(tmp_path):
         rows(write(tmp_path / "e.csv", ""))
     with pytest.raises(DataError, match="format"):
         rows(write(tmp_path / "x.bin", "a\n"))
+
+
+def test_stray_quote_in_an_unquoted_field_keeps_rows_whole(tmp_path):
+    """Review finding: quote parity cut a chunk inside a quoted field after a stray quote."""
+    text = 'user_id,item_id,text\nu0,i0,5" screen\nu1,i1,"multi\nline"\nu2,i2,ok\n'
+    for chunk in (8, 16, 1 << 20):
+        df = rows(write(tmp_path / "q.csv", text), chunk_bytes=chunk)
+        assert df["text"].to_list() == ['5" screen', "multi\nline", "ok"], chunk
+        assert df[LINE].to_list() == [2, 3, 5]
+        assert df[ERROR].null_count() == 3
+
+
+def test_line_numbers_after_unreadable_rows(tmp_path):
+    """Review finding: the error fallback split on form feeds and shifted later line numbers."""
+    big = "x" * 100
+    import csv as _csv
+
+    old = _csv.field_size_limit()
+    text = f'user_id,item_id,text\nu1,i1,"page\x0cbreak"\nu2,i2,ok\nu3,i3,fine\n{big}\n'
+    df = rows(write(tmp_path / "f.csv", text))
+    _csv.field_size_limit(old)
+    got = dict(zip(df[LINE].to_list(), df["user_id"].to_list(), strict=True))
+    assert got[2] == "u1" and got[3] == "u2" and got[4] == "u3"
+    assert df.filter(pl.col(LINE) == 2)["text"].item() == "page\x0cbreak"
+
+
+def test_jsonl_nested_values_are_kept_as_written(tmp_path):
+    """Review finding: polars' struct inference added null keys to other rows' objects."""
+    p = write(
+        tmp_path / "n.jsonl",
+        '{"user_id": "u1", "context": {"a": 1}}\n{"user_id": "u2", "context": {"b": 2.5}}\n',
+    )
+    df = rows(p)
+    assert [json.loads(c) for c in df["context"].to_list()] == [{"a": 1}, {"b": 2.5}]

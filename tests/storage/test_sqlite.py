@@ -110,3 +110,17 @@ def test_artifacts_roundtrip_and_checksum(tmp_path):
         art.save("../escape", {"x": vec}, kind="x")
     with pytest.raises(DataError, match="object dtype"):
         art.save("objs", {"x": np.array([{}], dtype=object)}, kind="x")
+
+
+def test_two_writers_on_one_file(tmp_path):
+    """Review finding: a stale id cache made the second writer reuse user keys."""
+    a = SQLiteStore(tmp_path / "x.db")
+    b = SQLiteStore(tmp_path / "x.db")
+    a.add_events(events(2, "ua"))
+    b.add_events(events(2, "ub"))
+    a.add_events(events(3, "uc"))  # a's cached maps predate b's users
+    b.add_events(events(1, "ud"))
+    assert set(a.events()["user_id"]) == {"ua", "ub", "uc", "ud"}
+    assert a.counts()["users"] == 4 and a.integrity_check() == "ok"
+    a.close()
+    b.close()

@@ -224,9 +224,13 @@ def ingest_frames(
 
     def validated() -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
         first = True
+        offset = 1
         for raw in batches:
-            if LINE not in raw.columns:
-                raw = raw.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
+            if LINE not in raw.columns:  # frames without line numbers count rows across batches
+                raw = raw.with_row_index(LINE, offset=offset).with_columns(
+                    pl.col(LINE).cast(pl.Int64)
+                )
+            offset += raw.height
             if ERROR not in raw.columns:
                 raw = raw.with_columns(pl.lit(None, pl.String).alias(ERROR))
             if first and check_columns:

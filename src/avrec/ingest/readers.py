@@ -124,10 +124,8 @@ def read_batches(
 
 
 # -- chunking ---------------------------------------------------------------------------------
-def _chunks(
-    fh: IO[bytes], chunk_bytes: int, quotes: bool, tick: Callable[[int], None]
-) -> Iterator[bytes]:
-    """Blocks of whole lines; with ``quotes`` a block never ends inside a quoted field."""
+def _chunks(fh: IO[bytes], chunk_bytes: int, tick: Callable[[int], None]) -> Iterator[bytes]:
+    """Blocks of whole lines."""
     carry = b""
     raw = getattr(fh, "fileobj", None) or fh  # gzip: count compressed bytes
     pos = raw.tell()
@@ -141,27 +139,12 @@ def _chunks(
                 yield carry
             return
         data = carry + block
-        cut = _safe_cut(data, quotes)
+        cut = data.rfind(b"\n") + 1
         if cut <= 0:
             carry = data
             continue
         yield data[:cut]
         carry = data[cut:]
-
-
-def _safe_cut(data: bytes, quotes: bool) -> int:
-    pos = data.rfind(b"\n")
-    if not quotes or b'"' not in data:
-        return pos + 1
-    # A newline is outside quotes when an even number of quote bytes precede it (a doubled ""
-    # inside a field counts twice, so the parity rule holds for RFC 4180 escaping).
-    tries = 0
-    while pos >= 0 and tries < 64:
-        if data.count(b'"', 0, pos) % 2 == 0:
-            return pos + 1
-        pos = data.rfind(b"\n", 0, pos)
-        tries += 1
-    return -1
 
 
 def _line_spans(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,17 +174,73 @@ def _finish(df: pl.DataFrame, lines: Any, errors: list[str | None] | None = None
 
 
 # -- delimited --------------------------------------------------------------------------------
+class _Chained(io.RawIOBase):
+    """A byte stream that yields ``prefix`` and then the rest of ``fh`` (reporting progress)."""
+
+    def __init__(self, prefix: bytes, fh: IO[bytes], tick: Callable[[int], None]) -> None:
+        self._prefix = memoryview(prefix)
+        self._fh = fh
+        self._tick = tick
+        self._raw = getattr(fh, "fileobj", None) or fh
+        self._pos = self._raw.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # noqa: ANN001
+        if len(self._prefix):
+            n = min(len(buf), len(self._prefix))
+            buf[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._fh.read(len(buf))
+        now = self._raw.tell()
+        self._tick(now - self._pos)
+        self._pos = now
+        buf[: len(data)] = data
+        return len(data)
+
+
 def _read_delimited(
     path: Path, sep: str, chunk_bytes: int, tick: Callable[[int], None]
 ) -> Iterator[pl.DataFrame]:
+    """Chunks without quote characters take the fast path (polars + numpy line numbers); from
+    the first chunk with a quote on, the rest of the file goes through one streaming ``csv``
+    reader, which handles quoted newlines, stray quotes and broken rows exactly."""
+    batch_rows = max(10_000, chunk_bytes // 64)
     with _open_binary(path) as fh:
         header = _parse_header(fh.readline(), path, sep)
         line = 2
-        for chunk in _chunks(fh, chunk_bytes, quotes=True, tick=tick):
+        raw = getattr(fh, "fileobj", None) or fh
+        pos = raw.tell()
+        carry = b""
+        while True:
+            block = fh.read(chunk_bytes)
+            now = raw.tell()
+            tick(now - pos)
+            pos = now
+            data = carry + block
+            if not data:
+                return
+            if b'"' in data:
+                stream = io.TextIOWrapper(
+                    io.BufferedReader(_Chained(data, fh, tick)),
+                    encoding="utf-8",
+                    errors="replace",
+                    newline="",
+                )
+                yield from _exact_rows(stream, line, header, sep, batch_rows)
+                return
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            if cut <= 0:
+                carry = data
+                continue
+            chunk, carry = data[:cut], data[cut:]
             batch = _parse_delimited_fast(chunk, line, header, sep)
             if batch is None:
-                batch = _parse_delimited_slow(chunk, line, header, sep)
-            if batch.height:
+                text = io.StringIO(chunk.decode("utf-8", errors="replace"), newline="")
+                yield from _exact_rows(text, line, header, sep, batch_rows)
+            elif batch.height:
                 yield batch
             line += chunk.count(b"\n")
 
@@ -236,16 +275,35 @@ def _parse_delimited_fast(
     return _finish(df, lines)
 
 
-def _parse_delimited_slow(
-    chunk: bytes, first_line: int, header: list[str], sep: str
-) -> pl.DataFrame:
-    text = chunk.decode("utf-8", errors="replace")
+def _exact_rows(
+    stream: IO[str], first_line: int, header: list[str], sep: str, batch_rows: int
+) -> Iterator[pl.DataFrame]:
+    """Python's csv reader over a text stream, in batches, with each record's first line."""
+    csv.field_size_limit(64 * 1024 * 1024)
     n = len(header)
-    cols: list[list[str | None]] = [[] for _ in header]
-    lines: list[int] = []
-    errors: list[str | None] = []
+    reader = csv.reader(stream, delimiter=sep)
 
-    def add(row: list[str], line: int) -> None:
+    def empty() -> tuple[list[list[str | None]], list[int], list[str | None]]:
+        return [[] for _ in header], [], []
+
+    cols, lines, errors = empty()
+    prev = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            lines.append(first_line + prev)
+            errors.append(f"unreadable row: {exc}")
+            for c in cols:
+                c.append(None)
+            prev = reader.line_num
+            continue
+        start = first_line + prev
+        prev = reader.line_num
+        if not row or not any(v.strip() for v in row):
+            continue
         if len(row) == n:
             for c, v in zip(cols, row, strict=True):
                 c.append(v)
@@ -254,30 +312,17 @@ def _parse_delimited_slow(
             for i, c in enumerate(cols):
                 c.append(row[i] if i < len(row) else None)
             errors.append(f"expected {n} fields, found {len(row)}")
-        lines.append(line)
+        lines.append(start)
+        if len(lines) >= batch_rows:
+            yield _rows_frame(header, cols, lines, errors)
+            cols, lines, errors = empty()
+    if lines:
+        yield _rows_frame(header, cols, lines, errors)
 
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    prev = 0
-    try:
-        for row in reader:
-            if row and any(v.strip() for v in row):
-                add(row, first_line + prev)
-            prev = reader.line_num
-    except csv.Error:
-        # Fall back to one physical line at a time for the rest of the chunk.
-        rest = text.splitlines()[prev:]
-        for offset, raw in enumerate(rest):
-            if not raw.strip():
-                continue
-            try:
-                row = next(csv.reader([raw], delimiter=sep))
-            except csv.Error as exc:
-                lines.append(first_line + prev + offset)
-                errors.append(f"unreadable row: {exc}")
-                for c in cols:
-                    c.append(None)
-                continue
-            add(row, first_line + prev + offset)
+
+def _rows_frame(
+    header: list[str], cols: list[list[str | None]], lines: list[int], errors: list[str | None]
+) -> pl.DataFrame:
     df = pl.DataFrame(
         {h: c for h, c in zip(header, cols, strict=True)}, schema={h: pl.String for h in header}
     )
@@ -302,7 +347,7 @@ def _read_jsonl(
 ) -> Iterator[pl.DataFrame]:
     with _open_binary(path) as fh:
         line = 1
-        for chunk in _chunks(fh, chunk_bytes, quotes=False, tick=tick):
+        for chunk in _chunks(fh, chunk_bytes, tick=tick):
             batch = _parse_jsonl_fast(chunk, line)
             if batch is None:
                 batch = _parse_jsonl_slow(chunk, line)
@@ -322,12 +367,14 @@ def _parse_jsonl_fast(chunk: bytes, first_line: int) -> pl.DataFrame | None:
         return None
     if df.height != len(lines):
         return None
+    if any(dtype.is_nested() for dtype in df.schema.values()):
+        # polars unifies objects across rows (adding null keys) and lists' element types: the
+        # exact path keeps every value as it was written
+        return None
     out = {}
     for name, dtype in df.schema.items():
         s = df[name]
-        if dtype.is_nested():
-            out[name] = pl.Series(name, [_to_text(v) for v in s.to_list()], dtype=pl.String)
-        elif dtype == pl.Boolean:
+        if dtype == pl.Boolean:
             out[name] = s.cast(pl.String).str.to_lowercase()
         else:
             out[name] = s.cast(pl.String)

@@ -206,7 +206,7 @@ class SASRec(Recommender):
                 w = torch.from_numpy(windows[order[lo : lo + c.batch_size]])
                 x, y = w[:, :-1], w[:, 1:]
                 h = self.net(x)
-                keep = y > 0
+                keep = (x > 0) & (y > 0)  # no "padding -> first item" transitions
                 hk, yk = h[keep], y[keep] - 1
                 items = self.net.item_matrix()
                 if c.loss == "ce":

@@ -124,6 +124,7 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._depth = 0
+        self._data_version = -1
         self._user_map: pl.DataFrame | None = None
         self._item_map: pl.DataFrame | None = None
 
@@ -132,6 +133,11 @@ class SQLiteStore(Store):
     def transaction(self) -> Iterator[None]:
         if self._depth == 0:
             self._conn.execute("BEGIN IMMEDIATE")
+            # another connection may have committed since our id maps were read
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._user_map = self._item_map = None
+                self._data_version = version
         self._depth += 1
         try:
             yield
