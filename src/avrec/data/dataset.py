@@ -187,38 +187,26 @@ class Dataset:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (self.n_events,):
             raise DataError(f"mask must have one entry per event ({self.n_events})")
-        out = Dataset(
-            self.users,
-            self.items,
-            self.user_index[mask],
-            self.item_index[mask],
-            self.event_type[mask],
-            self.ts[mask],
-            self.value[mask],
-            self.weighting,
-            self.catalogue,
-            name or self.name,
-            self.meta,
-            order=self.order[mask],
-        )
-        out.item_features = dict(self.item_features)
-        return out
+        return self._derive(mask, self.weighting, name or self.name)
 
     def with_weighting(self, weighting: EventWeighting) -> Dataset:
         """The same events under another weighting."""
+        return self._derive(slice(None), weighting, self.name)
+
+    def _derive(self, rows: np.ndarray | slice, weighting: EventWeighting, name: str) -> Dataset:
         out = Dataset(
             self.users,
             self.items,
-            self.user_index,
-            self.item_index,
-            self.event_type,
-            self.ts,
-            self.value,
+            self.user_index[rows],
+            self.item_index[rows],
+            self.event_type[rows],
+            self.ts[rows],
+            self.value[rows],
             weighting,
             self.catalogue,
-            self.name,
+            name,
             self.meta,
-            order=self.order,
+            order=self.order[rows],
         )
         out.item_features = dict(self.item_features)
         return out

@@ -169,6 +169,11 @@ def _cell(df: pl.DataFrame, model: str, key: str, col: str) -> float | None:
     return float(r["value"][0]) if r.height else None
 
 
+def _cell_of(rows: pl.DataFrame, metric: str, column: str) -> float:
+    hit = rows.filter(pl.col("metric") == metric)
+    return float(hit[column][0]) if hit.height else float("nan")
+
+
 def _main_metric(res: ExperimentResult) -> str:
     names = res.table["metric"].to_list()
     for pref in ("ndcg@10", "ndcg@20", "hr@10"):
@@ -212,24 +217,8 @@ def _figures(res: ExperimentResult) -> dict[str, bytes]:
         x = np.arange(len(metrics))
         for j, m in enumerate(models):
             r = sub.filter(pl.col("model") == m)
-            vals = [
-                float(r.filter(pl.col("metric") == q)["value"][0])
-                if r.filter(pl.col("metric") == q).height
-                else np.nan
-                for q in metrics
-            ]
-            lo = [
-                float(r.filter(pl.col("metric") == q)["ci_low"][0])
-                if r.filter(pl.col("metric") == q).height
-                else np.nan
-                for q in metrics
-            ]
-            hi = [
-                float(r.filter(pl.col("metric") == q)["ci_high"][0])
-                if r.filter(pl.col("metric") == q).height
-                else np.nan
-                for q in metrics
-            ]
+            cols = {c: [_cell_of(r, q, c) for q in metrics] for c in ("value", "ci_low", "ci_high")}
+            vals, lo, hi = cols["value"], cols["ci_low"], cols["ci_high"]
             err = np.array([np.subtract(vals, lo), np.subtract(hi, vals)])
             ax.bar(x + j * width, vals, width, yerr=err, capsize=3, label=m)
         ax.set_xticks(x + width * (len(models) - 1) / 2, metrics, rotation=30, ha="right")

@@ -292,6 +292,19 @@ class RandomSplit(Split):
         )
 
 
+def _cold_masks(keys: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Hold out a seeded ``fraction`` of the distinct ``keys`` (items or users): half of them
+    for validation, half for test, with every event of a held-out key. Returns the masks and how
+    many keys were held out."""
+    rng = np.random.default_rng(seed)
+    active = np.unique(keys)
+    n = max(2, int(round(len(active) * fraction)))
+    chosen = rng.permutation(active)[:n]
+    valid = np.isin(keys, chosen[: n // 2])
+    test = np.isin(keys, chosen[n // 2 :])
+    return valid, test, n
+
+
 @dataclass
 class ColdItemSplit(Split):
     """A seeded set of items never seen in training: all their events are validation or test."""
@@ -301,13 +314,7 @@ class ColdItemSplit(Split):
     name: str = "cold-items"
 
     def split(self, dataset: Dataset) -> SplitResult:
-        rng = np.random.default_rng(self.seed)
-        active = np.unique(dataset.item_index)
-        n = max(2, int(round(len(active) * self.fraction)))
-        chosen = rng.permutation(active)[:n]
-        valid_items, test_items = chosen[: n // 2], chosen[n // 2 :]
-        test = np.isin(dataset.item_index, test_items)
-        valid = np.isin(dataset.item_index, valid_items)
+        valid, test, n = _cold_masks(dataset.item_index, self.fraction, self.seed)
         return SplitResult(
             self.name,
             dataset,
@@ -326,20 +333,13 @@ class ColdUserSplit(Split):
     name: str = "cold-users"
 
     def split(self, dataset: Dataset) -> SplitResult:
-        rng = np.random.default_rng(self.seed)
-        active = np.unique(dataset.user_index)
-        n = max(2, int(round(len(active) * self.fraction)))
-        chosen = rng.permutation(active)[:n]
-        valid_users, test_users = chosen[: n // 2], chosen[n // 2 :]
-        test = np.isin(dataset.user_index, test_users)
-        valid = np.isin(dataset.user_index, valid_users)
-        result = SplitResult(
+        valid, test, n = _cold_masks(dataset.user_index, self.fraction, self.seed)
+        return SplitResult(
             self.name,
             dataset,
             {"train": ~(test | valid), "valid": valid, "test": test},
-            {"fraction": self.fraction, "seed": self.seed, "cold_users": n},
+            {"fraction": self.fraction, "seed": self.seed, "cold_users": int(n)},
         )
-        return result
 
 
 def make_split(kind: str, **params: Any) -> Split:

@@ -396,11 +396,13 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
         above = (scores > kth[:, None]).sum(axis=1)
         tied = (scores == kth[:, None]).sum(axis=1)
-        for r in np.flatnonzero(above + tied > k):  # ties straddle the cut: take low indices
-            row = scores[r]
-            gt = np.flatnonzero(row > kth[r])
-            eq = np.flatnonzero(row == kth[r])[: k - len(gt)]
-            part[r] = np.concatenate([gt, eq])
+        bad = np.flatnonzero(above + tied > k)
+        if len(bad):  # ties straddle the cut: keep the lowest-indexed tied items, in O(n)
+            sub = scores[bad]
+            tied_mask = sub == kth[bad, None]
+            need = (k - above[bad])[:, None]
+            chosen = (sub > kth[bad, None]) | (tied_mask & (np.cumsum(tied_mask, axis=1) <= need))
+            part[bad] = np.nonzero(chosen)[1].reshape(len(bad), k)
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     top = np.take_along_axis(part, order, axis=1)
