@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	mkdir -p $(WHEELS)
 	$(PIP) install $(PIPFLAGS) --upgrade pip
-	$(PIP) install $(PIPFLAGS) -e .
+	$(PIP) install $(PIPFLAGS) -e ".[media]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install $(PIPFLAGS) -e ".[dev]"
+	$(PIP) install $(PIPFLAGS) -e ".[media,clip,dev]"
 	touch $@
 
 install: $(VENV)/.installed

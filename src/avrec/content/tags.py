@@ -1,0 +1,99 @@
+"""Zero-shot tags: which words of a vocabulary describe an item, and which modality says so.
+
+Every tag of the vocabulary (by default the catalogue's own tags and genres) is encoded once as a
+query by the text encoder. Each source of evidence about an item is a passage vector in the same
+space: its own text, its transcript, its on-screen text, and a sentence made of the ImageNet
+labels of its frames ("a picture of: tabby cat, Egyptian cat"). For each source the tag scores are
+a softmax over the vocabulary (temperature ``temperature``), so a score is "how much more this tag
+than the others"; an item's tag score is the best over its sources, which it records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Tag", "ZeroShotTagger"]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A tag with its probability and the modality that gave it."""
+
+    tag: str
+    score: float
+    source: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tag": self.tag, "score": round(self.score, 4), "source": self.source}
+
+
+class ZeroShotTagger:
+    """Tags items from per-source passage vectors.
+
+    Args:
+        encoder: the text encoder (``encode_queries`` is used when it has one).
+        vocabulary: candidate tags (duplicates and blanks dropped, case kept).
+        temperature: softmax temperature over cosine similarities (e5 similarities spread over
+            a few hundredths, hence the small default).
+        max_tags: tags kept per item.
+        min_score: smallest probability kept.
+    """
+
+    def __init__(
+        self,
+        encoder,  # noqa: ANN001 - any text Encoder
+        vocabulary: Sequence[str],
+        temperature: float = 0.01,
+        max_tags: int = 5,
+        min_score: float = 0.15,
+    ) -> None:
+        seen: dict[str, None] = {}
+        for t in vocabulary:
+            t = (t or "").strip()
+            if t and t.lower() not in {k.lower() for k in seen}:
+                seen[t] = None
+        self.vocabulary = list(seen)
+        self.temperature = temperature
+        self.max_tags = max_tags
+        self.min_score = min_score
+        encode = getattr(encoder, "encode_queries", encoder.encode)
+        self.tag_vectors = (
+            encode(self.vocabulary) if self.vocabulary else np.zeros((0, encoder.dim), np.float32)
+        )
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """``n x len(vocabulary)`` softmax scores; rows of zero vectors give zeros."""
+        if not len(self.vocabulary):
+            return np.zeros((len(vectors), 0), np.float32)
+        sims = np.asarray(vectors, np.float32) @ self.tag_vectors.T / self.temperature
+        sims -= sims.max(axis=1, keepdims=True)
+        p = np.exp(sims)
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.linalg.norm(vectors, axis=1) == 0] = 0.0
+        return p
+
+    def tag(self, sources: dict[str, np.ndarray]) -> list[list[Tag]]:
+        """Tags per item from ``source name -> n x dim`` passage vectors (zero rows: absent)."""
+        names = list(sources)
+        if not names:
+            return []
+        n = len(next(iter(sources.values())))
+        if not len(self.vocabulary) or self.max_tags == 0:
+            return [[] for _ in range(n)]
+        probs = np.stack([self.probabilities(sources[s]) for s in names])  # s x n x v
+        best_src = probs.argmax(axis=0)
+        best = probs.max(axis=0)
+        out: list[list[Tag]] = []
+        for i in range(n):
+            order = np.argsort(-best[i], kind="stable")[: self.max_tags]
+            out.append(
+                [
+                    Tag(self.vocabulary[j], float(best[i, j]), names[best_src[i, j]])
+                    for j in order
+                    if best[i, j] >= self.min_score
+                ]
+            )
+        return out
