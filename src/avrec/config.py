@@ -77,6 +77,9 @@ class ContentConfig(BaseModel):
     audio_features: bool = Field(True, description="librosa signal statistics")
     ocr: bool = Field(True, description="text on screen, in key frames and covers")
     max_frames: int = Field(8, ge=1, le=64, description="key frames per video")
+    ocr_frames: int = Field(
+        4, ge=0, le=64, description="key frames read by OCR (evenly spread), besides covers"
+    )
     max_audio_seconds: float = Field(600.0, gt=0, description="audio analysed per item")
     media_roots: list[str] = Field(
         default_factory=list, description="folders local media may come from (empty: any)"
@@ -94,6 +97,9 @@ class ContentConfig(BaseModel):
     )
     tag_vocabulary: list[str] = Field(
         default_factory=list, description="zero-shot tags (empty: the catalogue's tags and genres)"
+    )
+    tag_min_items: int = Field(
+        2, ge=1, description="default vocabulary: catalogue tags used by at least this many items"
     )
     max_tags: int = Field(5, ge=0, description="zero-shot tags kept per item")
     min_tag_score: float = Field(0.15, ge=0, le=1, description="smallest tag probability kept")

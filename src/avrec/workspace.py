@@ -56,6 +56,7 @@ speech = true                  # transcript, spoken language, voice embedding (W
 audio_features = true          # tempo, loudness, timbre (librosa)
 ocr = true                     # text on screen
 max_frames = 8
+ocr_frames = 4                 # key frames read by OCR (covers and posters always are)
 max_audio_seconds = 600.0
 media_roots = []               # folders local media may come from; empty: any path
 max_download_mb = 500
@@ -64,6 +65,7 @@ workers = 1                    # media processes; 0: one per core
 text_weights = { primary = 1.0, transcript = 0.6, ocr = 0.3, comments = 0.3 }
 fusion_weights = { text = 1.0, visual = 0.5, audio = 0.3, audio_signal = 0.2 }
 tag_vocabulary = []            # empty: the catalogue's own tags and genres
+tag_min_items = 2              # ... those used by at least this many items
 max_tags = 5
 min_tag_score = 0.15
 max_keywords = 10

@@ -216,3 +216,44 @@ def test_train_registers_a_bundle(tmp_path):
     r = run("-w", str(ws), "tune", "--model", "itemknn", "--trials", "3")
     assert r.returncode == 0, r.stderr
     assert "best valid ndcg@10" in r.stdout
+
+
+@pytest.mark.realdata
+def test_analyze_show_and_mistakes(tmp_path):
+    media = Path(__file__).resolve().parents[3] / "shared" / "media"
+    if not media.is_dir():
+        pytest.skip("../shared/media not found")
+    ws = tmp_path / "ws"
+    assert run("init", str(ws)).returncode == 0
+    cfg = ws / "avrec.toml"
+    cfg.write_text(cfg.read_text().replace("tag_min_items = 2", "tag_min_items = 1"))
+    items = write(
+        tmp_path / "items.csv",
+        "item_id,title,tags,image\n"
+        f"cat,Chelsea on the sofa,cat,{media / 'images/chelsea.png'}\n"
+        "piano,Relaxing piano music for studying,music,\n"
+        f"gone,A lost file,,{tmp_path / 'missing.png'}\n",
+    )
+    assert run("--workspace", str(ws), "ingest", "items", str(items)).returncode == 0
+    out = run("--workspace", str(ws), "analyze", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["analysed"] == 3 and list(report["errors"]) == ["gone"]
+
+    shown = run("--workspace", str(ws), "analyze", "--item", "cat", "--show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [cat] = json.loads(shown.stdout)
+    assert cat["status"] == "ok" and "vectors" not in cat
+    assert "cat" in cat["info"]["labels"][0][0]
+    assert cat["info"]["tags"][0]["tag"] == "cat"
+
+    pretty = run("--workspace", str(ws), "analyze", "--item", "gone", "--show")
+    assert pretty.returncode == 0 and "media file not found" in pretty.stdout
+
+    again = json.loads(run("--workspace", str(ws), "analyze", "--json").stdout)
+    assert again["analysed"] == 0 and again["unchanged"] == 3
+
+    bad = run("--workspace", str(ws), "analyze", "--item", "nope")
+    assert bad.returncode == 1 and "unknown item" in bad.stderr
+    bad = run("--workspace", str(ws), "analyze", "--show")
+    assert bad.returncode == 1 and "--show needs --item" in bad.stderr

@@ -79,7 +79,7 @@ def analysed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analyze")
     items = catalogue(tmp)
     store = ContentStore(tmp / "content.db")
-    analyzer = ContentAnalyzer(ContentConfig(), store, MediaSource(), workers=1)
+    analyzer = ContentAnalyzer(ContentConfig(tag_min_items=1), store, MediaSource(), workers=1)
     stages: list[str] = []
     report = analyzer.run(items, progress=lambda s, d, t: stages.append(s))
     yield analyzer, items, report, store, stages, tmp

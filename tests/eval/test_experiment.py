@@ -144,3 +144,29 @@ def test_gauc_comparison_uses_weights_and_zero_bootstrap_works():
     ).run(clustered())
     row = res.comparisons.filter(pl.col("metric") == "gauc").row(0, named=True)
     assert row["best"] == "itemknn" and row["diff"] > 0
+
+
+def test_candidates_restrict_the_ranking_to_cold_items():
+    """The cold-start protocol: only the held-out items are ranked."""
+    from avrec.eval import ColdItemSplit
+
+    ds = clustered()
+    rng = np.random.default_rng(0)
+    ids = ds.items.lookup(np.arange(ds.n_items))
+    x = rng.normal(0, 0.3, (ds.n_items, 8)).astype(np.float32)
+    x[np.arange(ds.n_items), [int(i[1:]) // 50 for i in ids]] += 3.0  # the taste group
+    ds.set_item_features("fused", x)
+    split = ColdItemSplit(fraction=0.3, seed=1).split(ds)
+    cold = np.diff(split.train.binary().tocsc().indptr) == 0
+    models = {"pop": create_model("pop"), "content": create_model("content")}
+    full = Experiment(split, models, ["hr@10"], n_bootstrap=0).run()
+    among = Experiment(split, models, ["hr@10"], n_bootstrap=0, candidates=cold)
+    res = among.run()
+    assert "among" in among.protocol and f"{int(cold.sum())}" in among.protocol
+    # popularity never ranks a never-played item into the top 10; content does, more so when
+    # only cold items compete
+    assert full.value("pop", "hr@10") == 0.0
+    assert res.value("content", "hr@10") > full.value("content", "hr@10") > 0.0
+    # targets outside the candidates never hit
+    warm_only = Experiment(split, models, ["hr@10"], n_bootstrap=0, candidates=~cold).run()
+    assert warm_only.value("content", "hr@10") == 0.0

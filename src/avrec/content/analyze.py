@@ -147,6 +147,7 @@ class MediaAnalyzer:
     def version(self) -> str:
         c = self.config
         parts: list[object] = [ANALYZER_VERSION, self.image_encoder.version, c.max_frames]
+        parts.append(c.ocr_frames if c.ocr else None)
         parts.append(c.max_audio_seconds)
         if c.ocr:
             from avrec.features.ocr import TextReader
@@ -300,8 +301,11 @@ class MediaAnalyzer:
             parts.append(l2_normalise(vecs[n_frames:].mean(axis=0)))
         vectors["visual"] = l2_normalise(np.sum(parts, axis=0))
         if self.config.ocr:
-            ocr = timed("ocr", lambda: self.ocr.read_frames(images))
-            res["ocr_text"] = ocr.text
+            picks = _spread(n_frames, self.config.ocr_frames)
+            chosen = [images[i] for i in picks] + images[n_frames:]
+            if chosen:
+                ocr = timed("ocr", lambda: self.ocr.read_frames(chosen))
+                res["ocr_text"] = ocr.text
 
     def _audio_stage(self, audio, res, vectors, timed) -> None:  # noqa: ANN001
         c = self.config
@@ -324,6 +328,15 @@ class MediaAnalyzer:
                 if k != "vector" and isinstance(v, int | float)
             }
             vectors["audio_signal"] = l2_normalise(af.standardise(desc.vector))
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``min(n, k)`` indices evenly spread over ``range(n)``."""
+    if k <= 0 or n <= 0:
+        return []
+    if k >= n:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, num=k)})
 
 
 # Worker processes keep one MediaAnalyzer each.
@@ -496,7 +509,7 @@ class ContentAnalyzer:
         enc = self.text_encoder
         keys = {t: _hash("seg", enc.version, t) for t in texts}
         cached = self.store.get_segments(list(set(keys.values())))
-        todo = sorted({t for t, k in keys.items() if k not in cached})
+        todo = sorted({t for t, k in keys.items() if k not in cached}, key=lambda t: (len(t), t))
         report.segments_cached += len(keys) - len(todo)
         if progress:
             progress("text", 0, len(todo))
@@ -515,6 +528,22 @@ class ContentAnalyzer:
             time.perf_counter() - t0
         )
         return {t: cached[k] for t, k in keys.items()}
+
+    def _encode_queries_cached(self, texts: list[str]) -> np.ndarray:
+        """Query vectors (tags), cached in the segment store like passages."""
+        enc = self.text_encoder
+        keys = [_hash("query", enc.version, t) for t in texts]
+        cached = self.store.get_segments(keys)
+        todo = [t for t, k in zip(texts, keys, strict=True) if k not in cached]
+        if todo:
+            encode = getattr(enc, "encode_queries", enc.encode)
+            vecs = encode(todo)
+            new = {_hash("query", enc.version, t): v for t, v in zip(todo, vecs, strict=True)}
+            self.store.put_segments(new)
+            cached.update(new)
+        if not texts:
+            return np.zeros((0, enc.dim), np.float32)
+        return np.stack([cached[k] for k in keys])
 
     # -- the run --------------------------------------------------------------------------------
     def run(
@@ -740,13 +769,17 @@ class _Context:
         c = analyzer.config
         vocab = list(c.tag_vocabulary)
         if not vocab:
-            seen: dict[str, None] = {}
+            counts: dict[str, int] = {}
             for it in catalogue:
-                for t in (*it.categories, *it.tags):
-                    seen.setdefault(t, None)
-            vocab = list(seen)
+                for t in {*it.categories, *it.tags}:
+                    counts[t] = counts.get(t, 0) + 1
+            vocab = [t for t, n in counts.items() if n >= c.tag_min_items]
         tagger = ZeroShotTagger(
-            analyzer.text_encoder, vocab, max_tags=c.max_tags, min_score=c.min_tag_score
+            analyzer.text_encoder,
+            vocab,
+            max_tags=c.max_tags,
+            min_score=c.min_tag_score,
+            encode=analyzer._encode_queries_cached,
         )
         corpus = [f"{it.title}\n{it.description}" for it in catalogue]
         people = PeopleMatcher(

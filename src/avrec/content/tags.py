@@ -10,7 +10,7 @@ than the others"; an item's tag score is the best over its sources, which it rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,8 @@ class ZeroShotTagger:
             a few hundredths, hence the small default).
         max_tags: tags kept per item.
         min_score: smallest probability kept.
+        encode: how to encode the tags (default: the encoder's query side); the analyser passes
+            a cached version.
     """
 
     def __init__(
@@ -49,17 +51,18 @@ class ZeroShotTagger:
         temperature: float = 0.01,
         max_tags: int = 5,
         min_score: float = 0.15,
+        encode: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
-        seen: dict[str, None] = {}
+        seen: dict[str, str] = {}  # lower-cased -> first spelling
         for t in vocabulary:
             t = (t or "").strip()
-            if t and t.lower() not in {k.lower() for k in seen}:
-                seen[t] = None
-        self.vocabulary = list(seen)
+            if t and t.lower() not in seen:
+                seen[t.lower()] = t
+        self.vocabulary = list(seen.values())
         self.temperature = temperature
         self.max_tags = max_tags
         self.min_score = min_score
-        encode = getattr(encoder, "encode_queries", encoder.encode)
+        encode = encode or getattr(encoder, "encode_queries", encoder.encode)
         self.tag_vectors = (
             encode(self.vocabulary) if self.vocabulary else np.zeros((0, encoder.dim), np.float32)
         )

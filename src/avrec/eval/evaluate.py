@@ -76,6 +76,7 @@ def evaluate_model(
     seed: int = 0,
     batch_cells: int = 20_000_000,
     ctx: MetricContext | None = None,
+    candidates: np.ndarray | None = None,
 ) -> ModelEval:
     """Score every user that has targets in ``stage`` against every item and compute metrics.
 
@@ -85,6 +86,8 @@ def evaluate_model(
         sampled: rank each target only against this many random negatives per user
             (sampled evaluation, labelled as such by callers); ``None`` ranks all items.
         batch_cells: users per batch = batch_cells // n_items.
+        candidates: boolean mask over items: rank only these (e.g. the held-out items of a
+            cold-start split, the usual cold-start protocol); targets outside never hit.
     """
     start = time.perf_counter()
     targets = split.targets(stage)
@@ -106,6 +109,8 @@ def evaluate_model(
         hist = history[batch]
         ub = UserBatch(batch, hist, split.sequences(stage, batch) if wants_sequences else None)
         scores = np.array(model._score_batch(ub), dtype=np.float32, copy=True)
+        if candidates is not None:
+            scores[:, ~candidates] = -np.inf
         if exclude_history:
             mask_rows(scores, hist)
         tb = targets[batch]

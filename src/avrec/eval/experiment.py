@@ -140,6 +140,7 @@ class Experiment:
         n_bootstrap: bootstrap resamples for intervals and tests.
         user_groups: bounds of the history-length groups.
         dataset: the dataset to split, so that :meth:`run` needs no argument.
+        candidates: boolean mask over items; only these are ranked (labelled in the protocol).
     """
 
     def __init__(
@@ -156,8 +157,10 @@ class Experiment:
         user_groups: tuple[int, ...] = (5, 20, 100),
         progress: Any = None,
         dataset: Dataset | None = None,
+        candidates: np.ndarray | None = None,
     ) -> None:
         self.split = split
+        self.candidates = None if candidates is None else np.asarray(candidates, bool)
         self.dataset = dataset
         if isinstance(models, dict):
             self.models = dict(models)
@@ -190,7 +193,13 @@ class Experiment:
     @property
     def protocol(self) -> str:
         ranking = f"sampled-{self.sampled}" if self.sampled else "full"
-        return f"{ranking} ranking, {'history excluded' if self.exclude_history else 'all items'}"
+        among = (
+            f" among {int(self.candidates.sum()):,} candidate items"
+            if self.candidates is not None
+            else ""
+        )
+        history = "history excluded" if self.exclude_history else "all items"
+        return f"{ranking} ranking{among}, {history}"
 
     def run(self, dataset: Dataset | None = None) -> ExperimentResult:
         """Split (when needed), fit every model, evaluate, and assemble the results."""
@@ -221,6 +230,7 @@ class Experiment:
                 self.sampled,
                 self.seed,
                 ctx=ctx,
+                candidates=self.candidates,
             )
             if self.progress is not None:
                 self.progress(name)

@@ -47,14 +47,20 @@ class ImageOutput:
 
 
 def _square(img: np.ndarray) -> np.ndarray:
-    import av
-
     h, w = img.shape[:2]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     crop = np.ascontiguousarray(img[top : top + s, left : left + s, :3])
-    frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
-    return frame.reformat(width=SIZE, height=SIZE, format="rgb24").to_ndarray()
+    try:  # OpenCV (with the media extra) resizes several times faster than swscale here
+        import cv2
+
+        interp = cv2.INTER_AREA if s > SIZE else cv2.INTER_LINEAR
+        return cv2.resize(crop, (SIZE, SIZE), interpolation=interp)
+    except ImportError:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
+        return frame.reformat(width=SIZE, height=SIZE, format="rgb24").to_ndarray()
 
 
 @register_encoder
@@ -69,7 +75,7 @@ class EfficientNetLite0(Encoder):
     name = "efficientnet-lite0"
     modality = "image"
     dim = 1280
-    version = "efficientnet-lite0-57934424/center-crop-224"
+    version = "efficientnet-lite0-57934424/center-crop-224-area"
 
     def __init__(self, batch_size: int = 16, threads: int | None = None) -> None:
         self.batch_size = batch_size
