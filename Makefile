@@ -45,6 +45,8 @@ demo: install
 	$(BIN)/avrec init demo-workspace --exist-ok
 	$(BIN)/avrec --workspace demo-workspace datasets load movielens-100k
 	$(BIN)/avrec --workspace demo-workspace stats
+	$(BIN)/avrec --workspace demo-workspace analyze --limit 60
+	$(BIN)/avrec --workspace demo-workspace analyze --item 1 --show
 
 test: dev fonts
 	$(BIN)/python -m pytest

@@ -101,6 +101,10 @@ class ContentConfig(BaseModel):
     tag_min_items: int = Field(
         2, ge=1, description="default vocabulary: catalogue tags used by at least this many items"
     )
+    tag_source_weights: dict[str, float] = Field(
+        default_factory=lambda: {"text": 1.0, "speech": 0.6, "ocr": 0.3, "visual": 0.5},
+        description="weight of each source of evidence in an item's tag scores",
+    )
     max_tags: int = Field(5, ge=0, description="zero-shot tags kept per item")
     min_tag_score: float = Field(0.15, ge=0, le=1, description="smallest tag probability kept")
     max_keywords: int = Field(10, ge=0, description="keywords kept per item")

@@ -66,6 +66,7 @@ text_weights = { primary = 1.0, transcript = 0.6, ocr = 0.3, comments = 0.3 }
 fusion_weights = { text = 1.0, visual = 0.5, audio = 0.3, audio_signal = 0.2 }
 tag_vocabulary = []            # empty: the catalogue's own tags and genres
 tag_min_items = 2              # ... those used by at least this many items
+tag_source_weights = { text = 1.0, speech = 0.6, ocr = 0.3, visual = 0.5 }
 max_tags = 5
 min_tag_score = 0.15
 max_keywords = 10

@@ -247,3 +247,31 @@ def test_parallel_workers_give_the_same_results(tmp_path):
             results[workers] = (store.vectors("visual", ids), store.vectors("fused", ids))
     np.testing.assert_allclose(results[1][0], results[2][0], atol=1e-4)
     np.testing.assert_allclose(results[1][1], results[2][1], atol=1e-4)
+
+
+def test_an_unexpected_failure_marks_only_its_item(tmp_path, monkeypatch):
+    """A fault we cannot cause with a real file (a model crashing on one input) is injected."""
+    _need_media()
+    from avrec.content import analyze as mod
+
+    real = mod.MediaAnalyzer.analyze
+
+    def flaky(self, paths):
+        if "coffee" in paths.get("image", ""):
+            raise RuntimeError("onnxruntime exploded")
+        return real(self, paths)
+
+    monkeypatch.setattr(mod.MediaAnalyzer, "analyze", flaky)
+    items = [
+        ItemInput("cat", title="cat", media={"image": str(MEDIA / "images/chelsea.png")}),
+        ItemInput("cup", title="cup", media={"image": str(MEDIA / "images/coffee.png")}),
+    ]
+    cfg = ContentConfig(speech=False, ocr=False, audio_features=False)
+    with ContentStore(tmp_path / "c.db") as store:
+        rep = ContentAnalyzer(cfg, store).run(items)
+        assert rep.analysed == 2 and list(rep.errors) == ["cup"]
+        cup = store.item("cup")
+        assert cup["status"] == "error"
+        assert cup["errors"] == ["analysis failed: RuntimeError: onnxruntime exploded"]
+        assert "text" in cup["vectors"]  # its words are still understood
+        assert store.item("cat")["status"] == "ok"

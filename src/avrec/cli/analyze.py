@@ -35,6 +35,9 @@ def analyze(
         False, "--force", help="rebuild every item (media and text caches still apply)"
     ),
     workers: int = typer.Option(None, help="media processes (default: [content] workers)"),
+    limit: int = typer.Option(
+        None, min=1, help="analyse at most this many items (those never analysed first)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report (or --show) as JSON"),
 ) -> None:
     """Turn items' video, audio, images and text into vectors, tags, transcripts and keywords.
@@ -49,6 +52,12 @@ def analyze(
         raise ConfigError("--show needs --item ID")
     items, catalogue = workspace_inputs(ws, item or None)
     analyzer = workspace_analyzer(ws, workers=workers)
+    if limit is not None:
+        done = analyzer.store.item_keys()
+        items = (
+            [it for it in items if it.item_id not in done]
+            + [it for it in items if it.item_id in done]
+        )[:limit]
     try:
         if not (show and not force and _all_done(analyzer, items)):
             report = _run(analyzer, items, catalogue, force, quiet=as_json and show)

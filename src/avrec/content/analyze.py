@@ -46,7 +46,7 @@ from avrec.content.text import (
     subtitle_text,
 )
 from avrec.data.schema import split_list
-from avrec.errors import AvrecError, MediaError
+from avrec.errors import MediaError
 from avrec.features.base import create_encoder, l2_normalise
 from avrec.media.source import MediaSource
 
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 ANALYZER_VERSION = "1"
 MEDIA_KINDS = ("video", "audio", "image")
 SEGMENTS = ("primary", "transcript", "ocr", "comments")
+# tag evidence: source name -> the segment it reads
+TAG_SOURCES = {"text": "primary", "speech": "transcript", "ocr": "ocr", "visual": "labels"}
 Progress = Callable[[str, int, int], None]
 
 
@@ -353,8 +355,20 @@ def _worker_init(config_json: str, threads: int) -> None:
 
 def _worker_run(key: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], dict]:
     assert _WORKER is not None
-    res, vecs = _WORKER.analyze(paths)
+    res, vecs = _isolated(_WORKER, paths)
     return key, res, vecs
+
+
+def _isolated(
+    media: MediaAnalyzer, paths: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One item's media analysis; any failure on this item's data marks the item only."""
+    try:
+        return media.analyze(paths)
+    except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the run
+        log.exception("media analysis failed for %s", paths)
+        reason = f"analysis failed: {type(exc).__name__}: {exc}"
+        return {"errors": [reason], "status": "error", "timings": {}}, {}
 
 
 # -- the analyser ---------------------------------------------------------------------------------
@@ -420,6 +434,8 @@ class ContentAnalyzer:
             c.text_weights,
             c.fusion_weights,
             c.tag_vocabulary,
+            c.tag_min_items,
+            c.tag_source_weights,
             c.max_tags,
             c.min_tag_score,
             c.max_keywords,
@@ -497,10 +513,7 @@ class ContentAnalyzer:
                         finish(key, _crashed(), {})
 
     def _safe_analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        try:
-            return self.media.analyze(paths)
-        except AvrecError as exc:  # a model-level failure on this item's data
-            return {"errors": [f"analysis: {exc}"], "status": "error", "timings": {}}, {}
+        return _isolated(self.media, paths)
 
     # -- stage 2 --------------------------------------------------------------------------------
     def _encode_segments(
@@ -596,6 +609,7 @@ class ContentAnalyzer:
         # Stage 3: assembly.
         t0 = time.perf_counter()
         ctx = _Context.build(self, catalogue)
+        self._calibrate_tags(ctx.tagger, todo, seg_vecs)
         if progress:
             progress("assemble", 0, len(todo))
         batch = 256
@@ -611,6 +625,21 @@ class ContentAnalyzer:
         report.stage_seconds["assemble"] = time.perf_counter() - t0
         report.seconds = time.perf_counter() - t_start
         return report
+
+    def _calibrate_tags(self, tagger: ZeroShotTagger, todo, seg_vecs) -> None:  # noqa: ANN001
+        """Per-source tag calibration from this run's items; a small run reuses the last one
+        learned from a larger run (stored in content.db)."""
+        dim = self.text_encoder.dim
+        for source, seg in TAG_SOURCES.items():
+            rows = [seg_vecs[segs[seg]] for _, _, _, segs, _, _ in todo if segs.get(seg)]
+            key = _hash("tag-calibration", self.text_encoder.version, tagger.vocabulary, source)
+            mat = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+            if tagger.calibrate(source, mat):
+                self.store.put_meta(key, tagger.offsets[source].tolist())
+            else:
+                stored = self.store.get_meta(key)
+                if stored is not None:
+                    tagger.offsets[source] = np.asarray(stored, np.float32)
 
     def _segments(self, it: ItemInput, media: dict[str, Any], errors: list[str]) -> dict[str, str]:
         lines = [it.title]
@@ -668,12 +697,7 @@ class ContentAnalyzer:
             parts[m] = mat
         fused, layout = fuse(parts, c.fusion_weights)
         tags = ctx.tagger.tag(
-            {
-                "text": seg["primary"],
-                "speech": seg["transcript"],
-                "ocr": seg["ocr"],
-                "visual": seg["labels"],
-            }
+            {source: seg[name] for source, name in TAG_SOURCES.items()}, c.tag_source_weights
         )
 
         rows = []

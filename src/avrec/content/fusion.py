@@ -1,9 +1,11 @@
 """Fusion: one item vector from per-modality vectors, and a learned map from content to behaviour.
 
 :func:`fuse` combines L2-normalised modality vectors by weights. Each block is scaled by the square
-root of its weight and the result renormalised over the blocks the item has, so the cosine of two
-fused vectors is the weighted mean of their per-modality cosines (over shared modalities) and a
-missing modality neither counts as a mismatch nor shrinks the vector.
+root of its weight and the result renormalised over the blocks the item has, so every fused vector
+has unit length and the cosine of two fused vectors is ``sum_shared(w * cos) / sqrt(W_a * W_b)``
+(``W``: the total weight of the modalities an item has). For two items with the same modalities
+that is the weighted mean of their per-modality cosines; a modality one item lacks counts less
+against the pair than a present but unrelated (orthogonal) one would, and shrinks no vector.
 
 :class:`ContentProjection` is the learned fusion: a ridge regression from content vectors to the
 item factors a collaborative model learned from behaviour. Fitted on items people have played, it

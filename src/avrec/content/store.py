@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS media (
 CREATE TABLE IF NOT EXISTS media_vectors (
     key TEXT NOT NULL, modality TEXT NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (key, modality)
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (
     key TEXT PRIMARY KEY, vec BLOB NOT NULL
 );
@@ -88,6 +89,8 @@ class ContentStore:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_DDL)
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()
             raise StoreError(f"{self.path}: cannot open the content store ({exc})") from None
 
     def close(self) -> None:
@@ -122,6 +125,9 @@ class ContentStore:
         if row:
             return row[0]
         digest = file_sha256(p)
+        after = os.stat(p)
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return digest  # changed while being read: use it, but do not cache it
         self._write(
             [
                 (
@@ -163,6 +169,16 @@ class ContentStore:
             )
         }
         return json.loads(row[0]), vecs
+
+    # -- small named values (calibrations) ------------------------------------------------------
+    def get_meta(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_meta(self, key: str, value: Any) -> None:
+        self._write(
+            [("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, json.dumps(value)))]
+        )
 
     # -- text segments -------------------------------------------------------------------------
     def get_segments(self, keys: Sequence[str]) -> dict[str, np.ndarray]:

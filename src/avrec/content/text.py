@@ -141,7 +141,7 @@ class PeopleMatcher:
             if not name:
                 continue
             if _CJK.search(name):
-                key = re.sub(r"\s+", "", name)
+                key = re.sub(r"\s+", "", unicodedata.normalize("NFKC", name))
                 if len(key) >= 2:
                     self._cjk.setdefault(key, (name, set()))[1].add(role)
                 continue
@@ -155,25 +155,44 @@ class PeopleMatcher:
         return len(self._latin) + len(self._cjk)
 
     def find(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
-        """``(name, roles)`` of every known person named in ``text``, in order of appearance."""
+        """``(name, roles)`` of every known person named in ``text``, in order of appearance.
+
+        The longest known name wins where names overlap ("Steven Spielberg" over "Spielberg").
+        """
         if not text:
             return []
-        found: dict[str, tuple[str, ...]] = {}
+        text = unicodedata.normalize("NFKC", text)
+        hits: list[tuple[int, tuple[str, set[str]]]] = []  # (character offset, person)
         if self._latin:
-            toks = _words(text)
-            for i in range(len(toks)):
-                for n in range(min(self._max_len, len(toks) - i), 1, -1):
+            # CJK blanked out (same length) so "导演Steven Spielberg的" still yields the name
+            spans = list(_WORD.finditer(_CJK.sub(" ", text)))
+            toks = [_POSSESSIVE.sub("", m.group().lower()) for m in spans]
+            i = 0
+            while i < len(toks):
+                for n in range(min(self._max_len, len(toks) - i), 0, -1):
                     hit = self._latin.get(tuple(toks[i : i + n]))
                     if hit:
-                        found.setdefault(hit[0], tuple(sorted(hit[1])))
+                        hits.append((spans[i].start(), hit))
+                        i += n
                         break
+                else:
+                    i += 1
         if self._cjk and _CJK.search(text):
-            flat = re.sub(r"\s+", "", text)
-            for n in self._cjk_lens:
-                for i in range(len(flat) - n + 1):
+            pos = [j for j, c in enumerate(text) if not c.isspace()]
+            flat = "".join(text[j] for j in pos)
+            i = 0
+            while i < len(flat):
+                for n in self._cjk_lens:
                     hit = self._cjk.get(flat[i : i + n])
                     if hit:
-                        found.setdefault(hit[0], tuple(sorted(hit[1])))
+                        hits.append((pos[i], hit))
+                        i += n
+                        break
+                else:
+                    i += 1
+        found: dict[str, tuple[str, ...]] = {}
+        for _, (name, roles) in sorted(hits, key=lambda h: h[0]):
+            found.setdefault(name, tuple(sorted(roles)))
         return list(found.items())
 
     def mentions(self, texts: dict[str, str]) -> list[PersonMention]:
@@ -223,6 +242,7 @@ class SentimentScorer:
 
 _CUE_TIME = re.compile(r"^\s*\d{1,2}:\d{2}(:\d{2})?[.,]\d{3}\s*-->")
 _TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")
+_VTT_BLOCK = re.compile(r"(NOTE|STYLE|REGION)(\s|$)")
 
 
 def subtitle_text(path: str | Path, max_chars: int = 100_000) -> str:
@@ -233,18 +253,29 @@ def subtitle_text(path: str | Path, max_chars: int = 100_000) -> str:
     """
     raw = Path(path).read_bytes()[: max_chars * 4]
     text = raw.decode("utf-8-sig", errors="replace")
+    lines = text.splitlines()
+    vtt = text.lstrip().startswith("WEBVTT")
     out: list[str] = []
     skip_block = False
-    for line in text.splitlines():
+    block_start = True
+    for idx, line in enumerate(lines):
         s = line.strip()
         if not s:
             skip_block = False
+            block_start = True
             continue
-        if skip_block or s.startswith("WEBVTT") or s.isdigit() or _CUE_TIME.match(s):
+        first, block_start = block_start, False
+        if _CUE_TIME.match(s):
+            skip_block = False  # no header or NOTE block holds a timing line
             continue
-        if s.startswith(("NOTE", "STYLE", "REGION")):
-            skip_block = True
+        if skip_block:
             continue
+        if first and vtt and (s.startswith("WEBVTT") or _VTT_BLOCK.match(s)):
+            skip_block = True  # header (with "Kind:", "Language:" lines), NOTE, STYLE, REGION
+            continue
+        nxt = lines[idx + 1] if idx + 1 < len(lines) else ""
+        if _CUE_TIME.match(nxt):
+            continue  # cue number or WebVTT cue identifier
         s = _TAG.sub("", s).strip()
         if s and (not out or out[-1] != s):
             out.append(s)
