@@ -1,0 +1,490 @@
+"""Candidate sources: each proposes items for a user, with scores and, where it can, the anchor
+(the item in the user's history that led to the proposal), so that the pipeline can merge them
+with provenance, rank them and explain them.
+
+Every source has the same contract: ``fit(dataset)`` on training data, then
+``retrieve(requests, n)`` gives up to ``n`` :class:`Candidates` per :class:`Request`, never an
+item in ``request.exclude`` (the user's history and anything the caller excludes). Sources:
+
+- ``model``: any recommender of the registry (collaborative, sequential, content), its top-n.
+- ``neighbours``: items closest (content vectors, FAISS) to the user's most recent items.
+- ``interests``: content vectors of the user's history clustered into a few interest centroids,
+  recency- and event-weighted, each retrieved from (FAISS), so a person with two tastes gets both.
+- ``people``: items sharing people (directors, cast, artists) or tags with what the user played.
+- ``trending``: time-decayed popularity. ``fresh``: new items with little history yet.
+- ``popular``: the fallback; answers anyone, including a person with no history at all.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from avrec.data.dataset import Dataset
+from avrec.errors import ConfigError, NotFittedError
+
+__all__ = [
+    "SOURCES",
+    "Candidates",
+    "Request",
+    "Source",
+    "create_source",
+    "register_source",
+]
+
+
+@dataclass
+class Request:
+    """One user's request as sources see it (indices in the training vocabularies).
+
+    Attributes:
+        user: the user's index, -1 for a user the sources never saw.
+        history: item indices in time order (training events plus anything newer, e.g. this
+            session's plays).
+        weights: the preference weight of each history event (same length; 1.0 if unknown).
+        times: event times, Unix seconds (same length), or ``None``.
+        exclude: item indices never to propose (default: the history).
+    """
+
+    user: int
+    history: np.ndarray
+    weights: np.ndarray | None = None
+    times: np.ndarray | None = None
+    exclude: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.history = np.asarray(self.history, dtype=np.int64)
+        if self.weights is None:
+            self.weights = np.ones(len(self.history), np.float32)
+        if self.exclude is None:
+            self.exclude = self.history
+        self.exclude = np.asarray(self.exclude, dtype=np.int64)
+
+
+@dataclass
+class Candidates:
+    """A source's proposals for one request, best first."""
+
+    items: np.ndarray  # int64 item indices
+    scores: np.ndarray  # float32
+    anchors: np.ndarray = field(default=None)  # type: ignore[assignment]  # history item or -1
+
+    def __post_init__(self) -> None:
+        self.items = np.asarray(self.items, dtype=np.int64)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        if self.anchors is None:
+            self.anchors = np.full(len(self.items), -1, np.int64)
+        self.anchors = np.asarray(self.anchors, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Source(abc.ABC):
+    """Base class of candidate sources."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.kind
+        self.n_items = 0
+        self._fitted = False
+
+    def fit(self, dataset: Dataset) -> Self:
+        self.n_items = dataset.n_items
+        self._fit(dataset)
+        self._fitted = True
+        return self
+
+    @abc.abstractmethod
+    def _fit(self, dataset: Dataset) -> None: ...
+
+    def retrieve(self, requests: Sequence[Request], n: int) -> list[Candidates]:
+        """Up to ``n`` candidates per request, best first, none excluded."""
+        if not self._fitted:
+            raise NotFittedError(f"source {self.name!r} is not fitted")
+        if n <= 0:
+            raise ConfigError(f"n must be positive, got {n}")
+        return self._retrieve(list(requests), n)
+
+    @abc.abstractmethod
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]: ...
+
+
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register_source(cls: type[Source]) -> type[Source]:
+    SOURCES[cls.kind] = cls
+    return cls
+
+
+def create_source(kind: str, **params: Any) -> Source:
+    """A source by kind (``model``, ``neighbours``, ``interests``, ``people``, ``trending``,
+    ``fresh``, ``popular``).
+
+    Raises:
+        ConfigError: unknown kind or parameter.
+    """
+    if kind not in SOURCES:
+        raise ConfigError(f"unknown candidate source {kind!r}; known: {', '.join(sorted(SOURCES))}")
+    try:
+        return SOURCES[kind](**params)
+    except TypeError as exc:
+        raise ConfigError(f"source {kind!r}: {exc}") from None
+
+
+def _top(scores: np.ndarray, exclude: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best finite scores of one row, excluded items left out, ties by index."""
+    s = scores.astype(np.float32, copy=True)
+    if len(exclude):
+        s[exclude[(exclude >= 0) & (exclude < len(s))]] = -np.inf
+    ok = np.isfinite(s)
+    m = min(n, int(ok.sum()))
+    if m == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    part = np.argpartition(-s, m - 1)[:m] if m < len(s) else np.arange(len(s))
+    part = part[np.isfinite(s[part])]
+    order = np.lexsort((part, -s[part]))
+    top = part[order][:m]
+    return top.astype(np.int64), s[top]
+
+
+def _history_matrix(requests: list[Request], n_items: int) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    for r, req in enumerate(requests):
+        h = req.history[(req.history >= 0) & (req.history < n_items)]
+        w = np.asarray(req.weights, np.float32)[: len(req.history)][
+            (req.history >= 0) & (req.history < n_items)
+        ]
+        rows.append(np.full(len(h), r))
+        cols.append(h)
+        vals.append(w)
+    if not rows:
+        return sp.csr_matrix((0, n_items), dtype=np.float32)
+    m = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(requests), n_items),
+        dtype=np.float32,
+    )
+    m.sum_duplicates()
+    return m
+
+
+# -- sources ----------------------------------------------------------------------------------
+@register_source
+class ModelSource(Source):
+    """Any recommender's top-n (scores from the request's history, so new events count).
+
+    Args:
+        model: registry name (``"ease"``, ``"sasrec"`` ...) or a fitted/unfitted Recommender.
+        params: the model's parameters when ``model`` is a name.
+    """
+
+    kind = "model"
+
+    def __init__(self, model: Any = "ease", name: str | None = None, **params: Any) -> None:
+        from avrec.models import create_model
+
+        self.model = create_model(model, **params) if isinstance(model, str) else model
+        super().__init__(name or self.model.name)
+
+    def _fit(self, dataset: Dataset) -> None:
+        if not self.model.is_fitted:
+            self.model.fit(dataset)
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        from avrec.models.base import UserBatch
+
+        users = np.asarray([r.user for r in requests], dtype=np.int64)
+        hist = _history_matrix(requests, self.n_items)
+        seqs = [r.history for r in requests] if self.model.uses_sequences else None
+        scores = np.asarray(self.model._score_batch(UserBatch(users, hist, seqs)), np.float32)
+        return [Candidates(*_top(scores[i], req.exclude, n)) for i, req in enumerate(requests)]
+
+
+class _VectorSource(Source):
+    """Shared parts of sources that search content vectors."""
+
+    def __init__(self, feature: str = "fused", name: str | None = None) -> None:
+        super().__init__(name)
+        self.feature = feature
+
+    def _fit(self, dataset: Dataset) -> None:
+        from avrec.features.base import l2_normalise
+        from avrec.retrieval import VectorIndex
+
+        if self.feature not in dataset.item_features:
+            raise ConfigError(
+                f"source {self.name!r} needs {self.feature!r} item features; run avrec analyze"
+                " and attach them (ContentStore.attach)"
+            )
+        x = l2_normalise(np.asarray(dataset.item_features[self.feature], np.float32))
+        self.vectors = x
+        self.has_vector = np.linalg.norm(x, axis=1) > 0
+        self.index = VectorIndex().build(x)
+
+    def _search(self, query: np.ndarray, exclude: np.ndarray, n: int) -> Candidates:
+        allowed = self.has_vector
+        res = self.index.search(query[None], n, allowed=allowed, exclude=[exclude])
+        keep = res.indices[0] >= 0
+        return Candidates(res.indices[0][keep], res.scores[0][keep])
+
+
+@register_source
+class NeighbourSource(_VectorSource):
+    """Items nearest (content vectors) to each of the user's ``recent`` latest items; each
+    candidate's anchor is the recent item it is nearest to."""
+
+    kind = "neighbours"
+
+    def __init__(self, feature: str = "fused", recent: int = 5, name: str | None = None) -> None:
+        super().__init__(feature, name)
+        self.recent = recent
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        out = []
+        for req in requests:
+            recent = [i for i in req.history[::-1] if 0 <= i < self.n_items and self.has_vector[i]]
+            recent = list(dict.fromkeys(recent))[: self.recent]
+            best: dict[int, tuple[float, int]] = {}
+            per = max(n, 2 * n // max(1, len(recent)))
+            for anchor in recent:
+                c = self._search(self.vectors[anchor], req.exclude, per)
+                for item, score in zip(c.items, c.scores, strict=True):
+                    if item not in best or score > best[item][0]:
+                        best[int(item)] = (float(score), anchor)
+            ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+            out.append(
+                Candidates(
+                    [k for k, _ in ranked], [v[0] for _, v in ranked], [v[1] for _, v in ranked]
+                )
+            )
+        return out
+
+
+@register_source
+class InterestSource(_VectorSource):
+    """Several interest centroids from the user's history (weighted k-means on content
+    vectors, recent events weighing more), each searched; candidates are merged by score and
+    anchored to the history item closest to them.
+
+    Args:
+        max_interests: centroids for a long history (one per ``per_interest`` items, at most).
+        half_life_events: an event's weight halves every this many newer events.
+    """
+
+    kind = "interests"
+
+    def __init__(
+        self,
+        feature: str = "fused",
+        max_interests: int = 3,
+        per_interest: int = 8,
+        half_life_events: float = 20.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(feature, name)
+        self.max_interests = max_interests
+        self.per_interest = per_interest
+        self.half_life_events = half_life_events
+
+    def centroids(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
+        """Interest centroids (rows, unit length) and their shares of the user's weight."""
+        ok = (req.history >= 0) & (req.history < self.n_items)
+        h = req.history[ok]
+        w = np.asarray(req.weights, np.float64)[ok]
+        keep = self.has_vector[h] & (w > 0)
+        h, w = h[keep], w[keep]
+        if len(h) == 0:
+            return np.zeros((0, self.vectors.shape[1]), np.float32), np.zeros(0)
+        age = np.arange(len(h))[::-1]  # 0 for the latest event
+        w = w * np.power(0.5, age / self.half_life_events)
+        x = self.vectors[h]
+        k = int(min(self.max_interests, max(1, len(h) // self.per_interest)))
+        if k == 1:
+            c = (w[:, None] * x).sum(axis=0, keepdims=True)
+            shares = np.ones(1)
+        else:
+            from sklearn.cluster import KMeans
+
+            km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(x, sample_weight=w)
+            c = km.cluster_centers_
+            shares = np.bincount(km.labels_, weights=w, minlength=k)
+        norms = np.linalg.norm(c, axis=1, keepdims=True)
+        return (c / np.maximum(norms, 1e-12)).astype(np.float32), shares / shares.sum()
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        out = []
+        for req in requests:
+            cents, shares = self.centroids(req)
+            if not len(cents):
+                out.append(Candidates([], []))
+                continue
+            best: dict[int, float] = {}
+            for c, share in zip(cents, shares, strict=True):
+                quota = max(1, int(np.ceil(n * share)))
+                found = self._search(c, req.exclude, quota)
+                for item, score in zip(found.items, found.scores, strict=True):
+                    best[int(item)] = max(best.get(int(item), -np.inf), float(score))
+            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+            items = np.asarray([k for k, _ in ranked], np.int64)
+            hist = np.unique(req.history[(req.history >= 0) & (req.history < self.n_items)])
+            hist = hist[self.has_vector[hist]]
+            anchors = hist[np.argmax(self.vectors[items] @ self.vectors[hist].T, axis=1)]
+            out.append(Candidates(items, [s for _, s in ranked], anchors))
+        return out
+
+
+@register_source
+class PeopleSource(Source):
+    """Items sharing people (directors, cast, artists, hosts) or tags with what the user liked.
+
+    An item's score sums, over the user's history items it shares something with, the event
+    weight times an IDF of each shared person or tag (a rare director says more than the tag
+    "music"); the anchor is the history item contributing most.
+
+    Args:
+        use: which links count: ``people``, ``tags`` (tags and categories), or both.
+        recent: only the latest this many history items are anchors.
+    """
+
+    kind = "people"
+
+    def __init__(
+        self, use: Sequence[str] = ("people", "tags"), recent: int = 50, name: str | None = None
+    ) -> None:
+        super().__init__(name)
+        bad = set(use) - {"people", "tags"}
+        if bad:
+            raise ConfigError(f"people source: unknown link kinds {sorted(bad)}")
+        self.use = tuple(use)
+        self.recent = recent
+
+    def _fit(self, dataset: Dataset) -> None:
+        keys: dict[str, int] = {}
+        rows, cols = [], []
+        people = dataset.item_people if "people" in self.use else [[]] * dataset.n_items
+        tags = dataset.item_tags if "tags" in self.use else [[]] * dataset.n_items
+        cats = dataset.item_categories if "tags" in self.use else [[]] * dataset.n_items
+        for i in range(dataset.n_items):
+            links = {f"p:{p['name']}" for p in people[i] if p.get("name")}
+            links |= {f"t:{t.lower()}" for t in (*tags[i], *cats[i])}
+            for key in links:
+                rows.append(i)
+                cols.append(keys.setdefault(key, len(keys)))
+        self.link_names = list(keys)
+        m = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(dataset.n_items, len(keys))
+        )
+        df = np.asarray(m.sum(axis=0)).ravel()
+        idf = np.log((1 + dataset.n_items) / (1 + df)).astype(np.float32)
+        idf[df <= 1] = 0.0  # a link only one item has leads nowhere
+        self.item_links = m.tocsr()
+        self.weighted = (m @ sp.diags(idf)).tocsr()
+
+    def shared(self, a: int, b: int) -> list[str]:
+        """The people and tags items ``a`` and ``b`` share (for explanations)."""
+        la = set(self.item_links[a].indices)
+        lb = set(self.item_links[b].indices)
+        return sorted(self.link_names[k] for k in la & lb)
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        out = []
+        for req in requests:
+            ok = (req.history >= 0) & (req.history < self.n_items)
+            h = req.history[ok][-self.recent :]
+            w = np.asarray(req.weights, np.float32)[ok][-self.recent :]
+            pos = w > 0
+            h, w = h[pos], w[pos]
+            if not len(h):
+                out.append(Candidates([], []))
+                continue
+            # contributions: anchors x items
+            contrib = (sp.diags(w) @ self.item_links[h] @ self.weighted.T).toarray()
+            scores = contrib.sum(axis=0)
+            scores[scores <= 0] = -np.inf
+            items, s = _top(scores, req.exclude, n)
+            anchors = h[np.argmax(contrib[:, items], axis=0)] if len(items) else items
+            out.append(Candidates(items, s, anchors))
+        return out
+
+
+class _GlobalSource(Source):
+    """Sources whose list is the same for everyone (minus what each request excludes)."""
+
+    scores: np.ndarray
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        return [Candidates(*_top(self.scores, req.exclude, n)) for req in requests]
+
+
+@register_source
+class PopularSource(_GlobalSource):
+    """Most played items (distinct users): the fallback that answers anyone."""
+
+    kind = "popular"
+
+    def _fit(self, dataset: Dataset) -> None:
+        counts = np.asarray((dataset.seen > 0).sum(axis=0)).ravel().astype(np.float32)
+        self.scores = np.where(counts > 0, counts, -np.inf).astype(np.float32)
+
+
+@register_source
+class TrendingSource(_GlobalSource):
+    """Time-decayed play counts: an event's weight halves every ``half_life_days`` before the
+    newest event."""
+
+    kind = "trending"
+
+    def __init__(self, half_life_days: float = 7.0, name: str | None = None) -> None:
+        super().__init__(name)
+        if half_life_days <= 0:
+            raise ConfigError("half_life_days must be positive")
+        self.half_life_days = half_life_days
+
+    def _fit(self, dataset: Dataset) -> None:
+        if dataset.n_events == 0:
+            self.scores = np.full(dataset.n_items, -np.inf, np.float32)
+            return
+        age = (dataset.ts.max() - dataset.ts) / 86400.0
+        w = np.power(0.5, age / self.half_life_days)
+        s = np.bincount(dataset.item_index, weights=w, minlength=dataset.n_items)
+        self.scores = np.where(s > 0, s, -np.inf).astype(np.float32)
+
+
+@register_source
+class FreshSource(_GlobalSource):
+    """New items with little history yet: catalogue items created within ``max_age_days`` of
+    the newest event (or, without creation times, items first played that recently) that fewer
+    than ``max_users`` people have played, newest first."""
+
+    kind = "fresh"
+
+    def __init__(
+        self, max_age_days: float = 30.0, max_users: int = 20, name: str | None = None
+    ) -> None:
+        super().__init__(name)
+        self.max_age_days = max_age_days
+        self.max_users = max_users
+
+    def _fit(self, dataset: Dataset) -> None:
+        n = dataset.n_items
+        users = np.asarray((dataset.seen > 0).sum(axis=0)).ravel()
+        now = float(dataset.ts.max()) if dataset.n_events else 0.0
+        created = np.full(n, np.nan)
+        if "created_at" in dataset.catalogue.columns:
+            vals = dataset.catalogue["created_at"].to_numpy()
+            created[: len(vals)] = np.asarray(vals, dtype=np.float64)
+        first = np.full(n, np.inf)
+        if dataset.n_events:
+            np.minimum.at(first, dataset.item_index, dataset.ts)
+        born = np.where(np.isfinite(created), created, first)
+        fresh = (born >= now - self.max_age_days * 86400.0) & (users < self.max_users)
+        fresh &= np.isfinite(born)
+        self.scores = np.where(fresh, born - now, -np.inf).astype(np.float32)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from avrec.data.dataset import Dataset
+from avrec.data.weighting import EventWeighting
+from avrec.errors import ConfigError, NotFittedError
+from avrec.models import create_model
+from avrec.pipeline import Request, create_source
+
+DAY = 86400.0
+
+
+def catalogue_dataset(seed: int = 0) -> Dataset:
+    """40 items in two taste groups (0-19 "jazz", 20-39 "rock"), directors shared within
+    pairs, content vectors that follow the groups, two new items (40, 41) nobody has played,
+    and a burst of recent plays on item 5."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(60):
+        base = 0 if u % 2 == 0 else 20
+        for k, i in enumerate(rng.choice(np.arange(base, base + 20), size=8, replace=False)):
+            rows.append((f"u{u}", f"i{i}", "play", 1000.0 * DAY + k * DAY))
+    for u in range(10):  # recent burst on i5
+        rows.append((f"u{u}", "i5", "play", 1030.0 * DAY + u))
+    ev = pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row")
+    ids = [f"i{i}" for i in range(42)]
+    items = pl.DataFrame(
+        {
+            "item_id": ids,
+            "tags": [json.dumps(["jazz" if i < 20 or i == 40 else "rock"]) for i in range(42)],
+            "people": [
+                json.dumps([{"name": f"Director {i // 2}", "role": "director"}]) for i in range(42)
+            ],
+            "created_at": [900.0 * DAY] * 40 + [1029.0 * DAY, 1030.0 * DAY],
+        }
+    )
+    ds = Dataset.from_events(ev, items, weighting=EventWeighting.binary())
+    x = rng.normal(0, 0.3, (ds.n_items, 8)).astype(np.float32)
+    for k, item in enumerate(ds.items.lookup(np.arange(ds.n_items))):
+        x[k, 0 if int(item[1:]) < 20 or item == "i40" else 1] += 3.0
+    ds.set_item_features("fused", x)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return catalogue_dataset()
+
+
+def request(ds, user: str, extra: list[str] | None = None) -> Request:
+    hist = list(ds.user_items(user)) + list(extra or [])
+    return Request(int(ds.users.index([user])[0]), ds.items.index(hist))
+
+
+KINDS = [
+    ("model", {"model": "itemknn"}),
+    ("neighbours", {}),
+    ("interests", {}),
+    ("people", {}),
+    ("popular", {}),
+    ("trending", {"half_life_days": 3.0}),
+    ("fresh", {"max_age_days": 10.0}),
+]
+
+
+@pytest.mark.parametrize(("kind", "params"), KINDS)
+def test_contract(ds, kind, params):
+    src = create_source(kind, **params)
+    with pytest.raises(NotFittedError):
+        src.retrieve([request(ds, "u0")], 5)
+    src.fit(ds)
+    reqs = [request(ds, "u0"), request(ds, "u1"), Request(-1, [])]
+    out = src.retrieve(reqs, 10)
+    assert len(out) == 3
+    for req, c in zip(reqs, out, strict=True):
+        assert len(c) <= 10 and len(set(c.items)) == len(c.items)
+        assert not set(c.items) & set(req.exclude)
+        assert list(c.scores) == sorted(c.scores, reverse=True)
+        assert np.isfinite(c.scores).all()
+        anchored = c.anchors[c.anchors >= 0]
+        assert set(anchored) <= set(req.history)
+    with pytest.raises(ConfigError):
+        src.retrieve(reqs, 0)
+
+
+def test_personal_sources_follow_taste(ds):
+    even, odd = request(ds, "u0"), request(ds, "u1")  # jazz, rock
+    for kind, params in KINDS[:4]:
+        src = create_source(kind, **params).fit(ds)
+        a, b = src.retrieve([even, odd], 5)
+        jazz = [int(i[1:]) < 20 or i == "i40" for i in ds.items.lookup(a.items)]
+        rock = [not (int(i[1:]) < 20 or i == "i40") for i in ds.items.lookup(b.items)]
+        assert np.mean(jazz) >= 0.8 and np.mean(rock) >= 0.8, kind
+
+
+def test_model_source_matches_the_model(ds):
+    src = create_source("model", model="itemknn").fit(ds)
+    got = src.retrieve([request(ds, "u0")], 5)[0]
+    model = create_model("itemknn").fit(ds)
+    assert ds.items.lookup(got.items) == model.recommend(["u0"], k=5)[0].ids
+
+
+def test_neighbours_are_anchored_to_the_nearest_recent_item(ds):
+    src = create_source("neighbours", recent=3).fit(ds)
+    req = request(ds, "u0")
+    c = src.retrieve([req], 8)[0]
+    recent = list(dict.fromkeys(req.history[::-1]))[:3]
+    assert set(c.anchors) <= set(recent)
+    for item, anchor in zip(c.items, c.anchors, strict=True):
+        sims = src.vectors[recent] @ src.vectors[item]
+        assert anchor == recent[int(np.argmax(sims))]
+
+
+def test_interests_find_both_tastes_of_a_mixed_user(ds):
+    src = create_source("interests", per_interest=4).fit(ds)
+    jazz = ds.items.index([f"i{i}" for i in range(0, 8)])
+    rock = ds.items.index([f"i{i}" for i in range(20, 28)])
+    req = Request(-1, np.concatenate([jazz, rock]))
+    cents, shares = src.centroids(req)
+    assert len(cents) >= 2 and shares.sum() == pytest.approx(1.0)
+    got = ds.items.lookup(src.retrieve([req], 10)[0].items)
+    groups = {int(i[1:]) < 20 or i == "i40" for i in got}
+    assert groups == {True, False}
+
+
+def test_people_source_finds_the_same_director(ds):
+    src = create_source("people", use=["people"]).fit(ds)
+    liked = ds.items.index(["i6"])  # Director 3 also made i7
+    c = src.retrieve([Request(-1, liked)], 3)[0]
+    assert ds.items.lookup(c.items[:1]) == ["i7"]
+    assert c.anchors[0] == liked[0]
+    assert src.shared(int(liked[0]), int(c.items[0])) == ["p:Director 3"]
+    with pytest.raises(ConfigError):
+        create_source("people", use=["colour"])
+
+
+def test_trending_and_fresh(ds):
+    pop = create_source("popular").fit(ds).retrieve([Request(-1, [])], 3)[0]
+    trend = create_source("trending", half_life_days=2.0).fit(ds).retrieve([Request(-1, [])], 3)[0]
+    assert ds.items.lookup(trend.items[:1]) == ["i5"]  # the burst
+    assert ds.items.lookup(pop.items) != ds.items.lookup(trend.items)
+    fresh = create_source("fresh", max_age_days=5.0).fit(ds).retrieve([Request(-1, [])], 5)[0]
+    assert ds.items.lookup(fresh.items) == ["i41", "i40"]  # newest first, nobody played them
+
+
+def test_unknown_kind():
+    with pytest.raises(ConfigError, match="known"):
+        create_source("astrology")
+    with pytest.raises(ConfigError):
+        create_source("trending", half_life_days=0)
