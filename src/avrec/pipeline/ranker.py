@@ -1,0 +1,207 @@
+"""Merging candidates with provenance, ranking features, and the learned ranker.
+
+:func:`merge` unions the sources' candidates for one request and keeps, per item, each source's
+score, rank and anchor. :class:`FeatureBuilder` turns a merged table into ranking features
+(each source's score and rank, how many sources agree, popularity, freshness, content similarity
+to the recent history, people/tag overlap, the user's activity). :class:`Ranker` is LightGBM's
+LambdaMART over those features, trained on a validation split (the sources are fitted on the
+training split only, so it never sees the events it is judged on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from avrec.data.dataset import Dataset
+from avrec.errors import NotFittedError
+from avrec.pipeline.sources import Candidates, Request
+
+__all__ = ["FeatureBuilder", "Merged", "Ranker", "merge"]
+
+
+@dataclass
+class Merged:
+    """Every candidate of one request, with what each source said about it."""
+
+    items: np.ndarray  # int64, unique
+    scores: np.ndarray  # n_items x n_sources, NaN where a source did not propose the item
+    ranks: np.ndarray  # n_items x n_sources, 0-based, NaN where absent
+    anchors: np.ndarray  # n_items x n_sources, -1 where none
+    sources: list[str]
+
+    def provenance(self, row: int) -> list[str]:
+        """Names of the sources that proposed candidate ``row``."""
+        return [s for j, s in enumerate(self.sources) if not np.isnan(self.scores[row, j])]
+
+
+def merge(per_source: dict[str, Candidates]) -> Merged:
+    """Union of the sources' candidates (order: first seen, sources in the given order)."""
+    names = list(per_source)
+    order: dict[int, int] = {}
+    for c in per_source.values():
+        for item in c.items:
+            order.setdefault(int(item), len(order))
+    n, m = len(order), len(names)
+    scores = np.full((n, m), np.nan, np.float32)
+    ranks = np.full((n, m), np.nan, np.float32)
+    anchors = np.full((n, m), -1, np.int64)
+    for j, name in enumerate(names):
+        c = per_source[name]
+        rows = np.asarray([order[int(i)] for i in c.items], dtype=np.int64)
+        if len(rows):
+            scores[rows, j] = c.scores
+            ranks[rows, j] = np.arange(len(rows))
+            anchors[rows, j] = c.anchors
+    return Merged(np.fromiter(order, dtype=np.int64, count=n), scores, ranks, anchors, names)
+
+
+class FeatureBuilder:
+    """Ranking features for merged candidates.
+
+    Args:
+        feature: content vectors for similarity features (skipped when the dataset lacks them).
+        recent: how many latest history items the similarity features look at.
+    """
+
+    def __init__(self, feature: str = "fused", recent: int = 5) -> None:
+        self.feature = feature
+        self.recent = recent
+
+    def fit(self, dataset: Dataset) -> FeatureBuilder:
+        users = np.asarray((dataset.seen > 0).sum(axis=0)).ravel().astype(np.float32)
+        self.log_pop = np.log1p(users)
+        now = float(dataset.ts.max()) if dataset.n_events else 0.0
+        first = np.full(dataset.n_items, np.inf)
+        if dataset.n_events:
+            np.minimum.at(first, dataset.item_index, dataset.ts)
+        self.age_days = np.where(np.isfinite(first), (now - first) / 86400.0, -1.0).astype(
+            np.float32
+        )
+        x = dataset.item_features.get(self.feature)
+        if x is not None:
+            from avrec.features.base import l2_normalise
+
+            self.vectors = l2_normalise(np.asarray(x, np.float32))
+        else:
+            self.vectors = None
+        return self
+
+    def names(self, sources: Sequence[str]) -> list[str]:
+        cols = [f"{s}:score" for s in sources] + [f"{s}:rank" for s in sources]
+        cols += ["n_sources", "log_popularity", "age_days", "log_history"]
+        if self.vectors is not None:
+            cols += ["sim_recent_max", "sim_recent_mean", "sim_profile"]
+        return cols
+
+    def build(self, req: Request, merged: Merged) -> np.ndarray:
+        """``n_candidates x len(names)`` float32 features."""
+        items = merged.items
+        n = len(items)
+        parts = [
+            merged.scores,
+            merged.ranks,
+            (~np.isnan(merged.scores)).sum(axis=1, keepdims=True).astype(np.float32),
+            self.log_pop[items, None],
+            self.age_days[items, None],
+            np.full((n, 1), np.log1p(len(req.history)), np.float32),
+        ]
+        if self.vectors is not None:
+            h = req.history[(req.history >= 0) & (req.history < len(self.vectors))]
+            recent = list(dict.fromkeys(h[::-1]))[: self.recent]
+            if recent and n:
+                sims = self.vectors[items] @ self.vectors[recent].T
+                profile = self.vectors[h].mean(axis=0)
+                norm = np.linalg.norm(profile)
+                prof = self.vectors[items] @ (profile / norm) if norm > 0 else np.zeros(n)
+                parts += [sims.max(axis=1)[:, None], sims.mean(axis=1)[:, None], prof[:, None]]
+            else:
+                parts.append(np.full((n, 3), np.nan, np.float32))
+        return np.concatenate([np.asarray(p, np.float32).reshape(n, -1) for p in parts], axis=1)
+
+
+class Ranker:
+    """LightGBM LambdaMART over candidate features.
+
+    Args:
+        n_estimators, learning_rate, num_leaves, min_child_samples: LightGBM's.
+        seed: for reproducible trees.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 50,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        seed: int = 0,
+    ) -> None:
+        # regularised defaults: a leave-one-out validation split gives one positive per user
+        # (943 groups on MovieLens-100K), where 300 trees of 31 leaves overfit (NDCG@10 0.078
+        # against 0.094 with these settings, same split)
+        self.params = {
+            "n_estimators": n_estimators,
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "min_child_samples": min_child_samples,
+            "subsample": subsample,
+            "subsample_freq": 1,
+            "colsample_bytree": colsample_bytree,
+            "random_state": seed,
+        }
+        self.model = None
+        self.feature_names: list[str] = []
+
+    def fit(
+        self, features: Sequence[np.ndarray], labels: Sequence[np.ndarray], names: list[str]
+    ) -> Ranker:
+        """Learn from groups (one per request) of candidate features and 0/1 labels; groups
+        without a positive carry no ranking signal and are left out."""
+        import lightgbm as lgb
+
+        keep = [i for i, y in enumerate(labels) if y.sum() > 0 and len(y) > 1]
+        if not keep:
+            raise NotFittedError("no validation request has a target among its candidates")
+        x = np.concatenate([features[i] for i in keep])
+        y = np.concatenate([labels[i] for i in keep]).astype(np.int32)
+        groups = [len(labels[i]) for i in keep]
+        self.model = lgb.LGBMRanker(
+            objective="lambdarank",
+            importance_type="gain",
+            verbose=-1,
+            n_jobs=0,
+            **self.params,
+        )
+        self.model.fit(x, y, group=groups, feature_name=[_safe(n) for n in names])
+        self.feature_names = names
+        self.groups = len(keep)
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise NotFittedError("Ranker.fit has not been called")
+        if not len(features):
+            return np.zeros(0, np.float32)
+        return self.model.booster_.predict(features).astype(np.float32)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to each candidate's score (SHAP values, last column the
+        bias), for explanations."""
+        if self.model is None:
+            raise NotFittedError("Ranker.fit has not been called")
+        return self.model.booster_.predict(features, pred_contrib=True)
+
+    def importances(self) -> dict[str, float]:
+        if self.model is None:
+            raise NotFittedError("Ranker.fit has not been called")
+        gains = self.model.booster_.feature_importance("gain")
+        total = float(gains.sum()) or 1.0
+        return {n: float(g) / total for n, g in zip(self.feature_names, gains, strict=True)}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avrec.errors import ConfigError
+from avrec.eval import Experiment, LeaveOneOut
+from avrec.models import create_model
+from avrec.pipeline.pipeline import Pipeline, SourceConfig
+from avrec.pipeline.ranker import merge
+from avrec.pipeline.sources import Candidates
+from tests.pipeline.test_sources import catalogue_dataset
+
+SOURCES = [
+    SourceConfig(kind="model", name="itemknn", n=20, params={"model": "itemknn"}),
+    SourceConfig(kind="people", n=20),
+    SourceConfig(kind="popular", n=10),
+]
+
+
+def test_merge_keeps_provenance():
+    a = Candidates([5, 3], [0.9, 0.5], [1, 2])
+    b = Candidates([3, 7], [2.0, 1.0])
+    m = merge({"a": a, "b": b})
+    assert list(m.items) == [5, 3, 7]
+    assert m.provenance(1) == ["a", "b"] and m.provenance(2) == ["b"]
+    assert m.ranks[1].tolist() == [1.0, 0.0] and np.isnan(m.scores[0, 1])
+    assert m.anchors[0].tolist() == [1, -1]
+
+
+def test_pipeline_ranks_only_candidates_and_learns_from_validation():
+    ds = catalogue_dataset()
+    split = LeaveOneOut(order="time").split(ds)
+    valid = split.full.select(split.masks["valid"])
+    p = Pipeline(sources=SOURCES, ranker={"min_child_samples": 5}).fit(split.train, valid)
+    assert p.ranker is not None and p.ranker_groups > 0
+    assert 0 < p.ranker_recall <= 1
+    imp = p.ranker.importances()
+    assert set(imp) == set(p.features.names(["itemknn", "people", "popular"]))
+    assert sum(imp.values()) == pytest.approx(1.0)
+    scores = p.score(["u0"])
+    batch = p.user_batch(["u0"])
+    reqs = p._requests(batch.users, batch.sequence_list(), [batch.history.tocsr()[0].indices])
+    proposed = set(p.candidates(reqs)[0].items.tolist())
+    finite = set(np.flatnonzero(np.isfinite(scores[0])).tolist())
+    assert finite == proposed  # only candidates get a score
+    rec = p.recommend(["u0", "nobody"], k=5)
+    assert len(rec[0]) == 5 and not set(rec[0].ids) & set(split.train.user_items("u0"))
+    assert len(rec[1]) == 5  # an unknown user gets the popular fallback
+
+
+def test_without_validation_it_fuses_ranks():
+    ds = catalogue_dataset()
+    p = Pipeline(sources=SOURCES).fit(ds)
+    assert p.ranker is None
+    assert len(p.recommend(["u1"], k=5)[0]) == 5
+
+
+def test_pipeline_in_an_experiment_beats_popularity():
+    ds = catalogue_dataset()
+    res = Experiment(
+        LeaveOneOut(order="time"),
+        {"pop": create_model("pop"), "pipeline": Pipeline(sources=SOURCES)},
+        ["hr@10"],
+        n_bootstrap=0,
+    ).run(ds)
+    assert res.value("pipeline", "hr@10") > res.value("pop", "hr@10")
+
+
+def test_mistakes(tmp_path):
+    ds = catalogue_dataset()
+    with pytest.raises(ConfigError):
+        Pipeline(sources=[]).fit(ds)
+    with pytest.raises(ConfigError):
+        Pipeline(sources=[SourceConfig(kind="popular"), SourceConfig(kind="popular")]).fit(ds)
+    with pytest.raises(ConfigError, match="not supported yet"):
+        Pipeline(sources=SOURCES).fit(ds).save(tmp_path / "p")
