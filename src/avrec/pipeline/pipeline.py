@@ -9,6 +9,7 @@ reciprocal-rank fusion of the sources (no training needed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
-from avrec.models.base import ModelConfig, Recommender, UserBatch
+from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch
+from avrec.pipeline.explain import Explanation, Reason, source_label, top_tags
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
+from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
 
 __all__ = ["Pipeline", "PipelineConfig", "SourceConfig"]
@@ -69,6 +72,13 @@ class Pipeline(Recommender):
         if len(set(names)) != len(names):
             raise ConfigError(f"source names must differ: {names}")
         self.features = FeatureBuilder(c.feature).fit(dataset)
+        self.titles = dataset.item_field("title")
+        self.item_tag_lists = [
+            [*t, *g] for t, g in zip(dataset.item_tags, dataset.item_categories, strict=True)
+        ]
+        self.item_people_names = [
+            sorted({p["name"] for p in ps if p.get("name")}) for ps in dataset.item_people
+        ]
         self.ranker: Ranker | None = None
         self.train_history = dataset
         if valid is not None and valid.n_events:
@@ -129,6 +139,117 @@ class Pipeline(Recommender):
             if len(merged.items):
                 out[i, merged.items] = self.rank(req, merged)
         return out
+
+    # -- the final list ------------------------------------------------------------------------
+    def recommend_explained(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        offset: int = 0,
+        exclude: Sequence[str] | None = None,
+        diversity: float = 0.0,
+        rules: RerankRules | None = None,
+        lang: str = "en",
+    ) -> list[ItemList]:
+        """Top ``k`` items per user after re-ranking, with ``sources`` and ``explanation``
+        fields (structured reasons plus a sentence in ``lang``: ``en`` or ``zh``).
+
+        ``offset`` pages through the same list (page 2 of 10 is ``offset=10``); ``exclude``
+        removes items a session has already shown. Unknown users get the fallback sources.
+        """
+        _, item_vocab = self._check()
+        batch = self.user_batch(list(users))
+        hist = batch.history.tocsr()
+        extra = item_vocab.index(list(exclude or []), missing="ignore")
+        extra = extra[extra >= 0]
+        reqs = self._requests(
+            batch.users, batch.sequence_list(), [hist[i].indices for i in range(len(users))]
+        )
+        vectors = self.features.vectors
+        reranker = Reranker(
+            diversity, vectors if diversity > 0 else None, self.item_people_names, rules
+        )
+        kinds = {
+            s.name: (s.kind, getattr(getattr(s, "model", None), "name", None))
+            for s, _ in self.sources
+        }
+        out = []
+        for req, merged in zip(reqs, self.candidates(reqs), strict=True):
+            scores = self.rank(req, merged)
+            items, rel = reranker.rerank(merged.items, scores, k, offset, extra)
+            rows = {int(i): r for r, i in enumerate(merged.items)}
+            contrib = None
+            if self.ranker is not None and len(items):
+                feats = self.features.build(req, merged)[[rows[int(i)] for i in items]]
+                contrib = self.ranker.contributions(feats)
+            srcs, exps = [], []
+            for j, item in enumerate(items):
+                row = rows[int(item)]
+                names = merged.provenance(row)
+                srcs.append(names)
+                exps.append(
+                    self._explain(req, merged, row, int(item), names, kinds, contrib, j).to_dict(
+                        lang
+                    )
+                )
+            out.append(
+                ItemList(item_vocab.lookup(items), rel, {"sources": srcs, "explanation": exps})
+            )
+        return out
+
+    def _explain(self, req, merged, row, item, names, kinds, contrib, j) -> Explanation:  # noqa: ANN001
+        assert self.items is not None
+        exp = Explanation(self.items.lookup([item])[0])
+        labels = list(dict.fromkeys(source_label(*kinds[n]) for n in names))
+        exp.reasons.append(Reason("source", labels))
+        history = set(req.history.tolist())
+        order = sorted(
+            range(len(merged.sources)),
+            key=lambda c: {"people": 0, "neighbours": 1, "interests": 2}.get(
+                kinds[merged.sources[c]][0], 3
+            ),
+        )
+        anchor = next(
+            (
+                int(merged.anchors[row, c])
+                for c in order
+                if merged.anchors[row, c] >= 0 and int(merged.anchors[row, c]) in history
+            ),
+            None,
+        )
+        if anchor is not None:
+            exp.reasons.append(
+                Reason(
+                    "anchor",
+                    {"id": self.items.lookup([anchor])[0], "title": self.titles[anchor]},
+                )
+            )
+            shared = [
+                f"p:{p}"
+                for p in self.item_people_names[item]
+                if p in set(self.item_people_names[anchor])
+            ]
+            shared += [
+                f"t:{t}"
+                for t in self.item_tag_lists[item]
+                if t.lower() in {x.lower() for x in self.item_tag_lists[anchor]}
+            ]
+            if shared:
+                exp.reasons.append(Reason("shared", shared))
+        hist_tags = [self.item_tag_lists[h] for h in req.history if 0 <= h < len(self.titles)]
+        tags = top_tags(hist_tags, self.item_tag_lists[item])
+        if tags:
+            exp.reasons.append(Reason("tags", tags))
+        if contrib is not None and self.ranker is not None:
+            vals = contrib[j, :-1]
+            top = [
+                (self.ranker.feature_names[f], round(float(vals[f]), 4))
+                for f in np.argsort(-vals)[:3]
+                if vals[f] > 0
+            ]
+            if top:
+                exp.reasons.append(Reason("features", top))
+        return exp
 
     def save(self, path: str | Path) -> Path:
         raise ConfigError(

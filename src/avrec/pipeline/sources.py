@@ -205,7 +205,15 @@ class ModelSource(Source):
         hist = _history_matrix(requests, self.n_items)
         seqs = [r.history for r in requests] if self.model.uses_sequences else None
         scores = np.asarray(self.model._score_batch(UserBatch(users, hist, seqs)), np.float32)
-        return [Candidates(*_top(scores[i], req.exclude, n)) for i, req in enumerate(requests)]
+        out = []
+        for i, req in enumerate(requests):
+            row = scores[i]
+            finite = row[np.isfinite(row)]
+            if not len(finite) or finite.max() == finite.min():
+                out.append(Candidates([], []))  # no signal (e.g. no history): nothing to say
+                continue
+            out.append(Candidates(*_top(row, req.exclude, n)))
+        return out
 
 
 class _VectorSource(Source):

@@ -1,0 +1,137 @@
+"""Explanations: why an item is recommended, as structured reasons rendered in English or Chinese.
+
+Every reason is built from facts the pipeline holds, never from templates alone:
+
+- ``source``: which candidate sources proposed the item (collaborative, next-item, similar
+  content, shared people, trending, new, popular);
+- ``anchor``: the item in the user's history that led to it ("because you watched X"), taken
+  from a source's anchor and kept only if it really is in the user's history;
+- ``shared``: the people and tags the item shares with the anchor ("same director as X");
+- ``tags``: the item's tags that the user's history also carries most;
+- ``features``: the ranker features that pushed the item up most (SHAP contributions).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Explanation", "Reason", "render"]
+
+SOURCE_KINDS = {
+    "model": "collaborative",
+    "neighbours": "content",
+    "interests": "content",
+    "people": "people",
+    "trending": "trending",
+    "fresh": "fresh",
+    "popular": "popular",
+}
+SEQUENTIAL_MODELS = {"markov", "sasrec"}
+CONTENT_MODELS = {"content"}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One fact behind a recommendation."""
+
+    kind: str  # source, anchor, shared, tags, features
+    value: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+
+@dataclass
+class Explanation:
+    """The reasons for one recommended item."""
+
+    item: str
+    reasons: list[Reason] = field(default_factory=list)
+
+    def get(self, kind: str) -> Any:
+        for r in self.reasons:
+            if r.kind == kind:
+                return r.value
+        return None
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "text": render(self, lang),
+        }
+
+
+def source_label(kind: str, model: str | None = None) -> str:
+    """What a source means to a person: collaborative, next, content, people, trending ..."""
+    if kind == "model" and model in SEQUENTIAL_MODELS:
+        return "next"
+    if kind == "model" and model in CONTENT_MODELS:
+        return "content"
+    return SOURCE_KINDS.get(kind, kind)
+
+
+def top_tags(history_tags: Sequence[Sequence[str]], item_tags: Sequence[str], n: int = 3) -> list:
+    """The item's tags that the user's history carries most (most frequent first)."""
+    counts = Counter(t.lower() for tags in history_tags for t in tags)
+    mine = [t for t in dict.fromkeys(item_tags) if counts.get(t.lower(), 0) > 0]
+    return sorted(mine, key=lambda t: (-counts[t.lower()], t))[:n]
+
+
+_EN = {
+    "collaborative": "people with similar taste liked it",
+    "next": "it often comes next after what you played",
+    "content": "it is similar in content to what you played",
+    "people": "it shares people or tags with what you liked",
+    "trending": "it is trending now",
+    "fresh": "it is new",
+    "popular": "it is popular",
+}
+_ZH = {
+    "collaborative": "口味相近的人喜欢它",
+    "next": "看完你播放过的内容后常接着看它",
+    "content": "内容与你看过的相似",
+    "people": "与你喜欢的内容有相同的创作者或标签",
+    "trending": "最近很热门",
+    "fresh": "新上线",
+    "popular": "很受欢迎",
+}
+
+
+def _person(link: str) -> tuple[str, str]:
+    kind, _, name = link.partition(":")
+    return ("person" if kind == "p" else "tag"), name
+
+
+def render(exp: Explanation, lang: str = "en") -> str:
+    """One sentence in English (``en``) or Chinese (``zh``)."""
+    zh = lang.lower().startswith("zh")
+    parts: list[str] = []
+    anchor = exp.get("anchor")
+    shared = exp.get("shared") or []
+    people = [_person(s)[1] for s in shared if _person(s)[0] == "person"]
+    if anchor:
+        title = anchor.get("title") or anchor["id"]
+        if people:
+            who = "、".join(people[:2]) if zh else " and ".join(people[:2])
+            parts.append(f"与《{title}》同样有{who}" if zh else f'with {who}, like "{title}"')
+        else:
+            parts.append(f"因为你看过《{title}》" if zh else f'because you watched "{title}"')
+    labels = exp.get("source") or []
+    table = _ZH if zh else _EN
+    said = [table[s] for s in labels if s in table]
+    if said and not anchor:
+        parts.append(said[0])
+    elif len(said) > 1:
+        parts.append(("，也因为" if zh else "; also, ") + said[1])
+    tags = exp.get("tags") or []
+    if tags:
+        joined = "、".join(tags) if zh else ", ".join(tags)
+        parts.append(f"你常看的标签：{joined}" if zh else f"tags you often watch: {joined}")
+    if not parts:
+        return "为你推荐" if zh else "recommended for you"
+    text = "；".join(parts) if zh else "; ".join(parts)
+    return text if zh else text[0].upper() + text[1:]
