@@ -108,3 +108,20 @@ def test_render_and_tags_helpers():
     assert "Michael Mann" in render(e, "zh") and "《Heat》" in render(e, "zh")
     assert render(Explanation("x")) == "recommended for you"
     assert top_tags([["Jazz", "live"], ["jazz"]], ["rock", "jazz", "live"]) == ["jazz", "live"]
+
+
+def test_a_new_user_adapts_within_the_session(fitted):
+    p, train = fitted
+    [cold] = p.recommend_explained(["newcomer"], k=5)
+    jazz = [f"i{i}" for i in range(0, 4)]
+    [warm] = p.recommend_explained(["newcomer"], k=5, session_items=[jazz])
+    assert not set(warm.ids) & set(jazz)  # what was played is not offered again
+    is_jazz = [int(i[1:]) < 20 or i == "i40" for i in warm.ids]
+    assert sum(is_jazz) >= 4 and warm.ids != cold.ids
+    anchors = [
+        r["value"]["id"]
+        for e in warm.fields["explanation"]
+        for r in e["reasons"]
+        if r["kind"] == "anchor"
+    ]
+    assert anchors and set(anchors) <= set(jazz)

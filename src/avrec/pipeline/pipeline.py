@@ -150,21 +150,33 @@ class Pipeline(Recommender):
         diversity: float = 0.0,
         rules: RerankRules | None = None,
         lang: str = "en",
+        session_items: Sequence[Sequence[str]] | None = None,
     ) -> list[ItemList]:
         """Top ``k`` items per user after re-ranking, with ``sources`` and ``explanation``
         fields (structured reasons plus a sentence in ``lang``: ``en`` or ``zh``).
 
         ``offset`` pages through the same list (page 2 of 10 is ``offset=10``); ``exclude``
-        removes items a session has already shown. Unknown users get the fallback sources.
+        removes items a session has already shown. ``session_items`` (per user, in order) are
+        events since training (this session's plays): they join the history at once, so a new
+        user's second request already follows what they played. Unknown users with no events
+        get the fallback sources.
         """
         _, item_vocab = self._check()
         batch = self.user_batch(list(users))
         hist = batch.history.tocsr()
         extra = item_vocab.index(list(exclude or []), missing="ignore")
         extra = extra[extra >= 0]
-        reqs = self._requests(
-            batch.users, batch.sequence_list(), [hist[i].indices for i in range(len(users))]
-        )
+        seqs = batch.sequence_list()
+        seen = [hist[i].indices for i in range(len(users))]
+        if session_items is not None:
+            if len(session_items) != len(users):
+                raise ConfigError("session_items needs one list per user")
+            for i, played in enumerate(session_items):
+                idx = item_vocab.index(list(played), missing="ignore")
+                idx = idx[idx >= 0]
+                seqs[i] = np.concatenate([np.asarray(seqs[i], np.int64), idx])
+                seen[i] = np.union1d(seen[i], idx)
+        reqs = self._requests(batch.users, seqs, seen)
         vectors = self.features.vectors
         reranker = Reranker(
             diversity, vectors if diversity > 0 else None, self.item_people_names, rules
