@@ -70,7 +70,8 @@ def test_ease_closed_form_matches_definition():
 def test_registry():
     assert isinstance(create_model("ease", l2=1.0), EASE)
     with pytest.raises(
-        ConfigError, match="known: als, bpr, content, ease, itemknn, markov, mf, pop, sasrec"
+        ConfigError,
+        match="known: als, bpr, content, ease, itemknn, markov, mf, pipeline, pop, sasrec",
     ):
         create_model("svd")
     with pytest.raises(ConfigError):

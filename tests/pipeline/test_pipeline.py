@@ -73,5 +73,28 @@ def test_mistakes(tmp_path):
         Pipeline(sources=[]).fit(ds)
     with pytest.raises(ConfigError):
         Pipeline(sources=[SourceConfig(kind="popular"), SourceConfig(kind="popular")]).fit(ds)
-    with pytest.raises(ConfigError, match="not supported yet"):
-        Pipeline(sources=SOURCES).fit(ds).save(tmp_path / "p")
+    p = Pipeline(sources=SOURCES).fit(ds)
+    p.save(tmp_path / "p")
+    with pytest.raises(ConfigError, match="exists"):
+        p.save(tmp_path / "p")
+
+
+def test_bundle_round_trip(tmp_path):
+    from avrec.models import load_model
+
+    ds = catalogue_dataset()
+    split = LeaveOneOut(order="time").split(ds)
+    valid = split.full.select(split.masks["valid"])
+    sources = [*SOURCES, SourceConfig(kind="neighbours", n=10), SourceConfig(kind="trending")]
+    p = Pipeline(sources=sources, ranker={"min_child_samples": 5}).fit(split.train, valid)
+    path = p.save(tmp_path / "bundle" / "v1")
+    assert (path / "manifest.json").exists() and (path / "sources" / "itemknn" / "model").is_dir()
+    assert not [x for x in path.parent.iterdir() if x.name.startswith(".")]  # no temp left
+    again = load_model(path)
+    assert isinstance(again, Pipeline) and again.ranker is not None
+    users = ["u0", "u3", "stranger"]
+    np.testing.assert_array_equal(again.score(users), p.score(users))
+    a = again.recommend_explained(users, k=5, lang="zh")
+    b = p.recommend_explained(users, k=5, lang="zh")
+    assert [x.ids for x in a] == [x.ids for x in b]
+    assert [x.fields["explanation"] for x in a] == [x.fields["explanation"] for x in b]

@@ -142,6 +142,7 @@ def _load_builtin() -> None:
         popularity,
         sasrec,
     )
+    from avrec.pipeline import pipeline  # noqa: F401
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ reciprocal-rank fusion of the sources (no training needed).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
-from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch
+from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch, register_model
 from avrec.pipeline.explain import Explanation, Reason, source_label, top_tags
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
@@ -51,6 +53,7 @@ class PipelineConfig(ModelConfig):
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
 
 
+@register_model
 class Pipeline(Recommender):
     """Several candidate sources, merged and ranked by LambdaMART."""
 
@@ -263,8 +266,66 @@ class Pipeline(Recommender):
                 exp.reasons.append(Reason("features", top))
         return exp
 
+    # -- bundles -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        out = {f"f_{k}": v for k, v in self.features.state().items()}
+        out["titles"] = np.asarray([t or "" for t in self.titles], dtype=str)
+        out["tags_json"] = np.asarray([json.dumps(t) for t in self.item_tag_lists], dtype=str)
+        out["people_json"] = np.asarray([json.dumps(p) for p in self.item_people_names], dtype=str)
+        if self.ranker is not None:
+            out["ranker"] = np.frombuffer(self.ranker.to_string().encode(), dtype=np.uint8)
+            out["ranker_names"] = np.asarray(self.ranker.feature_names, dtype=str)
+            out["ranker_groups"] = np.asarray(self.ranker.groups)
+        return out
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        feats = {k[2:]: v for k, v in arrays.items() if k.startswith("f_")}
+        self.features = FeatureBuilder(self.config.feature).set_state(feats)
+        self.titles = [t or None for t in arrays["titles"].tolist()]
+        self.item_tag_lists = [json.loads(t) for t in arrays["tags_json"].tolist()]
+        self.item_people_names = [json.loads(t) for t in arrays["people_json"].tolist()]
+        self.ranker = None
+        if "ranker" in arrays:
+            self.ranker = Ranker.from_string(
+                arrays["ranker"].tobytes().decode(),
+                arrays["ranker_names"].tolist(),
+                int(arrays["ranker_groups"]),
+            )
+
     def save(self, path: str | Path) -> Path:
-        raise ConfigError(
-            "saving a pipeline is not supported yet (pipeline bundles come with issue 6's "
-            "bundle work); save its models individually"
-        )
+        """Write the bundle (manifest, weights, every source, the ranker) into a new folder.
+
+        The folder is written beside its final name and renamed into place, so a reader never
+        sees half a bundle; an existing bundle is never overwritten (bundles are versions).
+
+        Raises:
+            ConfigError: ``path`` exists already.
+        """
+        import shutil
+        import tempfile
+
+        path = Path(path)
+        if path.exists():
+            raise ConfigError(f"{path} exists: a bundle is written once (use a new version)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            super().save(tmp)
+            for src, _ in self.sources:
+                src.save(tmp / "sources" / src.name)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Pipeline:
+        """Load a bundle written by :meth:`save`."""
+        path = Path(path)
+        p = super().load(path)
+        p.sources = []
+        for sc in p.config.sources:
+            src = create_source(sc.kind, **({"name": sc.name} if sc.name else {}), **sc.params)
+            p.sources.append((src.load(path / "sources" / src.name), sc.n))
+        return p

@@ -89,6 +89,18 @@ class FeatureBuilder:
             self.vectors = None
         return self
 
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"log_pop": self.log_pop, "age_days": self.age_days}
+        if self.vectors is not None:
+            out["vectors"] = self.vectors
+        return out
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> FeatureBuilder:
+        self.log_pop = arrays["log_pop"]
+        self.age_days = arrays["age_days"]
+        self.vectors = arrays.get("vectors")
+        return self
+
     def names(self, sources: Sequence[str]) -> list[str]:
         cols = [f"{s}:score" for s in sources] + [f"{s}:rank" for s in sources]
         cols += ["n_sources", "log_popularity", "age_days", "log_history"]
@@ -154,6 +166,7 @@ class Ranker:
             "random_state": seed,
         }
         self.model = None
+        self.booster = None
         self.feature_names: list[str] = []
 
     def fit(
@@ -177,28 +190,45 @@ class Ranker:
             **self.params,
         )
         self.model.fit(x, y, group=groups, feature_name=[_safe(n) for n in names])
+        self.booster = self.model.booster_
         self.feature_names = names
         self.groups = len(keep)
         return self
 
+    def to_string(self) -> str:
+        """The trained model in LightGBM's text format."""
+        if self.booster is None:
+            raise NotFittedError("Ranker.fit has not been called")
+        return self.booster.model_to_string()
+
+    @classmethod
+    def from_string(cls, text: str, names: list[str], groups: int = 0) -> Ranker:
+        import lightgbm as lgb
+
+        r = cls()
+        r.booster = lgb.Booster(model_str=text)
+        r.feature_names = names
+        r.groups = groups
+        return r
+
     def predict(self, features: np.ndarray) -> np.ndarray:
-        if self.model is None:
+        if self.booster is None:
             raise NotFittedError("Ranker.fit has not been called")
         if not len(features):
             return np.zeros(0, np.float32)
-        return self.model.booster_.predict(features).astype(np.float32)
+        return self.booster.predict(features).astype(np.float32)
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per-feature contributions to each candidate's score (SHAP values, last column the
         bias), for explanations."""
-        if self.model is None:
+        if self.booster is None:
             raise NotFittedError("Ranker.fit has not been called")
-        return self.model.booster_.predict(features, pred_contrib=True)
+        return self.booster.predict(features, pred_contrib=True)
 
     def importances(self) -> dict[str, float]:
-        if self.model is None:
+        if self.booster is None:
             raise NotFittedError("Ranker.fit has not been called")
-        gains = self.model.booster_.feature_importance("gain")
+        gains = self.booster.feature_importance("gain")
         total = float(gains.sum()) or 1.0
         return {n: float(g) / total for n, g in zip(self.feature_names, gains, strict=True)}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError, NotFittedError
+from avrec.storage.artifacts import atomic_write_bytes
 
 __all__ = [
     "SOURCES",
@@ -115,6 +117,31 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]: ...
 
+    # -- persistence (pipeline bundles) --------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write what :meth:`fit` learned into the folder ``path``."""
+        import io
+
+        path.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, __n_items=np.asarray(self.n_items), **self._state())
+        atomic_write_bytes(path / "state.npz", buf.getvalue())
+
+    def load(self, path: Path) -> Self:
+        """Restore a fitted source saved by :meth:`save` (constructed with the same params)."""
+        with np.load(path / "state.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        self.n_items = int(arrays.pop("__n_items"))
+        self._set_state(arrays)
+        self._fitted = True
+        return self
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
+        pass
+
 
 SOURCES: dict[str, type[Source]] = {}
 
@@ -198,6 +225,16 @@ class ModelSource(Source):
         if not self.model.is_fitted:
             self.model.fit(dataset)
 
+    def save(self, path: Path) -> None:
+        super().save(path)
+        self.model.save(path / "model")
+
+    def load(self, path: Path) -> Self:
+        from avrec.models import load_model
+
+        self.model = load_model(path / "model")
+        return super().load(path)
+
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
         from avrec.models.base import UserBatch
 
@@ -225,17 +262,28 @@ class _VectorSource(Source):
 
     def _fit(self, dataset: Dataset) -> None:
         from avrec.features.base import l2_normalise
-        from avrec.retrieval import VectorIndex
 
         if self.feature not in dataset.item_features:
             raise ConfigError(
                 f"source {self.name!r} needs {self.feature!r} item features; run avrec analyze"
                 " and attach them (ContentStore.attach)"
             )
-        x = l2_normalise(np.asarray(dataset.item_features[self.feature], np.float32))
+        self._index_vectors(
+            l2_normalise(np.asarray(dataset.item_features[self.feature], np.float32))
+        )
+
+    def _index_vectors(self, x: np.ndarray) -> None:
+        from avrec.retrieval import VectorIndex
+
         self.vectors = x
         self.has_vector = np.linalg.norm(x, axis=1) > 0
         self.index = VectorIndex().build(x)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"vectors": self.vectors}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self._index_vectors(arrays["vectors"])
 
     def _search(self, query: np.ndarray, exclude: np.ndarray, n: int) -> Candidates:
         allowed = self.has_vector
@@ -393,8 +441,29 @@ class PeopleSource(Source):
         df = np.asarray(m.sum(axis=0)).ravel()
         idf = np.log((1 + dataset.n_items) / (1 + df)).astype(np.float32)
         idf[df <= 1] = 0.0  # a link only one item has leads nowhere
-        self.item_links = m.tocsr()
-        self.weighted = (m @ sp.diags(idf)).tocsr()
+        self._set_links(m.tocsr(), idf)
+
+    def _set_links(self, links: sp.csr_matrix, idf: np.ndarray) -> None:
+        self.item_links = links
+        self.idf = idf
+        self.weighted = (links @ sp.diags(idf)).tocsr()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        m = self.item_links
+        return {
+            "names": np.asarray(self.link_names, dtype=str),
+            "indptr": m.indptr,
+            "indices": m.indices,
+            "shape": np.asarray(m.shape),
+            "idf": self.idf,
+        }
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.link_names = arrays["names"].tolist()
+        shape = tuple(int(x) for x in arrays["shape"])
+        data = np.ones(len(arrays["indices"]), np.float32)
+        links = sp.csr_matrix((data, arrays["indices"], arrays["indptr"]), shape=shape)
+        self._set_links(links, arrays["idf"])
 
     def shared(self, a: int, b: int) -> list[str]:
         """The people and tags items ``a`` and ``b`` share (for explanations)."""
@@ -430,6 +499,12 @@ class _GlobalSource(Source):
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
         return [Candidates(*_top(self.scores, req.exclude, n)) for req in requests]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.scores = arrays["scores"]
 
 
 @register_source
