@@ -46,43 +46,76 @@ def _data(ctx: typer.Context, dataset: str | None) -> tuple[object, object | Non
     return data, ws
 
 
+def _attach_content(data, ws) -> bool:  # noqa: ANN001
+    """Attach the workspace's analysed content vectors to ``data`` (when there are any)."""
+    if ws is None or not (ws.root / "content.db").exists():
+        return False
+    from avrec.content.store import ContentStore
+
+    with ContentStore(ws.root / "content.db") as cs:
+        if not cs.modalities():
+            return False
+        cs.attach(data)
+    return True
+
+
 def train(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", help="model name, e.g. ease, als, sasrec"),
+    model: str | None = typer.Option(
+        None, "--model", help="one model (ease, als, sasrec ...); default: the pipeline"
+    ),
+    pipeline: Path | None = typer.Option(
+        None, "--pipeline", help="pipeline file (default: configs/default.toml's settings)"
+    ),
     dataset: str | None = typer.Option(None, help="public dataset (default: the workspace)"),
     params: str | None = typer.Option(None, help="e.g. dim=64,layers=2"),
     output: Path | None = typer.Option(None, help="bundle folder (default: in the workspace)"),
 ) -> None:
-    """Fit a model and save it as a bundle (registered in the workspace when there is one).
+    """Fit the recommendation pipeline (or one model) and save it as a versioned bundle,
+    registered and made active in the workspace when there is one.
 
-    Every user's last item is held out for validation so that models that stop early can; the
-    model is fitted on the rest.
+    Every user's last event is held out: models that stop early validate on it, and the
+    pipeline's ranker learns from it; the sources are fitted on the rest.
     """
     from avrec.eval.splits import LeaveOneOut
     from avrec.models.base import create_model
 
+    if model and pipeline:
+        raise ConfigError("give --model or --pipeline, not both")
     data, ws = _data(ctx, dataset)
-    m = create_model(model, **_params(params))
+    name = model or "pipeline"
+    if model:
+        m = create_model(model, **_params(params))
+    else:
+        from avrec.pipeline.pipeline import Pipeline, PipelineConfig
+
+        cfg = PipelineConfig.from_toml(pipeline) if pipeline else PipelineConfig()
+        if params:
+            raise ConfigError("--params is for --model; a pipeline takes its settings from a file")
+        if _attach_content(data, ws) and cfg.feature in data.item_features:
+            cfg = cfg.with_content_sources()
+            console.print("content vectors found: neighbours and interests sources added")
+        m = Pipeline(**cfg.model_dump())
     split = LeaveOneOut(valid=False, min_events=2).split(data)
-    with console.status(f"training {model} on {data} ..."):
+    with console.status(f"training {name} on {data} ..."):
         start = time.perf_counter()
         m.fit(split.train, data.select(split.masks["test"]))
         seconds = time.perf_counter() - start
-    console.print(f"{model} trained in {seconds:.1f}s")
-    for attr in ("best_valid_ndcg_", "best_epoch_"):
+    console.print(f"{name} trained in {seconds:.1f}s")
+    for attr in ("best_valid_ndcg_", "best_epoch_", "ranker_recall"):
         if getattr(m, attr, None) is not None:
             console.print(f"  {attr.rstrip('_')}: {getattr(m, attr)}")
     if output is None and ws is None:
-        output = Path("bundles") / model / time.strftime("%Y%m%d-%H%M%S")
+        output = Path("bundles") / name / time.strftime("%Y%m%d-%H%M%S")
     if output is None:
         assert ws is not None
-        version = len(ws.store.models(model)) + 1  # type: ignore[attr-defined]
-        output = ws.root / "artifacts" / "models" / model / str(version)  # type: ignore[attr-defined]
+        version = len(ws.store.models(name)) + 1  # type: ignore[attr-defined]
+        output = ws.root / "artifacts" / "models" / name / str(version)  # type: ignore[attr-defined]
     path = m.save(output)
     console.print(f"saved to {path}")
     if ws is not None:
         rec = ws.store.register_model(  # type: ignore[attr-defined]
-            model, model, str(path), m.config.model_dump(), {"fit_seconds": seconds}
+            name, m.name, str(path), m.config.model_dump(), {"fit_seconds": seconds}
         )
         console.print(f"registered as {rec.name} v{rec.version} (active)")
         ws.close()  # type: ignore[attr-defined]

@@ -41,16 +41,62 @@ class SourceConfig(BaseModel):
 
 
 class PipelineConfig(ModelConfig):
+    """A pipeline: its candidate sources, the ranker's parameters, the content feature."""
+
     sources: list[SourceConfig] = Field(
         default_factory=lambda: [
             SourceConfig(kind="model", name="ease", params={"model": "ease", "l2": 300.0}),
+            SourceConfig(kind="model", name="markov", params={"model": "markov"}),
             SourceConfig(kind="model", name="itemknn", params={"model": "itemknn"}),
+            SourceConfig(kind="people", n=50),
             SourceConfig(kind="popular", n=50),
         ]
     )
-    ranker: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters")
+    ranker: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "n_estimators": 100,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_child_samples": 50,
+        },
+        description="LightGBM parameters",
+    )
     feature: str = Field("fused", description="content vectors for similarity features")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PipelineConfig:
+        """Read a pipeline file (``configs/default.toml`` shows every key).
+
+        Raises:
+            ConfigError: missing file, bad TOML, or an invalid key or value.
+        """
+        import tomllib
+
+        from pydantic import ValidationError
+
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"pipeline file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: [{where}] {first['msg']}") from None
+
+    def with_content_sources(self) -> PipelineConfig:
+        """This config plus the vector sources (neighbours, interests) if it has none."""
+        if any(s.kind in ("neighbours", "interests") for s in self.sources):
+            return self
+        extra = [
+            SourceConfig(kind="neighbours", n=50, params={"feature": self.feature}),
+            SourceConfig(kind="interests", n=50, params={"feature": self.feature}),
+        ]
+        return self.model_copy(update={"sources": [*self.sources, *extra]})
 
 
 @register_model

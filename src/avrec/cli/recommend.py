@@ -1,0 +1,142 @@
+"""``avrec recommend`` and ``avrec similar``: answers from the active bundle of the workspace."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from avrec.cli._common import console, state
+
+
+def _load(ctx: typer.Context, name: str) -> tuple[Any, Any]:
+    from avrec.models import load_model
+
+    ws = state(ctx).open_workspace()
+    try:
+        rec = ws.store.active_model(name)
+    except Exception:
+        ws.close()
+        raise
+    return load_model(rec.path), ws
+
+
+def _titles(ws: Any, ids: list[str]) -> dict[str, str]:
+    items = ws.store.items()
+    rows = items.filter(items["item_id"].is_in(ids)).select("item_id", "title").iter_rows()
+    return {i: t or "" for i, t in rows}
+
+
+def recommend(
+    ctx: typer.Context,
+    user: list[str] = typer.Option(..., "--user", "-u", help="user id (repeat for several)"),
+    k: int = typer.Option(10, min=1),
+    offset: int = typer.Option(0, min=0, help="page through the same list"),
+    exclude: str | None = typer.Option(None, help="item ids already shown, comma-separated"),
+    played: str | None = typer.Option(
+        None, help="this session's plays (item ids, comma-separated, in order)"
+    ),
+    explain: bool = typer.Option(False, "--explain", help="say why, for every item"),
+    lang: str = typer.Option("en", help="explanation language: en or zh"),
+    diversity: float = typer.Option(0.0, min=0.0, max=1.0, help="MMR trade-off (0: ranker)"),
+    model: str = typer.Option("pipeline", help="registered model name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recommendations for users from the workspace's active bundle (unknown users get the
+    fallback, never an error)."""
+    from avrec.pipeline.pipeline import Pipeline
+
+    m, ws = _load(ctx, model)
+    try:
+        ex = [x.strip() for x in (exclude or "").split(",") if x.strip()]
+        session = [x.strip() for x in (played or "").split(",") if x.strip()]
+        if isinstance(m, Pipeline):
+            lists = m.recommend_explained(
+                user,
+                k=k,
+                offset=offset,
+                exclude=ex,
+                diversity=diversity,
+                lang=lang,
+                session_items=[session] * len(user) if session else None,
+            )
+        else:
+            lists = m.recommend(user, k=k + offset, exclude=ex or None)
+            for lst in lists:
+                lst.ids, lst.scores = lst.ids[offset:], lst.scores[offset:]
+        titles = _titles(ws, [i for lst in lists for i in lst.ids])
+        if as_json:
+            out = []
+            for u, lst in zip(user, lists, strict=True):
+                rows = []
+                for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+                    row: dict[str, Any] = {
+                        "item_id": item,
+                        "title": titles.get(item, ""),
+                        "score": round(score, 6),
+                    }
+                    if "sources" in lst.fields:
+                        row["sources"] = lst.fields["sources"][j]
+                    if explain and "explanation" in lst.fields:
+                        row["explanation"] = lst.fields["explanation"][j]
+                    rows.append(row)
+                out.append({"user_id": u, "items": rows})
+            console.print_json(json.dumps(out, ensure_ascii=False))
+            return
+        for u, lst in zip(user, lists, strict=True):
+            t = Table(title=f"for {u}")
+            for col in ("#", "item", "title", "score", "sources", *(["why"] if explain else [])):
+                t.add_column(col)
+            for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+                cells = [
+                    str(offset + j + 1),
+                    item,
+                    titles.get(item, ""),
+                    f"{score:.3f}",
+                    ", ".join(lst.fields.get("sources", [[]] * len(lst))[j]),
+                ]
+                if explain:
+                    exp = lst.fields.get("explanation")
+                    cells.append(exp[j]["text"] if exp else "")
+                t.add_row(*cells)
+            console.print(t)
+    finally:
+        ws.close()
+
+
+def similar(
+    ctx: typer.Context,
+    item: list[str] = typer.Option(..., "--item", "-i", help="item id (repeat for several)"),
+    k: int = typer.Option(10, min=1),
+    model: str = typer.Option("pipeline", help="registered model name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Items similar to an item, from the workspace's active bundle."""
+    m, ws = _load(ctx, model)
+    try:
+        lists = m.similar_items(item, k=k)
+        titles = _titles(ws, [i for lst in lists for i in lst.ids] + list(item))
+        if as_json:
+            out = [
+                {
+                    "item_id": it,
+                    "similar": [
+                        {"item_id": i, "title": titles.get(i, ""), "score": round(s, 6)}
+                        for i, s in zip(lst.ids, lst.scores.tolist(), strict=True)
+                    ],
+                }
+                for it, lst in zip(item, lists, strict=True)
+            ]
+            console.print_json(json.dumps(out, ensure_ascii=False))
+            return
+        for it, lst in zip(item, lists, strict=True):
+            t = Table(title=f"like {it} {titles.get(it, '')}")
+            for col in ("#", "item", "title", "score"):
+                t.add_column(col)
+            for j, (i, s) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+                t.add_row(str(j + 1), i, titles.get(i, ""), f"{s:.3f}")
+            console.print(t)
+    finally:
+        ws.close()
