@@ -235,10 +235,15 @@ def test_analyze_show_and_mistakes(tmp_path):
         f"gone,A lost file,,{tmp_path / 'missing.png'}\n",
     )
     assert run("--workspace", str(ws), "ingest", "items", str(items)).returncode == 0
+    first = json.loads(run("--workspace", str(ws), "analyze", "--limit", "1", "--json").stdout)
+    assert first["total"] == 1 and first["analysed"] == 1
     out = run("--workspace", str(ws), "analyze", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["analysed"] == 3 and list(report["errors"]) == ["gone"]
+    assert report["analysed"] == 2 and report["unchanged"] == 1
+    assert list(report["errors"]) == ["gone"], report
+    forced = json.loads(run("--workspace", str(ws), "analyze", "--force", "--json").stdout)
+    assert forced["analysed"] == 3 and forced["segments_encoded"] == 0  # caches still apply
 
     shown = run("--workspace", str(ws), "analyze", "--item", "cat", "--show", "--json")
     assert shown.returncode == 0, shown.stderr

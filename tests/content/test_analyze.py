@@ -275,3 +275,120 @@ def test_an_unexpected_failure_marks_only_its_item(tmp_path, monkeypatch):
         assert cup["errors"] == ["analysis failed: RuntimeError: onnxruntime exploded"]
         assert "text" in cup["vectors"]  # its words are still understood
         assert store.item("cat")["status"] == "ok"
+
+
+# -- the worker pool, retries and keys (no real models: the logic around them is under test) ----
+def _fake_analyze(self, paths):
+    """Stands in for the media models: a crash we cannot cause with a real file on demand (a
+    decoder killing its process) for files named "crash", a trivial result otherwise."""
+    path = next(iter(paths.values()))
+    if "crash" in Path(path).name:
+        os._exit(3)
+    vec = np.zeros(1280, np.float32)
+    vec[len(Path(path).name) % 1280] = 1.0
+    return {"errors": [], "timings": {}, "media_seconds": 1.0, "status": "ok"}, {"visual": vec}
+
+
+def _plain_init(config_json, threads):
+    from avrec.content import analyze as mod
+
+    mod._WORKER = mod.MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads)
+
+
+@pytest.fixture
+def fake_pool(monkeypatch):
+    import multiprocessing as mp
+
+    from avrec.content import analyze as mod
+
+    monkeypatch.setattr(mod.MediaAnalyzer, "analyze", _fake_analyze)
+    monkeypatch.setattr(mod, "_worker_init", _plain_init)
+    monkeypatch.setattr(mod, "_mp_context", lambda: mp.get_context("fork"))
+    return mod
+
+
+def _files(tmp_path, names):
+    out = []
+    for n in names:
+        p = tmp_path / n
+        p.write_bytes(n.encode() * 10)
+        out.append(ItemInput(n, title=n, media={"image": str(p)}))
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_a_crashing_worker_marks_only_its_item_and_the_run_ends(tmp_path, fake_pool):
+    items = _files(tmp_path, ["a.png", "b.png", "crash.png", "c.png", "d.png", "e.png"])
+    cfg = ContentConfig(speech=False, ocr=False, audio_features=False)
+    with ContentStore(tmp_path / "c.db") as store:
+        rep = ContentAnalyzer(cfg, store, workers=2).run(items)
+        assert rep.analysed == 6 and rep.media_analysed == 6
+        assert list(rep.errors) == ["crash.png"]
+        assert "crashed" in store.item("crash.png")["errors"][0]
+        assert {store.item(i.item_id)["status"] for i in items if i.item_id != "crash.png"} == {
+            "ok"
+        }
+        # the crash is not cached: the next run tries that item again (and only that one)
+        again = ContentAnalyzer(cfg, store, workers=2).run(items)
+        assert again.media_analysed == 1 and again.media_cached == 5
+        assert again.analysed == 1 and again.unchanged == 5
+
+
+def test_a_transient_failure_is_retried_next_run(tmp_path, monkeypatch):
+    from avrec.content import analyze as mod
+
+    items = _files(tmp_path, ["x.png"])
+    cfg = ContentConfig(speech=False, ocr=False, audio_features=False)
+
+    def flaky(self, paths):
+        raise RuntimeError("out of file handles")
+
+    with ContentStore(tmp_path / "c.db") as store:
+        monkeypatch.setattr(mod.MediaAnalyzer, "analyze", flaky)
+        first = ContentAnalyzer(cfg, store).run(items)
+        assert store.item("x.png")["status"] == "error" and first.media_analysed == 1
+        monkeypatch.setattr(mod.MediaAnalyzer, "analyze", _fake_analyze)
+        second = ContentAnalyzer(cfg, store).run(items)
+        assert second.media_analysed == 1 and second.analysed == 1
+        assert store.item("x.png")["status"] == "ok"
+
+
+def test_environment_failures_stop_the_run(tmp_path, monkeypatch):
+    from avrec.content import analyze as mod
+    from avrec.errors import ConfigError
+
+    def missing(self, paths):
+        raise ConfigError("Whisper model parts not installed")
+
+    monkeypatch.setattr(mod.MediaAnalyzer, "analyze", missing)
+    cfg = ContentConfig(speech=False, ocr=False, audio_features=False)
+    with ContentStore(tmp_path / "c.db") as store, pytest.raises(ConfigError):
+        ContentAnalyzer(cfg, store).run(_files(tmp_path, ["y.png"]))
+
+
+def test_item_keys_cover_every_input_and_the_catalogue(tmp_path):
+    cfg = ContentConfig(speech=False, ocr=False, audio_features=False, tag_min_items=1)
+    base = [
+        ItemInput("h", title="a haunted house", tags=["comedy"], comments=["ok"] * 50),
+        ItemInput("j", title="a jazz night", tags=["jazz"]),
+    ]
+    with ContentStore(tmp_path / "c.db") as store:
+        an = ContentAnalyzer(cfg, store)
+        assert an.run(base).analysed == 2
+        assert an.run(base).unchanged == 2
+        changed = [ItemInput(**{**base[0].__dict__, "language": "fr"}), base[1]]
+        rep = an.run(changed)
+        assert rep.analysed == 1 and store.item("h")["info"]["language"] == "fr"
+        more = [
+            ItemInput(**{**changed[0].__dict__, "comments": ["ok"] * 50 + ["awful, hated it"]}),
+            base[1],
+        ]
+        rep = an.run(more)
+        assert rep.analysed == 1 and store.item("h")["info"]["sentiment"]["count"] == 51
+        # a new catalogue item brings a new tag: the others are reassembled, nothing re-encoded
+        grown = [*more, ItemInput("k", title="ghosts and screams", tags=["horror"])]
+        rep = an.run(grown)
+        assert rep.analysed == 3 and rep.reassembled == 2
+        vocab = {t["tag"] for t in store.item("h")["info"]["tags"]} | {"comedy", "jazz", "horror"}
+        assert "horror" in vocab
+        assert rep.segments_encoded <= 2  # only the new item's texts and its tag

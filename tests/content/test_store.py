@@ -183,10 +183,12 @@ def test_vectors_aligned_with_zero_rows_for_missing(cs):
     assert cs.vectors("audio", ["a", "b"]).shape == (2, 0)  # nobody has it
 
 
-def test_vectors_mixed_dims_raise(cs):
+def test_vectors_mixed_dims_raise_only_for_the_items_asked(cs):
     cs.put_items([_row("a", "k", text=np.ones(3)), _row("b", "k", text=np.ones(5))])
-    with pytest.raises(StoreError):
-        cs.vectors("text", ["a"])
+    # a stale row of another size (an item left from an old encoder) does not get in the way
+    assert cs.vectors("text", ["a"]).shape == (1, 3)
+    with pytest.raises(StoreError, match="3-d: a; 5-d: b"):
+        cs.vectors("text", ["a", "b"])
 
 
 # -- attach --------------------------------------------------------------------------------------

@@ -215,3 +215,16 @@ def test_real_e5_encoder_tags_match():
     tags = tagger.tag({"text": passages})
     assert [t[0].tag for t in tags] == ["cat", "piano music", "football"]
     assert all(t[0].score > 0.5 for t in tags)
+
+
+def test_calibrated_tags_need_more_than_the_catalogue_usually_has(enc):
+    """An item about none of the tags gets no tags once the tagger is calibrated."""
+    tagger = _tagger(enc)
+    catalogue = enc.encode(["cat", "dog", "car", "music", "cat dog", "car music"] * 4)
+    assert tagger.calibrate("text", catalogue)
+    items = enc.encode(["cat", "cat"])
+    # the second item is only faintly related to every tag, less than catalogue items are
+    items[1] = np.full(len(WORDS), 0.1, np.float32)
+    tags = tagger.tag({"text": items})
+    assert tags[0] and tags[0][0].tag == "cat"
+    assert tags[1] == []

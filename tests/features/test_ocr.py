@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import difflib
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +133,12 @@ def test_read_frames_keeps_each_caption_once(reader, font):
     assert reader.read_frames([]).text == ""
 
 
-def test_timing_one_720p_frame(reader, font):
+def test_a_720p_frame_with_a_caption(reader, font):
+    """Speed is measured in benchmarks/content_speed.py, not here."""
     frame = _frame(font, [(100, 560, CHINESE), (100, 630, ENGLISH)])
-    reader.read_one(frame)  # engine loaded
-    runs = []
-    for _ in range(3):
-        start = time.perf_counter()
-        result = reader.read_one(frame)
-        runs.append(time.perf_counter() - start)
-    print(f"\nOCR of one 1280x720 frame, {reader.threads} threads: {min(runs):.3f} s (best of 3)")
+    result = reader.read_one(frame)
     assert _chinese_ok(result.text)
-    assert min(runs) < 5.0
+    assert all(0 <= x <= 1280 and 0 <= y <= 720 for ln in result.lines for x, y in ln.box)
 
 
 @pytest.mark.realdata

@@ -32,9 +32,13 @@ def analyze(
     item: list[str] = typer.Option(None, "--item", "-i", help="only these item ids"),
     show: bool = typer.Option(False, "--show", help="print what avrec understood of --item"),
     force: bool = typer.Option(
-        False, "--force", help="rebuild every item (media and text caches still apply)"
+        False,
+        "--force",
+        help="rebuild every item; media with problems is analysed again (caches still apply)",
     ),
-    workers: int = typer.Option(None, help="media processes (default: [content] workers)"),
+    workers: int = typer.Option(
+        None, min=0, help="media processes (default: [content] workers; 0: one per core)"
+    ),
     limit: int = typer.Option(
         None, min=1, help="analyse at most this many items (those never analysed first)"
     ),
@@ -117,6 +121,8 @@ def _print_report(report) -> None:  # noqa: ANN001
     t.add_row("items", f"{report.total:,}")
     t.add_row("analysed", f"{report.analysed:,}")
     t.add_row("unchanged (skipped)", f"{report.unchanged:,}")
+    if report.reassembled:
+        t.add_row("re-assembled (catalogue changed)", f"{report.reassembled:,}")
     t.add_row("media analysed / cached", f"{report.media_analysed:,} / {report.media_cached:,}")
     t.add_row(
         "text segments encoded / cached",

@@ -46,7 +46,7 @@ from avrec.content.text import (
     subtitle_text,
 )
 from avrec.data.schema import split_list
-from avrec.errors import MediaError
+from avrec.errors import ConfigError, MediaError, StoreError
 from avrec.features.base import create_encoder, l2_normalise
 from avrec.media.source import MediaSource
 
@@ -96,32 +96,49 @@ class ItemInput:
     comments: list[str] = field(default_factory=list)
 
 
+def _lenient_list(value: Any) -> list[str]:
+    try:
+        return split_list(value)
+    except ValueError:
+        return []  # ingest validates these; a malformed value from elsewhere counts as none
+
+
+def _lenient_people(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            return []
+    if not isinstance(value, list):
+        return []
+    return [
+        {"name": str(p["name"]).strip(), "role": str(p.get("role") or "creator")}
+        for p in value
+        if isinstance(p, dict) and p.get("name") and str(p["name"]).strip()
+    ]
+
+
 def items_from_frame(
     items: pl.DataFrame, comments: dict[str, list[str]] | None = None
 ) -> list[ItemInput]:
-    """Catalogue rows (store or loader schema) as analyser inputs."""
+    """Catalogue rows (store or loader schema) as analyser inputs (malformed list or people
+    fields count as empty rather than stopping the run)."""
     comments = comments or {}
     out = []
     cols = set(items.columns)
     for r in items.iter_rows(named=True):
-        people = r.get("people") or []
-        if isinstance(people, str):
-            try:
-                people = json.loads(people) if people.strip() else []
-            except json.JSONDecodeError:
-                people = []
-        media = {k: r[k] for k in (*MEDIA_KINDS, "subtitles") if k in cols and r.get(k)}
+        media = {k: str(r[k]) for k in (*MEDIA_KINDS, "subtitles") if k in cols and r.get(k)}
         out.append(
             ItemInput(
                 item_id=str(r["item_id"]),
-                title=r.get("title") or "",
-                description=r.get("description") or "",
-                tags=split_list(r.get("tags")),
-                categories=split_list(r.get("categories")),
-                people=[p for p in people if isinstance(p, dict) and p.get("name")],
+                title=str(r.get("title") or ""),
+                description=str(r.get("description") or ""),
+                tags=_lenient_list(r.get("tags")),
+                categories=_lenient_list(r.get("categories")),
+                people=_lenient_people(r.get("people")),
                 language=r.get("language"),
                 media=media,
-                comments=comments.get(str(r["item_id"]), []),
+                comments=[str(c) for c in comments.get(str(r["item_id"]), []) if c],
             )
         )
     return out
@@ -220,29 +237,43 @@ class MediaAnalyzer:
 
         if "video" in paths:
             path = paths["video"]
+            info = None
             try:
                 info = timed("decode", lambda: probe(path))
-                res["duration"] = info.duration
-                res["media_seconds"] += info.duration or 0.0
-                if info.has_video:
-                    kf = timed(
-                        "decode",
-                        lambda: key_frames(
-                            path, max_frames=c.max_frames, size=960, problems=damage
-                        ),
-                    )
-                    frames += [f.image for f in kf]
-                if info.has_cover:
-                    cov = timed("decode", lambda: cover_image(path, size=960))
-                    if cov is not None:
-                        covers.append(cov.image)
-                if info.has_audio and "audio" not in paths and (c.speech or c.audio_features):
-                    audio = timed(
-                        "decode",
-                        lambda: audio_track(path, max_seconds=c.max_audio_seconds, problems=damage),
-                    )
             except MediaError as exc:
                 res["errors"].append(f"video: {exc}")
+            if info is not None:
+                res["duration"] = info.duration
+                res["media_seconds"] += info.duration or 0.0
+                # each stream on its own: a broken picture must not cost the sound, or back
+                if info.has_video:
+                    try:
+                        kf = timed(
+                            "decode",
+                            lambda: key_frames(
+                                path, max_frames=c.max_frames, size=960, problems=damage
+                            ),
+                        )
+                        frames += [f.image for f in kf]
+                    except MediaError as exc:
+                        res["errors"].append(f"video: {exc}")
+                if info.has_cover:
+                    try:
+                        cov = timed("decode", lambda: cover_image(path, size=960))
+                        if cov is not None:
+                            covers.append(cov.image)
+                    except MediaError as exc:
+                        res["errors"].append(f"cover: {exc}")
+                if info.has_audio and "audio" not in paths and (c.speech or c.audio_features):
+                    try:
+                        audio = timed(
+                            "decode",
+                            lambda: audio_track(
+                                path, max_seconds=c.max_audio_seconds, problems=damage
+                            ),
+                        )
+                    except MediaError as exc:
+                        res["errors"].append(f"video: {exc}")
             res["errors"] += [f"video: {path}: corrupt or truncated: {d}" for d in damage]
             damage.clear()
         if "audio" in paths:
@@ -348,8 +379,11 @@ _WORKER: MediaAnalyzer | None = None
 def _worker_init(config_json: str, threads: int) -> None:
     global _WORKER
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    # numpy/librosa BLAS and OpenMP pools too, or N workers oversubscribe the cores
+    _worker_init.limits = threadpool_limits(threads)  # type: ignore[attr-defined]
     _WORKER = MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads=threads)
 
 
@@ -362,13 +396,19 @@ def _worker_run(key: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], d
 def _isolated(
     media: MediaAnalyzer, paths: dict[str, str]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One item's media analysis; any failure on this item's data marks the item only."""
+    """One item's media analysis; a failure on this item marks the item only.
+
+    Failures of the environment (a missing package or model, no memory, a broken store) stop
+    the run instead: every item would fail the same way.
+    """
     try:
         return media.analyze(paths)
+    except (ImportError, MemoryError, ConfigError, StoreError):
+        raise
     except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the run
         log.exception("media analysis failed for %s", paths)
         reason = f"analysis failed: {type(exc).__name__}: {exc}"
-        return {"errors": [reason], "status": "error", "timings": {}}, {}
+        return {"errors": [reason], "status": "error", "timings": {}, "retry": True}, {}
 
 
 # -- the analyser ---------------------------------------------------------------------------------
@@ -379,6 +419,7 @@ class AnalyzeReport:
     total: int = 0
     analysed: int = 0
     unchanged: int = 0
+    reassembled: int = 0  # analysed again only because the catalogue context changed
     media_analysed: int = 0
     media_cached: int = 0
     segments_encoded: int = 0
@@ -426,6 +467,14 @@ class ContentAnalyzer:
             self._text = create_encoder(self.config.text_encoder)
         return self._text
 
+    def _media_result(self, key: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if not key:
+            return {}, {}
+        transient = getattr(self, "_transient", {})
+        if key in transient:
+            return transient[key]
+        return self.store.get_media(key) or ({}, {})
+
     def _settings_hash(self) -> str:
         c = self.config
         return _hash(
@@ -462,13 +511,23 @@ class ContentAnalyzer:
     def _run_media(
         self, jobs: dict[str, dict[str, str]], report: AnalyzeReport, progress: Progress | None
     ) -> None:
+        """Analyse each job's media; results are committed one by one as they finish.
+
+        A result that says "this item's data is bad" (a ``MediaError``) is cached with the file
+        hashes. A failure that may not happen again (an unexpected exception, a crashed worker)
+        marks the item for this run only, so the next run tries again.
+        """
         total, done = len(jobs), 0
+        self._transient: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
         if progress:
             progress("media", 0, total)
 
         def finish(key: str, res: dict[str, Any], vecs: dict[str, np.ndarray]) -> None:
             nonlocal done
-            self.store.put_media(key, res, vecs)
+            if res.get("retry"):
+                self._transient[key] = (res, vecs)
+            else:
+                self.store.put_media(key, res, vecs)
             report.media_analysed += 1
             report.media_seconds += float(res.get("media_seconds") or 0.0)
             for stage, s in res.get("timings", {}).items():
@@ -477,40 +536,51 @@ class ContentAnalyzer:
             if progress:
                 progress("media", done, total)
 
-        if self.workers <= 1 or total <= 1:
+        if self.workers <= 1:  # in this process (a decoder crash would end the run)
             for key, paths in jobs.items():
                 res, vecs = self._safe_analyze(paths)
                 finish(key, res, vecs)
             return
-        pending = dict(jobs)
-        while pending:
-            with ProcessPoolExecutor(
-                max_workers=min(self.workers, len(pending)),
-                initializer=_worker_init,
-                initargs=(self.config.model_dump_json(), self.threads),
-                mp_context=_mp_context(),
-            ) as pool:
-                futures: dict[Future, str] = {}
-                queue = list(pending.items())
-                try:
-                    while queue or futures:
-                        while queue and len(futures) < 2 * self.workers:
-                            key, paths = queue.pop(0)
-                            futures[pool.submit(_worker_run, key, paths)] = key
-                        ready, _ = wait(futures, return_when=FIRST_COMPLETED)
-                        for fut in ready:
-                            key = futures.pop(fut)
-                            k, res, vecs = fut.result()
-                            pending.pop(key, None)
-                            finish(k, res, vecs)
-                except BrokenProcessPool:
-                    # A decoder crashed its process: the items in flight are marked, the rest
-                    # go on in a fresh pool.
-                    for fut, key in futures.items():
-                        if fut.done() and not fut.exception():
-                            continue
-                        pending.pop(key, None)
-                        finish(key, _crashed(), {})
+        if not jobs:
+            return
+        queue = list(jobs.items())
+        suspects: list[tuple[str, dict[str, str]]] = []
+        while queue:
+            queue, crashed = self._pool_pass(queue, self.workers, finish)
+            suspects += crashed
+        # Items in flight when a worker died: each alone, so only the culprit is marked.
+        for key, paths in suspects:
+            _, crashed = self._pool_pass([(key, paths)], 1, finish)
+            for k, _p in crashed:
+                finish(k, _crashed(), {})
+
+    def _pool_pass(self, queue, workers: int, finish):  # noqa: ANN001, ANN202
+        """Run ``queue`` in a fresh pool until it is done or a worker dies. Returns the jobs
+        not started and the jobs that were in flight when the pool broke."""
+        queue = list(queue)
+        futures: dict[Future, tuple[str, dict[str, str]]] = {}
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(queue)),
+            initializer=_worker_init,
+            initargs=(self.config.model_dump_json(), max(1, _cores() // workers)),
+            mp_context=_mp_context(),
+        ) as pool:
+            while queue or futures:
+                while queue and len(futures) < 2 * workers:
+                    job = queue.pop(0)
+                    try:
+                        futures[pool.submit(_worker_run, *job)] = job
+                    except BrokenProcessPool:
+                        return [job, *queue], list(futures.values())
+                ready, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    try:
+                        key, res, vecs = fut.result()
+                    except BrokenProcessPool:
+                        return queue, list(futures.values())
+                    futures.pop(fut)
+                    finish(key, res, vecs)
+        return [], []
 
     def _safe_analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return _isolated(self.media, paths)
@@ -579,25 +649,34 @@ class ContentAnalyzer:
             paths, errors, key = self._resolve(it)
             resolved[it.item_id] = (paths, errors, key)
             if key and key not in jobs:
-                if self.store.has_media(key):
+                cached = self.store.get_media(key) if self.store.has_media(key) else None
+                if cached is not None and not (force and cached[0].get("errors")):
                     report.media_cached += 1
-                else:
+                else:  # new, or --force on a result with problems: analyse (again)
                     jobs[key] = paths
         self._run_media(jobs, report, progress)
 
-        # Segments of every item.
+        # Segments of every item; an item is skipped when neither its own inputs nor the
+        # catalogue context (tag vocabulary, known people, catalogue texts for keyword
+        # statistics and tag calibration) changed.
         settings = self._settings_hash()
+        ctx = _Context.build(self, catalogue)
+        ctx_key = ctx.key
         old_keys = {} if force else self.store.item_keys()
         todo: list[tuple[ItemInput, dict[str, Any], dict[str, np.ndarray], dict, str, list]] = []
         for it in items:
             paths, errors, mkey = resolved[it.item_id]
-            media, mvecs = (self.store.get_media(mkey) or ({}, {})) if mkey else ({}, {})
+            media, mvecs = self._media_result(mkey)
+            errors = list(errors)
             segs = self._segments(it, media, errors)
-            ikey = _hash("item", settings, mkey, segs, errors)
-            if old_keys.get(it.item_id) == ikey:
+            own = _hash("item", settings, mkey, segs, errors, it.language, it.people, it.comments)
+            old = old_keys.get(it.item_id, "")
+            if old == f"{own}:{ctx_key}":
                 report.unchanged += 1
                 continue
-            todo.append((it, media, mvecs, segs, ikey, errors))
+            if old.split(":")[0] == own:
+                report.reassembled += 1
+            todo.append((it, media, mvecs, segs, f"{own}:{ctx_key}", errors))
         if not todo:
             report.seconds = time.perf_counter() - t_start
             return report
@@ -608,8 +687,7 @@ class ContentAnalyzer:
 
         # Stage 3: assembly.
         t0 = time.perf_counter()
-        ctx = _Context.build(self, catalogue)
-        self._calibrate_tags(ctx.tagger, todo, seg_vecs)
+        self._calibrate_tags(ctx, todo, seg_vecs)
         if progress:
             progress("assemble", 0, len(todo))
         batch = 256
@@ -626,13 +704,21 @@ class ContentAnalyzer:
         report.seconds = time.perf_counter() - t_start
         return report
 
-    def _calibrate_tags(self, tagger: ZeroShotTagger, todo, seg_vecs) -> None:  # noqa: ANN001
-        """Per-source tag calibration from this run's items; a small run reuses the last one
-        learned from a larger run (stored in content.db)."""
-        dim = self.text_encoder.dim
+    def _calibrate_tags(self, ctx: _Context, todo, seg_vecs) -> None:  # noqa: ANN001
+        """Per-source tag calibration. The text source uses the whole catalogue's primary
+        texts (their vectors are cached once analysed), so it does not drift with what one run
+        happens to hold; the other sources use this run's items, or, for a small run, the
+        calibration stored by the last larger one."""
+        tagger = ctx.tagger
+        enc = self.text_encoder
+        dim = enc.dim
+        keys = [_hash("seg", enc.version, t) for t in ctx.primary_texts if t]
+        catalogue_vecs = list(self.store.get_segments(keys).values())
         for source, seg in TAG_SOURCES.items():
             rows = [seg_vecs[segs[seg]] for _, _, _, segs, _, _ in todo if segs.get(seg)]
-            key = _hash("tag-calibration", self.text_encoder.version, tagger.vocabulary, source)
+            if source == "text":
+                rows = catalogue_vecs or rows
+            key = _hash("tag-calibration", enc.version, tagger.vocabulary, source)
             mat = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
             if tagger.calibrate(source, mat):
                 self.store.put_meta(key, tagger.offsets[source].tolist())
@@ -641,7 +727,9 @@ class ContentAnalyzer:
                 if stored is not None:
                     tagger.offsets[source] = np.asarray(stored, np.float32)
 
-    def _segments(self, it: ItemInput, media: dict[str, Any], errors: list[str]) -> dict[str, str]:
+    @staticmethod
+    def _primary(it: ItemInput) -> str:
+        """The item's own words: title, tags, genres, description, people."""
         lines = [it.title]
         if it.tags:
             lines.append("Tags: " + ", ".join(it.tags))
@@ -651,6 +739,9 @@ class ContentAnalyzer:
             lines.append(it.description)
         if it.people:
             lines.append("People: " + ", ".join(p["name"] for p in it.people[:12]))
+        return "\n".join(x for x in lines if x).strip()
+
+    def _segments(self, it: ItemInput, media: dict[str, Any], errors: list[str]) -> dict[str, str]:
         transcript = media.get("transcript") or ""
         sub = it.media.get("subtitles")
         if sub:
@@ -660,13 +751,40 @@ class ContentAnalyzer:
                 errors.append(f"subtitles: {exc}")
         labels = media.get("labels") or []
         return {
-            "primary": "\n".join(x for x in lines if x).strip(),
+            "primary": self._primary(it),
             "transcript": transcript[:4000],
             "ocr": (media.get("ocr_text") or "")[:2000],
             "comments": "\n".join(it.comments[:50])[:4000],
             "labels": ("a picture of: " + ", ".join(str(lab[0]) for lab in labels))
             if labels
             else "",
+        }
+
+    def _text_facts(self, it: ItemInput, segs: dict[str, str], words: str, ctx) -> dict:  # noqa: ANN001
+        credited = {p["name"] for p in it.people}
+        mentions = ctx.people.mentions(
+            {
+                "title": it.title,
+                "description": it.description,
+                "transcript": segs["transcript"],
+                "ocr": segs["ocr"],
+                "comments": segs["comments"],
+            }
+        )
+        return {
+            "keywords": [
+                [w, round(s, 4)] for w, s in ctx.keywords.extract(words, self.config.max_keywords)
+            ],
+            "people": [
+                {
+                    "name": m.name,
+                    "roles": list(m.roles),
+                    "source": m.source,
+                    "credited": m.name in credited,
+                }
+                for m in mentions
+            ],
+            "sentiment": ctx.sentiment.summarise(it.comments) if it.comments else None,
         }
 
     def _assemble(self, batch, seg_vecs, ctx) -> list[dict[str, Any]]:  # noqa: ANN001
@@ -706,16 +824,12 @@ class ContentAnalyzer:
             words = "\n".join(
                 x for x in (it.title, it.description, segs["transcript"], segs["ocr"]) if x
             )
-            credited = {p["name"] for p in it.people}
-            mentions = ctx.people.mentions(
-                {
-                    "title": it.title,
-                    "description": it.description,
-                    "transcript": segs["transcript"],
-                    "ocr": segs["ocr"],
-                    "comments": segs["comments"],
-                }
-            )
+            try:
+                facts = self._text_facts(it, segs, words, ctx)
+            except Exception as exc:  # noqa: BLE001 - one item's text must not stop the run
+                log.exception("text analysis failed for item %s", it.item_id)
+                errs.append(f"text analysis failed: {type(exc).__name__}: {exc}")
+                facts = {"keywords": [], "people": [], "sentiment": None}
             language = it.language or media.get("language") or guess_script_language(words)
             info = {
                 "language": language,
@@ -728,19 +842,7 @@ class ContentAnalyzer:
                 "audio": media.get("audio", {}),
                 "frames": media.get("frames", 0),
                 "tags": [t.to_dict() for t in tags[i]],
-                "keywords": [
-                    [w, round(s, 4)] for w, s in ctx.keywords.extract(words, c.max_keywords)
-                ],
-                "people": [
-                    {
-                        "name": m.name,
-                        "roles": list(m.roles),
-                        "source": m.source,
-                        "credited": m.name in credited,
-                    }
-                    for m in mentions
-                ],
-                "sentiment": ctx.sentiment.summarise(it.comments) if it.comments else None,
+                **facts,
                 "fusion_layout": layout,
                 "timings": media.get("timings", {}),
             }
@@ -758,7 +860,8 @@ class ContentAnalyzer:
             rows.append(
                 {
                     "item_id": it.item_id,
-                    "key": ikey,
+                    # a failure that may not recur is tried again next run, never "unchanged"
+                    "key": "retry" if media.get("retry") else ikey,
                     "status": status,
                     "errors": errs,
                     "info": info,
@@ -769,7 +872,12 @@ class ContentAnalyzer:
 
 
 def _crashed() -> dict[str, Any]:
-    return {"errors": ["analysis: the worker process crashed"], "status": "error", "timings": {}}
+    return {
+        "errors": ["analysis: the worker process crashed on this item"],
+        "status": "error",
+        "timings": {},
+        "retry": True,
+    }
 
 
 def _mp_context():  # noqa: ANN202
@@ -780,13 +888,15 @@ def _mp_context():  # noqa: ANN202
 
 @dataclass
 class _Context:
-    """Catalogue-wide helpers for assembly."""
+    """Catalogue-wide helpers for assembly, and a key that changes when they would."""
 
     tagger: ZeroShotTagger
     keywords: KeywordExtractor
     people: PeopleMatcher
     sentiment: SentimentScorer
     media_dims: dict[str, int]
+    primary_texts: list[str]
+    key: str
 
     @classmethod
     def build(cls, analyzer: ContentAnalyzer, catalogue: Sequence[ItemInput]) -> _Context:
@@ -806,9 +916,10 @@ class _Context:
             encode=analyzer._encode_queries_cached,
         )
         corpus = [f"{it.title}\n{it.description}" for it in catalogue]
-        people = PeopleMatcher(
-            (p["name"], p.get("role", "creator")) for it in catalogue for p in it.people
+        credits = sorted(
+            {(p["name"], p.get("role") or "creator") for it in catalogue for p in it.people}
         )
+        primary = [analyzer._primary(it) for it in catalogue]
         dims: dict[str, int] = {"visual": analyzer.media.image_encoder.dim}
         if c.speech:
             from avrec.features.speech import WhisperSpeech
@@ -818,7 +929,19 @@ class _Context:
             from avrec.features.audio import AudioFeatures
 
             dims["audio_signal"] = AudioFeatures.dim
-        return cls(tagger, KeywordExtractor(corpus), people, SentimentScorer(), dims)
+        # what changes an item's tags or people: the vocabulary and the known people. Keyword
+        # statistics and tag calibration follow the catalogue's texts too, but drift slowly;
+        # they are refreshed for every item by --force.
+        key = _hash("context", tagger.vocabulary, credits)[:16]
+        return cls(
+            tagger,
+            KeywordExtractor(corpus),
+            PeopleMatcher(credits),
+            SentimentScorer(),
+            dims,
+            primary,
+            key,
+        )
 
 
 def workspace_inputs(workspace, item_ids: Sequence[str] | None = None):  # noqa: ANN001, ANN201

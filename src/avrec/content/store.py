@@ -33,7 +33,8 @@ __all__ = ["ContentStore", "file_sha256"]
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS media (
     key TEXT PRIMARY KEY, result TEXT NOT NULL, created_at REAL NOT NULL
@@ -115,24 +116,28 @@ class ContentStore:
 
     # -- files ---------------------------------------------------------------------------------
     def file_hash(self, path: str | Path) -> str:
-        """The sha256 of a media file, from the cache while its size and mtime are unchanged."""
+        """The sha256 of a media file, from the cache while its size, mtime, inode and ctime
+        are unchanged (ctime catches copies that preserve mtime, like ``cp -p``)."""
         p = str(Path(path).resolve())
         st = os.stat(p)
+        sig = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         row = self._conn.execute(
-            "SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (p, st.st_size, st.st_mtime_ns),
+            "SELECT sha256 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? AND ino = ? "
+            "AND ctime_ns = ?",
+            (p, *sig),
         ).fetchone()
         if row:
             return row[0]
         digest = file_sha256(p)
         after = os.stat(p)
-        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        if (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns) != sig:
             return digest  # changed while being read: use it, but do not cache it
         self._write(
             [
                 (
-                    "INSERT OR REPLACE INTO files(path, size, mtime_ns, sha256) VALUES (?,?,?,?)",
-                    (p, st.st_size, st.st_mtime_ns, digest),
+                    "INSERT OR REPLACE INTO files(path, size, mtime_ns, ino, ctime_ns, sha256) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (p, *sig, digest),
                 )
             ]
         )
@@ -258,19 +263,33 @@ class ContentStore:
         return {i: json.loads(s) for i, s in self._conn.execute("SELECT item_id, info FROM items")}
 
     def vectors(self, modality: str, item_ids: Sequence[str]) -> np.ndarray:
-        """``len(item_ids) x dim`` vectors of one modality; zero rows for items without it."""
-        found = dict(
-            self._conn.execute("SELECT item_id, vec FROM vectors WHERE modality = ?", (modality,))
-        )
-        dims = {len(b) // 4 for b in found.values()}
-        if len(dims) > 1:
-            raise StoreError(
-                f"{modality} vectors of different sizes {sorted(dims)}: re-run avrec analyze"
-                " --force after changing encoders"
+        """``len(item_ids) x dim`` vectors of one modality; zero rows for items without it.
+
+        Raises:
+            StoreError: the requested items' vectors differ in size (analysed with different
+                encoders); the message names some of them.
+        """
+        ids = list(item_ids)
+        found: dict[str, bytes] = {}
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            q = (
+                "SELECT item_id, vec FROM vectors WHERE modality = ? "
+                f"AND item_id IN ({','.join('?' * len(part))})"
             )
-        dim = dims.pop() if dims else 0
-        out = np.zeros((len(item_ids), dim), np.float32)
-        for i, item in enumerate(item_ids):
+            found.update(self._conn.execute(q, [modality, *part]))
+        by_dim: dict[int, list[str]] = {}
+        for item, b in found.items():
+            by_dim.setdefault(len(b) // 4, []).append(item)
+        if len(by_dim) > 1:
+            detail = "; ".join(f"{d}-d: {', '.join(v[:3])}" for d, v in sorted(by_dim.items()))
+            raise StoreError(
+                f"{modality} vectors of different sizes ({detail}): the encoder changed between "
+                "runs; run avrec analyze --force to rebuild these items"
+            )
+        dim = next(iter(by_dim), 0)
+        out = np.zeros((len(ids), dim), np.float32)
+        for i, item in enumerate(ids):
             b = found.get(item)
             if b is not None:
                 out[i] = np.frombuffer(b, dtype=np.float32)

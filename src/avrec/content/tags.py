@@ -7,7 +7,9 @@ labels of its frames ("a picture of: tabby cat, Egyptian cat"). Each tag's simil
 calibrated by its mean similarity to that source over the catalogue (some tags are close to
 everything), then a softmax over the vocabulary (temperature ``temperature``) makes a score "how
 much more this tag than the others"; an item's tag score is the weighted mean over its sources,
-and the tag records the source that contributed most.
+and the tag records the source that contributed most. Once calibrated, a tag is only given to an
+item that is more about it than the catalogue usually is (calibrated similarity above zero in
+some source), so an item about nothing in the vocabulary gets no tags.
 """
 
 from __future__ import annotations
@@ -122,6 +124,19 @@ class ZeroShotTagger:
         present = np.stack([np.linalg.norm(sources[s], axis=1) > 0 for s in names])  # s x n
         share = w[:, None, None] * probs
         total = share.sum(axis=0) / np.maximum((w[:, None] * present).sum(axis=0), 1e-12)[:, None]
+        # "none of these": once a source is calibrated, a tag needs an item to be more about it
+        # than the catalogue usually is (calibrated similarity > 0) in some calibrated source
+        calibrated = [k for k, name in enumerate(names) if name in self.offsets]
+        if calibrated:
+            support = np.zeros(total.shape, bool)
+            for k in calibrated:
+                sims = self.similarities(sources[names[k]], names[k])
+                support |= (sims > 0) & present[k][:, None]
+            uncalibrated_present = np.zeros(n, bool)
+            for k, _ in enumerate(names):
+                if k not in calibrated:
+                    uncalibrated_present |= present[k]
+            total = np.where(support | uncalibrated_present[:, None], total, 0.0)
         best_src = share.argmax(axis=0)
         out: list[list[Tag]] = []
         for i in range(n):

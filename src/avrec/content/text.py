@@ -137,7 +137,8 @@ class PeopleMatcher:
         self._latin: dict[tuple[str, ...], tuple[str, set[str]]] = {}
         self._cjk: dict[str, tuple[str, set[str]]] = {}
         for name, role in people:
-            name = (name or "").strip()
+            name = str(name or "").strip()
+            role = str(role or "creator")
             if not name:
                 continue
             if _CJK.search(name):

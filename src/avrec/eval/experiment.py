@@ -160,7 +160,11 @@ class Experiment:
         candidates: np.ndarray | None = None,
     ) -> None:
         self.split = split
-        self.candidates = None if candidates is None else np.asarray(candidates, bool)
+        if candidates is not None:
+            candidates = np.asarray(candidates)
+            if candidates.dtype != bool or candidates.ndim != 1:
+                raise ConfigError("candidates must be a boolean mask over the items")
+        self.candidates = candidates
         self.dataset = dataset
         if isinstance(models, dict):
             self.models = dict(models)
@@ -210,6 +214,10 @@ class Experiment:
             if dataset is None:
                 raise ConfigError("run(dataset) needs a dataset when the split is not applied")
             split = self.split.split(dataset)
+        if self.candidates is not None and len(self.candidates) != split.full.n_items:
+            raise ConfigError(
+                f"candidates has {len(self.candidates)} entries for {split.full.n_items} items"
+            )
         ctx = metric_context(split)
         valid = split.full.select(split.masks["valid"], name=f"{split.full.name}:valid")
         evals: dict[str, ModelEval] = {}

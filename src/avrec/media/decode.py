@@ -235,7 +235,12 @@ def audio_track(
                 raise MediaError(f"{path}: cannot decode audio ({exc})") from None
             _problem(problems, f"audio decoding stopped at {total / sample_rate:.1f} s: {exc}")
             log.warning("%s: audio decoding stopped early: %s", path, exc)
-        declared = float(c.duration) / 1e6 if c.duration else None
+        # the audio stream's own length (the container's is the longest stream's)
+        declared = (
+            float(stream.duration * stream.time_base)
+            if stream.duration is not None and stream.time_base is not None
+            else None
+        )
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     np.clip(audio, -1.0, 1.0, out=audio)  # AAC decoders overshoot slightly
     if limit is not None:

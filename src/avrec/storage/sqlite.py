@@ -166,7 +166,7 @@ class SQLiteStore(Store):
         """Create rows for ids not yet in ``table``. Returns how many were created."""
         key = "user_id" if table == "users" else "item_id"
         mapping = self._map(table)
-        uniq = ids.drop_nulls().unique()
+        uniq = ids.drop_nulls().unique(maintain_order=True)  # ids in the order they came
         new = uniq.filter(~uniq.is_in(mapping[key].implode())).to_list()
         if not new:
             return 0
