@@ -265,3 +265,18 @@ def test_data_survives_close_and_reopen(tmp_path: Path):
         assert s.get_meta("m") == 3
         rows = s._conn.execute("SELECT sha256 FROM files").fetchall()
         assert rows == [(h,)]
+
+
+def test_an_older_file_cache_is_rebuilt(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)"
+        )
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    with ContentStore(path) as cs:
+        assert cs.file_hash(f) == hashlib.sha256(b"abc").hexdigest()

@@ -89,6 +89,9 @@ class ContentStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_DDL)
+            cols = {r[1] for r in self._conn.execute("PRAGMA table_info(files)")}
+            if "ino" not in cols:  # a store from before inode/ctime keys: the cache is rebuilt
+                self._conn.executescript("DROP TABLE files;\n" + _DDL)
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_conn"):
                 self._conn.close()

@@ -1,0 +1,204 @@
+"""Does the pipeline beat its own sources? Accuracy, coverage and latency on the standard protocol.
+
+Every source of the pipeline is also evaluated alone as a model, on the same fixed leave-one-out
+split (full ranking, history excluded), so the table answers whether merging and learning to rank
+adds anything; the paired tests say whether the difference is significant. The pipeline's ranker
+learns from the validation items (the split file's ``valid_item``), its sources from training.
+With ``--content DB`` (a content store from ``avrec analyze`` or ``benchmarks.content_quality``)
+the content sources and features join, and ILD on content vectors is reported.
+
+Latency: one ``recommend_explained`` call (candidates from every source, features, ranker,
+re-ranking, explanations) per user, in process, p50 and p99 over users.
+
+    python -m benchmarks.pipeline --dataset movielens-100k
+    python -m benchmarks.pipeline --content benchmarks/.cache/ml100k-content.db
+
+Writes ``benchmarks/results/pipeline-<dataset>.json`` and the table between the
+``pipeline:<dataset>`` markers in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avrec.config import Settings
+from avrec.data.loaders import load_dataset
+from avrec.eval import Experiment, FixedSplit
+from avrec.models import create_model
+from avrec.pipeline.pipeline import Pipeline, PipelineConfig, SourceConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _machine() -> str:
+    cores = len(os.sched_getaffinity(0))
+    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
+
+
+def run(dataset: str, content: Path | None, sasrec_budget: float | None) -> dict:
+    settings = Settings()
+    data = load_dataset(dataset, settings=settings)
+    cfg = PipelineConfig()
+    metrics = ["ndcg@10", "hr@10", "coverage@10", "novelty@10"]
+    if content is not None:
+        from avrec.content.store import ContentStore
+
+        with ContentStore(content) as cs:
+            cs.attach(data, ["fused"])
+        cfg = cfg.with_content_sources()
+        metrics.append("ild@10")
+    sources = list(cfg.sources)
+    if sasrec_budget:
+        sources.insert(
+            0,
+            SourceConfig(
+                kind="model",
+                name="sasrec",
+                params={"model": "sasrec", "time_budget_s": sasrec_budget},
+            ),
+        )
+    cfg = cfg.model_copy(update={"sources": sources})
+    models = {}
+    for sc in cfg.sources:
+        if sc.kind == "model":
+            models[sc.name or sc.params["model"]] = create_model(
+                sc.params["model"], **{k: v for k, v in sc.params.items() if k != "model"}
+            )
+    models["pipeline"] = Pipeline(**cfg.model_dump())
+    split_file = Path(settings.data_dir) / "splits" / f"{dataset}.loo.tsv"  # type: ignore[arg-type]
+    t = time.perf_counter()
+    res = Experiment(
+        FixedSplit(split_file),
+        models,
+        metrics,
+        n_bootstrap=1000,
+        progress=lambda name: print(f"  {name} done ({time.perf_counter() - t:.0f}s)", flush=True),
+    ).run(data)
+    rows = {(r["model"], r["metric"]): r for r in res.records()}
+    comps = res.comparisons.to_dicts() if hasattr(res, "comparisons") else []
+    pipe: Pipeline = models["pipeline"]  # type: ignore[assignment]
+    out = {
+        "dataset": dataset,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "protocol": "fixed leave-one-out split file, full ranking, history excluded",
+        "sources": [s.name or s.kind for s in cfg.sources],
+        "content": str(content) if content else None,
+        "results": {
+            name: {m: rows[name, m]["value"] for m in res.table["metric"].unique().to_list()}
+            for name in models
+        },
+        "ci": {
+            name: [rows[name, "ndcg@10"]["ci_low"], rows[name, "ndcg@10"]["ci_high"]]
+            for name in models
+        },
+        "comparisons": comps,
+        "ranker_importances": pipe.ranker.importances() if pipe.ranker else {},
+        "ranker_recall": getattr(pipe, "ranker_recall", None),
+    }
+    for name in models:
+        print(f"  {name:10s} ndcg@10 {rows[name, 'ndcg@10']['value']:.4f}")
+    out["latency"] = latency(pipe, data)
+    print(f"  latency per call: {out['latency']}")
+    return out
+
+
+def latency(pipe: Pipeline, data, n_users: int = 300) -> dict:  # noqa: ANN001
+    users = data.users.lookup(np.arange(min(n_users, data.n_users)))
+    pipe.recommend_explained(users[:5], k=10)  # warm-up
+    times = []
+    for u in users:
+        t = time.perf_counter()
+        pipe.recommend_explained([u], k=10)
+        times.append((time.perf_counter() - t) * 1000)
+    return {
+        "users": len(users),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+    }
+
+
+def update_markdown(res: dict) -> None:
+    r = res["results"]
+    cols = [
+        c for c in ("ndcg@10", "hr@10", "coverage@10", "novelty@10", "ild@10") if c in r["pipeline"]
+    ]
+    best_single = max((n for n in r if n != "pipeline"), key=lambda n: r[n]["ndcg@10"])
+    sig = next(
+        (
+            c
+            for c in res["comparisons"]
+            if c.get("metric") == "ndcg@10" and best_single in (c.get("model"), c.get("best"))
+        ),
+        None,
+    )
+    lines = [
+        f"Measured {res['date']} on {res['machine']} with `python -m benchmarks.pipeline "
+        f"--dataset {res['dataset']}`{' --content ...' if res['content'] else ''}: "
+        f"{res['protocol']}. Sources: {', '.join(res['sources'])}.",
+        "",
+        "| Model | " + " | ".join(cols) + " | NDCG@10 95% CI |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
+    for name in r:
+        ci = res["ci"][name]
+        lines.append(
+            f"| {'**pipeline**' if name == 'pipeline' else name} | "
+            + " | ".join(f"{r[name][c]:.4f}" for c in cols)
+            + f" | [{ci[0]:.4f}, {ci[1]:.4f}] |"
+        )
+    if sig:
+        lines += [
+            "",
+            f"Pipeline vs the best single source ({best_single}), NDCG@10: difference "
+            f"{sig.get('diff', float('nan')):+.4f}, paired bootstrap p = "
+            f"{sig.get('p_value', float('nan')):.3f} "
+            f"({'significant' if sig.get('significant') else 'not significant'}).",
+        ]
+    lat = res["latency"]
+    lines += [
+        "",
+        f"One explained recommendation call in process: p50 {lat['p50_ms']:.1f} ms, "
+        f"p99 {lat['p99_ms']:.1f} ms ({lat['users']} users).",
+    ]
+    tag = f"pipeline:{res['dataset']}"
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    block = f"<!-- {tag}:start -->\n" + "\n".join(lines) + f"\n<!-- {tag}:end -->"
+    if f"<!-- {tag}:start -->" in text:
+        text = re.sub(
+            rf"<!-- {re.escape(tag)}:start -->.*?<!-- {re.escape(tag)}:end -->",
+            lambda _: block,
+            text,
+            flags=re.S,
+        )
+    else:
+        text += f"\n### Pipeline on {res['dataset']} (issue 6)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="movielens-100k")
+    ap.add_argument("--content", type=Path, default=None)
+    ap.add_argument("--sasrec-budget", type=float, default=None, help="add SASRec (seconds)")
+    args = ap.parse_args()
+    if Settings().data_dir is None:
+        raise SystemExit("set AVREC_DATA_DIR to ../shared/datasets")
+    res = run(args.dataset, args.content, args.sasrec_budget)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"pipeline-{args.dataset}.json").write_text(json.dumps(res, indent=2, default=str))
+    update_markdown(res)
+
+
+if __name__ == "__main__":
+    main()
