@@ -216,14 +216,15 @@ class Ranker:
             raise NotFittedError("Ranker.fit has not been called")
         if not len(features):
             return np.zeros(0, np.float32)
-        return self.booster.predict(features).astype(np.float32)
+        # one request's few hundred rows: threads cost more than they give
+        return self.booster.predict(features, num_threads=1).astype(np.float32)
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """Per-feature contributions to each candidate's score (SHAP values, last column the
         bias), for explanations."""
         if self.booster is None:
             raise NotFittedError("Ranker.fit has not been called")
-        return self.booster.predict(features, pred_contrib=True)
+        return self.booster.predict(features, pred_contrib=True, num_threads=1)
 
     def importances(self) -> dict[str, float]:
         if self.booster is None:

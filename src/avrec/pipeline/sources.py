@@ -277,7 +277,11 @@ class _VectorSource(Source):
 
         self.vectors = x
         self.has_vector = np.linalg.norm(x, axis=1) > 0
-        self.index = VectorIndex().build(x)
+        # only items with a vector are indexed (row -> item), so searches need no mask
+        self.rows = np.flatnonzero(self.has_vector)
+        self.row_of = np.full(len(x), -1, np.int64)
+        self.row_of[self.rows] = np.arange(len(self.rows))
+        self.index = VectorIndex().build(x[self.rows]) if len(self.rows) else None
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"vectors": self.vectors}
@@ -285,11 +289,21 @@ class _VectorSource(Source):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self._index_vectors(arrays["vectors"])
 
+    def _search_many(self, queries: np.ndarray, exclude: np.ndarray, n: int) -> list[Candidates]:
+        """The ``n`` nearest items to each query (one batched FAISS call), none excluded."""
+        if self.index is None or not len(queries):
+            return [Candidates([], []) for _ in range(len(queries))]
+        ex = self.row_of[exclude[(exclude >= 0) & (exclude < len(self.row_of))]]
+        ex = ex[ex >= 0]
+        res = self.index.search(queries, n, exclude=[ex] * len(queries))
+        out = []
+        for idx, sc in zip(res.indices, res.scores, strict=True):
+            keep = idx >= 0
+            out.append(Candidates(self.rows[idx[keep]], sc[keep]))
+        return out
+
     def _search(self, query: np.ndarray, exclude: np.ndarray, n: int) -> Candidates:
-        allowed = self.has_vector
-        res = self.index.search(query[None], n, allowed=allowed, exclude=[exclude])
-        keep = res.indices[0] >= 0
-        return Candidates(res.indices[0][keep], res.scores[0][keep])
+        return self._search_many(query[None], exclude, n)[0]
 
 
 @register_source
@@ -310,11 +324,11 @@ class NeighbourSource(_VectorSource):
             recent = list(dict.fromkeys(recent))[: self.recent]
             best: dict[int, tuple[float, int]] = {}
             per = max(n, 2 * n // max(1, len(recent)))
-            for anchor in recent:
-                c = self._search(self.vectors[anchor], req.exclude, per)
-                for item, score in zip(c.items, c.scores, strict=True):
+            found = self._search_many(self.vectors[recent], req.exclude, per) if recent else []
+            for anchor, c in zip(recent, found, strict=True):
+                for item, score in zip(c.items.tolist(), c.scores.tolist(), strict=True):
                     if item not in best or score > best[item][0]:
-                        best[int(item)] = (float(score), anchor)
+                        best[item] = (score, anchor)
             ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
             out.append(
                 Candidates(
@@ -367,11 +381,8 @@ class InterestSource(_VectorSource):
             c = (w[:, None] * x).sum(axis=0, keepdims=True)
             shares = np.ones(1)
         else:
-            from sklearn.cluster import KMeans
-
-            km = KMeans(n_clusters=k, n_init=3, random_state=0).fit(x, sample_weight=w)
-            c = km.cluster_centers_
-            shares = np.bincount(km.labels_, weights=w, minlength=k)
+            c, labels = _weighted_kmeans(x, w, k)
+            shares = np.bincount(labels, weights=w, minlength=k)
         norms = np.linalg.norm(c, axis=1, keepdims=True)
         return (c / np.maximum(norms, 1e-12)).astype(np.float32), shares / shares.sum()
 
@@ -379,15 +390,17 @@ class InterestSource(_VectorSource):
         out = []
         for req in requests:
             cents, shares = self.centroids(req)
+            quotas = [max(1, int(np.ceil(n * share))) for share in shares]
             if not len(cents):
                 out.append(Candidates([], []))
                 continue
             best: dict[int, float] = {}
-            for c, share in zip(cents, shares, strict=True):
-                quota = max(1, int(np.ceil(n * share)))
-                found = self._search(c, req.exclude, quota)
-                for item, score in zip(found.items, found.scores, strict=True):
-                    best[int(item)] = max(best.get(int(item), -np.inf), float(score))
+            found = self._search_many(cents, req.exclude, max(quotas)) if len(cents) else []
+            for quota, c in zip(quotas, found, strict=True):
+                for item, score in zip(
+                    c.items[:quota].tolist(), c.scores[:quota].tolist(), strict=True
+                ):
+                    best[item] = max(best.get(item, -np.inf), score)
             ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
             items = np.asarray([k for k, _ in ranked], np.int64)
             hist = np.unique(req.history[(req.history >= 0) & (req.history < self.n_items)])
@@ -571,3 +584,29 @@ class FreshSource(_GlobalSource):
         fresh = (born >= now - self.max_age_days * 86400.0) & (users < self.max_users)
         fresh &= np.isfinite(born)
         self.scores = np.where(fresh, born - now, -np.inf).astype(np.float32)
+
+
+def _weighted_kmeans(
+    x: np.ndarray, w: np.ndarray, k: int, iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means with sample weights (deterministic k-means++ seeding by weight):
+    centroids and labels. A user's history is small, so this runs in well under a millisecond,
+    where scikit-learn's KMeans costs tens of milliseconds per request."""
+    first = int(np.argmax(w))
+    centres = [x[first]]
+    for _ in range(1, k):
+        d = 1.0 - np.max(x @ np.stack(centres).T, axis=1)
+        centres.append(x[int(np.argmax(d * w))])
+    c = np.stack(centres)
+    labels = np.zeros(len(x), np.int64)
+    for _ in range(iterations):
+        new = np.argmax(x @ c.T, axis=1)
+        if _ and np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            m = labels == j
+            if m.any():
+                v = (w[m, None] * x[m]).sum(axis=0)
+                c[j] = v / max(np.linalg.norm(v), 1e-12)
+    return c, labels

@@ -167,6 +167,8 @@ class VectorIndex:
         if exclude is not None and len(exclude) != len(q):
             raise ConfigError("exclude needs one list per query")
         k_eff = min(k, self.n)
+        # a few queries over a small index: OpenMP start-up costs more than the search
+        faiss.omp_set_num_threads(1 if len(q) * self.n < 1_000_000 else _threads())
         out_i = np.full((len(q), k), -1, np.int64)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         if allowed is None and exclude is None:
@@ -174,8 +176,34 @@ class VectorIndex:
             out_i[:, :k_eff], out_s[:, :k_eff] = i, s
             out_s[out_i < 0] = -np.inf
             return SearchResult(out_i, out_s)
+        if allowed is None:
+            # exclusions only: one batched search over-fetching by the longest exclusion list;
+            # rows still short afterwards (rare) take the filtered path below
+            assert exclude is not None
+            longest = max((len(e) for e in exclude), default=0)
+            fetch = min(self.n, k_eff + longest)
+            s_all, i_all = self.index.search(q, fetch)
+            short = []
+            for row in range(len(q)):
+                ex = set(np.asarray(exclude[row], dtype=np.int64).tolist())
+                keep = [
+                    (i, sc)
+                    for i, sc in zip(i_all[row], s_all[row], strict=True)
+                    if i >= 0 and i not in ex
+                ][:k_eff]
+                n_ex = sum(1 for e in ex if 0 <= e < self.n)
+                want = min(k_eff, self.n - n_ex)
+                if len(keep) < want:
+                    short.append(row)
+                    continue
+                if keep:
+                    out_i[row, : len(keep)] = [i for i, _ in keep]
+                    out_s[row, : len(keep)] = [sc for _, sc in keep]
+            rows = short
+        else:
+            rows = list(range(len(q)))
         base = np.ones(self.n, bool) if allowed is None else allowed
-        for row in range(len(q)):
+        for row in rows:
             mask = base
             if exclude is not None and len(exclude[row]):
                 mask = base.copy()
