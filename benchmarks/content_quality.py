@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from avrec.content.store import ContentStore
 from avrec.data.loaders import load_dataset, load_public_data
 from avrec.eval import ColdItemSplit, Experiment
 from avrec.models import create_model
+from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -211,19 +211,7 @@ def update_markdown(res: dict) -> None:
             f"| {name} | {a[name]['ndcg@10']['value']:.4f} / {a[name]['hr@10']['value']:.4f} | "
             f"{b[name]['ndcg@10']['value']:.4f} / {b[name]['hr@10']['value']:.4f} |"
         )
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    block = "<!-- content-quality:start -->\n" + "\n".join(lines) + "\n<!-- content-quality:end -->"
-    if "<!-- content-quality:start -->" in text:
-        text = re.sub(
-            r"<!-- content-quality:start -->.*?<!-- content-quality:end -->",
-            lambda _: block,
-            text,
-            flags=re.S,
-        )
-    else:
-        text += "\n## Content understanding quality (MovieLens-100K)\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block("content-quality", lines, "## Content understanding quality (MovieLens-100K)")
 
 
 def main() -> None:

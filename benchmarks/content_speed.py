@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from avrec.config import ContentConfig, Settings
 from avrec.content.analyze import ContentAnalyzer, ItemInput, _spread
 from avrec.content.store import ContentStore
 from avrec.media import audio_track, key_frames, load_image
+from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -297,19 +297,7 @@ def update_markdown(res: dict) -> None:
         f"{res['media_2_workers']['wall_seconds']:.1f} s "
         f"({res['media_2_workers']['x_real_time']:.1f}x) | | |",
     ]
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    block = "<!-- content-speed:start -->\n" + "\n".join(lines) + "\n<!-- content-speed:end -->"
-    if "<!-- content-speed:start -->" in text:
-        text = re.sub(
-            r"<!-- content-speed:start -->.*?<!-- content-speed:end -->",
-            lambda _: block,
-            text,
-            flags=re.S,
-        )
-    else:
-        text += "\n## Content understanding speed\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block("content-speed", lines, "## Content understanding speed")
 
 
 def main() -> None:

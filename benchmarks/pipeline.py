@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from avrec.data.loaders import load_dataset
 from avrec.eval import Experiment, FixedSplit
 from avrec.models import create_model
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig, SourceConfig
+from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -171,19 +171,7 @@ def update_markdown(res: dict) -> None:
         f"p99 {lat['p99_ms']:.1f} ms ({lat['users']} users).",
     ]
     tag = f"pipeline:{res['dataset']}"
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text()
-    block = f"<!-- {tag}:start -->\n" + "\n".join(lines) + f"\n<!-- {tag}:end -->"
-    if f"<!-- {tag}:start -->" in text:
-        text = re.sub(
-            rf"<!-- {re.escape(tag)}:start -->.*?<!-- {re.escape(tag)}:end -->",
-            lambda _: block,
-            text,
-            flags=re.S,
-        )
-    else:
-        text += f"\n### Pipeline on {res['dataset']} (issue 6)\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block(tag, lines, f"### Pipeline on {res['dataset']} (issue 6)")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +19,9 @@ from avrec.data.weighting import EventWeighting
 from avrec.errors import ConfigError
 
 __all__ = ["EventsConfig", "IngestConfig", "Settings", "StoreConfig", "WorkspaceConfig"]
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -128,21 +131,31 @@ class WorkspaceConfig(BaseModel):
         Raises:
             ConfigError: the file is missing, not TOML, or has an invalid key or value.
         """
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{path}: [{where}] {first['msg']}") from None
+        return load_toml_model(cls, path)
 
     def event_types(self) -> set[str]:
         """Every accepted event type: built-ins, custom types and types with a weighting rule."""
         from avrec.data.schema import BUILTIN_EVENT_TYPES
 
         return set(BUILTIN_EVENT_TYPES) | set(self.events.custom_types) | set(self.weighting.rules)
+
+
+def load_toml_model(cls: type[M], path: str | Path, what: str = "config file") -> M:
+    """A pydantic model read from a TOML file.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or has an invalid key or value (the message
+            names the file and the key).
+    """
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: [{where}] {first['msg']}") from None

@@ -98,3 +98,18 @@ def test_bundle_round_trip(tmp_path):
     b = p.recommend_explained(users, k=5, lang="zh")
     assert [x.ids for x in a] == [x.ids for x in b]
     assert [x.fields["explanation"] for x in a] == [x.fields["explanation"] for x in b]
+
+
+def test_pipeline_file_default_and_mistakes(tmp_path):
+    from pathlib import Path
+
+    from avrec.pipeline.pipeline import PipelineConfig
+
+    root = Path(__file__).resolve().parents[2]
+    assert PipelineConfig.from_toml(root / "configs" / "default.toml") == PipelineConfig()
+    bad = tmp_path / "p.toml"
+    bad.write_text('[[sources]]\nkind = "model"\nn = "lots"\n')
+    with pytest.raises(ConfigError, match=r"sources.0.n"):
+        PipelineConfig.from_toml(bad)
+    with pytest.raises(ConfigError, match="pipeline file not found"):
+        PipelineConfig.from_toml(tmp_path / "nope.toml")

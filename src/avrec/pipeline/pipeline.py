@@ -71,22 +71,9 @@ class PipelineConfig(ModelConfig):
         Raises:
             ConfigError: missing file, bad TOML, or an invalid key or value.
         """
-        import tomllib
+        from avrec.config import load_toml_model
 
-        from pydantic import ValidationError
-
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"pipeline file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{path}: [{where}] {first['msg']}") from None
+        return load_toml_model(cls, path, "pipeline file")
 
     def with_content_sources(self) -> PipelineConfig:
         """This config plus the vector sources (neighbours, interests) if it has none."""
