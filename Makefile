@@ -47,6 +47,8 @@ demo: install
 	$(BIN)/avrec --workspace demo-workspace stats
 	$(BIN)/avrec --workspace demo-workspace analyze --limit 60
 	$(BIN)/avrec --workspace demo-workspace analyze --item 1 --show
+	$(BIN)/avrec --workspace demo-workspace train
+	$(BIN)/avrec --workspace demo-workspace recommend --user 196 --k 5 --explain
 
 test: dev fonts
 	$(BIN)/python -m pytest
