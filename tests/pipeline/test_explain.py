@@ -107,6 +107,18 @@ def test_render_and_tags_helpers():
     assert render(e) == 'With Michael Mann, like "Heat"'
     assert "Michael Mann" in render(e, "zh") and "《Heat》" in render(e, "zh")
     assert render(Explanation("x")) == "recommended for you"
+    both = Explanation(
+        "i2",
+        [
+            Reason("source", ["collaborative", "next"]),
+            Reason("anchor", {"id": "i0", "title": "Heat"}),
+        ],
+    )
+    assert (
+        render(both)
+        == 'Because you watched "Heat"; also, it often comes next after what you played'
+    )
+    assert "；；" not in render(both, "zh") and "；也因为" in render(both, "zh")
     assert top_tags([["Jazz", "live"], ["jazz"]], ["rock", "jazz", "live"]) == ["jazz", "live"]
 
 

@@ -126,7 +126,7 @@ def render(exp: Explanation, lang: str = "en") -> str:
     if said and not anchor:
         parts.append(said[0])
     elif len(said) > 1:
-        parts.append(("，也因为" if zh else "; also, ") + said[1])
+        parts.append(("也因为" if zh else "also, ") + said[1])
     tags = exp.get("tags") or []
     if tags:
         joined = "、".join(tags) if zh else ", ".join(tags)
