@@ -80,13 +80,15 @@ def test_file_hash_missing_file_raises_oserror(cs, tmp_path: Path):
 
 def test_media_round_trip(cs):
     assert cs.get_media("k1") is None
-    assert not cs.has_media("k1")
+    assert cs.media_errors("k1") is None
     rng = np.random.default_rng(0)
     vis = rng.normal(size=8)  # float64 in, float32 out
     aud = rng.normal(size=5).astype(np.float32)
     result = {"speech": {"language": "zh", "text": "你好"}, "frames": [1.5, 3.0], "ok": True}
     cs.put_media("k1", result, {"visual": vis, "audio": aud})
-    assert cs.has_media("k1")
+    assert cs.media_errors("k1") == []
+    cs.put_media("k2", {"errors": ["video: truncated"]}, {})
+    assert cs.media_errors("k2") == ["video: truncated"]
     got_result, got_vecs = cs.get_media("k1")
     assert got_result == result
     assert set(got_vecs) == {"visual", "audio"}

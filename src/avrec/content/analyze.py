@@ -649,8 +649,8 @@ class ContentAnalyzer:
             paths, errors, key = self._resolve(it)
             resolved[it.item_id] = (paths, errors, key)
             if key and key not in jobs:
-                cached = self.store.get_media(key) if self.store.has_media(key) else None
-                if cached is not None and not (force and cached[0].get("errors")):
+                cached_errors = self.store.media_errors(key)
+                if cached_errors is not None and not (force and cached_errors):
                     report.media_cached += 1
                 else:  # new, or --force on a result with problems: analyse (again)
                     jobs[key] = paths

@@ -147,10 +147,11 @@ class ContentStore:
         return digest
 
     # -- media stage ---------------------------------------------------------------------------
-    def has_media(self, key: str) -> bool:
-        return (
-            self._conn.execute("SELECT 1 FROM media WHERE key = ?", (key,)).fetchone() is not None
-        )
+    def media_errors(self, key: str) -> list[str] | None:
+        """The problems a cached media result recorded (``[]``: none), or ``None`` when there
+        is no cached result; reads no vectors."""
+        row = self._conn.execute("SELECT result FROM media WHERE key = ?", (key,)).fetchone()
+        return None if row is None else list(json.loads(row[0]).get("errors", []))
 
     def put_media(self, key: str, result: dict[str, Any], vectors: dict[str, np.ndarray]) -> None:
         stmts: list[tuple[str, Sequence[Any]]] = [

@@ -74,9 +74,17 @@ def source_label(kind: str, model: str | None = None) -> str:
     return SOURCE_KINDS.get(kind, kind)
 
 
-def top_tags(history_tags: Sequence[Sequence[str]], item_tags: Sequence[str], n: int = 3) -> list:
-    """The item's tags that the user's history carries most (most frequent first)."""
-    counts = Counter(t.lower() for tags in history_tags for t in tags)
+def tag_counts(history_tags: Sequence[Sequence[str]]) -> Counter[str]:
+    """How often each (lower-cased) tag occurs in a user's history; count once per request."""
+    return Counter(t.lower() for tags in history_tags for t in tags)
+
+
+def top_tags(
+    history_tags: Sequence[Sequence[str]] | Counter[str], item_tags: Sequence[str], n: int = 3
+) -> list:
+    """The item's tags that the user's history carries most (most frequent first);
+    ``history_tags`` may be the user's :func:`tag_counts`."""
+    counts = history_tags if isinstance(history_tags, Counter) else tag_counts(history_tags)
     mine = [t for t in dict.fromkeys(item_tags) if counts.get(t.lower(), 0) > 0]
     return sorted(mine, key=lambda t: (-counts[t.lower()], t))[:n]
 

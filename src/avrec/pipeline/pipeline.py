@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
 from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch, register_model
-from avrec.pipeline.explain import Explanation, Reason, source_label, top_tags
+from avrec.pipeline.explain import Explanation, Reason, source_label, tag_counts, top_tags
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
@@ -156,12 +156,14 @@ class Pipeline(Recommender):
             np.mean([y.any() for y in labels]) if labels else 0.0
         )  # share of validation users with a target among the candidates
 
-    def rank(self, req: Request, merged: Merged) -> np.ndarray:
-        """A score per merged candidate (higher first)."""
+    def rank(self, req: Request, merged: Merged, features: np.ndarray | None = None) -> np.ndarray:
+        """A score per merged candidate (higher first); ``features`` if already built."""
         if not len(merged.items):
             return np.zeros(0, np.float32)
         if self.ranker is not None:
-            return self.ranker.predict(self.features.build(req, merged))
+            if features is None:
+                features = self.features.build(req, merged)
+            return self.ranker.predict(features)
         rr = 1.0 / (self.config.rrf_k + 1.0 + merged.ranks)
         return np.nansum(rr, axis=1).astype(np.float32)
 
@@ -223,29 +225,36 @@ class Pipeline(Recommender):
         }
         out = []
         for req, merged in zip(reqs, self.candidates(reqs), strict=True):
-            scores = self.rank(req, merged)
+            feats = (
+                self.features.build(req, merged)
+                if self.ranker is not None and len(merged.items)
+                else None
+            )
+            scores = self.rank(req, merged, feats)
             items, rel = reranker.rerank(merged.items, scores, k, offset, extra)
             rows = {int(i): r for r, i in enumerate(merged.items)}
             contrib = None
-            if self.ranker is not None and len(items):
-                feats = self.features.build(req, merged)[[rows[int(i)] for i in items]]
-                contrib = self.ranker.contributions(feats)
+            if feats is not None and len(items):
+                contrib = self.ranker.contributions(feats[[rows[int(i)] for i in items]])
+            counts = tag_counts(
+                [self.item_tag_lists[h] for h in req.history if 0 <= h < len(self.titles)]
+            )
             srcs, exps = [], []
             for j, item in enumerate(items):
                 row = rows[int(item)]
                 names = merged.provenance(row)
                 srcs.append(names)
                 exps.append(
-                    self._explain(req, merged, row, int(item), names, kinds, contrib, j).to_dict(
-                        lang
-                    )
+                    self._explain(
+                        req, merged, row, int(item), names, kinds, contrib, j, counts
+                    ).to_dict(lang)
                 )
             out.append(
                 ItemList(item_vocab.lookup(items), rel, {"sources": srcs, "explanation": exps})
             )
         return out
 
-    def _explain(self, req, merged, row, item, names, kinds, contrib, j) -> Explanation:  # noqa: ANN001
+    def _explain(self, req, merged, row, item, names, kinds, contrib, j, counts) -> Explanation:  # noqa: ANN001
         assert self.items is not None
         exp = Explanation(self.items.lookup([item])[0])
         labels = list(dict.fromkeys(source_label(*kinds[n]) for n in names))
@@ -272,20 +281,13 @@ class Pipeline(Recommender):
                     {"id": self.items.lookup([anchor])[0], "title": self.titles[anchor]},
                 )
             )
-            shared = [
-                f"p:{p}"
-                for p in self.item_people_names[item]
-                if p in set(self.item_people_names[anchor])
-            ]
-            shared += [
-                f"t:{t}"
-                for t in self.item_tag_lists[item]
-                if t.lower() in {x.lower() for x in self.item_tag_lists[anchor]}
-            ]
+            anchor_people = set(self.item_people_names[anchor])
+            anchor_tags = {x.lower() for x in self.item_tag_lists[anchor]}
+            shared = [f"p:{p}" for p in self.item_people_names[item] if p in anchor_people]
+            shared += [f"t:{t}" for t in self.item_tag_lists[item] if t.lower() in anchor_tags]
             if shared:
                 exp.reasons.append(Reason("shared", shared))
-        hist_tags = [self.item_tag_lists[h] for h in req.history if 0 <= h < len(self.titles)]
-        tags = top_tags(hist_tags, self.item_tag_lists[item])
+        tags = top_tags(counts, self.item_tag_lists[item])
         if tags:
             exp.reasons.append(Reason("tags", tags))
         if contrib is not None and self.ranker is not None:
