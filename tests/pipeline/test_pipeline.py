@@ -33,7 +33,7 @@ def test_pipeline_ranks_only_candidates_and_learns_from_validation():
     split = LeaveOneOut(order="time").split(ds)
     valid = split.full.select(split.masks["valid"])
     p = Pipeline(sources=SOURCES, ranker={"min_child_samples": 5}).fit(split.train, valid)
-    assert p.ranker is not None and p.ranker_groups > 0
+    assert p.ranker is not None and p.ranker.groups > 0
     assert 0 < p.ranker_recall <= 1
     imp = p.ranker.importances()
     assert set(imp) == set(p.features.names(["itemknn", "people", "popular"]))

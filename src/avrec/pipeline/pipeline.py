@@ -116,7 +116,6 @@ class Pipeline(Recommender):
             sorted({p["name"] for p in ps if p.get("name")}) for ps in dataset.item_people
         ]
         self.ranker: Ranker | None = None
-        self.train_history = dataset
         if valid is not None and valid.n_events:
             self._fit_ranker(dataset, valid)
 
@@ -151,7 +150,6 @@ class Pipeline(Recommender):
                 labels.append(np.asarray([int(i) in targets for i in merged.items], np.int32))
         names = self.features.names([s.name for s, _ in self.sources])
         self.ranker = Ranker(**self.config.ranker).fit(feats, labels, names)
-        self.ranker_groups = self.ranker.groups
         self.ranker_recall = float(
             np.mean([y.any() for y in labels]) if labels else 0.0
         )  # share of validation users with a target among the candidates
