@@ -104,6 +104,10 @@ def run(dataset: str, content: Path | None, sasrec_budget: float | None) -> dict
         "comparisons": comps,
         "ranker_importances": pipe.ranker.importances() if pipe.ranker else {},
         "ranker_recall": getattr(pipe, "ranker_recall", None),
+        "ranker_groups": getattr(pipe.ranker, "groups", None),
+        "ranker_trees": getattr(pipe.ranker, "best_iteration", None),
+        "ranker_holdout": cfg.ranker_holdout,
+        "fit_seconds": {name: m.fit_seconds for name, m in models.items()},
     }
     for name in models:
         print(f"  {name:10s} ndcg@10 {rows[name, 'ndcg@10']['value']:.4f}")

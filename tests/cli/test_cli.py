@@ -262,3 +262,50 @@ def test_analyze_show_and_mistakes(tmp_path):
     assert bad.returncode == 1 and "unknown item" in bad.stderr
     bad = run("--workspace", str(ws), "analyze", "--show")
     assert bad.returncode == 1 and "--show needs --item" in bad.stderr
+
+
+def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
+    """The default pipeline end to end through the CLI: trained on the workspace, answering
+    with explanations, filters, similar items and a playlist."""
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    rows = ["item_id,title,categories,language,duration"]
+    for i in range(24):
+        cat = "jazz" if i < 12 else "rock"
+        rows.append(f"i{i},Song {i},{cat},{'fr' if i % 2 else 'en'},{60 * (i + 1)}")
+    r = run("-w", str(ws), "ingest", "items", str(write(tmp_path / "items.csv", "\n".join(rows))))
+    assert r.returncode == 0, r.stderr
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(40):
+        base = 0 if u % 2 == 0 else 12
+        lines += [f"u{u},i{base + (u + 3 * k) % 12},{1000 * u + k}" for k in range(8)]
+    r = run("-w", str(ws), "ingest", "events", str(write(tmp_path / "e.csv", "\n".join(lines))))
+    assert r.returncode == 0, r.stderr
+    r = run("-w", str(ws), "train")
+    assert r.returncode == 0, r.stderr
+    assert "registered as pipeline v1" in r.stdout
+    r = run("-w", str(ws), "recommend", "--user", "u0", "--k", "4", "--explain", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)[0]["items"]
+    assert len(got) == 4 and all(x["explanation"]["text"] for x in got)
+    r = run(
+        "-w", str(ws), "recommend", "-u", "u0", "--k", "3", "--category", "rock",
+        "--language", "fr", "--max-duration", "1200", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ids = [x["item_id"] for x in json.loads(r.stdout)[0]["items"]]
+    assert len(ids) == 3
+    assert all(12 <= int(i[1:]) < 20 and int(i[1:]) % 2 == 1 for i in ids)
+    r = run("-w", str(ws), "recommend", "-u", "stranger", "--k", "3")
+    assert r.returncode == 0 and "for stranger" in r.stdout
+    r = run("-w", str(ws), "similar", "--item", "i1", "--k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)[0]["similar"]) == 3
+    r = run("-w", str(ws), "playlist", "--seed", "i1", "--n", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    playlist = json.loads(r.stdout)
+    ids = [x["item_id"] for x in playlist]
+    assert ids[0] == "i1" and len(ids) == 8 and len(set(ids)) == 8
+    assert [x["after"] for x in playlist[1:]] == ids[:-1]
+    r = run("-w", str(ws), "playlist", "--n", "3")
+    assert r.returncode != 0 and "seed item or a user" in r.stderr

@@ -49,11 +49,39 @@ def test_pipeline_ranks_only_candidates_and_learns_from_validation():
     assert len(rec[1]) == 5  # an unknown user gets the popular fallback
 
 
-def test_without_validation_it_fuses_ranks():
+def test_without_validation_or_holdout_it_fuses_ranks():
     ds = catalogue_dataset()
-    p = Pipeline(sources=SOURCES).fit(ds)
+    p = Pipeline(sources=SOURCES, ranker_holdout=0).fit(ds)
     assert p.ranker is None
     assert len(p.recommend(["u1"], k=5)[0]) == 5
+
+
+def test_tail_mask_holds_out_the_last_events_of_long_histories():
+    from avrec.pipeline.pipeline import _tail_mask
+
+    ds = catalogue_dataset()
+    tail = _tail_mask(ds, 2, keep=3)
+    ptr = ds.sequence_indptr
+    for u in range(ds.n_users):
+        m = tail[ptr[u] : ptr[u + 1]]
+        n = ptr[u + 1] - ptr[u]
+        if n > 5:
+            assert m[-2:].all() and not m[:-2].any()
+        else:
+            assert not m.any()
+
+
+def test_holdout_trains_the_ranker_then_refits_sources_on_everything():
+    """Without a validation split the ranker learns from each user's held-out last events;
+    the sources it serves with are then fitted on all events, not only the head."""
+    ds = catalogue_dataset()
+    p = Pipeline(sources=SOURCES, ranker={"min_child_samples": 5}, ranker_holdout=2).fit(ds)
+    assert p.ranker is not None and p.ranker.groups > 0
+    knn = p.sources[0][0].model
+    assert knn._seen.nnz == ds.seen.nnz  # refitted on the whole dataset
+    assert p.features.timeline.now == ds.ts.max()
+    rec = p.recommend(["u0"], k=5)[0]
+    assert not set(rec.ids) & set(ds.user_items("u0"))
 
 
 def test_pipeline_in_an_experiment_beats_popularity():

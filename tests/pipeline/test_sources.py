@@ -62,6 +62,7 @@ KINDS = [
     ("neighbours", {}),
     ("interests", {}),
     ("people", {}),
+    ("factors", {"model": {"factors": 8, "iterations": 5}}),
     ("popular", {}),
     ("trending", {"half_life_days": 3.0}),
     ("fresh", {"max_age_days": 10.0}),
@@ -103,6 +104,39 @@ def test_model_source_matches_the_model(ds):
     got = src.retrieve([request(ds, "u0")], 5)[0]
     model = create_model("itemknn").fit(ds)
     assert ds.items.lookup(got.items) == model.recommend(["u0"], k=5)[0].ids
+
+
+def test_factor_source_matches_als_scores(ds):
+    """The vector search over ALS item factors gives the top of the model's own scores (an
+    exact index), from the request's history, so an event since training changes the list."""
+    src = create_source("factors", model={"factors": 8, "iterations": 5}).fit(ds)
+    model = src.model
+    req = request(ds, "u0")
+    got = src.retrieve([req], 5)[0]
+    want = model.recommend(["u0"], k=5)[0]
+    assert ds.items.lookup(got.items) == want.ids
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-4)
+    later = src.retrieve([request(ds, "u0", extra=["i25", "i26", "i27"])], 5)[0]
+    assert list(later.items) != list(got.items)
+    with pytest.raises(ConfigError):
+        create_source("factors", model={"factors": 0})
+
+
+def test_people_source_scales_sparsely():
+    """Contributions stay sparse: the same answer as the dense formula it replaced."""
+    d = catalogue_dataset(seed=3)
+    src = create_source("people").fit(d)
+    req = request(d, "u4")
+    got = src.retrieve([req], 15)[0]
+    h = req.history
+    contrib = (src.item_links[h] @ src.weighted.T).toarray().astype(np.float64)
+    scores = contrib.sum(axis=0).round(4)  # equal sums compare equal (ties by index)
+    scores[req.exclude] = -np.inf
+    scores[scores <= 0] = -np.inf
+    order = np.lexsort((np.arange(len(scores)), -scores))[: len(got)]
+    assert list(got.items) == order.tolist()
+    np.testing.assert_allclose(got.scores, scores[order], rtol=1e-5)
+    assert list(got.anchors) == h[np.argmax(contrib[:, order], axis=0)].tolist()
 
 
 def test_neighbours_are_anchored_to_the_nearest_recent_item(ds):
@@ -153,3 +187,30 @@ def test_unknown_kind():
         create_source("astrology")
     with pytest.raises(ConfigError):
         create_source("trending", half_life_days=0)
+
+
+def test_vector_sources_share_one_index_and_keep_a_graph_index(ds, tmp_path):
+    """Two sources over the same vectors build one index, and an HNSW index is saved, not
+    rebuilt, in a bundle (it takes minutes at a million items)."""
+    from avrec.pipeline.pipeline import Pipeline, SourceConfig
+
+    hnsw = {"kind": "hnsw", "hnsw_m": 8}
+    p = Pipeline(
+        sources=[
+            SourceConfig(kind="neighbours", n=10, params={"index": hnsw}),
+            SourceConfig(kind="interests", n=10, params={"index": hnsw}),
+            SourceConfig(kind="popular", n=5),
+        ],
+        ranker={"min_child_samples": 5},
+        ranker_holdout=2,
+    ).fit(ds)
+    (a, _), (b, _), _ = p.sources
+    assert a.index is b.index and a.index.built_kind == "hnsw"
+    path = p.save(tmp_path / "bundle")
+    with np.load(path / "sources" / "neighbours" / "state.npz") as z:
+        assert "index_bytes" in z.files and str(z["index_kind"]) == "hnsw"
+    from avrec.models import load_model
+
+    again = load_model(path)
+    users = ["u0", "u1", "stranger"]
+    np.testing.assert_array_equal(again.score(users), p.score(users))

@@ -15,7 +15,7 @@ from avrec.cli.analyze import analyze
 from avrec.cli.anomalies import anomalies
 from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
-from avrec.cli.recommend import recommend, similar
+from avrec.cli.recommend import playlist, recommend, similar
 from avrec.cli.stats import stats
 from avrec.cli.train import train, tune
 from avrec.errors import AvrecError
@@ -57,6 +57,7 @@ app.command()(train)
 app.command()(tune)
 app.command()(recommend)
 app.command()(similar)
+app.command()(playlist)
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 

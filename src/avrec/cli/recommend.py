@@ -23,6 +23,11 @@ def _load(ctx: typer.Context, name: str) -> tuple[Any, Any]:
     return load_model(rec.path), ws
 
 
+def _split(value: str | None) -> list[str] | None:
+    out = [x.strip() for x in (value or "").split(",") if x.strip()]
+    return out or None
+
+
 def _titles(ws: Any, ids: list[str]) -> dict[str, str]:
     items = ws.store.items()
     rows = items.filter(items["item_id"].is_in(ids)).select("item_id", "title").iter_rows()
@@ -41,15 +46,31 @@ def recommend(
     explain: bool = typer.Option(False, "--explain", help="say why, for every item"),
     lang: str = typer.Option("en", help="explanation language: en or zh"),
     diversity: float = typer.Option(0.0, min=0.0, max=1.0, help="MMR trade-off (0: ranker)"),
+    category: str | None = typer.Option(
+        None, help="only items with one of these categories or tags (comma-separated)"
+    ),
+    language: str | None = typer.Option(None, help="only these languages (comma-separated)"),
+    min_duration: float | None = typer.Option(None, min=0, help="seconds"),
+    max_duration: float | None = typer.Option(None, min=0, help="seconds"),
     model: str = typer.Option("pipeline", help="registered model name"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recommendations for users from the workspace's active bundle (unknown users get the
     fallback, never an error)."""
+    from avrec.errors import ConfigError
+    from avrec.pipeline.filters import ItemFilter
     from avrec.pipeline.pipeline import Pipeline
 
+    flt = ItemFilter(
+        categories=_split(category),
+        languages=_split(language),
+        min_duration=min_duration,
+        max_duration=max_duration,
+    )
     m, ws = _load(ctx, model)
     try:
+        if not flt.empty and not isinstance(m, Pipeline):
+            raise ConfigError("--category/--language/--*-duration need a pipeline bundle")
         ex = [x.strip() for x in (exclude or "").split(",") if x.strip()]
         session = [x.strip() for x in (played or "").split(",") if x.strip()]
         if isinstance(m, Pipeline):
@@ -61,6 +82,7 @@ def recommend(
                 diversity=diversity,
                 lang=lang,
                 session_items=[session] * len(user) if session else None,
+                filters=flt,
             )
         else:
             lists = m.recommend(user, k=k + offset, exclude=ex or None)
@@ -102,6 +124,72 @@ def recommend(
                     cells.append(exp[j]["text"] if exp else "")
                 t.add_row(*cells)
             console.print(t)
+    finally:
+        ws.close()
+
+
+def playlist(
+    ctx: typer.Context,
+    seed: str | None = typer.Option(None, "--seed", help="the item the playlist starts with"),
+    user: str | None = typer.Option(None, "--user", "-u", help="whose taste (and history)"),
+    n: int = typer.Option(20, "--n", min=1, help="length"),
+    flow: float = typer.Option(
+        0.3, min=0.0, max=1.0, help="weight of similarity to the previous item"
+    ),
+    max_per_creator: int = typer.Option(0, min=0, help="at most this many per person (0: any)"),
+    category: str | None = typer.Option(None, help="only these categories or tags"),
+    language: str | None = typer.Option(None, help="only these languages"),
+    min_duration: float | None = typer.Option(None, min=0, help="seconds"),
+    max_duration: float | None = typer.Option(None, min=0, help="seconds"),
+    model: str = typer.Option("pipeline", help="registered pipeline name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """An ordered playlist (autoplay) from a seed item and/or a user, flowing from each item to
+    the next, never repeating."""
+    from avrec.errors import ConfigError
+    from avrec.pipeline.filters import ItemFilter
+    from avrec.pipeline.pipeline import Pipeline
+
+    flt = ItemFilter(
+        categories=_split(category),
+        languages=_split(language),
+        min_duration=min_duration,
+        max_duration=max_duration,
+    )
+    m, ws = _load(ctx, model)
+    try:
+        if not isinstance(m, Pipeline):
+            raise ConfigError(f"{model!r} is not a pipeline bundle: playlists need one")
+        lst = m.playlist(
+            seed=seed, user=user, n=n, flow=flow, filters=flt, max_per_group=max_per_creator
+        )
+        titles = _titles(ws, lst.ids)
+        if as_json:
+            rows = [
+                {
+                    "position": j + 1,
+                    "item_id": item,
+                    "title": titles.get(item, ""),
+                    "score": round(score, 6),
+                    "after": lst.fields["after"][j],
+                    "sources": lst.fields["sources"][j],
+                }
+                for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True))
+            ]
+            console.print_json(json.dumps(rows, ensure_ascii=False))
+            return
+        t = Table(title=f"playlist from {seed or 'the top pick'}{f' for {user}' if user else ''}")
+        for col in ("#", "item", "title", "score", "sources"):
+            t.add_column(col)
+        for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+            t.add_row(
+                str(j + 1),
+                item,
+                titles.get(item, ""),
+                f"{score:.3f}",
+                ", ".join(lst.fields["sources"][j]),
+            )
+        console.print(t)
     finally:
         ws.close()
 

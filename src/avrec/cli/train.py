@@ -74,8 +74,9 @@ def train(
     """Fit the recommendation pipeline (or one model) and save it as a versioned bundle,
     registered and made active in the workspace when there is one.
 
-    Every user's last event is held out: models that stop early validate on it, and the
-    pipeline's ranker learns from it; the sources are fitted on the rest.
+    The pipeline's ranker learns from each user's last events (``ranker_holdout``), with the
+    sources fitted without them; the sources are then refitted on every event. For one model,
+    every user's last event is held out for the models that stop early.
     """
     from avrec.eval.splits import LeaveOneOut
     from avrec.models.base import create_model
@@ -96,10 +97,13 @@ def train(
             cfg = cfg.with_content_sources()
             console.print("content vectors found: neighbours and interests sources added")
         m = Pipeline(**cfg.model_dump())
-    split = LeaveOneOut(valid=False, min_events=2).split(data)
     with console.status(f"training {name} on {data} ..."):
         start = time.perf_counter()
-        m.fit(split.train, data.select(split.masks["test"]))
+        if model:
+            split = LeaveOneOut(valid=False, min_events=2).split(data)
+            m.fit(split.train, data.select(split.masks["test"]))
+        else:  # the pipeline holds out each user's last events for its ranker itself
+            m.fit(data)
         seconds = time.perf_counter() - start
     console.print(f"{name} trained in {seconds:.1f}s")
     for attr in ("best_valid_ndcg_", "best_epoch_", "ranker_recall"):

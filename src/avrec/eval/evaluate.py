@@ -103,11 +103,17 @@ def evaluate_model(
     t_user, t_item, t_rank = [], [], []
     rng = np.random.default_rng(seed)
     wants_sequences = getattr(model, "uses_sequences", False)
+    wants_times = getattr(model, "uses_times", False)
     step = max(1, batch_cells // max(n_items, 1))
     for lo in range(0, len(users), step):
         batch = users[lo : lo + step]
         hist = history[batch]
-        ub = UserBatch(batch, hist, split.sequences(stage, batch) if wants_sequences else None)
+        ub = UserBatch(
+            batch,
+            hist,
+            split.sequences(stage, batch) if wants_sequences or wants_times else None,
+            split.sequence_times(stage, batch) if wants_times else None,
+        )
         scores = np.array(model._score_batch(ub), dtype=np.float32, copy=True)
         if candidates is not None:
             scores[:, ~candidates] = -np.inf

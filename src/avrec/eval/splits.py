@@ -88,6 +88,13 @@ class SplitResult:
         ptr = f.sequence_indptr
         return [f.item_index[ptr[u] : ptr[u + 1]][mask[ptr[u] : ptr[u + 1]]] for u in users]
 
+    def sequence_times(self, stage: Stage, users: np.ndarray) -> list[np.ndarray]:
+        """The Unix times of :meth:`sequences`' events (same shapes)."""
+        f = self.full
+        mask = self.history_mask(stage)
+        ptr = f.sequence_indptr
+        return [f.ts[ptr[u] : ptr[u + 1]][mask[ptr[u] : ptr[u + 1]]] for u in users]
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"split": self.name, **self.params}
         for stage, mask in self.masks.items():

@@ -84,11 +84,14 @@ class UserBatch:
         history: batch x n_items interaction weights to score from.
         sequences: each user's item indices in time order (for sequential models); built on
             demand by :meth:`sequence_list` when ``None``.
+        times: the Unix time of each sequence event (same shapes as ``sequences``), for models
+            that read the request time (``uses_times``); ``None`` when not known.
     """
 
     users: np.ndarray
     history: sp.csr_matrix
     sequences: list[np.ndarray] | None = None
+    times: list[np.ndarray] | None = None
 
     def sequence_list(self) -> list[np.ndarray]:
         if self.sequences is None:
@@ -159,6 +162,8 @@ class Recommender(abc.ABC):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     #: the model reads each user's time-ordered sequence (``UserBatch.sequences``)
     uses_sequences: ClassVar[bool] = False
+    #: the model reads event times (``UserBatch.times``): the request happens after them
+    uses_times: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.config = self.Config(**params)
@@ -167,6 +172,7 @@ class Recommender(abc.ABC):
         self._seen: sp.csr_matrix | None = None
         self._seq_indptr: np.ndarray | None = None
         self._seq_items: np.ndarray | None = None
+        self._seq_times: np.ndarray | None = None
         self.fit_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -188,6 +194,8 @@ class Recommender(abc.ABC):
         if self.uses_sequences:
             self._seq_indptr = dataset.sequence_indptr.copy()
             self._seq_items = dataset.item_index.copy()
+            if self.uses_times:
+                self._seq_times = dataset.ts.copy()
         self._fit(dataset, valid)
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -222,7 +230,12 @@ class Recommender(abc.ABC):
             ptr, items = self._seq_indptr, self._seq_items
             empty = np.zeros(0, np.int64)
             sequences = [items[ptr[u] : ptr[u + 1]] if u >= 0 else empty for u in idx]
-        return UserBatch(idx, history, sequences)
+        times = None
+        if self.uses_times and self._seq_times is not None and self._seq_indptr is not None:
+            ptr, ts = self._seq_indptr, self._seq_times
+            none = np.zeros(0, np.float64)
+            times = [ts[ptr[u] : ptr[u + 1]] if u >= 0 else none for u in idx]
+        return UserBatch(idx, history, sequences, times)
 
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
         """Scores of ``items`` (default: all, in vocabulary order) for each user."""
@@ -320,6 +333,7 @@ class Recommender(abc.ABC):
                 if self._seq_indptr is not None
                 else {}
             ),
+            **({"__seq_times": self._seq_times} if self._seq_times is not None else {}),
             **self._state(),
         }
         import io
@@ -363,6 +377,8 @@ class Recommender(abc.ABC):
         if "__seq_indptr" in arrays:
             model._seq_indptr = arrays.pop("__seq_indptr")
             model._seq_items = arrays.pop("__seq_items")
+        if "__seq_times" in arrays:
+            model._seq_times = arrays.pop("__seq_times")
         model.fit_seconds = manifest.get("fit_seconds")
         if manifest.get("tuned"):
             model.tuned_ = manifest["tuned"]

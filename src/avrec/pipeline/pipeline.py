@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from avrec.data.dataset import Dataset
-from avrec.errors import ConfigError
+from avrec.errors import ConfigError, NotFittedError
 from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch, register_model
 from avrec.pipeline.explain import Explanation, Reason, source_label, tag_counts, top_tags
+from avrec.pipeline.filters import ItemFacts, ItemFilter
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
@@ -54,12 +57,19 @@ class PipelineConfig(ModelConfig):
     )
     ranker: dict[str, Any] = Field(
         default_factory=lambda: {
-            "n_estimators": 100,
+            "n_estimators": 300,
             "learning_rate": 0.05,
-            "num_leaves": 15,
-            "min_child_samples": 50,
+            "num_leaves": 7,
+            "min_child_samples": 100,
         },
-        description="LightGBM parameters",
+        description="LightGBM parameters (n_estimators is the most; early stopping picks fewer)",
+    )
+    ranker_holdout: int = Field(
+        3,
+        ge=0,
+        description="the ranker learns from each user's last N training events (and the "
+        "validation event) with the sources fitted on the rest, then the sources are refitted "
+        "on everything; 0: learn from the validation events only, one fit",
     )
     feature: str = Field("fused", description="content vectors for similarity features")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
@@ -94,20 +104,12 @@ class Pipeline(Recommender):
     Config = PipelineConfig
     config: PipelineConfig
     uses_sequences = True  # sources read the history in time order
+    uses_times = True  # time-aware features look only at what happened before the request
 
     def _fit(self, dataset: Dataset, valid: Dataset | None) -> None:
         c = self.config
         if not c.sources:
             raise ConfigError("a pipeline needs at least one candidate source")
-        self.sources: list[tuple[Source, int]] = []
-        for sc in c.sources:
-            params = dict(sc.params)
-            src = create_source(sc.kind, **({"name": sc.name} if sc.name else {}), **params)
-            self.sources.append((src.fit(dataset), sc.n))
-        names = [s.name for s, _ in self.sources]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"source names must differ: {names}")
-        self.features = FeatureBuilder(c.feature).fit(dataset)
         self.titles = dataset.item_field("title")
         self.item_tag_lists = [
             [*t, *g] for t, g in zip(dataset.item_tags, dataset.item_categories, strict=True)
@@ -115,14 +117,64 @@ class Pipeline(Recommender):
         self.item_people_names = [
             sorted({p["name"] for p in ps if p.get("name")}) for ps in dataset.item_people
         ]
+        self.facts = ItemFacts().fit(dataset)
         self.ranker: Ranker | None = None
-        if valid is not None and valid.n_events:
-            self._fit_ranker(dataset, valid)
+        self.ranker_recall: float | None = None
+        tail = _tail_mask(dataset, c.ranker_holdout) if c.ranker_holdout else None
+        if tail is not None and tail.any():
+            # the ranker's examples: sources fitted without each user's last events, asked
+            # to find them (and the validation event); then the sources are refitted on all
+            head = dataset.select(~tail, name=f"{dataset.name}:head")
+            self.sources = self._fit_sources(head)
+            self.features = FeatureBuilder(c.feature).fit(head)
+            self._fit_ranker(head, _targets(dataset, tail, valid))
+            keep = {s.name: s for s, _ in self.sources if not s.uses_events}
+            self.sources = []  # free the head's sources before fitting the final ones
+            del head
+            self.sources = self._fit_sources(dataset, keep)
+            self.features = FeatureBuilder(c.feature).fit(dataset)
+            return
+        elif valid is not None and valid.n_events:
+            self.sources = self._fit_sources(dataset)
+            self.features = FeatureBuilder(c.feature).fit(dataset)
+            self._fit_ranker(dataset, valid.seen.tocsr())
+            return
+        self.sources = self._fit_sources(dataset)
+        self.features = FeatureBuilder(c.feature).fit(dataset)
 
-    def _requests(self, users: np.ndarray, sequences: list[np.ndarray], exclude) -> list[Request]:  # noqa: ANN001
+    def _fit_sources(
+        self, dataset: Dataset, fitted: dict[str, Source] | None = None
+    ) -> list[tuple[Source, int]]:
+        """Every configured source fitted on ``dataset``; ``fitted`` sources that do not
+        depend on the events are reused, and vector sources over the same vectors share one
+        index."""
+        out: list[tuple[Source, int]] = []
+        for sc in self.config.sources:
+            src = create_source(sc.kind, **({"name": sc.name} if sc.name else {}), **sc.params)
+            again = (fitted or {}).get(src.name)
+            if again is not None and type(again) is type(src):
+                out.append((again, sc.n))
+                continue
+            share = getattr(src, "share_index", None)
+            if share is None or not any(share(other) for other, _ in out):
+                src.fit(dataset)
+            out.append((src, sc.n))
+        names = [s.name for s, _ in out]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source names must differ: {names}")
+        return out
+
+    def _requests(
+        self,
+        users: np.ndarray,
+        sequences: list[np.ndarray],
+        exclude: list[np.ndarray],
+        times: list[np.ndarray] | None = None,
+    ) -> list[Request]:
+        ts = times if times is not None else [None] * len(users)
         return [
-            Request(int(u), np.asarray(seq, np.int64), exclude=ex)
-            for u, seq, ex in zip(users, sequences, exclude, strict=True)
+            Request(int(u), np.asarray(seq, np.int64), times=t, exclude=ex)
+            for u, seq, ex, t in zip(users, sequences, exclude, ts, strict=True)
         ]
 
     def candidates(self, requests: list[Request]) -> list[Merged]:
@@ -130,29 +182,33 @@ class Pipeline(Recommender):
         per = {s.name: s.retrieve(requests, n) for s, n in self.sources}
         return [merge({name: per[name][i] for name in per}) for i in range(len(requests))]
 
-    def _fit_ranker(self, train: Dataset, valid: Dataset) -> None:
+    def _fit_ranker(self, train: Dataset, targets: sp.csr_matrix) -> None:
+        """LambdaMART on requests made from ``train``'s histories, labelled by ``targets``
+        (users x items: what each user played next)."""
         ptr, seq = train.sequence_indptr, train.item_index
-        vseen = valid.seen.tocsr()
-        users = np.flatnonzero(np.diff(vseen.indptr) > 0)
+        users = np.flatnonzero(np.diff(targets.indptr) > 0)
         tseen = train.seen.tocsr()
         reqs = self._requests(
             users,
             [seq[ptr[u] : ptr[u + 1]] for u in users],
             [tseen[u].indices for u in users],
+            [train.ts[ptr[u] : ptr[u + 1]] for u in users],
         )
         feats, labels = [], []
         step = 512
         for lo in range(0, len(reqs), step):
             part = reqs[lo : lo + step]
             for req, merged in zip(part, self.candidates(part), strict=True):
-                targets = set(vseen[req.user].indices)
+                wanted = targets.indices[targets.indptr[req.user] : targets.indptr[req.user + 1]]
                 feats.append(self.features.build(req, merged))
-                labels.append(np.asarray([int(i) in targets for i in merged.items], np.int32))
+                labels.append(np.isin(merged.items, wanted).astype(np.int32))
         names = self.features.names([s.name for s, _ in self.sources])
-        self.ranker = Ranker(**self.config.ranker).fit(feats, labels, names)
-        self.ranker_recall = float(
-            np.mean([y.any() for y in labels]) if labels else 0.0
-        )  # share of validation users with a target among the candidates
+        # share of requests with a target among the candidates: the ranker's ceiling
+        self.ranker_recall = float(np.mean([y.any() for y in labels])) if labels else 0.0
+        try:
+            self.ranker = Ranker(**self.config.ranker).fit(feats, labels, names)
+        except NotFittedError:
+            self.ranker = None  # no target among any candidates: fall back to RRF
 
     def rank(self, req: Request, merged: Merged, features: np.ndarray | None = None) -> np.ndarray:
         """A score per merged candidate (higher first); ``features`` if already built."""
@@ -169,7 +225,14 @@ class Pipeline(Recommender):
         n_items = len(self.items)
         seqs = batch.sequence_list()
         hist = batch.history.tocsr()
-        reqs = self._requests(batch.users, seqs, [hist[i].indices for i in range(len(batch.users))])
+        reqs = self._requests(
+            batch.users, seqs, [hist[i].indices for i in range(len(batch.users))], batch.times
+        )
+        if self.facts.windowed:  # what was available when each request was made
+            for req in reqs:
+                req.allowed = self.facts.available(
+                    self.features.timeline.now if req.time is None else req.time
+                )
         out = np.full((len(reqs), n_items), -np.inf, np.float32)
         for i, (req, merged) in enumerate(zip(reqs, self.candidates(reqs), strict=True)):
             if len(merged.items):
@@ -187,9 +250,18 @@ class Pipeline(Recommender):
         rules: RerankRules | None = None,
         lang: str = "en",
         session_items: Sequence[Sequence[str]] | None = None,
+        filters: ItemFilter | None = None,
+        at: float | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[ItemList]:
         """Top ``k`` items per user after re-ranking, with ``sources`` and ``explanation``
         fields (structured reasons plus a sentence in ``lang``: ``en`` or ``zh``).
+
+        ``filters`` (categories, languages, a duration range) apply inside every source, so
+        the list stays ``k`` long while enough items pass; items outside their availability
+        window at ``at`` (the request time; default the newest event trained on) never appear.
+        ``timings``, when given, accumulates the seconds spent in ``retrieval``, ``ranking``
+        (features and the ranker), ``reranking`` and ``explaining``.
 
         ``offset`` pages through the same list (page 2 of 10 is ``offset=10``); ``exclude``
         removes items a session has already shown. ``session_items`` (per user, in order) are
@@ -212,7 +284,11 @@ class Pipeline(Recommender):
                 idx = idx[idx >= 0]
                 seqs[i] = np.concatenate([np.asarray(seqs[i], np.int64), idx])
                 seen[i] = np.union1d(seen[i], idx)
+        t0 = time.perf_counter()
         reqs = self._requests(batch.users, seqs, seen)
+        allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+        for req in reqs:
+            req.time, req.allowed = at, allowed
         vectors = self.features.vectors
         reranker = Reranker(
             diversity, vectors if diversity > 0 else None, self.item_people_names, rules
@@ -222,14 +298,23 @@ class Pipeline(Recommender):
             for s, _ in self.sources
         }
         out = []
-        for req, merged in zip(reqs, self.candidates(reqs), strict=True):
+        spent = {"retrieval": 0.0, "ranking": 0.0, "reranking": 0.0, "explaining": 0.0}
+        all_merged = self.candidates(reqs)
+        t1 = time.perf_counter()
+        spent["retrieval"] += t1 - t0
+        for req, merged in zip(reqs, all_merged, strict=True):
+            t1 = time.perf_counter()
             feats = (
                 self.features.build(req, merged)
                 if self.ranker is not None and len(merged.items)
                 else None
             )
             scores = self.rank(req, merged, feats)
+            t2 = time.perf_counter()
             items, rel = reranker.rerank(merged.items, scores, k, offset, extra)
+            t3 = time.perf_counter()
+            spent["ranking"] += t2 - t1
+            spent["reranking"] += t3 - t2
             rows = {int(i): r for r, i in enumerate(merged.items)}
             contrib = None
             if feats is not None and len(items):
@@ -250,7 +335,103 @@ class Pipeline(Recommender):
             out.append(
                 ItemList(item_vocab.lookup(items), rel, {"sources": srcs, "explanation": exps})
             )
+            spent["explaining"] += time.perf_counter() - t3
+        if timings is not None:
+            for key, value in spent.items():
+                timings[key] = timings.get(key, 0.0) + value
         return out
+
+    def playlist(
+        self,
+        seed: str | None = None,
+        user: str | None = None,
+        n: int = 20,
+        flow: float = 0.3,
+        filters: ItemFilter | None = None,
+        at: float | None = None,
+        max_per_group: int = 0,
+    ) -> ItemList:
+        """An ordered list of ``n`` items that flows from one to the next (autoplay).
+
+        It starts at ``seed`` (kept first) or, for a ``user`` alone, at their top
+        recommendation. Each next item is chosen with the previous ones played: the sources
+        (a next-item model among them) and the ranker score candidates as if the list so far
+        were the latest history, and ``flow`` blends in the similarity to the previous item
+        (content vectors, else the first collaborative source's item similarity), so
+        neighbours fit together. Items are never repeated, the user's history is left out,
+        ``filters`` and availability at ``at`` apply to every pick, and ``max_per_group``
+        caps items per creator. Fields: ``sources`` and ``after`` (the item each follows).
+
+        Raises:
+            ConfigError: neither ``seed`` nor ``user``, ``n`` < 1 or ``flow`` outside [0, 1].
+            UnknownEntityError: ``seed`` is not in the catalogue.
+        """
+        user_vocab, item_vocab = self._check()
+        if seed is None and user is None:
+            raise ConfigError("a playlist needs a seed item or a user")
+        if n < 1 or not 0.0 <= flow <= 1.0:
+            raise ConfigError(f"need n >= 1 and flow in [0, 1], got n={n}, flow={flow}")
+        batch = self.user_batch([user] if user is not None else ["\0no user"])
+        base = np.asarray(batch.sequence_list()[0], np.int64)
+        seen = set(batch.history.tocsr()[0].indices.tolist())
+        picked: list[int] = []
+        if seed is not None:
+            picked.append(int(item_vocab.index([seed])[0]))
+        allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+        counts: dict[str, int] = {}
+        srcs: list[list[str]] = [["seed"]] if picked else []
+        values: list[float] = [1.0] if picked else []
+        for p in picked:
+            for g in self.item_people_names[p]:
+                counts[g] = counts.get(g, 0) + 1
+        while len(picked) < n:
+            hist = np.concatenate([base, np.asarray(picked, np.int64)])
+            req = Request(
+                int(batch.users[0]),
+                hist,
+                exclude=np.asarray(sorted(seen | set(picked)), np.int64),
+                time=at,
+                allowed=allowed,
+            )
+            merged = self.candidates([req])[0]
+            if not len(merged.items):
+                break
+            scores = self.rank(req, merged).astype(np.float64)
+            value = _unit(scores)
+            if picked and flow > 0:
+                sim = self._flow_similarity(picked[-1])
+                if sim is not None:
+                    value = (1.0 - flow) * value + flow * _unit(sim[merged.items])
+            order = np.lexsort((merged.items, -value))
+            choice = None
+            for j in order:
+                keys = self.item_people_names[int(merged.items[j])]
+                if max_per_group and any(counts.get(g, 0) >= max_per_group for g in keys):
+                    continue
+                choice = int(j)
+                break
+            if choice is None:
+                break
+            item = int(merged.items[choice])
+            for g in self.item_people_names[item]:
+                counts[g] = counts.get(g, 0) + 1
+            picked.append(item)
+            srcs.append(merged.provenance(choice))
+            values.append(float(value[choice]))
+        ids = item_vocab.lookup(np.asarray(picked, np.int64))
+        after = [None, *ids[:-1]]
+        return ItemList(ids, np.asarray(values, np.float32), {"sources": srcs, "after": after})
+
+    def _flow_similarity(self, item: int) -> np.ndarray | None:
+        """Similarity of ``item`` to every item for playlist flow."""
+        v = self.features.vectors
+        if v is not None:
+            return v @ v[item]
+        for src, _ in self.sources:
+            model = getattr(src, "model", None)
+            if model is not None and model.name in ("itemknn", "ease", "als", "bpr", "mf"):
+                return np.asarray(model._item_similarity(np.asarray([item]))[0], np.float64)
+        return None
 
     def _explain(self, req, merged, row, item, names, kinds, contrib, j, counts) -> Explanation:  # noqa: ANN001
         assert self.items is not None
@@ -302,6 +483,7 @@ class Pipeline(Recommender):
     # -- bundles -------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         out = {f"f_{k}": v for k, v in self.features.state().items()}
+        out.update({f"fx_{k}": v for k, v in self.facts.state().items()})
         out["titles"] = np.asarray([t or "" for t in self.titles], dtype=str)
         out["tags_json"] = np.asarray([json.dumps(t) for t in self.item_tag_lists], dtype=str)
         out["people_json"] = np.asarray([json.dumps(p) for p in self.item_people_names], dtype=str)
@@ -313,6 +495,9 @@ class Pipeline(Recommender):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         feats = {k[2:]: v for k, v in arrays.items() if k.startswith("f_")}
+        self.facts = ItemFacts().set_state(
+            {k[3:]: v for k, v in arrays.items() if k.startswith("fx_")}
+        )
         self.features = FeatureBuilder(self.config.feature).set_state(feats)
         self.titles = [t or None for t in arrays["titles"].tolist()]
         self.item_tag_lists = [json.loads(t) for t in arrays["tags_json"].tolist()]
@@ -362,3 +547,40 @@ class Pipeline(Recommender):
             src = create_source(sc.kind, **({"name": sc.name} if sc.name else {}), **sc.params)
             p.sources.append((src.load(path / "sources" / src.name), sc.n))
         return p
+
+
+def _tail_mask(dataset: Dataset, n: int, keep: int = 3) -> np.ndarray:
+    """True for each user's last ``n`` events, for users with more than ``n + keep`` of them
+    (shorter histories are left whole, so the sources still learn from them)."""
+    ptr = dataset.sequence_indptr
+    lengths = np.diff(ptr)
+    pos = np.arange(dataset.n_events) - np.repeat(ptr[:-1], lengths)  # position in the user
+    from_end = np.repeat(lengths, lengths) - pos  # 1 for the last event
+    return (from_end <= n) & (np.repeat(lengths, lengths) > n + keep)
+
+
+def _targets(dataset: Dataset, tail: np.ndarray, valid: Dataset | None) -> sp.csr_matrix:
+    """users x items, 1 for each user's held-out tail items and validation items."""
+    m = sp.csr_matrix(
+        (
+            np.ones(int(tail.sum()), np.float32),
+            (dataset.user_index[tail], dataset.item_index[tail]),
+        ),
+        shape=(dataset.n_users, dataset.n_items),
+    )
+    if valid is not None and valid.n_events:
+        m = m + valid.seen.tocsr()
+    m = m.tocsr()
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rescaled to [0, 1] (non-finite values to 0; a constant vector to ones)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    if np.isnan(x).all():
+        return np.zeros(len(x))
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    out = (x - lo) / (hi - lo) if hi > lo else np.ones(len(x))
+    return np.nan_to_num(out, nan=0.0)

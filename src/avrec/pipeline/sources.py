@@ -7,6 +7,8 @@ Every source has the same contract: ``fit(dataset)`` on training data, then
 item in ``request.exclude`` (the user's history and anything the caller excludes). Sources:
 
 - ``model``: any recommender of the registry (collaborative, sequential, content), its top-n.
+- ``factors``: ALS user factors folded in from the history, searched among the item factors
+  (FAISS), for catalogues too large to score whole.
 - ``neighbours``: items closest (content vectors, FAISS) to the user's most recent items.
 - ``interests``: content vectors of the user's history clustered into a few interest centroids,
   recency- and event-weighted, each retrieved from (FAISS), so a person with two tastes gets both.
@@ -51,6 +53,11 @@ class Request:
         weights: the preference weight of each history event (same length; 1.0 if unknown).
         times: event times, Unix seconds (same length), or ``None``.
         exclude: item indices never to propose (default: the history).
+        time: when the request is made (Unix seconds): time-aware parts look only at what
+            happened before it. Default: the last history event's time if ``times`` is given,
+            else ``None`` (the newest event the pipeline was trained on: "now").
+        allowed: boolean mask over the items a filter lets through (``None``: all); sources
+            apply it where they search, so it never shortens their lists while items pass.
     """
 
     user: int
@@ -58,9 +65,13 @@ class Request:
     weights: np.ndarray | None = None
     times: np.ndarray | None = None
     exclude: np.ndarray | None = None
+    time: float | None = None
+    allowed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.history = np.asarray(self.history, dtype=np.int64)
+        if self.time is None and self.times is not None and len(self.times):
+            self.time = float(np.max(self.times))
         if self.weights is None:
             self.weights = np.ones(len(self.history), np.float32)
         if self.exclude is None:
@@ -91,6 +102,9 @@ class Source(abc.ABC):
     """Base class of candidate sources."""
 
     kind: ClassVar[str]
+    #: what it learns depends on the events (False: on the catalogue alone, so a pipeline
+    #: need not refit it when it refits its sources on more events)
+    uses_events: ClassVar[bool] = True
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.kind
@@ -166,9 +180,14 @@ def create_source(kind: str, **params: Any) -> Source:
         raise ConfigError(f"source {kind!r}: {exc}") from None
 
 
-def _top(scores: np.ndarray, exclude: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` best finite scores of one row, excluded items left out, ties by index."""
+def _top(
+    scores: np.ndarray, exclude: np.ndarray, n: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best finite scores of one row, excluded and disallowed items left out, ties
+    by index."""
     s = scores.astype(np.float32, copy=True)
+    if allowed is not None:
+        s[~allowed[: len(s)]] = -np.inf
     if len(exclude):
         s[exclude[(exclude >= 0) & (exclude < len(s))]] = -np.inf
     ok = np.isfinite(s)
@@ -180,6 +199,41 @@ def _top(scores: np.ndarray, exclude: np.ndarray, n: int) -> tuple[np.ndarray, n
     order = np.lexsort((part, -s[part]))
     top = part[order][:m]
     return top.astype(np.int64), s[top]
+
+
+def _ranked(scores: np.ndarray) -> np.ndarray:
+    """Indices of the finite scores, best first, ties by index (for lists shared by all)."""
+    ok = np.flatnonzero(np.isfinite(scores))
+    return ok[np.lexsort((ok, -scores[ok]))].astype(np.int64)
+
+
+def _top_ranked(
+    order: np.ndarray,
+    scores: np.ndarray,
+    exclude: np.ndarray,
+    n: int,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_top` for a precomputed order: at most ``len(exclude)`` of the first
+    ``n + len(exclude)`` are excluded, so without a filter that prefix is all it reads (O(n),
+    not O(items)); with one it reads growing prefixes until ``n`` pass."""
+    want = n + len(exclude)
+    start, found = 0, []
+    got = 0
+    while start < len(order):
+        stop = min(len(order), start + (want if allowed is None else 4 * want))
+        head = order[start:stop]
+        if allowed is not None:
+            head = head[allowed[head]]
+        if len(exclude):
+            head = head[~np.isin(head, exclude)]
+        found.append(head)
+        got += len(head)
+        if got >= n or allowed is None:
+            break
+        start, want = stop, 2 * want
+    top = np.concatenate(found)[:n] if found else np.zeros(0, np.int64)
+    return top, scores[top]
 
 
 def _history_matrix(requests: list[Request], n_items: int) -> sp.csr_matrix:
@@ -249,16 +303,131 @@ class ModelSource(Source):
             if not len(finite) or finite.max() == finite.min():
                 out.append(Candidates([], []))  # no signal (e.g. no history): nothing to say
                 continue
-            out.append(Candidates(*_top(row, req.exclude, n)))
+            out.append(Candidates(*_top(row, req.exclude, n, req.allowed)))
+        return out
+
+
+@register_source
+class FactorSource(Source):
+    """Collaborative retrieval by vector search: ALS user factors, solved from the request's
+    history (the same closed-form step ALS trains with, so new events count at once), searched
+    among the item factors with FAISS (exact for small catalogues, HNSW for large ones), so a
+    request never scores the whole catalogue. Each candidate's anchor is the history item whose
+    factors are most similar to it.
+
+    Args:
+        model: params of the ALS model (``factors``, ``regularization``, ``alpha`` ...).
+        index: :class:`~avrec.retrieval.VectorIndex` params (``kind``, ``ef_search`` ...).
+    """
+
+    kind = "factors"
+
+    def __init__(
+        self,
+        model: dict[str, Any] | None = None,
+        index: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        from avrec.models import create_model
+
+        super().__init__(name)
+        self.model = create_model("als", **(model or {}))
+        self.index_params = dict(index or {})
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.model.fit(dataset)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        from avrec.retrieval import VectorIndex
+
+        y = np.ascontiguousarray(self.model.item_factors, dtype=np.float32)
+        self.y = y
+        self.yty = (y.T.astype(np.float64) @ y) + self.model.config.regularization * np.eye(
+            y.shape[1]
+        )
+        self.norm_y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        self.index = VectorIndex(**self.index_params).build(y)
+
+    def save(self, path: Path) -> None:
+        super().save(path)
+        self.model.save(path / "model")
+
+    def load(self, path: Path) -> Self:
+        from avrec.models import load_model
+
+        self.model = load_model(path / "model")
+        out = super().load(path)
+        self._prepare()
+        return out
+
+    def user_vectors(self, requests: list[Request]) -> np.ndarray:
+        """ALS fold-in of each request's history: ``(Y^T Y + Y_h^T (C - I) Y_h + lambda I) x =
+        Y_h^T C 1`` with ``C = alpha * weight`` on the history items (zeros: no history)."""
+        c = self.model.config
+        d = self.y.shape[1]
+        out = np.zeros((len(requests), d), np.float32)
+        for r, req in enumerate(requests):
+            ok = (req.history >= 0) & (req.history < self.n_items)
+            if not ok.any():
+                continue
+            w = np.asarray(req.weights, np.float64)[: len(req.history)][ok]
+            h, inv = np.unique(req.history[ok], return_inverse=True)
+            w = np.ones(len(h)) if c.binary else np.bincount(inv, weights=w, minlength=len(h))
+            yh = self.y[h].astype(np.float64)
+            conf = c.alpha * w
+            a = self.yty + (yh.T * (conf - 1.0)) @ yh
+            out[r] = np.linalg.solve(a, yh.T @ conf)
+        return out
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        u = self.user_vectors(requests)
+        has = np.linalg.norm(u, axis=1) > 0
+        out = [Candidates([], []) for _ in requests]
+        rows = np.flatnonzero(has)
+        if not len(rows):
+            return out
+        excl = [requests[r].exclude[(requests[r].exclude >= 0)] for r in rows]
+        plain = [j for j, r in enumerate(rows) if requests[r].allowed is None]
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if plain:  # one batched search for the requests without a filter
+            res = self.index.search(u[rows[plain]], n, exclude=[excl[j] for j in plain])
+            pairs = zip(res.indices, res.scores, strict=True)
+            found.update(zip(rows[plain].tolist(), pairs, strict=True))
+        for j, r in enumerate(rows):
+            if requests[r].allowed is not None:
+                res = self.index.search(u[r], n, allowed=requests[r].allowed, exclude=[excl[j]])
+                found[int(r)] = (res.indices[0], res.scores[0])
+        for r in rows:
+            idx, sc = found[int(r)]
+            keep = idx >= 0
+            items = idx[keep]
+            h = np.unique(requests[r].history[(requests[r].history >= 0)])
+            anchors = (
+                h[np.argmax(self.norm_y[items] @ self.norm_y[h].T, axis=1)]
+                if len(items) and len(h)
+                else np.full(len(items), -1)
+            )
+            out[r] = Candidates(items, sc[keep], anchors)
         return out
 
 
 class _VectorSource(Source):
-    """Shared parts of sources that search content vectors."""
+    """Shared parts of sources that search content vectors.
 
-    def __init__(self, feature: str = "fused", name: str | None = None) -> None:
+    Args:
+        feature: the dataset's item vectors to search.
+        index: :class:`~avrec.retrieval.VectorIndex` params (``kind``, ``ef_search`` ...).
+    """
+
+    uses_events = False  # the index depends on the item vectors only
+
+    def __init__(
+        self, feature: str = "fused", name: str | None = None, index: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(name)
         self.feature = feature
+        self.index_params = dict(index or {})
 
     def _fit(self, dataset: Dataset) -> None:
         from avrec.features.base import l2_normalise
@@ -272,7 +441,24 @@ class _VectorSource(Source):
             l2_normalise(np.asarray(dataset.item_features[self.feature], np.float32))
         )
 
-    def _index_vectors(self, x: np.ndarray) -> None:
+    def share_index(self, other: Source) -> bool:
+        """Use ``other``'s index when it searches the same vectors the same way (two sources
+        over one feature build one index); False when it cannot."""
+        if not (
+            isinstance(other, _VectorSource)
+            and other._fitted
+            and other.feature == self.feature
+            and other.index_params == self.index_params
+        ):
+            return False
+        for attr in ("vectors", "has_vector", "rows", "row_of", "index", "n_items"):
+            setattr(self, attr, getattr(other, attr))
+        self._fitted = True
+        return True
+
+    def _index_vectors(
+        self, x: np.ndarray, index_bytes: bytes | None = None, kind: str = ""
+    ) -> None:
         from avrec.retrieval import VectorIndex
 
         self.vectors = x
@@ -281,21 +467,42 @@ class _VectorSource(Source):
         self.rows = np.flatnonzero(self.has_vector)
         self.row_of = np.full(len(x), -1, np.int64)
         self.row_of[self.rows] = np.arange(len(self.rows))
-        self.index = VectorIndex().build(x[self.rows]) if len(self.rows) else None
+        if index_bytes is not None:
+            params = {k: v for k, v in self.index_params.items() if k != "kind"}
+            self.index = VectorIndex.from_bytes(index_bytes, kind, **params)
+        elif len(self.rows):
+            self.index = VectorIndex(**self.index_params).build(x[self.rows])
+        else:
+            self.index = None
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"vectors": self.vectors}
+        out = {"vectors": self.vectors}
+        if self.index is not None and self.index.built_kind != "exact":
+            # a graph or IVF index takes minutes to build for a large catalogue: keep it
+            out["index_bytes"] = np.frombuffer(self.index.to_bytes(), dtype=np.uint8)
+            out["index_kind"] = np.asarray(self.index.built_kind)
+        return out
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self._index_vectors(arrays["vectors"])
+        data = arrays.get("index_bytes")
+        kind = str(arrays["index_kind"]) if "index_kind" in arrays else ""
+        self._index_vectors(arrays["vectors"], data.tobytes() if data is not None else None, kind)
 
-    def _search_many(self, queries: np.ndarray, exclude: np.ndarray, n: int) -> list[Candidates]:
-        """The ``n`` nearest items to each query (one batched FAISS call), none excluded."""
+    def _search_many(
+        self,
+        queries: np.ndarray,
+        exclude: np.ndarray,
+        n: int,
+        allowed: np.ndarray | None = None,
+    ) -> list[Candidates]:
+        """The ``n`` nearest items to each query (one batched FAISS call), none excluded,
+        only ``allowed`` ones."""
         if self.index is None or not len(queries):
             return [Candidates([], []) for _ in range(len(queries))]
         ex = self.row_of[exclude[(exclude >= 0) & (exclude < len(self.row_of))]]
         ex = ex[ex >= 0]
-        res = self.index.search(queries, n, exclude=[ex] * len(queries))
+        rows_ok = allowed[self.rows] if allowed is not None else None
+        res = self.index.search(queries, n, allowed=rows_ok, exclude=[ex] * len(queries))
         out = []
         for idx, sc in zip(res.indices, res.scores, strict=True):
             keep = idx >= 0
@@ -313,8 +520,14 @@ class NeighbourSource(_VectorSource):
 
     kind = "neighbours"
 
-    def __init__(self, feature: str = "fused", recent: int = 5, name: str | None = None) -> None:
-        super().__init__(feature, name)
+    def __init__(
+        self,
+        feature: str = "fused",
+        recent: int = 5,
+        name: str | None = None,
+        index: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(feature, name, index)
         self.recent = recent
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
@@ -324,7 +537,11 @@ class NeighbourSource(_VectorSource):
             recent = list(dict.fromkeys(recent))[: self.recent]
             best: dict[int, tuple[float, int]] = {}
             per = max(n, 2 * n // max(1, len(recent)))
-            found = self._search_many(self.vectors[recent], req.exclude, per) if recent else []
+            found = (
+                self._search_many(self.vectors[recent], req.exclude, per, req.allowed)
+                if recent
+                else []
+            )
             for anchor, c in zip(recent, found, strict=True):
                 for item, score in zip(c.items.tolist(), c.scores.tolist(), strict=True):
                     if item not in best or score > best[item][0]:
@@ -358,8 +575,9 @@ class InterestSource(_VectorSource):
         per_interest: int = 8,
         half_life_events: float = 20.0,
         name: str | None = None,
+        index: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(feature, name)
+        super().__init__(feature, name, index)
         self.max_interests = max_interests
         self.per_interest = per_interest
         self.half_life_events = half_life_events
@@ -395,7 +613,7 @@ class InterestSource(_VectorSource):
                 out.append(Candidates([], []))
                 continue
             best: dict[int, float] = {}
-            found = self._search_many(cents, req.exclude, max(quotas)) if len(cents) else []
+            found = self._search_many(cents, req.exclude, max(quotas), req.allowed)
             for quota, c in zip(quotas, found, strict=True):
                 for item, score in zip(
                     c.items[:quota].tolist(), c.scores[:quota].tolist(), strict=True
@@ -495,13 +713,31 @@ class PeopleSource(Source):
             if not len(h):
                 out.append(Candidates([], []))
                 continue
-            # contributions: anchors x items
-            contrib = (sp.diags(w) @ self.item_links[h] @ self.weighted.T).toarray()
-            scores = contrib.sum(axis=0)
-            scores[scores <= 0] = -np.inf
-            items, s = _top(scores, req.exclude, n)
-            anchors = h[np.argmax(contrib[:, items], axis=0)] if len(items) else items
-            out.append(Candidates(items, s, anchors))
+            # contributions, anchors x items, kept sparse: only items sharing something count
+            contrib = (sp.diags(w) @ self.item_links[h] @ self.weighted.T).tocoo()
+            ok = contrib.data > 0
+            rows, cols, vals = contrib.row[ok], contrib.col[ok], contrib.data[ok]
+            touched, inv = np.unique(cols, return_inverse=True)
+            scores = np.bincount(inv, weights=vals, minlength=len(touched))
+            keep = ~np.isin(touched, req.exclude)
+            if req.allowed is not None:
+                keep &= req.allowed[touched]
+            touched, scores = touched[keep], scores[keep]
+            if not len(touched):
+                out.append(Candidates([], []))
+                continue
+            m = min(n, len(touched))
+            part = np.argpartition(-scores, m - 1)[:m] if m < len(touched) else np.arange(m)
+            part = part[np.lexsort((touched[part], -scores[part]))]
+            items = touched[part]
+            # the anchor of each chosen item: the history row contributing most to it
+            pick = np.isin(cols, items)
+            r, c, v = rows[pick], cols[pick], vals[pick]
+            order = np.lexsort((-v, c))  # by item, best contribution first
+            first = np.r_[True, c[order][1:] != c[order][:-1]]
+            best_row = dict(zip(c[order][first].tolist(), r[order][first].tolist(), strict=True))
+            anchors = np.asarray([h[best_row[int(i)]] for i in items], np.int64)
+            out.append(Candidates(items, scores[part].astype(np.float32), anchors))
         return out
 
 
@@ -510,14 +746,23 @@ class _GlobalSource(Source):
 
     scores: np.ndarray
 
+    def fit(self, dataset: Dataset) -> Self:
+        super().fit(dataset)
+        self.order = _ranked(self.scores)
+        return self
+
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
-        return [Candidates(*_top(self.scores, req.exclude, n)) for req in requests]
+        return [
+            Candidates(*_top_ranked(self.order, self.scores, req.exclude, n, req.allowed))
+            for req in requests
+        ]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.scores = arrays["scores"]
+        self.order = _ranked(self.scores)
 
 
 @register_source
@@ -532,9 +777,11 @@ class PopularSource(_GlobalSource):
 
 
 @register_source
-class TrendingSource(_GlobalSource):
-    """Time-decayed play counts: an event's weight halves every ``half_life_days`` before the
-    newest event."""
+class TrendingSource(Source):
+    """Time-decayed play counts at the request's time: an event's weight halves every
+    ``half_life_days`` before the request, and events after it do not count (a request made
+    on day ``t`` sees what was trending on day ``t``; a request with no time sees the newest
+    data)."""
 
     kind = "trending"
 
@@ -545,13 +792,35 @@ class TrendingSource(_GlobalSource):
         self.half_life_days = half_life_days
 
     def _fit(self, dataset: Dataset) -> None:
-        if dataset.n_events == 0:
-            self.scores = np.full(dataset.n_items, -np.inf, np.float32)
-            return
-        age = (dataset.ts.max() - dataset.ts) / 86400.0
-        w = np.power(0.5, age / self.half_life_days)
-        s = np.bincount(dataset.item_index, weights=w, minlength=dataset.n_items)
-        self.scores = np.where(s > 0, s, -np.inf).astype(np.float32)
+        from avrec.pipeline.temporal import ItemTimeline
+
+        self.timeline = ItemTimeline().fit(dataset)
+        self._order_of: tuple = (None, None, None)
+
+    def scores_at(self, t: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every item's score at ``t`` (``-inf``: not played in the window) and their order."""
+        key = self.timeline.key(t)
+        if self._order_of[0] != key:
+            s = self.timeline.decayed(t, self.half_life_days)
+            scores = np.where(s > 0, s, -np.inf).astype(np.float32)
+            self._order_of = (key, scores, _ranked(scores))
+        return self._order_of[1], self._order_of[2]
+
+    def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        out = []
+        for req in requests:
+            scores, order = self.scores_at(req.time)
+            out.append(Candidates(*_top_ranked(order, scores, req.exclude, n, req.allowed)))
+        return out
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return self.timeline.state()
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        from avrec.pipeline.temporal import ItemTimeline
+
+        self.timeline = ItemTimeline().set_state(arrays)
+        self._order_of = (None, None, None)
 
 
 @register_source

@@ -1,0 +1,150 @@
+"""Which items a request may get: category, language, duration range, availability window.
+
+:class:`ItemFilter` is what a caller asks for; :class:`ItemFacts` holds the catalogue fields it
+needs as arrays (saved in a pipeline bundle), and turns a filter into a boolean mask over the
+items. The mask travels in the :class:`~avrec.pipeline.sources.Request` and every source applies
+it where it searches (inside FAISS, before a top-n), so a filter never shortens the list while
+enough items pass it.
+
+Availability is always applied: an item whose ``available_from``/``available_until`` window
+does not contain the request time is never recommended, filter or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from avrec.data.dataset import Dataset
+from avrec.errors import ConfigError
+
+__all__ = ["ItemFacts", "ItemFilter"]
+
+
+@dataclass
+class ItemFilter:
+    """What the items of a list must satisfy (``None``: no condition).
+
+    Attributes:
+        categories: at least one of these categories or tags (case-insensitive).
+        languages: one of these languages (items without a language fail this condition).
+        min_duration, max_duration: seconds, inclusive; items without a duration fail a
+            duration condition.
+    """
+
+    categories: Sequence[str] | None = None
+    languages: Sequence[str] | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = self.min_duration, self.max_duration
+        if lo is not None and lo < 0:
+            raise ConfigError(f"min_duration must be >= 0, got {lo}")
+        if lo is not None and hi is not None and hi < lo:
+            raise ConfigError(f"max_duration ({hi}) is below min_duration ({lo})")
+
+    @property
+    def empty(self) -> bool:
+        return (
+            not self.categories
+            and not self.languages
+            and self.min_duration is None
+            and self.max_duration is None
+        )
+
+
+class ItemFacts:
+    """Per-item catalogue fields for filters, as arrays."""
+
+    def fit(self, dataset: Dataset) -> ItemFacts:
+        n = dataset.n_items
+        self.labels = [
+            sorted({x.lower() for x in (*t, *c)})
+            for t, c in zip(dataset.item_tags, dataset.item_categories, strict=True)
+        ]
+        self.language = np.asarray(
+            [(x or "").lower() for x in dataset.item_field("language")], dtype=object
+        )
+        self.duration = _floats(dataset.item_field("duration"), n)
+        self.available_from = _floats(dataset.item_field("available_from"), n)
+        self.available_until = _floats(dataset.item_field("available_until"), n)
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        self.by_label: dict[str, np.ndarray] = {}
+        groups: dict[str, list[int]] = {}
+        for i, labels in enumerate(self.labels):
+            for lab in labels:
+                groups.setdefault(lab, []).append(i)
+        self.by_label = {k: np.asarray(v, np.int64) for k, v in groups.items()}
+        self.windowed = bool(
+            np.isfinite(self.available_from).any() or np.isfinite(self.available_until).any()
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.duration)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "labels_json": np.asarray([json.dumps(x) for x in self.labels], dtype=str),
+            "language": np.asarray(self.language.tolist(), dtype=str),
+            "duration": self.duration,
+            "available_from": self.available_from,
+            "available_until": self.available_until,
+        }
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> ItemFacts:
+        self.labels = [json.loads(x) for x in arrays["labels_json"].tolist()]
+        self.language = np.asarray(arrays["language"].tolist(), dtype=object)
+        self.duration = arrays["duration"]
+        self.available_from = arrays["available_from"]
+        self.available_until = arrays["available_until"]
+        self._index()
+        return self
+
+    def available(self, t: float) -> np.ndarray | None:
+        """Items whose availability window contains ``t`` (``None``: every item)."""
+        if not self.windowed:
+            return None
+        with np.errstate(invalid="ignore"):
+            ok = ~(self.available_from > t) & ~(self.available_until < t)
+        return ok
+
+    def mask(self, flt: ItemFilter | None, t: float | None = None) -> np.ndarray | None:
+        """The items ``flt`` allows and that are available at ``t`` (``None``: all items)."""
+        out = self.available(t) if t is not None else None
+        if flt is None or flt.empty:
+            return out
+        ok = np.ones(self.n_items, bool) if out is None else out.copy()
+        if flt.categories:
+            hit = np.zeros(self.n_items, bool)
+            for c in flt.categories:
+                idx = self.by_label.get(str(c).lower())
+                if idx is not None:
+                    hit[idx] = True
+            ok &= hit
+        if flt.languages:
+            ok &= np.isin(self.language, [str(x).lower() for x in flt.languages])
+        with np.errstate(invalid="ignore"):
+            if flt.min_duration is not None:
+                ok &= self.duration >= flt.min_duration
+            if flt.max_duration is not None:
+                ok &= self.duration <= flt.max_duration
+        return ok
+
+
+def _floats(values: list, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    for i, v in enumerate(values[:n]):
+        if v is not None:
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                pass
+    return out

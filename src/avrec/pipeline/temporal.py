@@ -1,0 +1,113 @@
+"""What was popular when: item play counts in windows that end at the request's time.
+
+A request made on day ``t`` should see what people played in the days before ``t``, never
+after, whether ``t`` is now (serving) or a user's last event (evaluation, ranker training).
+:class:`ItemTimeline` keeps each item's event times sorted once, so a window count for a few
+hundred candidates is two vectorised binary searches, and the time-decayed popularity of every
+item at ``t`` (the ``trending`` source) is one pass over the events of the window.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from avrec.data.dataset import Dataset
+
+__all__ = ["ItemTimeline"]
+
+_SHIFT = np.int64(1) << np.int64(34)  # 2**34 s is 544 years: room for any span of event times
+
+
+class ItemTimeline:
+    """Sorted event times per item, for counts in windows before a given time.
+
+    Args:
+        cache: how many time-decayed popularity vectors (one per hour of request time) to keep.
+    """
+
+    def __init__(self, cache: int = 32) -> None:
+        self.cache_size = cache
+        self._decayed: OrderedDict[tuple[int, float], np.ndarray] = OrderedDict()
+
+    def fit(self, dataset: Dataset) -> ItemTimeline:
+        self.n_items = dataset.n_items
+        ts = np.asarray(dataset.ts, np.float64)
+        self.t0 = float(ts.min()) if len(ts) else 0.0
+        self.now = float(ts.max()) if len(ts) else 0.0
+        self._set(np.asarray(dataset.item_index, np.int64), ts)
+        return self
+
+    def _set(self, items: np.ndarray, ts: np.ndarray) -> None:
+        rel = np.round(ts - self.t0).astype(np.int64)
+        self.keys = np.sort(items * _SHIFT + rel)
+        by_time = np.argsort(rel, kind="stable")
+        self.time_sorted = rel[by_time]
+        self.item_by_time = items[by_time]
+        first = np.full(self.n_items, np.inf)
+        if len(items):
+            np.minimum.at(first, items, rel.astype(np.float64))
+        self.first = first  # seconds after t0, inf for items never played
+        self._decayed.clear()
+
+    def state(self) -> dict[str, np.ndarray]:
+        items = self.keys // _SHIFT
+        return {
+            "items": items,
+            "rel": self.keys - items * _SHIFT,
+            "meta": np.asarray([self.t0, self.now, self.n_items], np.float64),
+        }
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> ItemTimeline:
+        self.t0, self.now, n = (float(x) for x in arrays["meta"])
+        self.n_items = int(n)
+        self._set(arrays["items"].astype(np.int64), arrays["rel"].astype(np.float64) + self.t0)
+        return self
+
+    def _rel(self, t: float | None) -> int:
+        return int(round((self.now if t is None else t) - self.t0))
+
+    def key(self, t: float | None) -> int:
+        """``t`` as the timeline stores it (whole seconds after the first event)."""
+        return self._rel(t)
+
+    def counts(self, items: np.ndarray, t: float | None, window_s: float) -> np.ndarray:
+        """Events of each item in ``[t - window_s, t]`` (``t``: the request time, ``None`` for
+        the newest event)."""
+        items = np.asarray(items, np.int64)
+        hi = self._rel(t)
+        base = items * _SHIFT
+        right = np.searchsorted(self.keys, base + hi, side="right")
+        left = np.searchsorted(self.keys, base + (hi - int(window_s)), side="left")
+        return (right - left).astype(np.float32)
+
+    def age_days(self, items: np.ndarray, t: float | None) -> np.ndarray:
+        """Days from each item's first play to ``t``; negative when it was first played
+        after ``t``, NaN when never."""
+        first = self.first[np.asarray(items, np.int64)]
+        age = (self._rel(t) - first) / 86400.0
+        return np.where(np.isfinite(first), age, np.nan).astype(np.float32)
+
+    def decayed(self, t: float | None, half_life_days: float) -> np.ndarray:
+        """Every item's play count at ``t``, each event weighted ``0.5 ** (age / half_life)``,
+        events after ``t`` left out; events older than ten half-lives are ignored (weight below
+        0.001). The last few results are cached by ``t`` (serving asks at "now" again and
+        again)."""
+        hi = self._rel(t)
+        key = (hi, half_life_days)
+        hit = self._decayed.get(key)
+        if hit is not None:
+            self._decayed.move_to_end(key)
+            return hit
+        span = int(10 * half_life_days * 86400)
+        lo_i = np.searchsorted(self.time_sorted, hi - span, side="left")
+        hi_i = np.searchsorted(self.time_sorted, hi, side="right")
+        age = (hi - self.time_sorted[lo_i:hi_i]) / 86400.0
+        w = np.power(0.5, age / half_life_days)
+        out = np.bincount(self.item_by_time[lo_i:hi_i], weights=w, minlength=self.n_items)
+        out = out.astype(np.float32)
+        self._decayed[key] = out
+        if len(self._decayed) > self.cache_size:
+            self._decayed.popitem(last=False)
+        return out

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from avrec.data.dataset import Dataset
+from avrec.data.weighting import EventWeighting
+from avrec.pipeline import Request, create_source
+from avrec.pipeline.temporal import ItemTimeline
+from tests.pipeline.test_sources import DAY, catalogue_dataset
+
+
+def random_dataset(seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    ev = pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(0, 80, n)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 50, n)],
+            "event": ["play"] * n,
+            "ts": rng.uniform(0, 120 * DAY, n).round(),
+        }
+    )
+    return Dataset.from_events(ev, weighting=EventWeighting.binary())
+
+
+def test_window_counts_match_brute_force():
+    ds = random_dataset()
+    tl = ItemTimeline().fit(ds)
+    items = np.arange(ds.n_items)
+    for t in (5 * DAY, 60 * DAY + 123, float(ds.ts.max()), None):
+        end = ds.ts.max() if t is None else t
+        for w in (1 * DAY, 7 * DAY, 30 * DAY):
+            inside = (ds.ts >= end - w) & (ds.ts <= end)
+            want = np.bincount(ds.item_index[inside], minlength=ds.n_items)
+            np.testing.assert_array_equal(tl.counts(items, t, w), want)
+
+
+def test_request_time_never_sees_later_events():
+    ds = random_dataset()
+    tl = ItemTimeline().fit(ds)
+    t = 40 * DAY
+    first = np.full(ds.n_items, np.inf)
+    np.minimum.at(first, ds.item_index, ds.ts)
+    age = tl.age_days(np.arange(ds.n_items), t)
+    np.testing.assert_allclose(age, (t - first) / DAY, atol=1e-3)
+    # trending at t: only events up to t, decayed from there
+    hl = 3.0
+    got = tl.decayed(t, hl)
+    before = (ds.ts <= t) & (ds.ts >= t - 10 * hl * DAY)
+    w = 0.5 ** ((t - ds.ts[before]) / DAY / hl)
+    want = np.bincount(ds.item_index[before], weights=w, minlength=ds.n_items)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert tl.decayed(t, hl) is got  # cached
+
+
+def test_timeline_round_trip():
+    ds = random_dataset()
+    tl = ItemTimeline().fit(ds)
+    again = ItemTimeline().set_state(tl.state())
+    items = np.arange(ds.n_items)
+    np.testing.assert_array_equal(
+        again.counts(items, 30 * DAY, 7 * DAY), tl.counts(items, 30 * DAY, 7 * DAY)
+    )
+    np.testing.assert_array_equal(again.age_days(items, None), tl.age_days(items, None))
+
+
+def test_trending_follows_the_request_time():
+    """A request made before the burst on i5 must not see it; one made after does."""
+    ds = catalogue_dataset()
+    src = create_source("trending", half_life_days=2.0).fit(ds)
+    now = src.retrieve([Request(-1, [])], 1)[0]
+    assert ds.items.lookup(now.items) == ["i5"]
+    s_before, _ = src.scores_at(1008.0 * DAY)
+    i5 = int(ds.items.index(["i5"])[0])
+    assert s_before[i5] < now.scores[0] / 2  # the burst of 10 plays came later
+    # every score at the earlier time comes from events at or before it
+    late = np.unique(ds.item_index[ds.ts > 1008.0 * DAY])
+    early = np.unique(ds.item_index[ds.ts <= 1008.0 * DAY])
+    assert np.isinf(s_before[np.setdiff1d(late, early)]).all()
+
+
+def test_request_time_defaults_to_the_last_event():
+    r = Request(0, [1, 2], times=np.asarray([10.0, 20.0]))
+    assert r.time == 20.0
+    assert Request(0, [1]).time is None
