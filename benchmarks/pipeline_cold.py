@@ -132,9 +132,7 @@ def cold_users(data) -> dict:  # noqa: ANN001
             per[name][e] = _ndcg_at_10(scores, targets)
     for name in models:
         out["ndcg@10"][name] = {e: float(per[name][e].mean()) for e in EVENTS}
-        out["ci"][name] = {
-            e: list(bootstrap_ci(per[name][e], n_boot=1000)[1:]) for e in EVENTS
-        }
+        out["ci"][name] = {e: list(bootstrap_ci(per[name][e], n_boot=1000)[1:]) for e in EVENTS}
         print(
             f"  cold users {name:10s} "
             + "  ".join(f"{e} events {per[name][e].mean():.4f}" for e in EVENTS),
@@ -175,9 +173,7 @@ def update_markdown(res: dict) -> None:
         "|---|" + "---|" * len(cu["events"]),
     ]
     for name, vals in cu["ndcg@10"].items():
-        lines.append(
-            f"| {name} | " + " | ".join(f"{vals[e]:.4f}" for e in cu["events"]) + " |"
-        )
+        lines.append(f"| {name} | " + " | ".join(f"{vals[e]:.4f}" for e in cu["events"]) + " |")
     pv = cu["pipeline_vs_pop"]
     lines += [
         "",

@@ -71,7 +71,7 @@ def test_trending_follows_the_request_time():
     src = create_source("trending", half_life_days=2.0).fit(ds)
     now = src.retrieve([Request(-1, [])], 1)[0]
     assert ds.items.lookup(now.items) == ["i5"]
-    s_before, _ = src.scores_at(1008.0 * DAY)
+    s_before = src.scores_at(1008.0 * DAY)
     i5 = int(ds.items.index(["i5"])[0])
     assert s_before[i5] < now.scores[0] / 2  # the burst of 10 plays came later
     # every score at the earlier time comes from events at or before it

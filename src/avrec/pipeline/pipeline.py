@@ -71,6 +71,11 @@ class PipelineConfig(ModelConfig):
         "validation event) with the sources fitted on the rest, then the sources are refitted "
         "on everything; 0: learn from the validation events only, one fit",
     )
+    ranker_max_requests: int = Field(
+        20_000,
+        gt=0,
+        description="at most this many users' requests (a seeded sample) teach the ranker",
+    )
     feature: str = Field("fused", description="content vectors for similarity features")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
 
@@ -187,6 +192,9 @@ class Pipeline(Recommender):
         (users x items: what each user played next)."""
         ptr, seq = train.sequence_indptr, train.item_index
         users = np.flatnonzero(np.diff(targets.indptr) > 0)
+        cap = self.config.ranker_max_requests
+        if len(users) > cap:
+            users = np.sort(np.random.default_rng(0).choice(users, cap, replace=False))
         tseen = train.seen.tocsr()
         reqs = self._requests(
             users,

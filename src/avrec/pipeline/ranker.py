@@ -222,12 +222,20 @@ class Ranker:
             cut = len(order) // 10
             x, y, g = stack(sorted(order[cut:]))
             xe, ye, ge = stack(sorted(order[:cut]))
+            import inspect
+
+            # LightGBM 4.7 renamed eval_set to eval_X / eval_y (the old name warns)
+            held = (
+                {"eval_X": (xe,), "eval_y": (ye,)}
+                if "eval_X" in inspect.signature(self.model.fit).parameters
+                else {"eval_set": [(xe, ye)]}
+            )
             self.model.fit(
                 x,
                 y,
                 group=g,
                 feature_name=safe,
-                eval_set=[(xe, ye)],
+                **held,
                 eval_group=[ge],
                 eval_at=[10],
                 callbacks=[lgb.early_stopping(self.early_stopping, verbose=False)],

@@ -795,22 +795,28 @@ class TrendingSource(Source):
         from avrec.pipeline.temporal import ItemTimeline
 
         self.timeline = ItemTimeline().fit(dataset)
-        self._order_of: tuple = (None, None, None)
+        self._now: tuple[np.ndarray, np.ndarray] | None = None
 
-    def scores_at(self, t: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """Every item's score at ``t`` (``-inf``: not played in the window) and their order."""
-        key = self.timeline.key(t)
-        if self._order_of[0] != key:
-            s = self.timeline.decayed(t, self.half_life_days)
-            scores = np.where(s > 0, s, -np.inf).astype(np.float32)
-            self._order_of = (key, scores, _ranked(scores))
-        return self._order_of[1], self._order_of[2]
+    def scores_at(self, t: float | None) -> np.ndarray:
+        """Every item's score at ``t`` (``-inf``: not played in the window). An explicit ``t``
+        is rounded down to the hour (cached per hour, and never a later event); ``None`` is
+        the newest event exactly."""
+        if t is not None:
+            t = self.timeline.t0 + self.timeline.hour(t)
+        s = self.timeline.decayed(t, self.half_life_days)
+        return np.where(s > 0, s, -np.inf).astype(np.float32)
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
         out = []
         for req in requests:
-            scores, order = self.scores_at(req.time)
-            out.append(Candidates(*_top_ranked(order, scores, req.exclude, n, req.allowed)))
+            if req.time is None:  # serving "now": one ordered list for every request
+                if self._now is None:
+                    scores = self.scores_at(None)
+                    self._now = (scores, _ranked(scores))
+                scores, order = self._now
+                out.append(Candidates(*_top_ranked(order, scores, req.exclude, n, req.allowed)))
+            else:  # a request in the past (evaluation, ranker training): one pass over items
+                out.append(Candidates(*_top(self.scores_at(req.time), req.exclude, n, req.allowed)))
         return out
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -820,7 +826,7 @@ class TrendingSource(Source):
         from avrec.pipeline.temporal import ItemTimeline
 
         self.timeline = ItemTimeline().set_state(arrays)
-        self._order_of = (None, None, None)
+        self._now = None
 
 
 @register_source

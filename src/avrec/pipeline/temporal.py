@@ -68,9 +68,9 @@ class ItemTimeline:
     def _rel(self, t: float | None) -> int:
         return int(round((self.now if t is None else t) - self.t0))
 
-    def key(self, t: float | None) -> int:
-        """``t`` as the timeline stores it (whole seconds after the first event)."""
-        return self._rel(t)
+    def hour(self, t: float | None) -> int:
+        """``t`` rounded down to the hour, in seconds after the first event."""
+        return (self._rel(t) // 3600) * 3600
 
     def counts(self, items: np.ndarray, t: float | None, window_s: float) -> np.ndarray:
         """Events of each item in ``[t - window_s, t]`` (``t``: the request time, ``None`` for
