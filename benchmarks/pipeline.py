@@ -44,7 +44,9 @@ def _machine() -> str:
     return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
-def run(dataset: str, content: Path | None, sasrec_budget: float | None) -> dict:
+def run(
+    dataset: str, content: Path | None, sasrec_budget: float | None, sasrec_max_len: int = 50
+) -> dict:
     settings = Settings()
     data = load_dataset(dataset, settings=settings)
     cfg = PipelineConfig()
@@ -63,7 +65,11 @@ def run(dataset: str, content: Path | None, sasrec_budget: float | None) -> dict
             SourceConfig(
                 kind="model",
                 name="sasrec",
-                params={"model": "sasrec", "time_budget_s": sasrec_budget},
+                params={
+                    "model": "sasrec",
+                    "time_budget_s": sasrec_budget,
+                    "max_len": sasrec_max_len,
+                },
             ),
         )
     cfg = cfg.model_copy(update={"sources": sources})
@@ -147,7 +153,8 @@ def update_markdown(res: dict) -> None:
     )
     lines = [
         f"Measured {res['date']} on {res['machine']} with `python -m benchmarks.pipeline "
-        f"--dataset {res['dataset']}`{' --content ...' if res['content'] else ''}: "
+        f"--dataset {res['dataset']}{res.get('args', '')}`"
+        f"{' --content ...' if res['content'] else ''}: "
         f"{res['protocol']}. Sources: {', '.join(res['sources'])}.",
         "",
         "| Model | " + " | ".join(cols) + " | NDCG@10 95% CI |",
@@ -183,10 +190,15 @@ def main() -> None:
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--content", type=Path, default=None)
     ap.add_argument("--sasrec-budget", type=float, default=None, help="add SASRec (seconds)")
+    ap.add_argument("--sasrec-max-len", type=int, default=50, help="SASRec's history length")
     args = ap.parse_args()
     if Settings().data_dir is None:
         raise SystemExit("set AVREC_DATA_DIR to ../shared/datasets")
-    res = run(args.dataset, args.content, args.sasrec_budget)
+    res = run(args.dataset, args.content, args.sasrec_budget, args.sasrec_max_len)
+    if args.sasrec_budget:
+        res["args"] = f" --sasrec-budget {args.sasrec_budget:g}" + (
+            f" --sasrec-max-len {args.sasrec_max_len}" if args.sasrec_max_len != 50 else ""
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"pipeline-{args.dataset}.json").write_text(json.dumps(res, indent=2, default=str))
     update_markdown(res)

@@ -309,3 +309,12 @@ def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
     assert [x["after"] for x in playlist[1:]] == ids[:-1]
     r = run("-w", str(ws), "playlist", "--n", "3")
     assert r.returncode != 0 and "seed item or a user" in r.stderr
+    default = Path(__file__).resolve().parents[2] / "configs" / "default.toml"
+    out = tmp_path / "eval.json"
+    r = run(
+        "-w", str(ws), "evaluate", "--pipeline", str(default), "--split", "loo",
+        "--metrics", "ndcg", "--k", "10", "--bootstrap", "50", "--output", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    models = {row["model"] for row in json.loads(out.read_text())["results"]}
+    assert models == {"ease", "markov", "itemknn", "pipeline"}  # the pipeline and its sources

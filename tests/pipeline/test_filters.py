@@ -171,3 +171,22 @@ def test_playlist_for_a_user_with_filters(fds, fitted):
         fitted.playlist(n=5)
     with pytest.raises(ConfigError):
         fitted.playlist(seed="i1", n=0)
+
+
+def test_language_and_duration_match_features(fds):
+    from avrec.pipeline.ranker import FeatureBuilder, merge
+    from avrec.pipeline.sources import Candidates
+
+    fb = FeatureBuilder().fit(fds)
+    names = fb.names(["a"])
+    assert names[-2:] == ["language_share", "log_duration_gap"]
+    hist = fds.items.index(["i1", "i2", "i15"])  # two French, one English
+    cands = fds.items.index(["i5", "i30"])
+    req = Request(-1, hist)
+    x = fb.build(req, merge({"a": Candidates(cands, [2.0, 1.0])}))
+    share = x[:, names.index("language_share")]
+    np.testing.assert_allclose(share, [2 / 3, 1 / 3], rtol=1e-6)
+    gap = x[:, names.index("log_duration_gap")]
+    median = np.median(np.log1p([10.0, 20.0, 150.0]))
+    np.testing.assert_allclose(gap, np.abs(np.log1p([50.0, 300.0]) - median), rtol=1e-5)
+    assert "language_share" not in FeatureBuilder().fit(catalogue_dataset()).names(["a"])

@@ -22,6 +22,11 @@ def evaluate(
     split_file: Path | None = typer.Option(None, help="user_id, valid_item, test_item TSV"),
     order: str = typer.Option("time", help="loo order: time or sequence"),
     models: str | None = typer.Option(None, help="comma-separated model names"),
+    pipeline: Path | None = typer.Option(
+        None,
+        "--pipeline",
+        help="a pipeline file: evaluate the pipeline against each of its model sources alone",
+    ),
     k: str | None = typer.Option(None, "--k", help="list lengths, e.g. 10,20"),
     metrics: str | None = typer.Option(None, help="e.g. hr,ndcg,mrr,auc,coverage"),
     sampled: int | None = typer.Option(None, help="rank against N sampled negatives (labelled)"),
@@ -66,6 +71,7 @@ def evaluate(
         from avrec.data.loaders import load_dataset
 
         data = load_dataset(cfg.dataset, settings=st.settings())
+        ws = None
     else:
         from avrec.data.dataset import Dataset
 
@@ -78,7 +84,9 @@ def evaluate(
             raise ConfigError("the workspace has no events to evaluate on; ingest some first")
     if cfg.stage not in ("valid", "test"):
         raise ConfigError(f"stage must be valid or test, got {cfg.stage!r}")
-    model_objs = build_models(cfg.models)
+    model_objs = build_models(cfg.models) if (models or not pipeline) else {}
+    if pipeline:
+        model_objs.update(_pipeline_models(pipeline, data, ws))
     with count_progress("fit + evaluate", len(model_objs)) as advance:
         exp = Experiment(
             build_split(cfg),
@@ -105,6 +113,24 @@ def evaluate(
 
         paths = write_report(res, rep)
         console.print(f"report written to {paths['html']} and {paths['markdown']}")
+
+
+def _pipeline_models(path: Path, data, ws) -> dict:  # noqa: ANN001
+    """The pipeline of ``path`` and, beside it, each of its model sources as a model."""
+    from avrec.cli.train import _attach_content
+    from avrec.models import create_model
+    from avrec.pipeline.pipeline import Pipeline, PipelineConfig
+
+    cfg = PipelineConfig.from_toml(path)
+    if _attach_content(data, ws) and cfg.feature in data.item_features:
+        cfg = cfg.with_content_sources()
+    out = {}
+    for sc in cfg.sources:
+        if sc.kind == "model":
+            params = {k: v for k, v in sc.params.items() if k != "model"}
+            out[sc.name or sc.params["model"]] = create_model(sc.params["model"], **params)
+    out["pipeline"] = Pipeline(**cfg.model_dump())
+    return out
 
 
 def _print(res) -> None:  # noqa: ANN001

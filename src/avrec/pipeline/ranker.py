@@ -92,6 +92,14 @@ class FeatureBuilder:
             self.vectors = l2_normalise(np.asarray(x, np.float32))
         else:
             self.vectors = None
+        # language and duration match, when the catalogue has them
+        langs = [(v or "").lower() for v in dataset.item_field("language")]
+        codes = {v: j for j, v in enumerate(sorted({v for v in langs if v}))}
+        self.lang = np.asarray([codes.get(v, -1) for v in langs], np.int64) if codes else None
+        dur = np.asarray(
+            [np.nan if v is None else float(v) for v in dataset.item_field("duration")], float
+        )
+        self.log_dur = np.log1p(dur).astype(np.float32) if np.isfinite(dur).any() else None
         return self
 
     def state(self) -> dict[str, np.ndarray]:
@@ -99,12 +107,18 @@ class FeatureBuilder:
         out.update({f"tl_{k}": v for k, v in self.timeline.state().items()})
         if self.vectors is not None:
             out["vectors"] = self.vectors
+        if self.lang is not None:
+            out["lang"] = self.lang
+        if self.log_dur is not None:
+            out["log_dur"] = self.log_dur
         return out
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> FeatureBuilder:
         self.log_pop = arrays["log_pop"]
         self.age_days = arrays["age_days"]
         self.vectors = arrays.get("vectors")
+        self.lang = arrays.get("lang")
+        self.log_dur = arrays.get("log_dur")
         self.timeline = ItemTimeline().set_state(
             {k[3:]: v for k, v in arrays.items() if k.startswith("tl_")}
         )
@@ -117,6 +131,10 @@ class FeatureBuilder:
         cols += [f"log_plays_{d}d" for d in self.WINDOWS] + ["age_at_request_days"]
         if self.vectors is not None:
             cols += ["sim_recent_max", "sim_recent_mean", "sim_profile"]
+        if self.lang is not None:
+            cols.append("language_share")  # of the user's history in the item's language
+        if self.log_dur is not None:
+            cols.append("log_duration_gap")  # from the user's median duration
         return cols
 
     def build(self, req: Request, merged: Merged) -> np.ndarray:
@@ -149,6 +167,20 @@ class FeatureBuilder:
                 parts += [sims.max(axis=1)[:, None], sims.mean(axis=1)[:, None], prof[:, None]]
             else:
                 parts.append(np.full((n, 3), np.nan, np.float32))
+        h = req.history[(req.history >= 0) & (req.history < len(self.log_pop))]
+        if self.lang is not None:
+            known = self.lang[h][self.lang[h] >= 0]
+            share = np.full(n, np.nan, np.float32)
+            if len(known):
+                freq = np.bincount(known, minlength=int(self.lang.max()) + 1) / len(known)
+                cand = self.lang[items]
+                share[cand >= 0] = freq[cand[cand >= 0]]
+            parts.append(share)
+        if self.log_dur is not None:
+            hd = self.log_dur[h]
+            hd = hd[np.isfinite(hd)]
+            gap_d = np.abs(self.log_dur[items] - np.median(hd)) if len(hd) else np.full(n, np.nan)
+            parts.append(gap_d)
         return np.concatenate([np.asarray(p, np.float32).reshape(n, -1) for p in parts], axis=1)
 
 
