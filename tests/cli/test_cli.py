@@ -308,7 +308,7 @@ def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
     assert ids[0] == "i1" and len(ids) == 8 and len(set(ids)) == 8
     assert [x["after"] for x in playlist[1:]] == ids[:-1]
     r = run("-w", str(ws), "playlist", "--n", "3")
-    assert r.returncode != 0 and "seed item or a user" in r.stderr
+    assert r.returncode != 0 and "seed item, a user or a mood" in r.stderr
     default = Path(__file__).resolve().parents[2] / "configs" / "default.toml"
     out = tmp_path / "eval.json"
     r = run(

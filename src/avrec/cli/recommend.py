@@ -132,6 +132,9 @@ def playlist(
     ctx: typer.Context,
     seed: str | None = typer.Option(None, "--seed", help="the item the playlist starts with"),
     user: str | None = typer.Option(None, "--user", "-u", help="whose taste (and history)"),
+    mood: str | None = typer.Option(
+        None, "--mood", help='a text, e.g. "relaxing piano for studying" (needs avrec analyze)'
+    ),
     n: int = typer.Option(20, "--n", min=1, help="length"),
     flow: float = typer.Option(
         0.3, min=0.0, max=1.0, help="weight of similarity to the previous item"
@@ -144,8 +147,8 @@ def playlist(
     model: str = typer.Option("pipeline", help="registered pipeline name"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """An ordered playlist (autoplay) from a seed item and/or a user, flowing from each item to
-    the next, never repeating."""
+    """An ordered playlist (autoplay) from a seed item, a user and/or a mood, flowing from each
+    item to the next, never repeating."""
     from avrec.errors import ConfigError
     from avrec.pipeline.filters import ItemFilter
     from avrec.pipeline.pipeline import Pipeline
@@ -161,7 +164,13 @@ def playlist(
         if not isinstance(m, Pipeline):
             raise ConfigError(f"{model!r} is not a pipeline bundle: playlists need one")
         lst = m.playlist(
-            seed=seed, user=user, n=n, flow=flow, filters=flt, max_per_group=max_per_creator
+            seed=seed,
+            user=user,
+            n=n,
+            flow=flow,
+            filters=flt,
+            max_per_group=max_per_creator,
+            mood=mood,
         )
         titles = _titles(ws, lst.ids)
         if as_json:
@@ -178,7 +187,8 @@ def playlist(
             ]
             console.print_json(json.dumps(rows, ensure_ascii=False))
             return
-        t = Table(title=f"playlist from {seed or 'the top pick'}{f' for {user}' if user else ''}")
+        start = seed or (f'"{mood}"' if mood else "the top pick")
+        t = Table(title=f"playlist from {start}{f' for {user}' if user else ''}")
         for col in ("#", "item", "title", "score", "sources"):
             t.add_column(col)
         for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):

@@ -77,6 +77,7 @@ class PipelineConfig(ModelConfig):
         description="at most this many users' requests (a seeded sample) teach the ranker",
     )
     feature: str = Field("fused", description="content vectors for similarity features")
+    text_feature: str = Field("text", description="text vectors that mood playlists search")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
 
     @classmethod
@@ -123,6 +124,12 @@ class Pipeline(Recommender):
             sorted({p["name"] for p in ps if p.get("name")}) for ps in dataset.item_people
         ]
         self.facts = ItemFacts().fit(dataset)
+        tv = dataset.item_features.get(c.text_feature)
+        if tv is not None:
+            from avrec.features.base import l2_normalise
+
+            tv = l2_normalise(np.asarray(tv, np.float32))
+        self.text_vectors = tv  # mood playlists match text queries against these
         self.ranker: Ranker | None = None
         self.ranker_recall: float | None = None
         tail = _tail_mask(dataset, c.ranker_holdout) if c.ranker_holdout else None
@@ -358,77 +365,125 @@ class Pipeline(Recommender):
         filters: ItemFilter | None = None,
         at: float | None = None,
         max_per_group: int = 0,
+        mood: str | None = None,
+        mood_weight: float = 0.4,
     ) -> ItemList:
         """An ordered list of ``n`` items that flows from one to the next (autoplay).
 
-        It starts at ``seed`` (kept first) or, for a ``user`` alone, at their top
-        recommendation. Each next item is chosen with the previous ones played: the sources
-        (a next-item model among them) and the ranker score candidates as if the list so far
-        were the latest history, and ``flow`` blends in the similarity to the previous item
-        (content vectors, else the first collaborative source's item similarity), so
-        neighbours fit together. Items are never repeated, the user's history is left out,
-        ``filters`` and availability at ``at`` apply to every pick, and ``max_per_group``
-        caps items per creator. Fields: ``sources`` and ``after`` (the item each follows).
+        It starts at ``seed`` (kept first), else at the item that best matches ``mood`` (a
+        text such as "relaxing piano for studying", matched against the items' analysed text
+        with the multilingual e5 encoder), else at a ``user``'s top recommendation. Each next
+        item is chosen with the previous ones played: the sources (a next-item model among
+        them) and the ranker score candidates as if the list so far were the latest history;
+        ``flow`` blends in the similarity to the previous item (content vectors, else the
+        first collaborative source's item similarity), and with a mood ``mood_weight`` blends
+        in the match to it (the best-matching items join the candidates). Items are never
+        repeated, the user's history is left out, ``filters`` and availability at ``at``
+        apply to every pick, and ``max_per_group`` caps items per creator. Fields:
+        ``sources`` and ``after`` (the item each follows).
 
         Raises:
-            ConfigError: neither ``seed`` nor ``user``, ``n`` < 1 or ``flow`` outside [0, 1].
+            ConfigError: no seed, user or mood; ``n`` < 1; ``flow`` or ``mood_weight`` outside
+                [0, 1] or summing above 1; a mood without analysed text vectors.
             UnknownEntityError: ``seed`` is not in the catalogue.
         """
-        user_vocab, item_vocab = self._check()
-        if seed is None and user is None:
-            raise ConfigError("a playlist needs a seed item or a user")
-        if n < 1 or not 0.0 <= flow <= 1.0:
-            raise ConfigError(f"need n >= 1 and flow in [0, 1], got n={n}, flow={flow}")
+        _, item_vocab = self._check()
+        if seed is None and user is None and not mood:
+            raise ConfigError("a playlist needs a seed item, a user or a mood")
+        w_mood = mood_weight if mood else 0.0
+        if n < 1 or not 0.0 <= flow <= 1.0 or not 0.0 <= w_mood <= 1.0 or flow + w_mood > 1.0:
+            raise ConfigError(
+                f"need n >= 1, flow and mood_weight in [0, 1] summing to at most 1; got n={n}, "
+                f"flow={flow}, mood_weight={mood_weight}"
+            )
+        mood_sim = self._mood_similarity(mood) if mood else None
         batch = self.user_batch([user] if user is not None else ["\0no user"])
         base = np.asarray(batch.sequence_list()[0], np.int64)
         seen = set(batch.history.tocsr()[0].indices.tolist())
+        allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
         picked: list[int] = []
+        srcs: list[list[str]] = []
+        values: list[float] = []
         if seed is not None:
             picked.append(int(item_vocab.index([seed])[0]))
-        allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+            srcs.append(["seed"])
+            values.append(1.0)
         counts: dict[str, int] = {}
-        srcs: list[list[str]] = [["seed"]] if picked else []
-        values: list[float] = [1.0] if picked else []
         for p in picked:
             for g in self.item_people_names[p]:
                 counts[g] = counts.get(g, 0) + 1
         while len(picked) < n:
+            banned = seen | set(picked)
             hist = np.concatenate([base, np.asarray(picked, np.int64)])
             req = Request(
                 int(batch.users[0]),
                 hist,
-                exclude=np.asarray(sorted(seen | set(picked)), np.int64),
+                exclude=np.asarray(sorted(banned), np.int64),
                 time=at,
                 allowed=allowed,
             )
             merged = self.candidates([req])[0]
-            if not len(merged.items):
+            items = merged.items
+            rel = _unit(self.rank(req, merged).astype(np.float64)) if len(items) else items
+            provenance = [merged.provenance(j) for j in range(len(items))]
+            if mood_sim is not None:  # the items that best match the mood join the pool
+                ok = np.isfinite(mood_sim)
+                if allowed is not None:
+                    ok &= allowed
+                ok[list(banned)] = False
+                ok[items] = False
+                extra = np.flatnonzero(ok)
+                extra = extra[np.argsort(-mood_sim[extra], kind="stable")[:50]]
+                items = np.concatenate([items, extra])
+                rel = np.concatenate([rel, np.zeros(len(extra))])
+                provenance += [["mood"]] * len(extra)
+            if not len(items):
                 break
-            scores = self.rank(req, merged).astype(np.float64)
-            value = _unit(scores)
-            if picked and flow > 0:
-                sim = self._flow_similarity(picked[-1])
+            value = (1.0 - flow - w_mood) * rel
+            if flow > 0:
+                sim = self._flow_similarity(picked[-1]) if picked else None
                 if sim is not None:
-                    value = (1.0 - flow) * value + flow * _unit(sim[merged.items])
-            order = np.lexsort((merged.items, -value))
+                    value = value + flow * _unit(sim[items])
+                else:
+                    value = value + flow * rel  # nothing to flow from yet: relevance
+            if mood_sim is not None:
+                if not picked and user is None:  # nobody's taste to weigh: the mood opens
+                    value = _unit(mood_sim[items])
+                else:
+                    value = value + w_mood * _unit(mood_sim[items])
+            order = np.lexsort((items, -value))
             choice = None
             for j in order:
-                keys = self.item_people_names[int(merged.items[j])]
+                keys = self.item_people_names[int(items[j])]
                 if max_per_group and any(counts.get(g, 0) >= max_per_group for g in keys):
                     continue
                 choice = int(j)
                 break
             if choice is None:
                 break
-            item = int(merged.items[choice])
+            item = int(items[choice])
             for g in self.item_people_names[item]:
                 counts[g] = counts.get(g, 0) + 1
             picked.append(item)
-            srcs.append(merged.provenance(choice))
+            srcs.append(provenance[choice])
             values.append(float(value[choice]))
         ids = item_vocab.lookup(np.asarray(picked, np.int64))
         after = [None, *ids[:-1]]
         return ItemList(ids, np.asarray(values, np.float32), {"sources": srcs, "after": after})
+
+    def _mood_similarity(self, mood: str) -> np.ndarray:
+        """Cosine of every item's analysed text to the ``mood`` query (``-inf``: no text)."""
+        tv = getattr(self, "text_vectors", None)
+        if tv is None:
+            raise ConfigError(
+                "a mood playlist needs the items' text vectors: run avrec analyze, then train"
+            )
+        from avrec.features.text import E5TextEncoder
+
+        q = E5TextEncoder().encode_queries([mood])[0]
+        sims = tv @ q
+        sims[np.linalg.norm(tv, axis=1) == 0] = -np.inf
+        return sims
 
     def _flow_similarity(self, item: int) -> np.ndarray | None:
         """Similarity of ``item`` to every item for playlist flow."""
@@ -492,6 +547,8 @@ class Pipeline(Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         out = {f"f_{k}": v for k, v in self.features.state().items()}
         out.update({f"fx_{k}": v for k, v in self.facts.state().items()})
+        if self.text_vectors is not None:
+            out["text_vectors"] = self.text_vectors
         out["titles"] = np.asarray([t or "" for t in self.titles], dtype=str)
         out["tags_json"] = np.asarray([json.dumps(t) for t in self.item_tag_lists], dtype=str)
         out["people_json"] = np.asarray([json.dumps(p) for p in self.item_people_names], dtype=str)
@@ -506,6 +563,7 @@ class Pipeline(Recommender):
         self.facts = ItemFacts().set_state(
             {k[3:]: v for k, v in arrays.items() if k.startswith("fx_")}
         )
+        self.text_vectors = arrays.get("text_vectors")
         self.features = FeatureBuilder(self.config.feature).set_state(feats)
         self.titles = [t or None for t in arrays["titles"].tolist()]
         self.item_tag_lists = [json.loads(t) for t in arrays["tags_json"].tolist()]
