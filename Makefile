@@ -14,7 +14,7 @@ export AVREC_DATA_DIR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install dev fonts demo test test-fast lint format bench clean
+.PHONY: install dev fonts demo test test-fast lint format bench bench-pipeline clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ bench: install
 	$(BIN)/python -m benchmarks.event_index
 	$(BIN)/python -m benchmarks.accuracy --dataset movielens-100k
 	$(BIN)/python -m benchmarks.accuracy --dataset microlens-50k
+
+# The pipeline against its own sources, cold start and latency (about an hour on 2 cores).
+bench-pipeline: install
+	$(BIN)/python -m benchmarks.pipeline --dataset movielens-100k --sasrec-budget 270
+	$(BIN)/python -m benchmarks.pipeline --dataset microlens-50k --sasrec-budget 720 --sasrec-max-len 20
+	$(BIN)/python -m benchmarks.pipeline_cold
+	$(BIN)/python -m benchmarks.pipeline_latency
 
 clean:
 	rm -rf $(VENV) demo-workspace .pytest_cache .ruff_cache

@@ -125,8 +125,11 @@ def cold_users(data) -> dict:  # noqa: ANN001
             shape=(len(users), data.n_items),
         )
         hist.data[:] = 1.0
+        # the request comes just before the target event: with no events yet, time-aware
+        # parts must still not see what happened after it
+        at = np.asarray([data.ts[ptr[u] + e] - 1.0 for u in users])
         for name, m in models.items():
-            batch = UserBatch(np.full(len(users), -1), hist, seqs, times)
+            batch = UserBatch(np.full(len(users), -1), hist, seqs, times, at)
             scores = np.array(m._score_batch(batch), np.float32, copy=True)
             mask_rows(scores, hist)
             per[name][e] = _ndcg_at_10(scores, targets)

@@ -153,6 +153,39 @@ def measure(pipe: Pipeline, ds: Dataset, n_users: int, seed: int = 0) -> dict:
     return out
 
 
+def recall(pipe: Pipeline, ds: Dataset, queries: int = 200) -> dict:
+    """recall@10 of each approximate (HNSW/IVF) index against exact search, on the queries
+    its source asks: item vectors for the content sources (the item itself left out), users'
+    folded-in factors for the factors source."""
+    from avrec.pipeline.sources import Request
+    from avrec.retrieval import VectorIndex
+
+    out = {}
+    rng = np.random.default_rng(1)
+    for src, _ in pipe.sources:
+        index = getattr(src, "index", None)
+        if index is None or index.built_kind == "exact" or src.name in out:
+            continue
+        x = index._x
+        if src.kind == "factors":
+            users = rng.choice(ds.n_users, queries, replace=False)
+            ptr = ds.sequence_indptr
+            reqs = [Request(int(u), ds.item_index[ptr[u] : ptr[u + 1]]) for u in users]
+            q = src.user_vectors(reqs)
+            truth = VectorIndex("exact").build(x).search(q, 10).indices
+            got = index.search(q, 10).indices
+        else:
+            rows = rng.choice(len(x), queries, replace=False)
+            q = x[rows]
+            truth = VectorIndex("exact").build(x).search(q, 11).indices
+            got = index.search(q, 11).indices
+            truth = [t[t != r][:10] for t, r in zip(truth, rows, strict=True)]
+            got = [g[g != r][:10] for g, r in zip(got, rows, strict=True)]
+        hits = sum(len(set(a) & set(b)) for a, b in zip(truth, got, strict=True))
+        out[src.name] = hits / (10 * queries)
+    return out
+
+
 def bundle_times(pipe: Pipeline) -> dict:
     from avrec.models import load_model
 
@@ -188,6 +221,7 @@ def run_case(label: str, ds: Dataset, cfg: PipelineConfig, n_users: int) -> dict
             s.name: s.index.built_kind for s, _ in pipe.sources if getattr(s, "index", None)
         },
         "latency": measure(pipe, ds, n_users),
+        "recall@10": recall(pipe, ds),
     }
     lat = res["latency"]
     print(
@@ -196,7 +230,8 @@ def run_case(label: str, ds: Dataset, cfg: PipelineConfig, n_users: int) -> dict
         flush=True,
     )
     res["bundle"] = bundle_times(pipe)
-    print(f"  bundle: {res['bundle']}", flush=True)
+    del pipe
+    print(f"  bundle: {res['bundle']}; recall@10 {res['recall@10']}", flush=True)
     return res
 
 
@@ -222,6 +257,17 @@ def update_markdown(res: dict) -> None:
             f"{case['fit_s']:.0f} s | {b['save_s']:.1f} s / {b['load_s']:.2f} s "
             f"({b['bytes'] / 1e6:.0f} MB) |"
         )
+    for case in res["cases"]:
+        if case.get("recall@10"):
+            lines.append("")
+            lines.append(
+                f"{case['label']}: approximate indexes "
+                + ", ".join(f"{k} {case['index_kinds'][k]}" for k in case["recall@10"])
+                + "; recall@10 against exact search (200 queries: item vectors, the item "
+                "itself left out, for content; folded-in user factors for factors): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in case["recall@10"].items())
+                + "."
+            )
     replace_block("pipeline-latency", lines, "### Pipeline latency (issue 6)")
 
 
@@ -232,25 +278,32 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--no-real", action="store_true", help="skip the MicroLens-50k case")
     args = ap.parse_args()
-    cases = []
+    out_path = RESULTS / "pipeline-latency.json"
+    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "cases": []}
     if not args.no_real:
         if Settings().data_dir is None:
             raise SystemExit("set AVREC_DATA_DIR to ../shared/datasets (or pass --no-real)")
         from avrec.data.loaders import load_dataset
 
         ds = load_dataset("microlens-50k")
-        cases.append({"label": "MicroLens-50k", **run_case("real", ds, real_config(), args.calls)})
+        res["cases"].append(
+            {"label": "MicroLens-50k", **run_case("real", ds, real_config(), args.calls)}
+        )
         del ds
+        _write(out_path, res)
     t = time.perf_counter()
     ds = synthetic(args.items, args.users)
     print(f"synthetic data in {time.perf_counter() - t:.0f}s", flush=True)
-    cases.append(
+    res["cases"].append(
         {"label": "synthetic", **run_case("synthetic", ds, synthetic_config(), args.calls)}
     )
-    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "cases": cases}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline-latency.json").write_text(json.dumps(res, indent=2))
+    _write(out_path, res)
     update_markdown(res)
+
+
+def _write(path: Path, res: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

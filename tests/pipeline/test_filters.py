@@ -122,7 +122,13 @@ def test_pipeline_filters_keep_k_and_never_leak(fds):
     for r in many:
         assert "i3" not in r.ids and "i4" not in r.ids
     later = p.recommend_explained(["nobody"], k=40, at=2100.0 * DAY)[0]
-    assert "i4" not in later.ids
+    assert "i4" not in later.ids and "i3" in later.ids  # i3 has opened by then
+    for r in p.recommend(["u1", "nobody"], k=40):  # the plain model surface serves now too
+        assert "i3" not in r.ids and "i4" not in r.ids
+    # what the caller excludes is refilled inside the sources: still k, none of them
+    first = p.recommend_explained(["u0"], k=5)[0]
+    second = p.recommend_explained(["u0"], k=5, exclude=first.ids)[0]
+    assert len(second) == 5 and not set(second.ids) & set(first.ids)
     timings: dict[str, float] = {}
     p.recommend_explained(["u0"], k=5, timings=timings)
     assert set(timings) == {"retrieval", "ranking", "reranking", "explaining"}

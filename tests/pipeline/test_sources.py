@@ -200,17 +200,39 @@ def test_vector_sources_share_one_index_and_keep_a_graph_index(ds, tmp_path):
             SourceConfig(kind="neighbours", n=10, params={"index": hnsw}),
             SourceConfig(kind="interests", n=10, params={"index": hnsw}),
             SourceConfig(kind="popular", n=5),
+            SourceConfig(kind="factors", n=5, params={"model": {"factors": 8}, "index": hnsw}),
         ],
         ranker={"min_child_samples": 5},
         ranker_holdout=2,
     ).fit(ds)
-    (a, _), (b, _), _ = p.sources
+    (a, _), (b, _), _, (f, _) = p.sources
     assert a.index is b.index and a.index.built_kind == "hnsw"
     path = p.save(tmp_path / "bundle")
-    with np.load(path / "sources" / "neighbours" / "state.npz") as z:
-        assert "index_bytes" in z.files and str(z["index_kind"]) == "hnsw"
+    for name in ("neighbours", "factors"):
+        with np.load(path / "sources" / name / "state.npz") as z:
+            assert "index_bytes" in z.files and str(z["index_kind"]) == "hnsw"
     from avrec.models import load_model
 
     again = load_model(path)
     users = ["u0", "u1", "stranger"]
     np.testing.assert_array_equal(again.score(users), p.score(users))
+    assert again.sources[0][0].index is again.sources[1][0].index  # shared again in memory
+    assert again.sources[3][0].index.built_kind == "hnsw"
+
+
+def test_a_bundle_of_another_format_is_refused_clearly(ds, tmp_path):
+    import io
+
+    from avrec.errors import DataError
+    from avrec.models import load_model
+    from avrec.pipeline.pipeline import Pipeline, SourceConfig
+
+    p = Pipeline(sources=[SourceConfig(kind="popular")], ranker_holdout=0).fit(ds)
+    path = p.save(tmp_path / "b")
+    with np.load(path / "weights.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "pipeline_format"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (path / "weights.npz").write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match="train it again"):
+        load_model(path)

@@ -44,6 +44,14 @@ def test_request_time_never_sees_later_events():
     np.minimum.at(first, ds.item_index, ds.ts)
     age = tl.age_days(np.arange(ds.n_items), t)
     np.testing.assert_allclose(age, (t - first) / DAY, atol=1e-3)
+    # an item first played after t looks never played at t: NaN, not a negative age
+    early = float(np.min(first))
+    before_all = tl.age_days(np.arange(ds.n_items), early - DAY)
+    assert np.isnan(before_all).all()
+    assert (tl.counts(np.arange(ds.n_items), early - DAY, None) == 0).all()
+    np.testing.assert_array_equal(
+        tl.counts(np.arange(ds.n_items), None, None), np.bincount(ds.item_index, minlength=50)
+    )
     # trending at t: only events up to t, decayed from there
     hl = 3.0
     got = tl.decayed(t, hl)
@@ -84,3 +92,54 @@ def test_request_time_defaults_to_the_last_event():
     r = Request(0, [1, 2], times=np.asarray([10.0, 20.0]))
     assert r.time == 20.0
     assert Request(0, [1]).time is None
+
+
+def test_trending_in_the_past_uses_a_short_list_that_equals_the_full_ranking():
+    """The per-hour short list gives exactly the full computation's answer, and a request
+    that excludes or filters more than the list holds falls back to the full ranking."""
+    from avrec.pipeline.sources import _top
+
+    ds = random_dataset(1)
+    src = create_source("trending", half_life_days=5.0).fit(ds)
+    src.SHORT_LIST = 8  # small, so exclusions can exhaust it
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        t = float(rng.uniform(10 * DAY, 120 * DAY))
+        ex = rng.choice(ds.n_items, int(rng.integers(0, 12)), replace=False)
+        allowed = rng.random(ds.n_items) < 0.7 if rng.random() < 0.5 else None
+        got = src.retrieve([Request(-1, [], exclude=ex, time=t, allowed=allowed)], 6)[0]
+        want = _top(src.scores_at(t), ex.astype(np.int64), 6, allowed)
+        assert got.items.tolist() == want[0].tolist()
+        np.testing.assert_allclose(got.scores, want[1])
+
+
+def test_fresh_at_a_past_time_sees_only_what_existed_then():
+    ds = catalogue_dataset()
+    src = create_source("fresh", max_age_days=5.0).fit(ds)
+    now = src.retrieve([Request(-1, [])], 5)[0]
+    assert ds.items.lookup(now.items) == ["i41", "i40"]
+    # i41 was created on day 1030, i40 on day 1029: on day 1029.5 only i40 exists
+    then = src.retrieve([Request(-1, [], time=1029.5 * DAY)], 5)[0]
+    assert ds.items.lookup(then.items) == ["i40"]
+    assert src.retrieve([Request(-1, [], time=1020.0 * DAY)], 5)[0].items.tolist() == []
+
+
+def test_pipeline_scores_at_the_request_time_it_is_given():
+    """Evaluation can say when a request is made (a stranger's first request): sources and
+    features then see only what existed at that time."""
+    import scipy.sparse as sp
+
+    from avrec.models.base import UserBatch
+    from avrec.pipeline.pipeline import Pipeline, SourceConfig
+
+    ds = catalogue_dataset()
+    p = Pipeline(
+        sources=[SourceConfig(kind="fresh", params={"max_age_days": 5.0})], ranker_holdout=0
+    ).fit(ds)
+    empty = sp.csr_matrix((2, ds.n_items), dtype=np.float32)
+    batch = UserBatch(np.full(2, -1), empty, [np.zeros(0, np.int64)] * 2, None,
+                      np.asarray([1029.5 * DAY, np.nan]))  # fmt: skip
+    scores = p._score_batch(batch)
+    i40, i41 = ds.items.index(["i40", "i41"])
+    assert np.isfinite(scores[0, i40]) and np.isinf(scores[0, i41])  # i41 did not exist yet
+    assert np.isfinite(scores[1, i41])  # no time given: now

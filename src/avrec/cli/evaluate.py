@@ -127,8 +127,12 @@ def _pipeline_models(path: Path, data, ws) -> dict:  # noqa: ANN001
     out = {}
     for sc in cfg.sources:
         if sc.kind == "model":
+            kind = sc.params.get("model", "ease")  # ModelSource's default
             params = {k: v for k, v in sc.params.items() if k != "model"}
-            out[sc.name or sc.params["model"]] = create_model(sc.params["model"], **params)
+            label = sc.name or kind
+            out[f"{label} (source)" if label == "pipeline" else label] = create_model(
+                kind, **params
+            )
     out["pipeline"] = Pipeline(**cfg.model_dump())
     return out
 

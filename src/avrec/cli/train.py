@@ -99,7 +99,9 @@ def train(
         m = Pipeline(**cfg.model_dump())
     with console.status(f"training {name} on {data} ..."):
         start = time.perf_counter()
-        if model:
+        if model or not m.config.ranker_holdout:  # type: ignore[attr-defined]
+            # the last event of each user validates early stopping (or, for a pipeline
+            # without held-out tails, teaches its ranker)
             split = LeaveOneOut(valid=False, min_events=2).split(data)
             m.fit(split.train, data.select(split.masks["test"]))
         else:  # the pipeline holds out each user's last events for its ranker itself

@@ -86,12 +86,15 @@ class UserBatch:
             demand by :meth:`sequence_list` when ``None``.
         times: the Unix time of each sequence event (same shapes as ``sequences``), for models
             that read the request time (``uses_times``); ``None`` when not known.
+        request_times: when each user's request is made (default: after their last event,
+            or now without ``times``).
     """
 
     users: np.ndarray
     history: sp.csr_matrix
     sequences: list[np.ndarray] | None = None
     times: list[np.ndarray] | None = None
+    request_times: np.ndarray | None = None
 
     def sequence_list(self) -> list[np.ndarray]:
         if self.sequences is None:
@@ -172,7 +175,6 @@ class Recommender(abc.ABC):
         self._seen: sp.csr_matrix | None = None
         self._seq_indptr: np.ndarray | None = None
         self._seq_items: np.ndarray | None = None
-        self._seq_times: np.ndarray | None = None
         self.fit_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -194,8 +196,6 @@ class Recommender(abc.ABC):
         if self.uses_sequences:
             self._seq_indptr = dataset.sequence_indptr.copy()
             self._seq_items = dataset.item_index.copy()
-            if self.uses_times:
-                self._seq_times = dataset.ts.copy()
         self._fit(dataset, valid)
         self.fit_seconds = time.perf_counter() - start
         return self
@@ -230,12 +230,8 @@ class Recommender(abc.ABC):
             ptr, items = self._seq_indptr, self._seq_items
             empty = np.zeros(0, np.int64)
             sequences = [items[ptr[u] : ptr[u + 1]] if u >= 0 else empty for u in idx]
-        times = None
-        if self.uses_times and self._seq_times is not None and self._seq_indptr is not None:
-            ptr, ts = self._seq_indptr, self._seq_times
-            none = np.zeros(0, np.float64)
-            times = [ts[ptr[u] : ptr[u + 1]] if u >= 0 else none for u in idx]
-        return UserBatch(idx, history, sequences, times)
+        # no times: a request served now is made now (evaluation passes each user's times)
+        return UserBatch(idx, history, sequences)
 
     def score(self, users: Sequence[str], items: Sequence[str] | None = None) -> np.ndarray:
         """Scores of ``items`` (default: all, in vocabulary order) for each user."""
@@ -333,7 +329,6 @@ class Recommender(abc.ABC):
                 if self._seq_indptr is not None
                 else {}
             ),
-            **({"__seq_times": self._seq_times} if self._seq_times is not None else {}),
             **self._state(),
         }
         import io
@@ -377,8 +372,6 @@ class Recommender(abc.ABC):
         if "__seq_indptr" in arrays:
             model._seq_indptr = arrays.pop("__seq_indptr")
             model._seq_items = arrays.pop("__seq_items")
-        if "__seq_times" in arrays:
-            model._seq_times = arrays.pop("__seq_times")
         model.fit_seconds = manifest.get("fit_seconds")
         if manifest.get("tuned"):
             model.tuned_ = manifest["tuned"]

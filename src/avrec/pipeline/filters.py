@@ -76,12 +76,17 @@ class ItemFacts:
         return self
 
     def _index(self) -> None:
-        self.by_label: dict[str, np.ndarray] = {}
         groups: dict[str, list[int]] = {}
         for i, labels in enumerate(self.labels):
             for lab in labels:
                 groups.setdefault(lab, []).append(i)
         self.by_label = {k: np.asarray(v, np.int64) for k, v in groups.items()}
+        langs: dict[str, list[int]] = {}
+        for i, lang in enumerate(self.language.tolist()):
+            if lang:
+                langs.setdefault(lang, []).append(i)
+        self.by_language = {k: np.asarray(v, np.int64) for k, v in langs.items()}
+        self._available: dict[int, np.ndarray] = {}
         self.windowed = bool(
             np.isfinite(self.available_from).any() or np.isfinite(self.available_until).any()
         )
@@ -109,12 +114,20 @@ class ItemFacts:
         return self
 
     def available(self, t: float) -> np.ndarray | None:
-        """Items whose availability window contains ``t`` (``None``: every item)."""
+        """Items whose availability window contains ``t`` (``None``: every item). Cached per
+        second of ``t`` (serving asks at "now" again and again)."""
         if not self.windowed:
             return None
-        with np.errstate(invalid="ignore"):
-            ok = ~(self.available_from > t) & ~(self.available_until < t)
-        return ok
+        key = int(t)
+        hit = self._available.get(key)
+        if hit is None:
+            with np.errstate(invalid="ignore"):
+                hit = ~(self.available_from > t) & ~(self.available_until < t)
+            hit.flags.writeable = False
+            if len(self._available) >= 64:
+                self._available.pop(next(iter(self._available)))
+            self._available[key] = hit
+        return hit
 
     def mask(self, flt: ItemFilter | None, t: float | None = None) -> np.ndarray | None:
         """The items ``flt`` allows and that are available at ``t`` (``None``: all items)."""
@@ -130,7 +143,12 @@ class ItemFacts:
                     hit[idx] = True
             ok &= hit
         if flt.languages:
-            ok &= np.isin(self.language, [str(x).lower() for x in flt.languages])
+            hit = np.zeros(self.n_items, bool)
+            for lang in flt.languages:
+                idx = self.by_language.get(str(lang).lower())
+                if idx is not None:
+                    hit[idx] = True
+            ok &= hit
         with np.errstate(invalid="ignore"):
             if flt.min_duration is not None:
                 ok &= self.duration >= flt.min_duration

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from avrec.data.dataset import Dataset
-from avrec.errors import ConfigError, NotFittedError
+from avrec.errors import ConfigError, DataError, NotFittedError
 from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch, register_model
 from avrec.pipeline.explain import Explanation, Reason, source_label, tag_counts, top_tags
 from avrec.pipeline.filters import ItemFacts, ItemFilter
@@ -29,7 +29,10 @@ from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
 
-__all__ = ["Pipeline", "PipelineConfig", "SourceConfig"]
+__all__ = ["BUNDLE_FORMAT", "Pipeline", "PipelineConfig", "SourceConfig"]
+
+#: the layout of a saved pipeline (2: request-time features, filters, shared indexes)
+BUNDLE_FORMAT = 2
 
 
 class SourceConfig(BaseModel):
@@ -189,9 +192,10 @@ class Pipeline(Recommender):
             for u, seq, ex, t in zip(users, sequences, exclude, ts, strict=True)
         ]
 
-    def candidates(self, requests: list[Request]) -> list[Merged]:
-        """Merged candidates of every source for each request."""
-        per = {s.name: s.retrieve(requests, n) for s, n in self.sources}
+    def candidates(self, requests: list[Request], at_least: int = 0) -> list[Merged]:
+        """Merged candidates of every source for each request (each source proposes its
+        configured ``n``, or ``at_least`` when that is more: a deep page needs more)."""
+        per = {s.name: s.retrieve(requests, max(n, at_least)) for s, n in self.sources}
         return [merge({name: per[name][i] for name in per}) for i in range(len(requests))]
 
     def _fit_ranker(self, train: Dataset, targets: sp.csr_matrix) -> None:
@@ -243,6 +247,9 @@ class Pipeline(Recommender):
         reqs = self._requests(
             batch.users, seqs, [hist[i].indices for i in range(len(batch.users))], batch.times
         )
+        if batch.request_times is not None:
+            for req, t in zip(reqs, batch.request_times, strict=True):
+                req.time = None if t is None or not np.isfinite(t) else float(t)
         if self.facts.windowed:  # what was available when each request was made
             for req in reqs:
                 req.allowed = self.facts.available(
@@ -278,8 +285,10 @@ class Pipeline(Recommender):
         ``timings``, when given, accumulates the seconds spent in ``retrieval``, ``ranking``
         (features and the ranker), ``reranking`` and ``explaining``.
 
-        ``offset`` pages through the same list (page 2 of 10 is ``offset=10``); ``exclude``
-        removes items a session has already shown. ``session_items`` (per user, in order) are
+        ``offset`` pages through the same list (page 2 of 10 is ``offset=10``; pages within
+        the sources' largest ``n`` never repeat an item, and deeper pages ask the sources for
+        more); ``exclude`` removes items a session has already shown, inside the sources, so
+        the page is refilled around them. ``session_items`` (per user, in order) are
         events since training (this session's plays): they join the history at once, so a new
         user's second request already follows what they played. Unknown users with no events
         get the fallback sources.
@@ -300,7 +309,8 @@ class Pipeline(Recommender):
                 seqs[i] = np.concatenate([np.asarray(seqs[i], np.int64), idx])
                 seen[i] = np.union1d(seen[i], idx)
         t0 = time.perf_counter()
-        reqs = self._requests(batch.users, seqs, seen)
+        # what the caller excludes is excluded inside the sources, so they refill around it
+        reqs = self._requests(batch.users, seqs, [np.union1d(s, extra) for s in seen])
         allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
         for req in reqs:
             req.time, req.allowed = at, allowed
@@ -314,7 +324,10 @@ class Pipeline(Recommender):
         }
         out = []
         spent = {"retrieval": 0.0, "ranking": 0.0, "reranking": 0.0, "explaining": 0.0}
-        all_merged = self.candidates(reqs)
+        # pages within the sources' usual depth come from one list (no repeats across them);
+        # a deeper page asks every source for that many
+        depth = max(n for _, n in self.sources)
+        all_merged = self.candidates(reqs, at_least=0 if offset + k <= depth else offset + k)
         t1 = time.perf_counter()
         spent["retrieval"] += t1 - t0
         for req, merged in zip(reqs, all_merged, strict=True):
@@ -433,7 +446,9 @@ class Pipeline(Recommender):
                 ok[list(banned)] = False
                 ok[items] = False
                 extra = np.flatnonzero(ok)
-                extra = extra[np.argsort(-mood_sim[extra], kind="stable")[:50]]
+                if len(extra) > 50:
+                    extra = extra[np.argpartition(-mood_sim[extra], 49)[:50]]
+                extra = extra[np.lexsort((extra, -mood_sim[extra]))]
                 items = np.concatenate([items, extra])
                 rel = np.concatenate([rel, np.zeros(len(extra))])
                 provenance += [["mood"]] * len(extra)
@@ -441,9 +456,9 @@ class Pipeline(Recommender):
                 break
             value = (1.0 - flow - w_mood) * rel
             if flow > 0:
-                sim = self._flow_similarity(picked[-1]) if picked else None
+                sim = self._flow_similarity(picked[-1], items) if picked else None
                 if sim is not None:
-                    value = value + flow * _unit(sim[items])
+                    value = value + flow * _unit(sim)
                 else:
                     value = value + flow * rel  # nothing to flow from yet: relevance
             if mood_sim is not None:
@@ -485,15 +500,16 @@ class Pipeline(Recommender):
         sims[np.linalg.norm(tv, axis=1) == 0] = -np.inf
         return sims
 
-    def _flow_similarity(self, item: int) -> np.ndarray | None:
-        """Similarity of ``item`` to every item for playlist flow."""
+    def _flow_similarity(self, item: int, items: np.ndarray) -> np.ndarray | None:
+        """Similarity of ``item`` to each of ``items`` for playlist flow."""
         v = self.features.vectors
         if v is not None:
-            return v @ v[item]
+            return v[items] @ v[item]
         for src, _ in self.sources:
             model = getattr(src, "model", None)
             if model is not None and model.name in ("itemknn", "ease", "als", "bpr", "mf"):
-                return np.asarray(model._item_similarity(np.asarray([item]))[0], np.float64)
+                row = model._item_similarity(np.asarray([item]))[0]
+                return np.asarray(row, np.float64)[items]
         return None
 
     def _explain(self, req, merged, row, item, names, kinds, contrib, j, counts) -> Explanation:  # noqa: ANN001
@@ -546,6 +562,7 @@ class Pipeline(Recommender):
     # -- bundles -------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         out = {f"f_{k}": v for k, v in self.features.state().items()}
+        out["pipeline_format"] = np.asarray(BUNDLE_FORMAT)
         out.update({f"fx_{k}": v for k, v in self.facts.state().items()})
         if self.text_vectors is not None:
             out["text_vectors"] = self.text_vectors
@@ -559,6 +576,12 @@ class Pipeline(Recommender):
         return out
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if int(arrays.get("pipeline_format", 0)) != BUNDLE_FORMAT:
+            raise DataError(
+                "this pipeline bundle was written by another version of avrec (bundle format "
+                f"{int(arrays.get('pipeline_format', 0))}, this one reads {BUNDLE_FORMAT}); "
+                "train it again with avrec train"
+            )
         feats = {k[2:]: v for k, v in arrays.items() if k.startswith("f_")}
         self.facts = ItemFacts().set_state(
             {k[3:]: v for k, v in arrays.items() if k.startswith("fx_")}
@@ -611,7 +634,11 @@ class Pipeline(Recommender):
         p.sources = []
         for sc in p.config.sources:
             src = create_source(sc.kind, **({"name": sc.name} if sc.name else {}), **sc.params)
-            p.sources.append((src.load(path / "sources" / src.name), sc.n))
+            src = src.load(path / "sources" / src.name)
+            share = getattr(src, "share_index", None)
+            if share is not None:  # one index in memory for sources over the same vectors
+                any(share(other) for other, _ in p.sources)
+            p.sources.append((src, sc.n))
         return p
 
 

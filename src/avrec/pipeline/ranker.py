@@ -2,10 +2,11 @@
 
 :func:`merge` unions the sources' candidates for one request and keeps, per item, each source's
 score, rank and anchor. :class:`FeatureBuilder` turns a merged table into ranking features
-(each source's score and rank, how many sources agree, popularity, freshness, content similarity
-to the recent history, people/tag overlap, the user's activity). :class:`Ranker` is LightGBM's
-LambdaMART over those features, trained on a validation split (the sources are fitted on the
-training split only, so it never sees the events it is judged on).
+(each source's score, rank and gap to its best, how many sources agree, plays and age counted up
+to the request's time, content similarity to the recent history, language and duration match,
+the user's activity). :class:`Ranker` is LightGBM's LambdaMART over those features; the pipeline
+trains it on events the sources were not fitted on (held-out tails, a validation split), so it
+never sees the events it is judged on.
 """
 
 from __future__ import annotations
@@ -76,15 +77,7 @@ class FeatureBuilder:
 
     def fit(self, dataset: Dataset) -> FeatureBuilder:
         self.timeline = ItemTimeline().fit(dataset)
-        users = np.asarray((dataset.seen > 0).sum(axis=0)).ravel().astype(np.float32)
-        self.log_pop = np.log1p(users)
-        now = float(dataset.ts.max()) if dataset.n_events else 0.0
-        first = np.full(dataset.n_items, np.inf)
-        if dataset.n_events:
-            np.minimum.at(first, dataset.item_index, dataset.ts)
-        self.age_days = np.where(np.isfinite(first), (now - first) / 86400.0, -1.0).astype(
-            np.float32
-        )
+        self.n_items = dataset.n_items
         x = dataset.item_features.get(self.feature)
         if x is not None:
             from avrec.features.base import l2_normalise
@@ -103,8 +96,7 @@ class FeatureBuilder:
         return self
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {"log_pop": self.log_pop, "age_days": self.age_days}
-        out.update({f"tl_{k}": v for k, v in self.timeline.state().items()})
+        out = {f"tl_{k}": v for k, v in self.timeline.state().items()}
         if self.vectors is not None:
             out["vectors"] = self.vectors
         if self.lang is not None:
@@ -114,20 +106,20 @@ class FeatureBuilder:
         return out
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> FeatureBuilder:
-        self.log_pop = arrays["log_pop"]
-        self.age_days = arrays["age_days"]
         self.vectors = arrays.get("vectors")
         self.lang = arrays.get("lang")
         self.log_dur = arrays.get("log_dur")
         self.timeline = ItemTimeline().set_state(
             {k[3:]: v for k, v in arrays.items() if k.startswith("tl_")}
         )
+        self.n_items = self.timeline.n_items
         return self
 
     def names(self, sources: Sequence[str]) -> list[str]:
         cols = [f"{s}:score" for s in sources] + [f"{s}:rank" for s in sources]
         cols += [f"{s}:gap" for s in sources]
-        cols += ["n_sources", "log_popularity", "age_days", "log_history"]
+        # popularity and age are counted up to the request's time, never later
+        cols += ["n_sources", "log_plays", "log_history"]
         cols += [f"log_plays_{d}d" for d in self.WINDOWS] + ["age_at_request_days"]
         if self.vectors is not None:
             cols += ["sim_recent_max", "sim_recent_mean", "sim_profile"]
@@ -141,8 +133,10 @@ class FeatureBuilder:
         """``n_candidates x len(names)`` float32 features."""
         items = merged.items
         n = len(items)
+        if n == 0:
+            return np.zeros((0, len(self.names(merged.sources))), np.float32)
         with np.errstate(all="ignore"):  # a source with no candidates: NaN gaps
-            best = np.nanmax(merged.scores, axis=0, initial=-np.inf) if n else 0.0
+            best = np.nanmax(merged.scores, axis=0, initial=-np.inf)
             gap = merged.scores - best
         t = req.time
         parts = [
@@ -150,8 +144,7 @@ class FeatureBuilder:
             merged.ranks,
             gap,
             (~np.isnan(merged.scores)).sum(axis=1, keepdims=True).astype(np.float32),
-            self.log_pop[items, None],
-            self.age_days[items, None],
+            np.log1p(self.timeline.counts(items, t, None))[:, None],
             np.full((n, 1), np.log1p(len(req.history)), np.float32),
             *[np.log1p(self.timeline.counts(items, t, d * 86400.0))[:, None] for d in self.WINDOWS],
             self.timeline.age_days(items, t)[:, None],
@@ -167,7 +160,7 @@ class FeatureBuilder:
                 parts += [sims.max(axis=1)[:, None], sims.mean(axis=1)[:, None], prof[:, None]]
             else:
                 parts.append(np.full((n, 3), np.nan, np.float32))
-        h = req.history[(req.history >= 0) & (req.history < len(self.log_pop))]
+        h = req.history[(req.history >= 0) & (req.history < self.n_items)]
         if self.lang is not None:
             known = self.lang[h][self.lang[h] >= 0]
             share = np.full(n, np.nan, np.float32)

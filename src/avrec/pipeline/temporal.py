@@ -72,22 +72,24 @@ class ItemTimeline:
         """``t`` rounded down to the hour, in seconds after the first event."""
         return (self._rel(t) // 3600) * 3600
 
-    def counts(self, items: np.ndarray, t: float | None, window_s: float) -> np.ndarray:
+    def counts(self, items: np.ndarray, t: float | None, window_s: float | None) -> np.ndarray:
         """Events of each item in ``[t - window_s, t]`` (``t``: the request time, ``None`` for
-        the newest event)."""
+        the newest event; ``window_s`` ``None``: every event up to ``t``)."""
         items = np.asarray(items, np.int64)
         hi = self._rel(t)
         base = items * _SHIFT
         right = np.searchsorted(self.keys, base + hi, side="right")
-        left = np.searchsorted(self.keys, base + (hi - int(window_s)), side="left")
+        lo = base if window_s is None else base + (hi - int(window_s))
+        left = np.searchsorted(self.keys, np.maximum(lo, base), side="left")
         return (right - left).astype(np.float32)
 
     def age_days(self, items: np.ndarray, t: float | None) -> np.ndarray:
-        """Days from each item's first play to ``t``; negative when it was first played
-        after ``t``, NaN when never."""
+        """Days from each item's first play to ``t``; NaN when it was not played by ``t``
+        (an item first played later looks, at ``t``, like one never played: nothing may say
+        that it will be)."""
         first = self.first[np.asarray(items, np.int64)]
         age = (self._rel(t) - first) / 86400.0
-        return np.where(np.isfinite(first), age, np.nan).astype(np.float32)
+        return np.where(np.isfinite(first) & (age >= 0), age, np.nan).astype(np.float32)
 
     def decayed(self, t: float | None, half_life_days: float) -> np.ndarray:
         """Every item's play count at ``t``, each event weighted ``0.5 ** (age / half_life)``,
