@@ -97,20 +97,29 @@ def test_request_time_defaults_to_the_last_event():
 def test_trending_in_the_past_uses_a_short_list_that_equals_the_full_ranking():
     """The per-hour short list gives exactly the full computation's answer, and a request
     that excludes or filters more than the list holds falls back to the full ranking."""
+    ds = random_dataset(1)
+    rng = np.random.default_rng(0)
+    for short, t_lo in ((8, 10 * DAY), (60, 0.2 * DAY)):
+        # 8: exclusions can exhaust the list (fallback); 60 > 50 items: the list is complete
+        _check_short_list(ds, short, t_lo, rng)
+
+
+def _check_short_list(ds, short: int, t_lo: float, rng) -> None:  # noqa: ANN001
     from avrec.pipeline.sources import _top
 
-    ds = random_dataset(1)
     src = create_source("trending", half_life_days=5.0).fit(ds)
-    src.SHORT_LIST = 8  # small, so exclusions can exhaust it
-    rng = np.random.default_rng(0)
-    for _ in range(30):
-        t = float(rng.uniform(10 * DAY, 120 * DAY))
+    src.SHORT_LIST = short
+    hours = float(rng.uniform(t_lo, 120 * DAY))
+    for j in range(30):
+        t = hours if j % 3 == 0 else float(rng.uniform(t_lo, 120 * DAY))  # some hours repeat
         ex = rng.choice(ds.n_items, int(rng.integers(0, 12)), replace=False)
         allowed = rng.random(ds.n_items) < 0.7 if rng.random() < 0.5 else None
         got = src.retrieve([Request(-1, [], exclude=ex, time=t, allowed=allowed)], 6)[0]
         want = _top(src.scores_at(t), ex.astype(np.int64), 6, allowed)
         assert got.items.tolist() == want[0].tolist()
         np.testing.assert_allclose(got.scores, want[1])
+    if short > ds.n_items:
+        assert all(complete for _, _, complete in src._past.values())
 
 
 def test_fresh_at_a_past_time_sees_only_what_existed_then():
