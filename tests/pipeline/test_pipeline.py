@@ -82,6 +82,17 @@ def test_holdout_trains_the_ranker_then_refits_sources_on_everything():
     assert p.features.timeline.now == ds.ts.max()
     rec = p.recommend(["u0"], k=5)[0]
     assert not set(rec.ids) & set(ds.user_items("u0"))
+    # a stranger is shorter than any history the ranker learned from: sources are fused
+    assert p.ranker_min_history >= 1
+    from avrec.pipeline.sources import Request
+
+    stranger = Request(-1, np.zeros(0, np.int64))
+    assert not p.uses_ranker(stranger)
+    known = p._requests(*[[x] for x in (0, ds.item_index[: 8], np.zeros(0, np.int64))])[0]
+    assert p.uses_ranker(known)
+    merged = p.candidates([stranger])[0]
+    rrf = np.nansum(1.0 / (p.config.rrf_k + 1.0 + merged.ranks), axis=1)
+    np.testing.assert_allclose(p.rank(stranger, merged), rrf, rtol=1e-6)
 
 
 def test_pipeline_in_an_experiment_beats_popularity():

@@ -135,6 +135,7 @@ class Pipeline(Recommender):
         self.text_vectors = tv  # mood playlists match text queries against these
         self.ranker: Ranker | None = None
         self.ranker_recall: float | None = None
+        self.ranker_min_history = 0
         tail = _tail_mask(dataset, c.ranker_holdout) if c.ranker_holdout else None
         if tail is not None and tail.any():
             # the ranker's examples: sources fitted without each user's last events, asked
@@ -224,16 +225,29 @@ class Pipeline(Recommender):
         names = self.features.names([s.name for s, _ in self.sources])
         # share of requests with a target among the candidates: the ranker's ceiling
         self.ranker_recall = float(np.mean([y.any() for y in labels])) if labels else 0.0
+        # the shortest history the ranker learns from: shorter requests (a stranger, a first
+        # session) lie outside what it saw, and are ranked by fusing the sources instead
+        lengths = [len(r.history) for r, y in zip(reqs, labels, strict=True) if y.any()]
+        self.ranker_min_history = int(min(lengths)) if lengths else 0
         try:
             self.ranker = Ranker(**self.config.ranker).fit(feats, labels, names)
         except NotFittedError:
             self.ranker = None  # no target among any candidates: fall back to RRF
 
+    def uses_ranker(self, req: Request) -> bool:
+        """Whether ``req`` is ranked by the learned ranker: there is one, and the request's
+        history is at least as long as the shortest it learned from. Shorter ones (strangers,
+        first sessions) get reciprocal-rank fusion of the sources, which measured far better
+        there (BENCHMARKS.md, cold start)."""
+        return self.ranker is not None and len(req.history) >= getattr(
+            self, "ranker_min_history", 0
+        )
+
     def rank(self, req: Request, merged: Merged, features: np.ndarray | None = None) -> np.ndarray:
         """A score per merged candidate (higher first); ``features`` if already built."""
         if not len(merged.items):
             return np.zeros(0, np.float32)
-        if self.ranker is not None:
+        if self.uses_ranker(req):
             if features is None:
                 features = self.features.build(req, merged)
             return self.ranker.predict(features)
@@ -334,7 +348,7 @@ class Pipeline(Recommender):
             t1 = time.perf_counter()
             feats = (
                 self.features.build(req, merged)
-                if self.ranker is not None and len(merged.items)
+                if self.uses_ranker(req) and len(merged.items)
                 else None
             )
             scores = self.rank(req, merged, feats)
@@ -573,6 +587,7 @@ class Pipeline(Recommender):
             out["ranker"] = np.frombuffer(self.ranker.to_string().encode(), dtype=np.uint8)
             out["ranker_names"] = np.asarray(self.ranker.feature_names, dtype=str)
             out["ranker_groups"] = np.asarray(self.ranker.groups)
+            out["ranker_min_history"] = np.asarray(self.ranker_min_history)
         return out
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -598,6 +613,7 @@ class Pipeline(Recommender):
                 arrays["ranker_names"].tolist(),
                 int(arrays["ranker_groups"]),
             )
+            self.ranker_min_history = int(arrays["ranker_min_history"])
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle (manifest, weights, every source, the ranker) into a new folder.
