@@ -929,33 +929,37 @@ class FreshSource(Source):
         ok = np.flatnonzero(np.isfinite(born))
         self.by_birth = ok[np.lexsort((ok, -born[ok]))]  # newest first, ties by index
         self.sorted_birth = born[self.by_birth]  # descending
-        self._now: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _at(self, t: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """The fresh items at ``t`` (newest first) and their scores (age, negated)."""
+    def _window(self, t: float | None) -> tuple[int, int, float]:
+        """The slice of items (newest first) born in ``[t - max_age, t]``, and ``t``."""
         now = self.timeline.now if t is None else t
-        # descending birth times: those born in [now - max_age, now]
         lo = np.searchsorted(-self.sorted_birth, -now, side="left")
         hi = np.searchsorted(-self.sorted_birth, -(now - self.max_age_days * 86400.0), "right")
-        items = self.by_birth[lo:hi]
-        plays = self.timeline.counts(items, t, None)
-        items = items[plays < self.max_users]
-        return items, (self.born[items] - now).astype(np.float32)
+        return int(lo), int(hi), now
+
+    def _pick(
+        self, t: float | None, n: int, exclude: np.ndarray, allowed: np.ndarray | None
+    ) -> Candidates:
+        """The ``n`` newest fresh items at ``t``, read newest first in growing chunks (a
+        million-item catalogue has hundreds of thousands born within a month)."""
+        lo, hi, now = self._window(t)
+        found: list[np.ndarray] = []
+        got, step, start = 0, 4 * (n + len(exclude)), lo
+        while start < hi and got < n:
+            items = self.by_birth[start : min(hi, start + step)]
+            start += len(items)
+            step *= 2
+            items = items[self.timeline.counts(items, t, None) < self.max_users]
+            items = items[~np.isin(items, exclude)]
+            if allowed is not None:
+                items = items[allowed[items]]
+            found.append(items)
+            got += len(items)
+        top = np.concatenate(found)[:n] if found else np.zeros(0, np.int64)
+        return Candidates(top, (self.born[top] - now).astype(np.float32))
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
-        out = []
-        for req in requests:
-            if req.time is None:
-                if self._now is None:
-                    self._now = self._at(None)
-                items, scores = self._now
-            else:
-                items, scores = self._at(req.time)
-            keep = ~np.isin(items, req.exclude)
-            if req.allowed is not None:
-                keep &= req.allowed[items]
-            out.append(Candidates(items[keep][:n], scores[keep][:n]))
-        return out
+        return [self._pick(req.time, n, req.exclude, req.allowed) for req in requests]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"born": self.born, **{f"tl_{k}": v for k, v in self.timeline.state().items()}}
