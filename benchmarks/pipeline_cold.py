@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from avrec.config import Settings
 from avrec.data.loaders import load_dataset
-from avrec.eval import ColdItemSplit, ColdUserSplit, Experiment
+from avrec.eval import ColdItemSplit, ColdUserSplit
 from avrec.eval.stats import bootstrap_ci, paired_test
 from avrec.models import create_model
 from avrec.models.base import UserBatch, mask_rows
@@ -69,29 +69,9 @@ def cold_items(data) -> dict:  # noqa: ANN001
         "content (projection to ALS)": create_model("content", feature="fused", mode="projection"),
         "pipeline": Pipeline(**pipeline_config().model_dump()),
     }
-    out: dict = {"cold_items": int(cold.sum())}
-    for label, cands in (("among cold items", cold), ("among all items", None)):
-        exp = Experiment(split, models, ["ndcg@10", "hr@10"], n_bootstrap=1000, candidates=cands)
-        res = exp.run()
-        rows = {(r["model"], r["metric"]): r for r in res.records()}
-        out[label] = {
-            name: {
-                m: {
-                    "value": rows[name, m]["value"],
-                    "ci": [rows[name, m]["ci_low"], rows[name, m]["ci_high"]],
-                }
-                for m in ("ndcg@10", "hr@10")
-            }
-            for name in models
-        }
-        out[label]["protocol"] = exp.protocol
-        for name in models:
-            print(
-                f"  {label:17s} {name:30s} ndcg@10 {res.value(name, 'ndcg@10'):.4f}  "
-                f"hr@10 {res.value(name, 'hr@10'):.4f}",
-                flush=True,
-            )
-    return out
+    from benchmarks.content_quality import cold_item_results
+
+    return cold_item_results(split, models, cold)
 
 
 def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

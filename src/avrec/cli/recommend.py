@@ -28,6 +28,15 @@ def _split(value: str | None) -> list[str] | None:
     return out or None
 
 
+def _filter(category: str | None, language: str | None, lo: float | None, hi: float | None):  # noqa: ANN202
+    """The CLI's filter options as an :class:`~avrec.pipeline.filters.ItemFilter`."""
+    from avrec.pipeline.filters import ItemFilter
+
+    return ItemFilter(
+        categories=_split(category), languages=_split(language), min_duration=lo, max_duration=hi
+    )
+
+
 def _titles(ws: Any, ids: list[str]) -> dict[str, str]:
     items = ws.store.items()
     rows = items.filter(items["item_id"].is_in(ids)).select("item_id", "title").iter_rows()
@@ -58,15 +67,9 @@ def recommend(
     """Recommendations for users from the workspace's active bundle (unknown users get the
     fallback, never an error)."""
     from avrec.errors import ConfigError
-    from avrec.pipeline.filters import ItemFilter
     from avrec.pipeline.pipeline import Pipeline
 
-    flt = ItemFilter(
-        categories=_split(category),
-        languages=_split(language),
-        min_duration=min_duration,
-        max_duration=max_duration,
-    )
+    flt = _filter(category, language, min_duration, max_duration)
     m, ws = _load(ctx, model)
     try:
         if not flt.empty and not isinstance(m, Pipeline):
@@ -150,15 +153,9 @@ def playlist(
     """An ordered playlist (autoplay) from a seed item, a user and/or a mood, flowing from each
     item to the next, never repeating."""
     from avrec.errors import ConfigError
-    from avrec.pipeline.filters import ItemFilter
     from avrec.pipeline.pipeline import Pipeline
 
-    flt = ItemFilter(
-        categories=_split(category),
-        languages=_split(language),
-        min_duration=min_duration,
-        max_duration=max_duration,
-    )
+    flt = _filter(category, language, min_duration, max_duration)
     m, ws = _load(ctx, model)
     try:
         if not isinstance(m, Pipeline):

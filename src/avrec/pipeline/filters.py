@@ -136,25 +136,24 @@ class ItemFacts:
             return out
         ok = np.ones(self.n_items, bool) if out is None else out.copy()
         if flt.categories:
-            hit = np.zeros(self.n_items, bool)
-            for c in flt.categories:
-                idx = self.by_label.get(str(c).lower())
-                if idx is not None:
-                    hit[idx] = True
-            ok &= hit
+            ok &= self._any_of(self.by_label, flt.categories)
         if flt.languages:
-            hit = np.zeros(self.n_items, bool)
-            for lang in flt.languages:
-                idx = self.by_language.get(str(lang).lower())
-                if idx is not None:
-                    hit[idx] = True
-            ok &= hit
+            ok &= self._any_of(self.by_language, flt.languages)
         with np.errstate(invalid="ignore"):
             if flt.min_duration is not None:
                 ok &= self.duration >= flt.min_duration
             if flt.max_duration is not None:
                 ok &= self.duration <= flt.max_duration
         return ok
+
+    def _any_of(self, index: dict[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
+        """Items listed in ``index`` under any of ``keys`` (case-insensitive)."""
+        hit = np.zeros(self.n_items, bool)
+        for key in keys:
+            idx = index.get(str(key).lower())
+            if idx is not None:
+                hit[idx] = True
+        return hit
 
 
 def _floats(values: list, n: int) -> np.ndarray:
