@@ -124,13 +124,37 @@ def test_bundle_round_trip(tmp_path):
     ds = catalogue_dataset()
     split = LeaveOneOut(order="time").split(ds)
     valid = split.full.select(split.masks["valid"])
-    sources = [*SOURCES, SourceConfig(kind="neighbours", n=10), SourceConfig(kind="trending")]
+    sources = [
+        *SOURCES,
+        SourceConfig(kind="neighbours", n=10),
+        SourceConfig(kind="interests", n=10),
+        SourceConfig(kind="trending"),
+        SourceConfig(kind="fresh"),
+    ]
     p = Pipeline(sources=sources, ranker={"min_child_samples": 5}).fit(split.train, valid)
     path = p.save(tmp_path / "bundle" / "v1")
     assert (path / "manifest.json").exists() and (path / "sources" / "itemknn" / "model").is_dir()
     assert not [x for x in path.parent.iterdir() if x.name.startswith(".")]  # no temp left
+    # one copy of what sources share: the content index (neighbours') and the timeline
+    # (the ranker's features'), none in the sources that read them
+    with np.load(path / "sources" / "interests" / "state.npz") as npz:
+        assert "vectors" not in npz.files and str(npz["shares_with"]) == "neighbours"
+    for name in ("trending", "fresh"):
+        with np.load(path / "sources" / name / "state.npz") as npz:
+            assert "timeline_shared" in npz.files
+            assert not [k for k in npz.files if k.startswith("tl_")]
     again = load_model(path)
     assert isinstance(again, Pipeline) and again.ranker is not None
+    src = {s.name: s for s, _ in again.sources}
+    assert src["interests"].index is src["neighbours"].index is not None
+    assert src["trending"].timeline is src["fresh"].timeline is again.features.timeline
+    # a source that reads the pipeline's timeline, loaded alone, says so
+    from avrec.errors import NotFittedError
+    from avrec.pipeline.sources import Request, create_source
+
+    alone = create_source("trending").load(path / "sources" / "trending")
+    with pytest.raises(NotFittedError, match="pipeline"):
+        alone.retrieve([Request(0, np.asarray([1, 2]))], 5)
     users = ["u0", "u3", "stranger"]
     np.testing.assert_array_equal(again.score(users), p.score(users))
     a = again.recommend_explained(users, k=5, lang="zh")

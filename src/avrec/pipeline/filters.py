@@ -12,7 +12,6 @@ does not contain the request time is never recommended, filter or not.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
+from avrec.storage.artifacts import from_json_array, json_array
 
 __all__ = ["ItemFacts", "ItemFilter"]
 
@@ -97,7 +97,7 @@ class ItemFacts:
 
     def state(self) -> dict[str, np.ndarray]:
         return {
-            "labels_json": np.asarray([json.dumps(x) for x in self.labels], dtype=str),
+            "labels": json_array(self.labels),
             "language": np.asarray(self.language.tolist(), dtype=str),
             "duration": self.duration,
             "available_from": self.available_from,
@@ -105,7 +105,7 @@ class ItemFacts:
         }
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> ItemFacts:
-        self.labels = [json.loads(x) for x in arrays["labels_json"].tolist()]
+        self.labels = from_json_array(arrays["labels"])
         self.language = np.asarray(arrays["language"].tolist(), dtype=object)
         self.duration = arrays["duration"]
         self.available_from = arrays["available_from"]

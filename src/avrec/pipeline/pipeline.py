@@ -9,7 +9,6 @@ reciprocal-rank fusion of the sources (no training needed).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -28,11 +27,13 @@ from avrec.pipeline.filters import ItemFacts, ItemFilter
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
+from avrec.storage.artifacts import from_json_array, json_array
 
 __all__ = ["BUNDLE_FORMAT", "Pipeline", "PipelineConfig", "SourceConfig"]
 
-#: the layout of a saved pipeline (2: request-time features, filters, shared indexes)
-BUNDLE_FORMAT = 2
+#: the layout of a saved pipeline (2: request-time features, filters, shared indexes;
+#: 3: item lists as one JSON document, one timeline and one index kept for all sources)
+BUNDLE_FORMAT = 3
 
 
 class SourceConfig(BaseModel):
@@ -143,20 +144,24 @@ class Pipeline(Recommender):
             head = dataset.select(~tail, name=f"{dataset.name}:head")
             self.sources = self._fit_sources(head)
             self.features = FeatureBuilder(c.feature).fit(head)
+            self._share_timeline()
             self._fit_ranker(head, _targets(dataset, tail, valid))
             keep = {s.name: s for s, _ in self.sources if not s.uses_events}
             self.sources = []  # free the head's sources before fitting the final ones
             del head
             self.sources = self._fit_sources(dataset, keep)
             self.features = FeatureBuilder(c.feature).fit(dataset)
+            self._share_timeline()
             return
         elif valid is not None and valid.n_events:
             self.sources = self._fit_sources(dataset)
             self.features = FeatureBuilder(c.feature).fit(dataset)
+            self._share_timeline()
             self._fit_ranker(dataset, valid.seen.tocsr())
             return
         self.sources = self._fit_sources(dataset)
         self.features = FeatureBuilder(c.feature).fit(dataset)
+        self._share_timeline()
 
     def _fit_sources(
         self, dataset: Dataset, fitted: dict[str, Source] | None = None
@@ -581,8 +586,8 @@ class Pipeline(Recommender):
         if self.text_vectors is not None:
             out["text_vectors"] = self.text_vectors
         out["titles"] = np.asarray([t or "" for t in self.titles], dtype=str)
-        out["tags_json"] = np.asarray([json.dumps(t) for t in self.item_tag_lists], dtype=str)
-        out["people_json"] = np.asarray([json.dumps(p) for p in self.item_people_names], dtype=str)
+        out["tags"] = json_array(self.item_tag_lists)
+        out["people"] = json_array(self.item_people_names)
         if self.ranker is not None:
             out["ranker"] = np.frombuffer(self.ranker.to_string().encode(), dtype=np.uint8)
             out["ranker_names"] = np.asarray(self.ranker.feature_names, dtype=str)
@@ -604,8 +609,8 @@ class Pipeline(Recommender):
         self.text_vectors = arrays.get("text_vectors")
         self.features = FeatureBuilder(self.config.feature).set_state(feats)
         self.titles = [t or None for t in arrays["titles"].tolist()]
-        self.item_tag_lists = [json.loads(t) for t in arrays["tags_json"].tolist()]
-        self.item_people_names = [json.loads(t) for t in arrays["people_json"].tolist()]
+        self.item_tag_lists = from_json_array(arrays["tags"])
+        self.item_people_names = from_json_array(arrays["people"])
         self.ranker = None
         if "ranker" in arrays:
             self.ranker = Ranker.from_string(
@@ -653,9 +658,23 @@ class Pipeline(Recommender):
             src = src.load(path / "sources" / src.name)
             share = getattr(src, "share_index", None)
             if share is not None:  # one index in memory for sources over the same vectors
-                any(share(other) for other, _ in p.sources)
+                shared = any(share(other) for other, _ in p.sources)
+                if not shared and getattr(src, "shares_with", None) and src.index is None:
+                    raise DataError(
+                        f"bundle {path}: source {src.name!r} shares the index of "
+                        f"{src.shares_with!r}, which it cannot use (train it again)"
+                    )
             p.sources.append((src, sc.n))
+        p._share_timeline()
         return p
+
+    def _share_timeline(self) -> None:
+        """Sources that count plays in time (trending, fresh) read the ranker's timeline
+        (the same events) instead of a copy each: one in memory and one in the bundle."""
+        for src, _ in self.sources:
+            use = getattr(src, "use_timeline", None)
+            if use is not None:
+                use(self.features.timeline)
 
 
 def _tail_mask(dataset: Dataset, n: int, keep: int = 3) -> np.ndarray:

@@ -139,14 +139,17 @@ class FeatureBuilder:
             best = np.nanmax(merged.scores, axis=0, initial=-np.inf)
             gap = merged.scores - best
         t = req.time
+        plays = np.log1p(
+            self.timeline.window_counts(items, t, [None, *(d * 86400.0 for d in self.WINDOWS)])
+        )
         parts = [
             merged.scores,
             merged.ranks,
             gap,
             (~np.isnan(merged.scores)).sum(axis=1, keepdims=True).astype(np.float32),
-            np.log1p(self.timeline.counts(items, t, None))[:, None],
+            plays[:, :1],
             np.full((n, 1), np.log1p(len(req.history)), np.float32),
-            *[np.log1p(self.timeline.counts(items, t, d * 86400.0))[:, None] for d in self.WINDOWS],
+            plays[:, 1:],
             self.timeline.age_days(items, t)[:, None],
         ]
         if self.vectors is not None:

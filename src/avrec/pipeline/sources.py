@@ -472,6 +472,7 @@ class _VectorSource(Source):
         for attr in ("vectors", "has_vector", "rows", "row_of", "index", "n_items"):
             setattr(self, attr, getattr(other, attr))
         self._fitted = True
+        self.shares_with = other.name  # its bundle keeps no second copy
         return True
 
     def _index_vectors(
@@ -494,6 +495,8 @@ class _VectorSource(Source):
             self.index = None
 
     def _state(self) -> dict[str, np.ndarray]:
+        if getattr(self, "shares_with", None):
+            return {"shares_with": np.asarray(self.shares_with)}
         out = {"vectors": self.vectors}
         if self.index is not None and self.index.built_kind != "exact":
             # a graph or IVF index takes minutes to build for a large catalogue: keep it
@@ -502,6 +505,10 @@ class _VectorSource(Source):
         return out
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if "shares_with" in arrays:  # Pipeline.load hands it the other source's index
+            self.shares_with = str(arrays["shares_with"])
+            self.index = None
+            return
         data = arrays.get("index_bytes")
         kind = str(arrays["index_kind"]) if "index_kind" in arrays else ""
         self._index_vectors(arrays["vectors"], data.tobytes() if data is not None else None, kind)
@@ -823,9 +830,20 @@ class TrendingSource(Source):
     def _fit(self, dataset: Dataset) -> None:
         from avrec.pipeline.temporal import ItemTimeline
 
-        self.timeline = ItemTimeline().fit(dataset)
+        self._timeline_shared = False
+        self._set_timeline(ItemTimeline().fit(dataset))
+
+    def _set_timeline(self, timeline: Any) -> None:
+        self.timeline = timeline
         self._now: tuple[np.ndarray, np.ndarray] | None = None
         self._past: OrderedDict[int, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
+
+    def use_timeline(self, timeline: Any) -> None:
+        """Read ``timeline`` (the pipeline's, of the same events) instead of an own copy: a
+        bundle then keeps one timeline for every part that needs one."""
+        _check_same_timeline(getattr(self, "timeline", None), timeline, self.name)
+        self._timeline_shared = True
+        self._set_timeline(timeline)
 
     def scores_at(self, t: float | None) -> np.ndarray:
         """Every item's score at ``t`` (``-inf``: not played in the window). An explicit ``t``
@@ -863,6 +881,7 @@ class TrendingSource(Source):
         return hit
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        _need_timeline(self)
         out = []
         for req in requests:
             if req.time is None:  # serving "now": one ordered list for every request
@@ -884,14 +903,11 @@ class TrendingSource(Source):
         return out
 
     def _state(self) -> dict[str, np.ndarray]:
-        return self.timeline.state()
+        return _timeline_state(self)
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        from avrec.pipeline.temporal import ItemTimeline
-
-        self.timeline = ItemTimeline().set_state(arrays)
-        self._now = None
-        self._past = OrderedDict()
+        self._timeline_shared = "timeline_shared" in arrays
+        self._set_timeline(_timeline_from(arrays))
 
 
 @register_source
@@ -921,20 +937,27 @@ class FreshSource(Source):
         first = np.full(n, np.inf)
         if dataset.n_events:
             np.minimum.at(first, dataset.item_index, dataset.ts)
+        self._timeline_shared = False
         self._set(np.where(np.isfinite(created), created, first), ItemTimeline().fit(dataset))
+
+    def use_timeline(self, timeline: Any) -> None:
+        """Read the pipeline's ``timeline`` (the same events) instead of an own copy."""
+        _check_same_timeline(getattr(self, "timeline", None), timeline, self.name)
+        self._timeline_shared = True
+        self.timeline = timeline
 
     def _set(self, born: np.ndarray, timeline: Any) -> None:
         self.born = born
         self.timeline = timeline
         ok = np.flatnonzero(np.isfinite(born))
         self.by_birth = ok[np.lexsort((ok, -born[ok]))]  # newest first, ties by index
-        self.sorted_birth = born[self.by_birth]  # descending
+        self.neg_birth = -born[self.by_birth]  # ascending, for binary searches
 
     def _window(self, t: float | None) -> tuple[int, int, float]:
         """The slice of items (newest first) born in ``[t - max_age, t]``, and ``t``."""
         now = self.timeline.now if t is None else t
-        lo = np.searchsorted(-self.sorted_birth, -now, side="left")
-        hi = np.searchsorted(-self.sorted_birth, -(now - self.max_age_days * 86400.0), "right")
+        lo = np.searchsorted(self.neg_birth, -now, side="left")
+        hi = np.searchsorted(self.neg_birth, -(now - self.max_age_days * 86400.0), "right")
         return int(lo), int(hi), now
 
     def _pick(
@@ -959,16 +982,47 @@ class FreshSource(Source):
         return Candidates(top, (self.born[top] - now).astype(np.float32))
 
     def _retrieve(self, requests: list[Request], n: int) -> list[Candidates]:
+        _need_timeline(self)
         return [self._pick(req.time, n, req.exclude, req.allowed) for req in requests]
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"born": self.born, **{f"tl_{k}": v for k, v in self.timeline.state().items()}}
+        return {"born": self.born, **_timeline_state(self)}
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        from avrec.pipeline.temporal import ItemTimeline
+        self._timeline_shared = "timeline_shared" in arrays
+        self._set(arrays["born"], _timeline_from(arrays))
 
-        tl = ItemTimeline().set_state({k[3:]: v for k, v in arrays.items() if k.startswith("tl_")})
-        self._set(arrays["born"], tl)
+
+def _timeline_state(src: Any) -> dict[str, np.ndarray]:
+    """A source's timeline for its bundle: a marker when it reads the pipeline's."""
+    if getattr(src, "_timeline_shared", False):
+        return {"timeline_shared": np.asarray(True)}
+    return {f"tl_{k}": v for k, v in src.timeline.state().items()}
+
+
+def _timeline_from(arrays: dict[str, np.ndarray]) -> Any:
+    """The timeline a bundle kept (``None`` when it is the pipeline's, handed over on load)."""
+    from avrec.pipeline.temporal import ItemTimeline
+
+    if "timeline_shared" in arrays:
+        return None
+    return ItemTimeline().set_state({k[3:]: v for k, v in arrays.items() if k.startswith("tl_")})
+
+
+def _check_same_timeline(mine: Any, theirs: Any, name: str) -> None:
+    if mine is not None and (
+        mine.n_items != theirs.n_items
+        or len(mine.keys) != len(theirs.keys)
+        or mine.now != theirs.now
+    ):
+        raise ConfigError(f"source {name!r} was fitted on other events than the timeline given")
+
+
+def _need_timeline(src: Any) -> None:
+    if src.timeline is None:
+        raise NotFittedError(
+            f"source {src.name!r} reads the pipeline's timeline: load it with its pipeline"
+        )
 
 
 def _weighted_kmeans(

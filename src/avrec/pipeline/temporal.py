@@ -9,7 +9,7 @@ item at ``t`` (the ``trending`` source) is one pass over the events of the windo
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,15 +21,7 @@ _SHIFT = np.int64(1) << np.int64(34)  # 2**34 s is 544 years: room for any span 
 
 
 class ItemTimeline:
-    """Sorted event times per item, for counts in windows before a given time.
-
-    Args:
-        cache: how many time-decayed popularity vectors (one per hour of request time) to keep.
-    """
-
-    def __init__(self, cache: int = 32) -> None:
-        self.cache_size = cache
-        self._decayed: OrderedDict[tuple[int, float], np.ndarray] = OrderedDict()
+    """Sorted event times per item, for counts in windows before a given time."""
 
     def fit(self, dataset: Dataset) -> ItemTimeline:
         self.n_items = dataset.n_items
@@ -49,7 +41,6 @@ class ItemTimeline:
         if len(items):
             np.minimum.at(first, items, rel.astype(np.float64))
         self.first = first  # seconds after t0, inf for items never played
-        self._decayed.clear()
 
     def state(self) -> dict[str, np.ndarray]:
         items = self.keys // _SHIFT
@@ -83,6 +74,23 @@ class ItemTimeline:
         left = np.searchsorted(self.keys, np.maximum(lo, base), side="left")
         return (right - left).astype(np.float32)
 
+    def window_counts(
+        self, items: np.ndarray, t: float | None, windows_s: Sequence[float | None]
+    ) -> np.ndarray:
+        """``len(items) x len(windows_s)``: :meth:`counts` for several windows that end at
+        ``t`` in one pass (the window's end is searched once; the items are searched in
+        sorted order, which numpy's binary search walks faster)."""
+        items = np.asarray(items, np.int64)
+        order = np.argsort(items, kind="stable")
+        base = items[order] * _SHIFT
+        hi = self._rel(t)
+        right = np.searchsorted(self.keys, base + hi, side="right")
+        out = np.empty((len(items), len(windows_s)), np.float32)
+        for j, w in enumerate(windows_s):
+            lo = base if w is None else np.maximum(base + (hi - int(w)), base)
+            out[order, j] = right - np.searchsorted(self.keys, lo, side="left")
+        return out
+
     def age_days(self, items: np.ndarray, t: float | None) -> np.ndarray:
         """Days from each item's first play to ``t``; NaN when it was not played by ``t``
         (an item first played later looks, at ``t``, like one never played: nothing may say
@@ -94,22 +102,12 @@ class ItemTimeline:
     def decayed(self, t: float | None, half_life_days: float) -> np.ndarray:
         """Every item's play count at ``t``, each event weighted ``0.5 ** (age / half_life)``,
         events after ``t`` left out; events older than ten half-lives are ignored (weight below
-        0.001). The last few results are cached by ``t`` (serving asks at "now" again and
-        again)."""
+        0.001). Not cached here: the trending source keeps what it serves from."""
         hi = self._rel(t)
-        key = (hi, half_life_days)
-        hit = self._decayed.get(key)
-        if hit is not None:
-            self._decayed.move_to_end(key)
-            return hit
         span = int(10 * half_life_days * 86400)
         lo_i = np.searchsorted(self.time_sorted, hi - span, side="left")
         hi_i = np.searchsorted(self.time_sorted, hi, side="right")
         age = (hi - self.time_sorted[lo_i:hi_i]) / 86400.0
         w = np.power(0.5, age / half_life_days)
         out = np.bincount(self.item_by_time[lo_i:hi_i], weights=w, minlength=self.n_items)
-        out = out.astype(np.float32)
-        self._decayed[key] = out
-        if len(self._decayed) > self.cache_size:
-            self._decayed.popitem(last=False)
-        return out
+        return out.astype(np.float32)

@@ -20,9 +20,21 @@ import numpy as np
 
 from avrec.errors import DataError, UnknownEntityError
 
-__all__ = ["ArtifactStore", "atomic_write_bytes"]
+__all__ = ["ArtifactStore", "atomic_write_bytes", "json_array", "from_json_array"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+
+
+def json_array(value: Any) -> np.ndarray:
+    """``value`` (lists of strings per item, say) as one JSON document in a byte array, for
+    an ``.npz`` without pickle. One document parses in milliseconds where a JSON string per
+    item costs a parser call each (a second for 300k of them)."""
+    return np.frombuffer(json.dumps(value, ensure_ascii=False).encode(), dtype=np.uint8)
+
+
+def from_json_array(arr: np.ndarray) -> Any:
+    """The value :func:`json_array` stored."""
+    return json.loads(arr.tobytes().decode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
