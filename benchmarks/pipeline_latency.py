@@ -213,6 +213,7 @@ def run_case(label: str, ds: Dataset, cfg: PipelineConfig, n_users: int) -> dict
     fit = time.perf_counter() - t
     print(f"  fitted in {fit:.0f}s", flush=True)
     res = {
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "items": ds.n_items,
         "users": ds.n_users,
         "events": ds.n_events,
@@ -238,14 +239,14 @@ def run_case(label: str, ds: Dataset, cfg: PipelineConfig, n_users: int) -> dict
 
 def update_markdown(res: dict) -> None:
     lines = [
-        f"Measured {res['date']} on {res['machine']} with `python -m benchmarks.pipeline_latency`: "
+        f"Measured on {res['machine']} with `python -m benchmarks.pipeline_latency`: "
         "one explained `recommend_explained(k=10)` call per user, in process, one thread of "
         f"work per call; {res['cases'][0]['latency']['calls']} calls per catalogue (5% of them "
         "unknown users).",
         "",
         "| Catalogue | Sources | p50 | p99 | retrieval p50 / p99 | ranking p50 / p99 | "
-        "re-ranking p50 / p99 | explaining p50 / p99 | fit | bundle save / load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "re-ranking p50 / p99 | explaining p50 / p99 | fit | bundle save / load | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in res["cases"]:
         lat, b = case["latency"], case["bundle"]
@@ -256,13 +257,13 @@ def update_markdown(res: dict) -> None:
             f"| {case['label']} ({case['items']:,} items) | {', '.join(case['sources'])} | "
             f"{lat['p50_ms']:.1f} ms | **{lat['p99_ms']:.1f} ms** | {stages} | "
             f"{case['fit_s']:.0f} s | {b['save_s']:.1f} s / {b['load_s']:.2f} s "
-            f"({b['bytes'] / 1e6:.0f} MB) |"
+            f"({b['bytes'] / 1e6:.0f} MB) | {case.get('measured', res['date'])} |"
         )
     for case in res["cases"]:
         if case.get("recall@10"):
             lines.append("")
             lines.append(
-                f"{case['label']}: approximate indexes "
+                f"{case['label']} ({case['items']:,} items): approximate indexes "
                 + ", ".join(f"{k} {case['index_kinds'][k]}" for k in case["recall@10"])
                 + "; recall@10 against exact search (200 queries: item vectors, the item "
                 "itself left out, for content; folded-in user factors for factors): "
@@ -280,9 +281,17 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100_000, help="users at the largest size")
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--no-real", action="store_true", help="skip the MicroLens-50k case")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the cases of the last results file that this run does not measure again",
+    )
     args = ap.parse_args()
     out_path = RESULTS / "pipeline-latency.json"
     res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "cases": []}
+    kept = []
+    if args.keep and out_path.exists():
+        kept = json.loads(out_path.read_text()).get("cases", [])
     if not args.no_real:
         if Settings().data_dir is None:
             raise SystemExit("set AVREC_DATA_DIR to ../shared/datasets (or pass --no-real)")
@@ -305,6 +314,10 @@ def main() -> None:
         )
         del ds
         _write(out_path, res)
+    done = {(c["label"], c["items"]) for c in res["cases"]}
+    res["cases"] = [c for c in kept if (c["label"], c["items"]) not in done] + res["cases"]
+    res["cases"].sort(key=lambda c: (c["label"] != "MicroLens-50k", c["items"]))
+    _write(out_path, res)
     update_markdown(res)
 
 

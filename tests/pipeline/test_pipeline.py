@@ -88,7 +88,7 @@ def test_holdout_trains_the_ranker_then_refits_sources_on_everything():
 
     stranger = Request(-1, np.zeros(0, np.int64))
     assert not p.uses_ranker(stranger)
-    known = p._requests(*[[x] for x in (0, ds.item_index[: 8], np.zeros(0, np.int64))])[0]
+    known = p._requests(*[[x] for x in (0, ds.item_index[:8], np.zeros(0, np.int64))])[0]
     assert p.uses_ranker(known)
     merged = p.candidates([stranger])[0]
     rrf = np.nansum(1.0 / (p.config.rrf_k + 1.0 + merged.ranks), axis=1)

@@ -308,7 +308,27 @@ class ContentStore:
         ids = dataset.items.lookup(np.arange(dataset.n_items))
         for m in names:
             dataset.set_item_features(m, self.vectors(m, list(ids)))
+        dataset.item_texts = self.texts(set(ids))
         return names
+
+    def texts(self, item_ids: set[str] | None = None) -> dict[str, dict[str, str]]:
+        """``item_id -> {transcript, ocr, keywords}``: the words the analysis found in each
+        item (speech, on-screen text, keywords), for search."""
+        out = {}
+        for item, info in self.infos().items():
+            if item_ids is not None and item not in item_ids:
+                continue
+            kw = " ".join(str(k[0]) for k in info.get("keywords") or [] if k)
+            tags = " ".join(str(t.get("tag", "")) for t in info.get("tags") or [] if t)
+            doc = {
+                "transcript": info.get("transcript") or "",
+                "ocr": info.get("ocr_text") or "",
+                "keywords": " ".join(x for x in (kw, tags) if x),
+            }
+            doc = {k: v for k, v in doc.items() if v}
+            if doc:
+                out[item] = doc
+        return out
 
     def modalities(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT modality FROM vectors")]

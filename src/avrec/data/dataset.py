@@ -77,6 +77,9 @@ class Dataset:
         if self.catalogue.height != len(items):
             raise DataError("catalogue rows must align with the item vocabulary")
         self.item_features: dict[str, np.ndarray] = {}
+        #: item id -> field -> text from the content analysis (transcript, on-screen text,
+        #: keywords), set by ContentStore.attach; searched beside the catalogue's fields
+        self.item_texts: dict[str, dict[str, str]] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -209,6 +212,7 @@ class Dataset:
             order=self.order[rows],
         )
         out.item_features = dict(self.item_features)
+        out.item_texts = self.item_texts
         return out
 
     # -- sizes --------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ Every reason is built from facts the pipeline holds, never from templates alone:
   from a source's anchor and kept only if it really is in the user's history;
 - ``shared``: the people and tags the item shares with the anchor ("same director as X");
 - ``tags``: the item's tags that the user's history also carries most;
-- ``features``: the ranker features that pushed the item up most (SHAP contributions).
+- ``features``: the ranker features that pushed the item up most (SHAP contributions);
+- ``query``: for a request in words, the words it matched in each field of the item and
+  whether its meaning is close (``{"matched": {field: [words]}, "semantic": bool}``);
+- ``like``: the item a request named ("like Toy Story") that this one resembles.
 """
 
 from __future__ import annotations
@@ -114,10 +117,38 @@ def _person(link: str) -> tuple[str, str]:
     return ("person" if kind == "p" else "tag"), name
 
 
+_FIELD_EN = {"title": "the title", "tags": "its tags", "people": "its people",
+             "description": "the description", "keywords": "its keywords",
+             "transcript": "what is said", "ocr": "the on-screen text"}  # fmt: skip
+_FIELD_ZH = {"title": "标题", "tags": "标签", "people": "演职人员", "description": "简介",
+             "keywords": "关键词", "transcript": "台词", "ocr": "画面文字"}  # fmt: skip
+
+
+def _query_parts(exp: Explanation, zh: bool) -> list[str]:
+    parts = []
+    like = exp.get("like")
+    if like:
+        title = like.get("title") or like["id"]
+        parts.append(f"与你提到的《{title}》相似" if zh else f'like "{title}", as you asked')
+    q = exp.get("query")
+    if q:
+        matched = q.get("matched") or {}
+        for name, words in list(matched.items())[:2]:
+            if zh:
+                parts.append(f"{_FIELD_ZH.get(name, name)}含有“{'、'.join(words[:3])}”")
+            else:
+                quoted = ", ".join(f'"{w}"' for w in words[:3])
+                parts.append(f"{_FIELD_EN.get(name, name)} mentions {quoted}")
+        if q.get("semantic") and not matched:
+            parts.append("与你的描述意思相近" if zh else "close in meaning to what you asked for")
+    return parts
+
+
 def render(exp: Explanation, lang: str = "en") -> str:
     """One sentence in English (``en``) or Chinese (``zh``)."""
     zh = lang.lower().startswith("zh")
-    parts: list[str] = []
+    parts: list[str] = _query_parts(exp, zh)
+    asked = bool(parts)
     anchor = exp.get("anchor")
     shared = exp.get("shared") or []
     people = [_person(s)[1] for s in shared if _person(s)[0] == "person"]
@@ -131,7 +162,7 @@ def render(exp: Explanation, lang: str = "en") -> str:
     labels = exp.get("source") or []
     table = _ZH if zh else _EN
     said = [table[s] for s in labels if s in table]
-    if said and not anchor:
+    if said and not anchor and not asked:
         parts.append(said[0])
     elif len(said) > 1:
         parts.append(("也因为" if zh else "also, ") + said[1])

@@ -33,12 +33,18 @@ class ItemFilter:
         languages: one of these languages (items without a language fail this condition).
         min_duration, max_duration: seconds, inclusive; items without a duration fail a
             duration condition.
+        exclude_categories: none of these categories or tags.
+        year_from, year_to: the item's year (release, else creation), inclusive; items
+            without one fail a year condition.
     """
 
     categories: Sequence[str] | None = None
     languages: Sequence[str] | None = None
     min_duration: float | None = None
     max_duration: float | None = None
+    exclude_categories: Sequence[str] | None = None
+    year_from: int | None = None
+    year_to: int | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.min_duration, self.max_duration
@@ -46,6 +52,11 @@ class ItemFilter:
             raise ConfigError(f"min_duration must be >= 0, got {lo}")
         if lo is not None and hi is not None and hi < lo:
             raise ConfigError(f"max_duration ({hi}) is below min_duration ({lo})")
+        if self.year_from is not None and self.year_to is not None:
+            if self.year_to < self.year_from:
+                raise ConfigError(
+                    f"year_to ({self.year_to}) is before year_from ({self.year_from})"
+                )
 
     @property
     def empty(self) -> bool:
@@ -54,6 +65,9 @@ class ItemFilter:
             and not self.languages
             and self.min_duration is None
             and self.max_duration is None
+            and not self.exclude_categories
+            and self.year_from is None
+            and self.year_to is None
         )
 
 
@@ -72,6 +86,7 @@ class ItemFacts:
         self.duration = _floats(dataset.item_field("duration"), n)
         self.available_from = _floats(dataset.item_field("available_from"), n)
         self.available_until = _floats(dataset.item_field("available_until"), n)
+        self.year = _years(dataset)
         self._index()
         return self
 
@@ -102,6 +117,7 @@ class ItemFacts:
             "duration": self.duration,
             "available_from": self.available_from,
             "available_until": self.available_until,
+            "year": self.year,
         }
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> ItemFacts:
@@ -110,6 +126,7 @@ class ItemFacts:
         self.duration = arrays["duration"]
         self.available_from = arrays["available_from"]
         self.available_until = arrays["available_until"]
+        self.year = arrays["year"]
         self._index()
         return self
 
@@ -144,6 +161,12 @@ class ItemFacts:
                 ok &= self.duration >= flt.min_duration
             if flt.max_duration is not None:
                 ok &= self.duration <= flt.max_duration
+            if flt.year_from is not None:
+                ok &= self.year >= flt.year_from
+            if flt.year_to is not None:
+                ok &= self.year <= flt.year_to
+        if flt.exclude_categories:
+            ok &= ~self._any_of(self.by_label, flt.exclude_categories)
         return ok
 
     def _any_of(self, index: dict[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
@@ -164,4 +187,32 @@ def _floats(values: list, n: int) -> np.ndarray:
                 out[i] = float(v)
             except (TypeError, ValueError):
                 pass
+    return out
+
+
+def _years(dataset: Dataset) -> np.ndarray:
+    """Each item's year: a ``year`` attribute when the catalogue has one, else the UTC year
+    of ``created_at`` (NaN when neither is known)."""
+    import datetime as dt
+
+    n = dataset.n_items
+    out = np.full(n, np.nan)
+    created = _floats(dataset.item_field("created_at"), n)
+    for i in np.flatnonzero(np.isfinite(created)):
+        try:
+            out[i] = dt.datetime.fromtimestamp(created[i], dt.UTC).year
+        except (OverflowError, OSError, ValueError):
+            pass
+    if "attributes" in dataset.catalogue.columns:
+        import json
+
+        for i, a in enumerate(dataset.catalogue["attributes"].to_list()[:n]):
+            if not isinstance(a, str) or '"year"' not in a:
+                continue
+            try:
+                y = int(float(json.loads(a)["year"]))
+            except (TypeError, ValueError, KeyError, json.JSONDecodeError):
+                continue
+            if 1800 <= y <= 2200:
+                out[i] = y
     return out

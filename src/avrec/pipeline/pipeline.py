@@ -83,6 +83,16 @@ class PipelineConfig(ModelConfig):
     feature: str = Field("fused", description="content vectors for similarity features")
     text_feature: str = Field("text", description="text vectors that mood playlists search")
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
+    search: bool = Field(True, description="build the catalogue search index (search, ask)")
+    search_params: dict[str, Any] = Field(
+        default_factory=dict, description="SearchIndex parameters (weights, rrf_k, depth ...)"
+    )
+    search_encode_max: int = Field(
+        20_000,
+        ge=0,
+        description="items without analysed text vectors get e5 vectors of their title, tags "
+        "and description at fit, for semantic search, up to this many (0: none)",
+    )
 
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:
@@ -134,6 +144,7 @@ class Pipeline(Recommender):
 
             tv = l2_normalise(np.asarray(tv, np.float32))
         self.text_vectors = tv  # mood playlists match text queries against these
+        self.search = self._fit_search(dataset) if c.search else None
         self.ranker: Ranker | None = None
         self.ranker_recall: float | None = None
         self.ranker_min_history = 0
@@ -162,6 +173,34 @@ class Pipeline(Recommender):
         self.sources = self._fit_sources(dataset)
         self.features = FeatureBuilder(c.feature).fit(dataset)
         self._share_timeline()
+
+    def _fit_search(self, dataset: Dataset) -> Any:
+        """The catalogue's search index: the catalogue's fields and the analysis' words,
+        with text vectors (analysed, else encoded here for up to ``search_encode_max``
+        items)."""
+        from avrec.language.search import SearchIndex, document_text, item_documents
+
+        docs = item_documents(dataset, dataset.item_texts)
+        dim = 0 if self.text_vectors is None else self.text_vectors.shape[1]
+        vectors = self.text_vectors
+        missing = (
+            np.arange(len(docs))
+            if vectors is None
+            else np.flatnonzero(np.linalg.norm(vectors, axis=1) == 0)
+        )
+        budget = self.config.search_encode_max
+        if budget and len(missing):
+            from avrec.features.text import E5TextEncoder
+
+            enc = E5TextEncoder()
+            if vectors is None or dim != enc.dim:
+                vectors = np.zeros((len(docs), enc.dim), np.float32)
+                missing = np.arange(len(docs))
+            todo = [int(i) for i in missing[:budget] if docs[i]]
+            if todo:
+                vectors = vectors.copy()
+                vectors[todo] = enc.encode([document_text(docs[i]) for i in todo])
+        return SearchIndex(**self.config.search_params).fit(docs, vectors)
 
     def _fit_sources(
         self, dataset: Dataset, fitted: dict[str, Source] | None = None
@@ -313,6 +352,138 @@ class Pipeline(Recommender):
         get the fallback sources.
         """
         _, item_vocab = self._check()
+        reqs, extra = self._serving_requests(users, exclude, session_items, filters, at)
+        t0 = time.perf_counter()
+        # pages within the sources' usual depth come from one list (no repeats across them);
+        # a deeper page asks every source for that many
+        depth = max(n for _, n in self.sources)
+        all_merged = self.candidates(reqs, at_least=0 if offset + k <= depth else offset + k)
+        spent = {
+            "retrieval": time.perf_counter() - t0,
+            "ranking": 0.0,
+            "reranking": 0.0,
+            "explaining": 0.0,
+        }
+        reranker = self._reranker(diversity, rules)
+        out = []
+        for req, merged in zip(reqs, all_merged, strict=True):
+            t1 = time.perf_counter()
+            feats = (
+                self.features.build(req, merged)
+                if self.uses_ranker(req) and len(merged.items)
+                else None
+            )
+            scores = self.rank(req, merged, feats)
+            spent["ranking"] += time.perf_counter() - t1
+            out.append(
+                self._final_list(
+                    req, merged, scores, feats, reranker, k, offset, extra, lang, spent
+                )
+            )
+        if timings is not None:
+            for key, value in spent.items():
+                timings[key] = timings.get(key, 0.0) + value
+        return out
+
+    def rank_given(
+        self,
+        user: str | None,
+        items: np.ndarray,
+        relevance: np.ndarray,
+        weight: float = 0.3,
+        k: int = 10,
+        offset: int = 0,
+        exclude: Sequence[str] | None = None,
+        exclude_seen: bool = True,
+        diversity: float = 0.0,
+        rules: RerankRules | None = None,
+        lang: str = "en",
+        session_items: Sequence[str] | None = None,
+        filters: ItemFilter | None = None,
+        allowed: np.ndarray | None = None,
+        at: float | None = None,
+        reasons: dict[int, list[Reason]] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> ItemList:
+        """A page of the given candidates (``items``, indices, with their ``relevance`` to a
+        request in words) for ``user``, through the same ranking, re-ranking and
+        explanations as :meth:`recommend_explained`.
+
+        The relevance is blended with the pipeline's own score of each item for this user
+        (the ranker over every source's view of it, or their fused ranks for short
+        histories): ``(1 - weight) * relevance + weight * personal``, both as percentiles
+        among the candidates. ``weight`` 0, or no history at all (an anonymous ``user``,
+        ``None``, without ``session_items``), leaves the relevance alone. ``reasons`` adds
+        reasons per item (what the request matched) before the pipeline's own.
+
+        Raises:
+            ConfigError: ``weight`` outside [0, 1], or ``items`` and ``relevance`` differ
+                in length.
+        """
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"weight must be in [0, 1], got {weight}")
+        items = np.asarray(items, np.int64)
+        relevance = np.asarray(relevance, np.float64)
+        if items.shape != relevance.shape:
+            raise ConfigError("items and relevance need the same length")
+        spent = {"retrieval": 0.0, "ranking": 0.0, "reranking": 0.0, "explaining": 0.0}
+        reqs, extra = self._serving_requests(
+            ["\x00anonymous" if user is None else user],
+            exclude,
+            None if session_items is None else [list(session_items)],
+            filters,
+            at,
+            allowed,
+        )
+        req = reqs[0]
+        drop = np.union1d(req.exclude if exclude_seen else np.zeros(0, np.int64), extra)
+        keep = ~np.isin(items, drop)
+        if req.allowed is not None:
+            keep &= req.allowed[np.clip(items, 0, len(req.allowed) - 1)]
+        items, relevance = items[keep], relevance[keep]
+        t0 = time.perf_counter()
+        personal = weight > 0 and len(req.history) > 0
+        merged_all = self.candidates([req])[0] if personal else merge({})
+        merged = merged_all.take(items, [s.name for s, _ in self.sources])
+        spent["retrieval"] += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        feats = None
+        score = _percentile(relevance)
+        if personal and len(items):
+            feats = self.features.build(req, merged) if self.uses_ranker(req) else None
+            score = (1.0 - weight) * score + weight * _percentile(self.rank(req, merged, feats))
+        spent["ranking"] += time.perf_counter() - t1
+        out = self._final_list(
+            req,
+            merged,
+            score.astype(np.float32),
+            feats,
+            self._reranker(diversity, rules),
+            k,
+            offset,
+            extra,
+            lang,
+            spent,
+            reasons,
+        )
+        if timings is not None:
+            for key, value in spent.items():
+                timings[key] = timings.get(key, 0.0) + value
+        return out
+
+    def _serving_requests(
+        self,
+        users: Sequence[str],
+        exclude: Sequence[str] | None,
+        session_items: Sequence[Sequence[str]] | None,
+        filters: ItemFilter | None,
+        at: float | None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[list[Request], np.ndarray]:
+        """Requests for ``users`` now (or at ``at``): history plus this session's plays, seen
+        items and ``exclude`` left out, the filter's (and ``allowed``'s) mask; and the
+        excluded item indices."""
+        _, item_vocab = self._check()
         batch = self.user_batch(list(users))
         hist = batch.history.tocsr()
         extra = item_vocab.index(list(exclude or []), missing="ignore")
@@ -327,66 +498,64 @@ class Pipeline(Recommender):
                 idx = idx[idx >= 0]
                 seqs[i] = np.concatenate([np.asarray(seqs[i], np.int64), idx])
                 seen[i] = np.union1d(seen[i], idx)
-        t0 = time.perf_counter()
         # what the caller excludes is excluded inside the sources, so they refill around it
         reqs = self._requests(batch.users, seqs, [np.union1d(s, extra) for s in seen])
-        allowed = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+        mask = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+        if allowed is not None:
+            mask = allowed if mask is None else (mask & allowed)
         for req in reqs:
-            req.time, req.allowed = at, allowed
+            req.time, req.allowed = at, mask
+        return reqs, extra
+
+    def _reranker(self, diversity: float, rules: RerankRules | None) -> Reranker:
         vectors = self.features.vectors
-        reranker = Reranker(
+        return Reranker(
             diversity, vectors if diversity > 0 else None, self.item_people_names, rules
+        )
+
+    def _final_list(
+        self,
+        req: Request,
+        merged: Merged,
+        scores: np.ndarray,
+        feats: np.ndarray | None,
+        reranker: Reranker,
+        k: int,
+        offset: int,
+        extra: np.ndarray,
+        lang: str,
+        spent: dict[str, float],
+        more: dict[int, list[Reason]] | None = None,
+    ) -> ItemList:
+        """Re-rank ``merged``'s candidates by ``scores`` and explain the page (``more``:
+        reasons to add per item, such as what a query matched)."""
+        assert self.items is not None
+        t2 = time.perf_counter()
+        items, rel = reranker.rerank(merged.items, scores, k, offset, extra)
+        t3 = time.perf_counter()
+        spent["reranking"] = spent.get("reranking", 0.0) + t3 - t2
+        rows = {int(i): r for r, i in enumerate(merged.items)}
+        contrib = None
+        if feats is not None and len(items):
+            contrib = self.ranker.contributions(feats[[rows[int(i)] for i in items]])
+        counts = tag_counts(
+            [self.item_tag_lists[h] for h in req.history if 0 <= h < len(self.titles)]
         )
         kinds = {
             s.name: (s.kind, getattr(getattr(s, "model", None), "name", None))
             for s, _ in self.sources
         }
-        out = []
-        spent = {"retrieval": 0.0, "ranking": 0.0, "reranking": 0.0, "explaining": 0.0}
-        # pages within the sources' usual depth come from one list (no repeats across them);
-        # a deeper page asks every source for that many
-        depth = max(n for _, n in self.sources)
-        all_merged = self.candidates(reqs, at_least=0 if offset + k <= depth else offset + k)
-        t1 = time.perf_counter()
-        spent["retrieval"] += t1 - t0
-        for req, merged in zip(reqs, all_merged, strict=True):
-            t1 = time.perf_counter()
-            feats = (
-                self.features.build(req, merged)
-                if self.uses_ranker(req) and len(merged.items)
-                else None
-            )
-            scores = self.rank(req, merged, feats)
-            t2 = time.perf_counter()
-            items, rel = reranker.rerank(merged.items, scores, k, offset, extra)
-            t3 = time.perf_counter()
-            spent["ranking"] += t2 - t1
-            spent["reranking"] += t3 - t2
-            rows = {int(i): r for r, i in enumerate(merged.items)}
-            contrib = None
-            if feats is not None and len(items):
-                contrib = self.ranker.contributions(feats[[rows[int(i)] for i in items]])
-            counts = tag_counts(
-                [self.item_tag_lists[h] for h in req.history if 0 <= h < len(self.titles)]
-            )
-            srcs, exps = [], []
-            for j, item in enumerate(items):
-                row = rows[int(item)]
-                names = merged.provenance(row)
-                srcs.append(names)
-                exps.append(
-                    self._explain(
-                        req, merged, row, int(item), names, kinds, contrib, j, counts
-                    ).to_dict(lang)
-                )
-            out.append(
-                ItemList(item_vocab.lookup(items), rel, {"sources": srcs, "explanation": exps})
-            )
-            spent["explaining"] += time.perf_counter() - t3
-        if timings is not None:
-            for key, value in spent.items():
-                timings[key] = timings.get(key, 0.0) + value
-        return out
+        srcs, exps = [], []
+        for j, item in enumerate(items):
+            row = rows[int(item)]
+            names = merged.provenance(row)
+            srcs.append(names)
+            exp = self._explain(req, merged, row, int(item), names, kinds, contrib, j, counts)
+            if more and int(item) in more:
+                exp.reasons[:0] = more[int(item)]
+            exps.append(exp.to_dict(lang))
+        spent["explaining"] = spent.get("explaining", 0.0) + time.perf_counter() - t3
+        return ItemList(self.items.lookup(items), rel, {"sources": srcs, "explanation": exps})
 
     def playlist(
         self,
@@ -641,6 +810,8 @@ class Pipeline(Recommender):
             super().save(tmp)
             for src, _ in self.sources:
                 src.save(tmp / "sources" / src.name)
+            if getattr(self, "search", None) is not None:
+                self.search.save(tmp / "search")
             os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -666,6 +837,11 @@ class Pipeline(Recommender):
                     )
             p.sources.append((src, sc.n))
         p._share_timeline()
+        p.search = None
+        if (path / "search").is_dir():
+            from avrec.language.search import SearchIndex
+
+            p.search = SearchIndex(**p.config.search_params).load(path / "search")
         return p
 
     def _share_timeline(self) -> None:
@@ -702,6 +878,16 @@ def _targets(dataset: Dataset, tail: np.ndarray, valid: Dataset | None) -> sp.cs
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
+
+
+def _percentile(x: np.ndarray) -> np.ndarray:
+    """Each value's rank among ``x`` scaled to [0, 1] (1: the highest; ties share the mean)."""
+    from scipy.stats import rankdata
+
+    x = np.where(np.isfinite(x), x, -np.inf)
+    if len(x) < 2:
+        return np.ones(len(x))
+    return (rankdata(x) - 1.0) / (len(x) - 1.0)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

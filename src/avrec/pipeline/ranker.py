@@ -38,6 +38,26 @@ class Merged:
         """Names of the sources that proposed candidate ``row``."""
         return [s for j, s in enumerate(self.sources) if not np.isnan(self.scores[row, j])]
 
+    def take(self, items: np.ndarray, sources: Sequence[str]) -> Merged:
+        """The rows of ``items`` in that order, over the columns ``sources`` (an item or a
+        source this table lacks gets NaN scores and ranks, and no anchor)."""
+        items = np.asarray(items, np.int64)
+        n, m = len(items), len(sources)
+        scores = np.full((n, m), np.nan, np.float32)
+        ranks = np.full((n, m), np.nan, np.float32)
+        anchors = np.full((n, m), -1, np.int64)
+        rows = {int(i): r for r, i in enumerate(self.items)}
+        idx = np.asarray([rows.get(int(i), -1) for i in items], np.int64)
+        ok = idx >= 0
+        col = {s: j for j, s in enumerate(self.sources)}
+        for j, name in enumerate(sources):
+            c = col.get(name)
+            if c is not None and ok.any():
+                scores[ok, j] = self.scores[idx[ok], c]
+                ranks[ok, j] = self.ranks[idx[ok], c]
+                anchors[ok, j] = self.anchors[idx[ok], c]
+        return Merged(items, scores, ranks, anchors, list(sources))
+
 
 def merge(per_source: dict[str, Candidates]) -> Merged:
     """Union of the sources' candidates (order: first seen, sources in the given order)."""

@@ -175,6 +175,20 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
+        """Keep ``value`` (JSON-able) under ``(kind, key)``, replacing what was there, for
+        ``ttl_s`` seconds (``None``: until deleted). Conversations and sessions live here."""
+
+    @abc.abstractmethod
+    def get_state(self, kind: str, key: str) -> Any | None:
+        """The value under ``(kind, key)``; ``None`` when there is none or it expired."""
+
+    @abc.abstractmethod
+    def delete_state(self, kind: str, key: str | None = None) -> int:
+        """Delete ``(kind, key)``, or with no ``key`` every expired entry of ``kind``; returns
+        how many were deleted."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

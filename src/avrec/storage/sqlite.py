@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS ingests (
     duplicates INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
     rejects_path TEXT
 );
+CREATE TABLE IF NOT EXISTS states (
+    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    updated_at REAL NOT NULL, expires_at REAL,
+    PRIMARY KEY (kind, key)
+);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
     config TEXT NOT NULL, metrics TEXT NOT NULL, created_at REAL NOT NULL,
@@ -343,6 +348,41 @@ class SQLiteStore(Store):
             self._conn.execute(
                 "UPDATE models SET active = (version = ?) WHERE name = ?", (version, name)
             )
+
+    # -- short-lived state (conversations, sessions) ------------------------------------------
+    def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
+        now = time.time()
+        with self.transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO states VALUES (?,?,?,?,?)",
+                (
+                    kind,
+                    key,
+                    json.dumps(value, ensure_ascii=False),
+                    now,
+                    None if ttl_s is None else now + ttl_s,
+                ),
+            )
+
+    def get_state(self, kind: str, key: str) -> Any | None:
+        row = self._conn.execute(
+            "SELECT value, expires_at FROM states WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        if row is None or (row[1] is not None and row[1] <= time.time()):
+            return None
+        return json.loads(row[0])
+
+    def delete_state(self, kind: str, key: str | None = None) -> int:
+        with self.transaction():
+            if key is None:  # every expired entry of this kind
+                cur = self._conn.execute(
+                    "DELETE FROM states WHERE kind = ? AND expires_at <= ?", (kind, time.time())
+                )
+            else:
+                cur = self._conn.execute(
+                    "DELETE FROM states WHERE kind = ? AND key = ?", (kind, key)
+                )
+        return int(cur.rowcount or 0)
 
     # -- reads --------------------------------------------------------------------------------
     def _frame(self, sql: str, schema: dict[str, Any], params: tuple = ()) -> pl.DataFrame:

@@ -1,0 +1,128 @@
+"""``avrec search`` and ``avrec ask``: the catalogue searched, and recommendations asked for in
+words, from the workspace's active pipeline bundle."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from avrec.cli._common import console
+from avrec.cli.recommend import _filter, _load
+
+
+def _pipeline(ctx: typer.Context) -> tuple[Any, Any]:
+    from avrec.errors import ConfigError
+    from avrec.pipeline.pipeline import Pipeline
+
+    m, ws = _load(ctx, "pipeline")
+    if not isinstance(m, Pipeline) or getattr(m, "search", None) is None:
+        ws.close()
+        raise ConfigError("the active bundle has no search index: run avrec train again")
+    return m, ws
+
+
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help='what to look for, e.g. "cat" or "toy stroy"'),
+    k: int = typer.Option(10, min=1),
+    mode: str = typer.Option("hybrid", help="hybrid, keyword or semantic"),
+    category: str | None = typer.Option(
+        None, help="only these categories or tags (comma-separated)"
+    ),
+    language: str | None = typer.Option(None, help="only these languages (comma-separated)"),
+    min_duration: float | None = typer.Option(None, min=0, help="seconds"),
+    max_duration: float | None = typer.Option(None, min=0, help="seconds"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Search the catalogue: BM25 keywords (typos forgiven) and e5 meaning, fused."""
+    m, ws = _pipeline(ctx)
+    try:
+        flt = _filter(category, language, min_duration, max_duration)
+        allowed = m.facts.mask(flt, m.features.timeline.now)
+        hits = m.search.search(query, k=k, allowed=allowed, mode=mode)
+        ids = m.items.lookup([h.item for h in hits])
+        rows = [
+            {
+                "item_id": i,
+                "title": m.titles[h.item] or "",
+                "score": round(h.score, 6),
+                "found_by": sorted(h.ranks, key=h.ranks.get),
+                "matched": h.matched,
+            }
+            for i, h in zip(ids, hits, strict=True)
+        ]
+        if as_json:
+            console.print_json(json.dumps({"query": query, "items": rows}, ensure_ascii=False))
+            return
+        t = Table(title=f"search: {query}")
+        for col in ("#", "item", "title", "found by", "matched"):
+            t.add_column(col)
+        for j, r in enumerate(rows, start=1):
+            matched = "; ".join(f"{f}: {', '.join(w)}" for f, w in r["matched"].items())
+            t.add_row(str(j), r["item_id"], r["title"], ", ".join(r["found_by"]), matched)
+        console.print(t if rows else "nothing found")
+    finally:
+        ws.close()
+
+
+def ask(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help='e.g. "我喜欢节奏感强的电子音乐" or "a funny cat video"'),
+    user: str | None = typer.Option(None, "--user", "-u", help="personalise for this user"),
+    k: int = typer.Option(10, min=1),
+    weight: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="how much the user's taste counts (default 0.3)"
+    ),
+    lang: str | None = typer.Option(None, help="explanation language (default: the query's)"),
+    conversation: str | None = typer.Option(
+        None, "--conversation", "-c", help="continue this conversation (kept for an hour)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recommendations for a request in words, with the constraints it states (duration,
+    language, years, genres, "not X", "like <title>") applied; with --conversation, each
+    request refines the last ("more like the second one", "shorter", "not that one")."""
+    from avrec.language.ask import Asker
+    from avrec.language.conversation import Conversation
+
+    m, ws = _pipeline(ctx)
+    try:
+        asker = Asker(m) if weight is None else Asker(m, personal_weight=weight)
+        if conversation:
+            res = Conversation(asker, ws.store).turn(conversation, query, user=user, k=k, lang=lang)
+        else:
+            res = asker.ask(query, user=user, k=k, lang=lang)
+        lst = res.items
+        rows = []
+        for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+            rows.append(
+                {
+                    "item_id": item,
+                    "title": m.titles[m.items.index([item])[0]] or "",
+                    "score": round(score, 6),
+                    "sources": lst.fields["sources"][j],
+                    "explanation": lst.fields["explanation"][j],
+                }
+            )
+        constraints = res.constraints.model_dump(exclude_defaults=True)
+        if as_json:
+            out = {"query": query, "text": res.parsed.text, "constraints": constraints}
+            console.print_json(json.dumps({**out, "items": rows}, ensure_ascii=False))
+            return
+        said = ", ".join(f"{k}={v}" for k, v in constraints.items()) or "none"
+        console.print(
+            f"searching for: {res.parsed.text or '(constraints only)'}; constraints: {said}"
+        )
+        t = Table(title=f"for {user or 'anyone'}: {query}")
+        for col in ("#", "item", "title", "score", "why"):
+            t.add_column(col)
+        for j, r in enumerate(rows, start=1):
+            t.add_row(
+                str(j), r["item_id"], r["title"], f"{r['score']:.3f}", r["explanation"]["text"]
+            )
+        console.print(t if rows else "nothing matches")
+    finally:
+        ws.close()

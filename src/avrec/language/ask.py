@@ -1,0 +1,236 @@
+"""Recommendations for a request in words: "我喜欢节奏感强的电子音乐", "a funny cat video, under a
+minute", "comedies from the 90s but not romance".
+
+:class:`Asker` parses the request (:class:`~avrec.language.query.QueryParser`: description and
+constraints), turns the constraints into a filter (genres wanted and unwanted, language,
+duration, years) and a mask (words the items must not contain), finds candidates that match
+the description (:class:`~avrec.language.search.SearchIndex`: keyword and meaning, fused) or
+resemble a title it names, and hands them to the pipeline
+(:meth:`~avrec.pipeline.pipeline.Pipeline.rank_given`): blended with what the pipeline knows of
+the person (``personal_weight``; none for anonymous users), re-ranked and explained like any
+recommendation, with what the request matched first among the reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from avrec.content.text import guess_script_language
+from avrec.errors import ConfigError
+from avrec.language.query import ZH_LABELS, Constraints, ParsedQuery, QueryParser
+from avrec.language.search import SearchIndex
+from avrec.models.base import ItemList
+from avrec.pipeline.explain import Reason
+from avrec.pipeline.filters import ItemFilter
+
+__all__ = ["AskResult", "Asker", "constraint_filter"]
+
+
+@dataclass
+class AskResult:
+    """The answer to one request: the parsed request, the constraints in force (this turn's
+    merged onto a conversation's), and the items."""
+
+    parsed: ParsedQuery
+    constraints: Constraints
+    items: ItemList
+
+
+def constraint_filter(c: Constraints) -> ItemFilter:
+    """The pipeline filter for ``c`` (words to leave out are a separate mask)."""
+    return ItemFilter(
+        categories=c.include or None,
+        languages=c.languages or None,
+        min_duration=c.min_duration,
+        max_duration=c.max_duration,
+        exclude_categories=c.exclude or None,
+        year_from=c.year_from,
+        year_to=c.year_to,
+    )
+
+
+class Asker:
+    """Requests in words -> personalised, explained recommendations.
+
+    Args:
+        pipeline: a fitted :class:`~avrec.pipeline.pipeline.Pipeline` with a search index
+            (``pipeline.search``), or pass ``search``.
+        personal_weight: how much the person's own profile counts against the request's
+            relevance (0: the request alone).
+        depth: how many matching items are ranked for each request.
+        title_match: how close (rapidfuzz ratio, 0-100) a title named in the request must be
+            to a catalogue title ("like Toy Stroy") to count as that item.
+        semantic_margin: meaning matches count as candidates within this much cosine of the
+            best one (keyword and title matches always do).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        search: SearchIndex | None = None,
+        personal_weight: float = 0.3,
+        depth: int = 200,
+        title_match: float = 85.0,
+        semantic_margin: float = 0.06,
+    ) -> None:
+        self.pipeline = pipeline
+        self.search = search if search is not None else getattr(pipeline, "search", None)
+        if self.search is None:
+            raise ConfigError("asking needs the pipeline's search index: train the pipeline again")
+        if not 0.0 <= personal_weight <= 1.0:
+            raise ConfigError(f"personal_weight must be in [0, 1], got {personal_weight}")
+        self.personal_weight = personal_weight
+        self.depth = depth
+        self.title_match = title_match
+        self.semantic_margin = semantic_margin
+        labels = {x for tags in pipeline.item_tag_lists for x in tags if x}
+        self.parser = QueryParser(labels, self.find_title)
+
+    # -- parts ---------------------------------------------------------------------------------
+    def find_title(self, text: str) -> str | None:
+        """The id of the item whose title is ``text`` (typos allowed), or ``None``."""
+        from rapidfuzz import fuzz
+
+        from avrec.language.search import _title_key
+
+        found = self.search.title(text, 1)
+        if not len(found):
+            return None
+        item = int(found[0])
+        if fuzz.ratio(_title_key(text), self.search.title_keys[item]) < self.title_match:
+            return None
+        return str(self.pipeline.items.lookup([item])[0])
+
+    def parse(self, query: str) -> ParsedQuery:
+        """The request's description and constraints (by rules)."""
+        return self.parser.parse(query)
+
+    def _word_mask(self, words: Sequence[str]) -> np.ndarray | None:
+        """False for items whose words include any of ``words``."""
+        if not words:
+            return None
+        ok = np.ones(self.search.n_items, bool)
+        for w in words:
+            ok[self.search.keyword(w, self.search.n_items)] = False
+        return ok
+
+    def _keyword_text(self, text: str) -> str:
+        """The text for keyword search: Chinese genre and topic words get their English
+        label beside them (a catalogue written in English still matches "猫")."""
+        extra = [en if isinstance(en, str) else en[0] for zh, en in ZH_LABELS.items() if zh in text]
+        return " ".join([text, *extra])
+
+    # -- the request ---------------------------------------------------------------------------
+    def ask(
+        self,
+        query: str,
+        user: str | None = None,
+        k: int = 10,
+        offset: int = 0,
+        constraints: Constraints | None = None,
+        exclude: Sequence[str] = (),
+        liked: Sequence[str] = (),
+        session_items: Sequence[str] | None = None,
+        lang: str | None = None,
+        diversity: float = 0.0,
+        weight: float | None = None,
+    ) -> AskResult:
+        """Recommendations for ``query``, for ``user`` (``None``: anonymous).
+
+        ``constraints`` are earlier ones (a conversation's) that this request refines;
+        ``exclude`` are items not to show again; ``liked`` items steer like a "like <title>";
+        ``lang`` the explanations' language (default: the request's script).
+
+        Raises:
+            ConfigError: ``k`` is not positive.
+        """
+        if k <= 0:
+            raise ConfigError(f"k must be positive, got {k}")
+        parsed = self.parse(query)
+        c = (constraints or Constraints()).merged(parsed.constraints)
+        lang = lang or guess_script_language(query) or "en"
+        flt = constraint_filter(c)
+        words = self._word_mask(c.exclude_words)
+        allowed = self.pipeline.facts.mask(flt, self.pipeline.features.timeline.now)
+        if words is not None:
+            allowed = words if allowed is None else (allowed & words)
+        items, relevance, reasons = self._candidates(parsed.text, [*c.like, *liked], allowed)
+        w = self.personal_weight if weight is None else weight
+        if not len(items):
+            # constraints alone ("comedies from the 90s"): the popular items that pass, and
+            # the person's taste counts most
+            items, relevance = self._popular(allowed)
+            w = max(w, 0.8)
+        out = self.pipeline.rank_given(
+            user,
+            items,
+            relevance,
+            weight=w,
+            k=k,
+            offset=offset,
+            exclude=list(exclude),
+            exclude_seen=True,
+            diversity=diversity,
+            lang=lang,
+            session_items=session_items,
+            filters=flt,
+            allowed=words,
+            reasons=reasons,
+        )
+        return AskResult(parsed, c, out)
+
+    def _candidates(
+        self, text: str, like: Sequence[str], allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, list[Reason]]]:
+        """Items that match ``text`` or resemble the ``like`` items, with a fused relevance
+        (reciprocal ranks) and the reasons."""
+        rrf = self.search.rrf_k
+        score: dict[int, float] = {}
+        reasons: dict[int, list[Reason]] = {}
+        if text.strip():
+            for hit in self.search.search(
+                self._keyword_text(text),
+                k=self.depth,
+                allowed=allowed,
+                semantic_margin=self.semantic_margin,
+            ):
+                score[hit.item] = hit.score
+                reasons[hit.item] = [
+                    Reason("query", {"matched": hit.matched, "semantic": "semantic" in hit.ranks})
+                ]
+        like_idx = self.pipeline.items.index(list(like), missing="ignore")
+        like_idx = like_idx[like_idx >= 0]
+        vectors = self.pipeline.features.vectors
+        if vectors is None:
+            vectors = self.search.vectors
+        if len(like_idx) and vectors is not None:
+            for anchor in like_idx.tolist():
+                sims = vectors @ vectors[anchor]
+                sims[like_idx] = -np.inf
+                if allowed is not None:
+                    sims[~allowed] = -np.inf
+                top = np.argsort(-sims)[: self.depth]
+                title = self.pipeline.titles[anchor]
+                ref = {"id": self.pipeline.items.lookup([anchor])[0], "title": title}
+                for r, item in enumerate(top.tolist(), start=1):
+                    if not np.isfinite(sims[item]) or sims[item] <= 0:
+                        break
+                    score[item] = score.get(item, 0.0) + 1.0 / (rrf + r)
+                    reasons.setdefault(item, []).insert(0, Reason("like", ref))
+        if not score:
+            return np.zeros(0, np.int64), np.zeros(0), {}
+        items = np.fromiter(score, np.int64, len(score))
+        return items, np.fromiter(score.values(), float, len(score)), reasons
+
+    def _popular(self, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        tl = self.pipeline.features.timeline
+        plays = tl.counts(np.arange(tl.n_items), None, None).astype(np.float64)
+        if allowed is not None:
+            plays[~allowed] = -1.0
+        ok = np.flatnonzero(plays >= 0)
+        top = ok[np.argsort(-plays[ok], kind="stable")][: self.depth]
+        return top, plays[top]

@@ -1,0 +1,405 @@
+"""Catalogue search: BM25 over the items' words, vector search over their meaning, fused.
+
+:class:`SearchIndex` answers a query three ways and fuses the ranked lists by reciprocal rank
+fusion (each list weighted):
+
+- **keyword**: BM25 (``bm25s``) over each item's fields, the title and tags counting more (each
+  field's words are repeated by its weight, the usual BM25F shortcut). Words come from
+  :func:`~avrec.language.tokens.tokenize` (stemmed English, jieba-segmented Chinese). A query
+  word the catalogue never uses is replaced by the closest word it does use, as typed, before
+  stemming (edit distance with transpositions 1, or 2 for words of eight letters or more;
+  ``rapidfuzz``), so "shawshenk" finds "Shawshank" and "stroy" "story".
+- **semantic**: the query encoded with multilingual-e5 (query side) against the items' text
+  vectors (passage side) through FAISS, so "a funny cat video" finds a clip whose title says
+  "kitten fails" and a Chinese query finds English titles.
+- **title**: fuzzy matching of the whole query against whole titles (``rapidfuzz`` ratio >= 80,
+  leading articles and the year left out), for people who type a title, misspelt; catalogues
+  above ``fuzzy_titles_max`` items skip it (the per-word correction still applies).
+
+Filters are an ``allowed`` mask over items (the pipeline's :class:`ItemFacts` masks), applied
+inside each retriever, so K results all pass.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avrec.errors import ConfigError, NotFittedError
+from avrec.language.tokens import stem, tokenize
+from avrec.storage.artifacts import atomic_write_bytes, from_json_array, json_array
+
+__all__ = ["FIELDS", "SearchHit", "SearchIndex", "document_text", "item_documents"]
+
+#: searchable fields and how much each counts (BM25 sees a field's words this many times)
+FIELDS: dict[str, int] = {
+    "title": 3,
+    "tags": 2,
+    "people": 2,
+    "description": 1,
+    "keywords": 1,
+    "transcript": 1,
+    "ocr": 1,
+}
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+_ARTICLE = r"(the|a|an|les|la|le|il|el|der|die|das)"
+
+
+def _title_key(title: str) -> str:
+    """A title as compared: lower case, without its year and leading article ("Shawshank
+    Redemption, The (1994)" and "the shawshank redemption" both give "shawshank
+    redemption")."""
+    t = _YEAR.sub("", unicodedata.normalize("NFKC", title or "")).strip().lower()
+    t = re.sub(rf"^(.*), {_ARTICLE}$", r"\1", t)
+    return re.sub(rf"^{_ARTICLE}\s+", "", t).strip()
+
+
+@dataclass
+class SearchHit:
+    """One result: the item (index), its fused score, its rank in each retriever that found it
+    (1 = first) and, per field, the query words found there."""
+
+    item: int
+    score: float
+    ranks: dict[str, int] = field(default_factory=dict)
+    matched: dict[str, list[str]] = field(default_factory=dict)
+
+
+def item_documents(dataset: Any, texts: dict[str, dict[str, str]] | None = None) -> list[dict]:
+    """One document (field -> text) per item of ``dataset``, in item order: title, tags and
+    genres, people, description from the catalogue, plus ``texts[item_id]`` (transcript, OCR
+    text, keywords from the content analysis) where given."""
+    ids = dataset.items.lookup(np.arange(dataset.n_items))
+    titles = dataset.item_field("title")
+    descs = dataset.item_field("description")
+    docs = []
+    for i, item_id in enumerate(ids):
+        doc = {
+            "title": titles[i] or "",
+            "tags": " ".join([*dataset.item_tags[i], *dataset.item_categories[i]]),
+            "people": " ".join(p.get("name", "") for p in dataset.item_people[i]),
+            "description": descs[i] or "",
+        }
+        for k, v in ((texts or {}).get(str(item_id)) or {}).items():
+            if k in FIELDS and v:
+                doc[k] = v
+        docs.append({k: v for k, v in doc.items() if v})
+    return docs
+
+
+def document_text(doc: dict[str, str], max_chars: int = 600) -> str:
+    """A document as one passage for the text encoder: title, tags, then the description and
+    the rest, cut at ``max_chars``."""
+    parts = [doc.get(f, "") for f in ("title", "tags", "description", "keywords", "people")]
+    return "\n".join(p for p in parts if p)[:max_chars]
+
+
+class SearchIndex:
+    """Hybrid keyword + semantic search over a catalogue.
+
+    Args:
+        weights: how much each retriever's list counts in the fusion (``keyword``,
+            ``semantic``, ``title``); 0 turns one off.
+        rrf_k: the reciprocal rank fusion constant (``1 / (rrf_k + rank)``).
+        depth: how deep each retriever's list goes before fusion (at least ``k``).
+        fuzzy_titles_max: the largest catalogue whose titles are fuzzy-matched whole.
+        k1, b: BM25 parameters.
+    """
+
+    def __init__(
+        self,
+        weights: dict[str, float] | None = None,
+        rrf_k: float = 60.0,
+        depth: int = 100,
+        fuzzy_titles_max: int = 200_000,
+        k1: float = 1.2,
+        b: float = 0.75,
+    ) -> None:
+        self.weights = {"keyword": 1.0, "semantic": 1.0, "title": 0.5, **(weights or {})}
+        unknown = set(self.weights) - {"keyword", "semantic", "title"}
+        if unknown:
+            raise ConfigError(f"unknown retrievers {sorted(unknown)}: keyword, semantic, title")
+        self.rrf_k = rrf_k
+        self.depth = depth
+        self.fuzzy_titles_max = fuzzy_titles_max
+        self.k1, self.b = k1, b
+        self.bm25 = None
+        self._fitted = False
+        self.vectors: np.ndarray | None = None
+        self.encoder: Any = None
+
+    # -- building ------------------------------------------------------------------------------
+    def fit(self, docs: Sequence[dict[str, str]], vectors: np.ndarray | None = None) -> SearchIndex:
+        """Index ``docs`` (one field -> text dict per item; row ``i`` is item ``i``) and, for
+        semantic search, their text ``vectors`` (``n x dim`` e5 passage vectors; zero rows for
+        items without one)."""
+        self.docs = [dict(d) for d in docs]
+        self._build()
+        if vectors is not None:
+            self.set_vectors(vectors)
+        return self
+
+    def _build(self) -> None:
+        from collections import Counter
+
+        import bm25s
+
+        corpus, df = [], Counter()
+        for d in self.docs:
+            toks: list[str] = []
+            for name, weight in FIELDS.items():
+                if d.get(name):
+                    toks.extend(tokenize(d[name], stem=False) * weight)
+            df.update(set(toks))
+            corpus.append(stem(toks))
+        self.bm25 = None  # a catalogue without a word (ids only): no keyword search
+        if any(corpus):
+            self.bm25 = bm25s.BM25(k1=self.k1, b=self.b)
+            self.bm25.index(corpus, show_progress=False)
+        self._fitted = True
+        # most used first: a typo as close to two words is read as the commoner one
+        words = sorted(df, key=lambda w: (-df[w], w))
+        self._prepare([_title_key(d.get("title", "")) for d in self.docs], words)
+
+    def _prepare(self, title_keys: list[str], words: list[str]) -> None:
+        self.words = words  # the catalogue's words as written (lower case), most used first
+        self.word_set = frozenset(words)
+        self._rank = {w: r for r, w in enumerate(words)}
+        self._by_len: dict[int, list[str]] = {}
+        for w in words:
+            if w.isascii():
+                self._by_len.setdefault(len(w), []).append(w)
+        self.title_keys = title_keys
+        self._encoded: dict[str, np.ndarray] = {}
+
+    def set_vectors(self, vectors: np.ndarray) -> None:
+        from avrec.features.base import l2_normalise
+        from avrec.retrieval import VectorIndex
+
+        x = l2_normalise(np.asarray(vectors, np.float32))
+        if len(x) != len(self.docs):
+            raise ConfigError(f"{len(x)} text vectors for {len(self.docs)} documents")
+        self.vectors = x
+        self.has_vector = np.linalg.norm(x, axis=1) > 0
+        self.vindex = VectorIndex().build(x) if self.has_vector.any() else None
+
+    def _check(self) -> None:
+        if not getattr(self, "_fitted", False):
+            raise NotFittedError("SearchIndex.fit has not been called")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.docs)
+
+    # -- querying ------------------------------------------------------------------------------
+    def correct(self, words: Sequence[str]) -> list[str]:
+        """Each query word (unstemmed) the catalogue does not use replaced by the closest one
+        it does (Latin words of four letters or more; edit distance with transpositions 1,
+        2 from eight letters), or dropped when none is close."""
+        from rapidfuzz import process
+        from rapidfuzz.distance import OSA
+
+        out = []
+        for w in words:
+            if w in self.word_set:
+                out.append(w)
+                continue
+            if len(w) < 4 or not w.isascii():
+                continue
+            cut = 2 if len(w) >= 8 else 1
+            # only words whose length is within the distance can be that close
+            near = [
+                x for n in range(len(w) - cut, len(w) + cut + 1) for x in self._by_len.get(n, ())
+            ]
+            found = process.extract(w, near, scorer=OSA.distance, score_cutoff=cut, limit=None)
+            if found:  # the closest; among equally close, the most used
+                out.append(min(found, key=lambda f: (f[1], self._rank[f[0]]))[0])
+        return out
+
+    def query_tokens(self, query: str) -> list[str]:
+        """The BM25 tokens of ``query``: its words, corrected, stemmed."""
+        return stem(self.correct(tokenize(query, stem=False)))
+
+    def keyword(self, query: str, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Items by BM25 score, best first (only items that contain a query word)."""
+        self._check()
+        if self.bm25 is None:
+            return np.zeros(0, np.int64)
+        toks = [t for t in self.query_tokens(query) if t in self.bm25.vocab_dict]
+        if not toks:
+            return np.zeros(0, np.int64)
+        scores = np.asarray(self.bm25.get_scores(toks), np.float32)
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
+        return _top_positive(scores, n)
+
+    def encode_query(self, query: str) -> np.ndarray:
+        """The query's e5 vector (kept for the last few queries)."""
+        hit = self._encoded.get(query)
+        if hit is None:
+            if self.encoder is None:
+                from avrec.features.text import E5TextEncoder
+
+                self.encoder = E5TextEncoder()
+            hit = self.encoder.encode_queries([query])[0]
+            if len(self._encoded) > 256:
+                self._encoded.pop(next(iter(self._encoded)))
+            self._encoded[query] = hit
+        return hit
+
+    def semantic(
+        self,
+        query: str | np.ndarray,
+        n: int,
+        allowed: np.ndarray | None = None,
+        min_score: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Items by cosine between the query and their text vector, best first, and the
+        cosines (items without a text vector are never found)."""
+        if self.vectors is None or self.vindex is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = self.encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
+        ok = self.has_vector if allowed is None else (allowed & self.has_vector)
+        res = self.vindex.search(q[None], n, allowed=ok)
+        keep = (res.indices[0] >= 0) & (res.scores[0] > min_score)
+        return res.indices[0][keep], res.scores[0][keep]
+
+    def title(self, query: str, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Items whose whole title resembles the whole query (ratio >= 80), best first."""
+        from rapidfuzz import fuzz, process
+
+        q = _title_key(query)
+        if self.n_items > self.fuzzy_titles_max or not q:
+            return np.zeros(0, np.int64)
+        found = process.extract(
+            q, self.title_keys, scorer=fuzz.ratio, limit=max(n, 1) * 4, score_cutoff=80
+        )
+        items = [i for _, _, i in found if allowed is None or allowed[i]]
+        return np.asarray(items[:n], np.int64)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        allowed: np.ndarray | None = None,
+        exclude: Sequence[int] = (),
+        mode: str = "hybrid",
+        semantic_margin: float | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` best items for ``query``: ``mode`` ``"hybrid"`` (every retriever, fused),
+        ``"keyword"`` or ``"semantic"`` (that one alone). ``semantic_margin`` keeps only the
+        semantic matches within that much cosine of the best one (e5's cosines crowd
+        together: a generic query is about as close to everything).
+
+        Raises:
+            ConfigError: ``k`` is not positive or ``mode`` is unknown.
+        """
+        self._check()
+        if k <= 0:
+            raise ConfigError(f"k must be positive, got {k}")
+        if mode not in ("hybrid", "keyword", "semantic"):
+            raise ConfigError(f"unknown search mode {mode!r}: hybrid, keyword or semantic")
+        if allowed is not None:
+            allowed = np.asarray(allowed, bool)
+            if allowed.shape != (self.n_items,):
+                raise ConfigError(f"allowed must be a mask over {self.n_items} items")
+        if len(exclude):
+            allowed = np.ones(self.n_items, bool) if allowed is None else allowed.copy()
+            ex = np.asarray(list(exclude), np.int64)
+            allowed[ex[(ex >= 0) & (ex < self.n_items)]] = False
+        depth = max(self.depth, k)
+        lists: dict[str, np.ndarray] = {}
+        if mode in ("hybrid", "keyword") and self.weights["keyword"] > 0:
+            lists["keyword"] = self.keyword(query, depth, allowed)
+        if mode in ("hybrid", "semantic") and self.weights["semantic"] > 0:
+            found, cos = self.semantic(query, depth, allowed)
+            if semantic_margin is not None and len(cos):
+                found = found[cos >= cos[0] - semantic_margin]
+            lists["semantic"] = found
+        if mode == "hybrid" and self.weights["title"] > 0:
+            lists["title"] = self.title(query, depth, allowed)
+        return self._fuse(query, lists, k)
+
+    def _fuse(self, query: str, lists: dict[str, np.ndarray], k: int) -> list[SearchHit]:
+        hits: dict[int, SearchHit] = {}
+        for name, items in lists.items():
+            w = self.weights[name]
+            for r, item in enumerate(items.tolist(), start=1):
+                hit = hits.setdefault(item, SearchHit(item, 0.0))
+                hit.score += w / (self.rrf_k + r)
+                hit.ranks[name] = r
+        best = sorted(hits.values(), key=lambda h: (-h.score, h.item))[:k]
+        for h in best:
+            h.matched = self.matches(h.item, query)
+        return best
+
+    def matches(self, item: int, query: str) -> dict[str, list[str]]:
+        """The words of ``query`` (as corrected, not stemmed) found in each field of
+        ``item``."""
+        words = self.correct(tokenize(query, stem=False))
+        by_stem = dict(zip(stem(words), words, strict=True))
+        out = {}
+        for name in FIELDS:
+            text = self.docs[item].get(name)
+            if text and by_stem:
+                found = sorted({by_stem[t] for t in tokenize(text) if t in by_stem})
+                if found:
+                    out[name] = found
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the index into the folder ``path``: documents, title keys and vectors in one
+        ``.npz``, the BM25 matrix and vocabulary in ``bm25/`` (bm25s' own files)."""
+        import io
+
+        self._check()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.bm25 is not None:
+            self.bm25.save(path / "bm25", show_progress=False)
+        arrays = {
+            "docs": json_array(self.docs),
+            "titles": json_array(self.title_keys),
+            "words": json_array(self.words),
+        }
+        if self.vectors is not None:
+            arrays["vectors"] = self.vectors
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path / "search.npz", buf.getvalue())
+
+    def load(self, path: str | Path) -> SearchIndex:
+        """Read an index written by :meth:`save` (constructed with the same params)."""
+        import bm25s
+
+        path = Path(path)
+        with np.load(path / "search.npz", allow_pickle=False) as npz:
+            self.docs = from_json_array(npz["docs"])
+            titles = from_json_array(npz["titles"])
+            words = from_json_array(npz["words"])
+            vectors = npz["vectors"] if "vectors" in npz.files else None
+        self.bm25 = None
+        if (path / "bm25").is_dir():
+            self.bm25 = bm25s.BM25.load(path / "bm25", show_progress=False, verbosity=0)
+        self._fitted = True
+        self._prepare(titles, words)
+        if vectors is not None:
+            self.set_vectors(vectors)
+        return self
+
+
+def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:
+    ok = np.flatnonzero(scores > 0)
+    if len(ok) > n:
+        ok = ok[np.argpartition(-scores[ok], n - 1)[:n]]
+    return ok[np.lexsort((ok, -scores[ok]))]
