@@ -318,3 +318,32 @@ def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
     assert r.returncode == 0, r.stderr
     models = {row["model"] for row in json.loads(out.read_text())["results"]}
     assert models == {"ease", "markov", "itemknn", "pipeline"}  # the pipeline and its sources
+    # search and requests in words against the same bundle
+    r = run("-w", str(ws), "search", "song 7", "--k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)["items"]
+    assert found[0]["item_id"] == "i7" and "title" in found[0]["matched"]
+    r = run("-w", str(ws), "search", "sogn 7", "--k", "3", "--mode", "keyword", "--json")
+    assert json.loads(r.stdout)["items"][0]["item_id"] == "i7"  # a typo forgiven
+    r = run("-w", str(ws), "ask", "jazz songs in French, under 5 minutes", "--json")
+    assert r.returncode == 0, r.stderr
+    asked = json.loads(r.stdout)
+    assert asked["constraints"] == {"max_duration": 300.0, "languages": ["fr"], "include": ["jazz"]}
+    got = {x["item_id"] for x in asked["items"]}
+    assert got and got <= {"i1", "i3"}  # French jazz songs of at most 5 minutes
+    for turn, query in enumerate(["jazz songs", "not the first one"]):
+        r = run("-w", str(ws), "ask", query, "--user", "u0", "--conversation", "c1", "--json")
+        assert r.returncode == 0, r.stderr
+        ids = [x["item_id"] for x in json.loads(r.stdout)["items"]]
+        if turn == 0:
+            first = ids[0]
+    assert first not in ids  # the conversation was kept between the two calls
+    r = run("-w", str(ws), "search", "song", "--mode", "fuzzy")
+    assert r.returncode != 0 and "unknown search mode" in r.stderr
+    r = run("-w", str(ws), "graph", "--item", "i1", "--user", "u1", "--k", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    g = json.loads(r.stdout)
+    assert {"type": "genre", "name": "jazz"}.items() <= g["entities"][0].items() or any(
+        e["type"] == "genre" and e["name"] == "jazz" for e in g["entities"]
+    )
+    assert len(g["neighbours"]) == 3 and g["paths"]  # u1 played jazz songs too

@@ -147,6 +147,11 @@ def test_bundle_round_trip(tmp_path):
     assert isinstance(again, Pipeline) and again.ranker is not None
     src = {s.name: s for s, _ in again.sources}
     assert src["interests"].index is src["neighbours"].index is not None
+    # the search index and the knowledge graph travel in the bundle
+    assert again.graph.n_entities == p.graph.n_entities > 0
+    assert [h.item for h in again.search.search("jazz", k=3)] == [
+        h.item for h in p.search.search("jazz", k=3)
+    ]
     assert src["trending"].timeline is src["fresh"].timeline is again.features.timeline
     # a source that reads the pipeline's timeline, loaded alone, says so
     from avrec.errors import NotFittedError

@@ -126,3 +126,61 @@ def ask(
         console.print(t if rows else "nothing matches")
     finally:
         ws.close()
+
+
+def graph(
+    ctx: typer.Context,
+    item: str = typer.Option(..., "--item", "-i", help="the item whose neighbourhood to show"),
+    user: str | None = typer.Option(
+        None, "--user", "-u", help="also the paths from this user's items to the item"
+    ),
+    k: int = typer.Option(10, min=1, help="neighbours to list"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """An item's people (with roles), genres, tags, language and series, the items nearest
+    through them, and (with --user) the paths from what the user played to it."""
+    from avrec.errors import ConfigError
+
+    m, ws = _pipeline(ctx)
+    try:
+        g = getattr(m, "graph", None)
+        if g is None:
+            raise ConfigError("the active bundle has no knowledge graph: run avrec train again")
+        idx = int(m.items.index([item])[0])
+        hood = g.neighbourhood(idx, k)
+        ids = m.items.lookup([n["item"] for n in hood["neighbours"]])
+        for n, i in zip(hood["neighbours"], ids, strict=True):
+            n["item"] = i
+            n["title"] = m.titles[m.items.index([i])[0]] or ""
+        out: dict[str, Any] = {"item_id": item, "title": m.titles[idx] or "", **hood}
+        if user is not None:
+            hist = m.user_batch([user]).sequence_list()[0]
+            out["paths"] = [
+                {
+                    "from": m.items.lookup([p.source])[0],
+                    "from_title": m.titles[p.source] or "",
+                    "via": g.describe(p),
+                    "weight": round(p.weight, 4),
+                }
+                for p in g.paths(hist, idx)
+            ]
+        if as_json:
+            console.print_json(json.dumps(out, ensure_ascii=False))
+            return
+        console.print(f"[bold]{item}[/bold] {out['title']}")
+        t = Table(title="entities")
+        for col in ("type", "name", "role", "weight", "items"):
+            t.add_column(col)
+        for e in hood["entities"]:
+            t.add_row(e["type"], e["name"], e["role"], f"{e['weight']:.2f}", str(e["items"]))
+        console.print(t)
+        t = Table(title="nearest through them")
+        for col in ("item", "title", "score", "via"):
+            t.add_column(col)
+        for n in hood["neighbours"]:
+            t.add_row(n["item"], n["title"], f"{n['score']:.2f}", ", ".join(n["via"][:3]))
+        console.print(t)
+        for p in out.get("paths", []):
+            console.print(f"{p['from']} {p['from_title']} -> {p['via']} -> {item}")
+    finally:
+        ws.close()

@@ -15,7 +15,7 @@ from avrec.cli.analyze import analyze
 from avrec.cli.anomalies import anomalies
 from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
-from avrec.cli.language import ask, search
+from avrec.cli.language import ask, graph, search
 from avrec.cli.recommend import playlist, recommend, similar
 from avrec.cli.stats import stats
 from avrec.cli.train import train, tune
@@ -61,6 +61,7 @@ app.command()(similar)
 app.command()(playlist)
 app.command()(search)
 app.command()(ask)
+app.command()(graph)
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 

@@ -312,18 +312,25 @@ class ContentStore:
         return names
 
     def texts(self, item_ids: set[str] | None = None) -> dict[str, dict[str, str]]:
-        """``item_id -> {transcript, ocr, keywords}``: the words the analysis found in each
-        item (speech, on-screen text, keywords), for search."""
+        """``item_id -> {transcript, ocr, keywords, mentions}``: the words the analysis found
+        in each item (speech, on-screen text, keywords) and the people it found named there
+        without a credit, for search and the knowledge graph."""
         out = {}
         for item, info in self.infos().items():
             if item_ids is not None and item not in item_ids:
                 continue
             kw = " ".join(str(k[0]) for k in info.get("keywords") or [] if k)
             tags = " ".join(str(t.get("tag", "")) for t in info.get("tags") or [] if t)
+            named = [
+                str(p.get("name", ""))
+                for p in info.get("people") or []
+                if isinstance(p, dict) and not p.get("credited")
+            ]
             doc = {
                 "transcript": info.get("transcript") or "",
                 "ocr": info.get("ocr_text") or "",
                 "keywords": " ".join(x for x in (kw, tags) if x),
+                "mentions": "\n".join(n for n in named if n),  # people named, not credited
             }
             doc = {k: v for k, v in doc.items() if v}
             if doc:

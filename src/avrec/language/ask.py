@@ -87,8 +87,8 @@ class Asker:
         self.depth = depth
         self.title_match = title_match
         self.semantic_margin = semantic_margin
-        labels = {x for tags in pipeline.item_tag_lists for x in tags if x}
-        self.parser = QueryParser(labels, self.find_title)
+        # the catalogue's genres and tags, lower case (filters match them in any case)
+        self.parser = QueryParser(pipeline.facts.by_label, self.find_title)
 
     # -- parts ---------------------------------------------------------------------------------
     def find_title(self, text: str) -> str | None:
@@ -204,23 +204,26 @@ class Asker:
                 ]
         like_idx = self.pipeline.items.index(list(like), missing="ignore")
         like_idx = like_idx[like_idx >= 0]
-        vectors = self.pipeline.features.vectors
-        if vectors is None:
-            vectors = self.search.vectors
-        if len(like_idx) and vectors is not None:
-            for anchor in like_idx.tolist():
+        vectors = self.pipeline.features.vectors  # content vectors, else the text's
+        for anchor in like_idx.tolist():
+            if vectors is not None:
                 sims = vectors @ vectors[anchor]
                 sims[like_idx] = -np.inf
                 if allowed is not None:
                     sims[~allowed] = -np.inf
                 top = np.argsort(-sims)[: self.depth]
-                title = self.pipeline.titles[anchor]
-                ref = {"id": self.pipeline.items.lookup([anchor])[0], "title": title}
-                for r, item in enumerate(top.tolist(), start=1):
-                    if not np.isfinite(sims[item]) or sims[item] <= 0:
-                        break
-                    score[item] = score.get(item, 0.0) + 1.0 / (rrf + r)
-                    reasons.setdefault(item, []).insert(0, Reason("like", ref))
+                top = top[np.isfinite(sims[top]) & (sims[top] > 0)]
+            else:
+                ok = np.ones(self.search.n_items, bool) if allowed is None else allowed.copy()
+                ok[like_idx] = False
+                top = self.search.similar(anchor, self.depth, ok)[0]
+            ref = {
+                "id": self.pipeline.items.lookup([anchor])[0],
+                "title": self.pipeline.titles[anchor],
+            }
+            for r, item in enumerate(top.tolist(), start=1):
+                score[item] = score.get(item, 0.0) + 1.0 / (rrf + r)
+                reasons.setdefault(item, []).insert(0, Reason("like", ref))
         if not score:
             return np.zeros(0, np.int64), np.zeros(0), {}
         items = np.fromiter(score, np.int64, len(score))

@@ -33,7 +33,7 @@ import numpy as np
 
 from avrec.errors import ConfigError, NotFittedError
 from avrec.language.tokens import stem, tokenize
-from avrec.storage.artifacts import atomic_write_bytes, from_json_array, json_array
+from avrec.storage.artifacts import JsonRows, atomic_write_bytes, from_json_array, json_array
 
 __all__ = ["FIELDS", "SearchHit", "SearchIndex", "document_text", "item_documents"]
 
@@ -92,6 +92,8 @@ def item_documents(dataset: Any, texts: dict[str, dict[str, str]] | None = None)
         for k, v in ((texts or {}).get(str(item_id)) or {}).items():
             if k in FIELDS and v:
                 doc[k] = v
+            elif k == "mentions" and v:  # people named in the text are searched as people
+                doc["people"] = " ".join(x for x in (doc["people"], v.replace("\n", " ")) if x)
         docs.append({k: v for k, v in doc.items() if v})
     return docs
 
@@ -134,7 +136,7 @@ class SearchIndex:
         self.k1, self.b = k1, b
         self.bm25 = None
         self._fitted = False
-        self.vectors: np.ndarray | None = None
+        self.vindex: Any = None
         self.encoder: Any = None
 
     # -- building ------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class SearchIndex:
         items without one)."""
         self.docs = [dict(d) for d in docs]
         self._build()
+        self.vindex = None
         if vectors is not None:
             self.set_vectors(vectors)
         return self
@@ -182,15 +185,49 @@ class SearchIndex:
         self._encoded: dict[str, np.ndarray] = {}
 
     def set_vectors(self, vectors: np.ndarray) -> None:
+        """Text vectors for semantic search, one row per item (zero rows: none). Only the
+        items with one are kept and indexed."""
         from avrec.features.base import l2_normalise
-        from avrec.retrieval import VectorIndex
 
-        x = l2_normalise(np.asarray(vectors, np.float32))
+        x = np.asarray(vectors, np.float32)
         if len(x) != len(self.docs):
             raise ConfigError(f"{len(x)} text vectors for {len(self.docs)} documents")
-        self.vectors = x
-        self.has_vector = np.linalg.norm(x, axis=1) > 0
-        self.vindex = VectorIndex().build(x) if self.has_vector.any() else None
+        rows = np.flatnonzero(np.linalg.norm(x, axis=1) > 0)
+        self._set_rows(rows, l2_normalise(x[rows]))
+
+    def _set_rows(
+        self, rows: np.ndarray, x: np.ndarray, index_bytes: bytes | None = None, kind: str = ""
+    ) -> None:
+        from avrec.retrieval import VectorIndex
+
+        self.rows = np.asarray(rows, np.int64)
+        self.row_vectors = np.ascontiguousarray(x, np.float32)
+        self.row_of = np.full(self.n_items, -1, np.int64)
+        self.row_of[self.rows] = np.arange(len(self.rows))
+        self.has_vector = self.row_of >= 0
+        if not len(self.rows):
+            self.vindex = None
+        elif index_bytes is not None:  # a graph index is kept, not rebuilt
+            self.vindex = VectorIndex.from_bytes(index_bytes, kind)
+        else:
+            self.vindex = VectorIndex().build(self.row_vectors)
+
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """Every item's text vector (zero rows: none), or ``None`` without any."""
+        if self.vindex is None:
+            return None
+        out = np.zeros((self.n_items, self.row_vectors.shape[1]), np.float32)
+        out[self.rows] = self.row_vectors
+        return out
+
+    def similar(
+        self, item: int, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` items whose text is closest to ``item``'s (not itself), and the cosines."""
+        if self.vindex is None or self.row_of[item] < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return self.semantic(self.row_vectors[self.row_of[item]], n, allowed, exclude=[item])
 
     def _check(self) -> None:
         if not getattr(self, "_fitted", False):
@@ -262,16 +299,20 @@ class SearchIndex:
         n: int,
         allowed: np.ndarray | None = None,
         min_score: float = 0.0,
+        exclude: Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         """Items by cosine between the query and their text vector, best first, and the
         cosines (items without a text vector are never found)."""
-        if self.vectors is None or self.vindex is None:
+        if self.vindex is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         q = self.encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
-        ok = self.has_vector if allowed is None else (allowed & self.has_vector)
-        res = self.vindex.search(q[None], n, allowed=ok)
+        ok = None if allowed is None else allowed[self.rows]
+        ex = self.row_of[np.asarray(list(exclude), np.int64)] if len(exclude) else None
+        res = self.vindex.search(
+            q[None], n, allowed=ok, exclude=None if ex is None else [ex[ex >= 0]]
+        )
         keep = (res.indices[0] >= 0) & (res.scores[0] > min_score)
-        return res.indices[0][keep], res.scores[0][keep]
+        return self.rows[res.indices[0][keep]], res.scores[0][keep]
 
     def title(self, query: str, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
         """Items whose whole title resembles the whole query (ratio >= 80), best first."""
@@ -367,13 +408,19 @@ class SearchIndex:
         path.mkdir(parents=True, exist_ok=True)
         if self.bm25 is not None:
             self.bm25.save(path / "bm25", show_progress=False)
+        docs, at = JsonRows.encode(self.docs)
         arrays = {
-            "docs": json_array(self.docs),
+            "docs": docs,
+            "docs_at": at,
             "titles": json_array(self.title_keys),
             "words": json_array(self.words),
         }
-        if self.vectors is not None:
-            arrays["vectors"] = self.vectors
+        if self.vindex is not None:
+            arrays["rows"] = self.rows
+            arrays["row_vectors"] = self.row_vectors
+            if self.vindex.built_kind != "exact":
+                arrays["index_bytes"] = np.frombuffer(self.vindex.to_bytes(), np.uint8)
+                arrays["index_kind"] = np.asarray(self.vindex.built_kind)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(path / "search.npz", buf.getvalue())
@@ -384,17 +431,24 @@ class SearchIndex:
 
         path = Path(path)
         with np.load(path / "search.npz", allow_pickle=False) as npz:
-            self.docs = from_json_array(npz["docs"])
+            self.docs = JsonRows(npz["docs"], npz["docs_at"])  # parsed when read
             titles = from_json_array(npz["titles"])
             words = from_json_array(npz["words"])
-            vectors = npz["vectors"] if "vectors" in npz.files else None
+            vec = {k: npz[k] for k in ("rows", "row_vectors", "index_bytes", "index_kind")
+                   if k in npz.files}  # fmt: skip
         self.bm25 = None
         if (path / "bm25").is_dir():
             self.bm25 = bm25s.BM25.load(path / "bm25", show_progress=False, verbosity=0)
         self._fitted = True
         self._prepare(titles, words)
-        if vectors is not None:
-            self.set_vectors(vectors)
+        if "rows" in vec:
+            data = vec.get("index_bytes")
+            self._set_rows(
+                vec["rows"],
+                vec["row_vectors"],
+                None if data is None else data.tobytes(),
+                str(vec.get("index_kind", "")),
+            )
         return self
 
 

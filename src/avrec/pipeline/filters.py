@@ -76,31 +76,32 @@ class ItemFacts:
 
     def fit(self, dataset: Dataset) -> ItemFacts:
         n = dataset.n_items
-        self.labels = [
+        labels = [
             sorted({x.lower() for x in (*t, *c)})
             for t, c in zip(dataset.item_tags, dataset.item_categories, strict=True)
         ]
-        self.language = np.asarray(
-            [(x or "").lower() for x in dataset.item_field("language")], dtype=object
-        )
+        language = [(x or "").lower() for x in dataset.item_field("language")]
         self.duration = _floats(dataset.item_field("duration"), n)
         self.available_from = _floats(dataset.item_field("available_from"), n)
         self.available_until = _floats(dataset.item_field("available_until"), n)
         self.year = _years(dataset)
-        self._index()
+        self._index(labels, language)
         return self
 
-    def _index(self) -> None:
+    def _index(self, labels: list[list[str]], language: list[str]) -> None:
         groups: dict[str, list[int]] = {}
-        for i, labels in enumerate(self.labels):
-            for lab in labels:
+        for i, labs in enumerate(labels):
+            for lab in labs:
                 groups.setdefault(lab, []).append(i)
         self.by_label = {k: np.asarray(v, np.int64) for k, v in groups.items()}
         langs: dict[str, list[int]] = {}
-        for i, lang in enumerate(self.language.tolist()):
+        for i, lang in enumerate(language):
             if lang:
                 langs.setdefault(lang, []).append(i)
         self.by_language = {k: np.asarray(v, np.int64) for k, v in langs.items()}
+        self._windows()
+
+    def _windows(self) -> None:
         self._available: dict[int, np.ndarray] = {}
         self.windowed = bool(
             np.isfinite(self.available_from).any() or np.isfinite(self.available_until).any()
@@ -111,9 +112,18 @@ class ItemFacts:
         return len(self.duration)
 
     def state(self) -> dict[str, np.ndarray]:
+        # the label and language indexes themselves (label -> items), so a bundle loads
+        # without a pass over every item
+        out = {}
+        for name, index in (("label", self.by_label), ("lang", self.by_language)):
+            keys = sorted(index)
+            out[f"{name}_keys"] = json_array(keys)
+            out[f"{name}_ptr"] = np.cumsum([0, *(len(index[k]) for k in keys)]).astype(np.int64)
+            out[f"{name}_items"] = (
+                np.concatenate([index[k] for k in keys]) if keys else np.zeros(0, np.int64)
+            )
         return {
-            "labels": json_array(self.labels),
-            "language": np.asarray(self.language.tolist(), dtype=str),
+            **out,
             "duration": self.duration,
             "available_from": self.available_from,
             "available_until": self.available_until,
@@ -121,13 +131,17 @@ class ItemFacts:
         }
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> ItemFacts:
-        self.labels = from_json_array(arrays["labels"])
-        self.language = np.asarray(arrays["language"].tolist(), dtype=object)
         self.duration = arrays["duration"]
         self.available_from = arrays["available_from"]
         self.available_until = arrays["available_until"]
         self.year = arrays["year"]
-        self._index()
+        indexes = []
+        for name in ("label", "lang"):
+            keys = from_json_array(arrays[f"{name}_keys"])
+            ptr, items = arrays[f"{name}_ptr"], arrays[f"{name}_items"]
+            indexes.append({k: items[ptr[j] : ptr[j + 1]] for j, k in enumerate(keys)})
+        self.by_label, self.by_language = indexes
+        self._windows()
         return self
 
     def available(self, t: float) -> np.ndarray | None:

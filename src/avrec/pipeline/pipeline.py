@@ -27,7 +27,7 @@ from avrec.pipeline.filters import ItemFacts, ItemFilter
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
-from avrec.storage.artifacts import from_json_array, json_array
+from avrec.storage.artifacts import JsonRows
 
 __all__ = ["BUNDLE_FORMAT", "Pipeline", "PipelineConfig", "SourceConfig"]
 
@@ -145,6 +145,9 @@ class Pipeline(Recommender):
             tv = l2_normalise(np.asarray(tv, np.float32))
         self.text_vectors = tv  # mood playlists match text queries against these
         self.search = self._fit_search(dataset) if c.search else None
+        from avrec.language.graph import KnowledgeGraph
+
+        self.graph = KnowledgeGraph().fit(dataset)
         self.ranker: Ranker | None = None
         self.ranker_recall: float | None = None
         self.ranker_min_history = 0
@@ -733,6 +736,8 @@ class Pipeline(Recommender):
             shared += [f"t:{t}" for t in self.item_tag_lists[item] if t.lower() in anchor_tags]
             if shared:
                 exp.reasons.append(Reason("shared", shared))
+        else:
+            self._graph_reason(exp, req, item)
         tags = top_tags(counts, self.item_tag_lists[item])
         if tags:
             exp.reasons.append(Reason("tags", tags))
@@ -747,6 +752,27 @@ class Pipeline(Recommender):
                 exp.reasons.append(Reason("features", top))
         return exp
 
+    def _graph_reason(self, exp: Explanation, req: Request, item: int) -> None:
+        """No source anchored the item: the knowledge graph's strongest path from the recent
+        history through a person (or a series) gives one ("with Tom Hanks, like X")."""
+        g = getattr(self, "graph", None)
+        if g is None or not len(req.history):
+            return
+        recent = req.history[::-1][:50]
+        for path in g.paths(recent, item, max_paths=5):
+            kind = str(g.types[path.entity])
+            if kind not in ("person", "series"):
+                continue
+            exp.reasons.append(
+                Reason(
+                    "anchor",
+                    {"id": self.items.lookup([path.source])[0], "title": self.titles[path.source]},
+                )
+            )
+            prefix = "p" if kind == "person" else "t"
+            exp.reasons.append(Reason("shared", [f"{prefix}:{g.names[path.entity]}"]))
+            return
+
     # -- bundles -------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         out = {f"f_{k}": v for k, v in self.features.state().items()}
@@ -755,8 +781,8 @@ class Pipeline(Recommender):
         if self.text_vectors is not None:
             out["text_vectors"] = self.text_vectors
         out["titles"] = np.asarray([t or "" for t in self.titles], dtype=str)
-        out["tags"] = json_array(self.item_tag_lists)
-        out["people"] = json_array(self.item_people_names)
+        out["tags"], out["tags_at"] = JsonRows.encode(self.item_tag_lists)
+        out["people"], out["people_at"] = JsonRows.encode(self.item_people_names)
         if self.ranker is not None:
             out["ranker"] = np.frombuffer(self.ranker.to_string().encode(), dtype=np.uint8)
             out["ranker_names"] = np.asarray(self.ranker.feature_names, dtype=str)
@@ -778,8 +804,8 @@ class Pipeline(Recommender):
         self.text_vectors = arrays.get("text_vectors")
         self.features = FeatureBuilder(self.config.feature).set_state(feats)
         self.titles = [t or None for t in arrays["titles"].tolist()]
-        self.item_tag_lists = from_json_array(arrays["tags"])
-        self.item_people_names = from_json_array(arrays["people"])
+        self.item_tag_lists = JsonRows(arrays["tags"], arrays["tags_at"])
+        self.item_people_names = JsonRows(arrays["people"], arrays["people_at"])
         self.ranker = None
         if "ranker" in arrays:
             self.ranker = Ranker.from_string(
@@ -812,6 +838,8 @@ class Pipeline(Recommender):
                 src.save(tmp / "sources" / src.name)
             if getattr(self, "search", None) is not None:
                 self.search.save(tmp / "search")
+            if getattr(self, "graph", None) is not None:
+                self.graph.save(tmp / "graph")
             os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -842,6 +870,11 @@ class Pipeline(Recommender):
             from avrec.language.search import SearchIndex
 
             p.search = SearchIndex(**p.config.search_params).load(path / "search")
+        p.graph = None
+        if (path / "graph").is_dir():
+            from avrec.language.graph import KnowledgeGraph
+
+            p.graph = KnowledgeGraph().load(path / "graph")
         return p
 
     def _share_timeline(self) -> None:

@@ -348,10 +348,10 @@ class FactorSource(Source):
 
         y = np.ascontiguousarray(self.model.item_factors, dtype=np.float32)
         self.y = y
-        self.yty = (y.T.astype(np.float64) @ y) + self.model.config.regularization * np.eye(
-            y.shape[1]
-        )
-        self.norm_y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        # the Gram matrix in float32 (what ALS trains in): a float64 copy of a million
+        # items' factors took seconds at load
+        gram = (y.T @ y).astype(np.float64)
+        self.yty = gram + self.model.config.regularization * np.eye(y.shape[1])
         if index_bytes is not None:  # a graph index is kept, not rebuilt (minutes at 1M)
             params = {k: v for k, v in self.index_params.items() if k != "kind"}
             self.index = VectorIndex.from_bytes(index_bytes, kind, **params)
@@ -424,7 +424,7 @@ class FactorSource(Source):
             items = idx[keep]
             h = np.unique(requests[r].history[(requests[r].history >= 0)])
             anchors = (
-                h[np.argmax(self.norm_y[items] @ self.norm_y[h].T, axis=1)]
+                h[np.argmax(_unit_rows(self.y[items]) @ _unit_rows(self.y[h]).T, axis=1)]
                 if len(items) and len(h)
                 else np.full(len(items), -1)
             )
@@ -1025,6 +1025,10 @@ def _need_timeline(src: Any) -> None:
         raise NotFittedError(
             f"source {src.name!r} reads the pipeline's timeline: load it with its pipeline"
         )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _weighted_kmeans(

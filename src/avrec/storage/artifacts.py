@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ import numpy as np
 
 from avrec.errors import DataError, UnknownEntityError
 
-__all__ = ["ArtifactStore", "atomic_write_bytes", "json_array", "from_json_array"]
+__all__ = [
+    "ArtifactStore",
+    "JsonRows",
+    "atomic_write_bytes",
+    "from_json_array",
+    "json_array",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
 
@@ -35,6 +42,45 @@ def json_array(value: Any) -> np.ndarray:
 def from_json_array(arr: np.ndarray) -> Any:
     """The value :func:`json_array` stored."""
     return json.loads(arr.tobytes().decode())
+
+
+class JsonRows(Sequence):
+    """One JSON value per row (an item's tags, its people, its search fields), kept as bytes
+    and parsed when a row is first read: a bundle of a million items loads without parsing a
+    million values, and a request reads the few rows it needs.
+
+    ``JsonRows.encode(rows)`` gives the two arrays an ``.npz`` keeps; ``JsonRows(data,
+    offsets)`` reads them back.
+    """
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        self._data = memoryview(np.ascontiguousarray(data, np.uint8))
+        self._offsets = np.asarray(offsets, np.int64)
+        self._cache: dict[int, Any] = {}
+
+    @staticmethod
+    def encode(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [json.dumps(r, ensure_ascii=False).encode() for r in rows]
+        offsets = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(p) for p in parts], out=offsets[1:])
+        return np.frombuffer(b"".join(parts), np.uint8), offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        hit = self._cache.get(i)
+        if hit is None:
+            if not 0 <= i < len(self):
+                raise IndexError(i)
+            hit = json.loads(bytes(self._data[self._offsets[i] : self._offsets[i + 1]]))
+            self._cache[i] = hit
+        return hit
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
