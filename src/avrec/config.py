@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avrec.data.weighting import EventWeighting
 from avrec.errors import ConfigError
+from avrec.language.llm import LLMConfig
 
 __all__ = ["EventsConfig", "IngestConfig", "Settings", "StoreConfig", "WorkspaceConfig"]
 
@@ -123,6 +124,7 @@ class WorkspaceConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     weighting: EventWeighting = Field(default_factory=EventWeighting)
     content: ContentConfig = Field(default_factory=ContentConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:

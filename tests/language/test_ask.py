@@ -70,3 +70,11 @@ def test_constraints_only_and_mistakes(asker):
         asker.ask("piano", k=0)
     unknown = asker.ask("piano", user="nobody", k=3)  # an unknown user is anonymous
     assert unknown.items.ids
+
+
+def test_the_persons_own_words_count(asker):
+    # no history at all, but they searched for piano before: among music, piano comes first
+    plain = asker.ask("music", k=3, weight=0.9)
+    words = asker.ask("music", k=3, weight=0.9, user_words=["piano", "calm piano for sleep"])
+    assert set(words.items.ids[:2]) <= {"v4", "v5", "v8"}
+    assert words.items.ids != plain.items.ids

@@ -124,3 +124,22 @@ def test_two_writers_on_one_file(tmp_path):
     assert a.counts()["users"] == 4 and a.integrity_check() == "ok"
     a.close()
     b.close()
+
+
+def test_user_texts_are_their_searches_and_comments_newest_first(tmp_path):
+    import polars as pl
+
+    from avrec.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    ev = events(5, "a").with_columns(
+        user_id=pl.Series(["a", "a", "a", "b", "a"]),
+        item_id=pl.Series([None, "i1", "i1", None, None], dtype=pl.String),
+        event=pl.Series(["search", "comment", "play", "search", "search"]),
+        text=pl.Series(["piano", "lovely", None, "jazz", "calm piano"], dtype=pl.String),
+    )
+    store.add_events(ev)
+    assert store.user_texts("a") == ["calm piano", "lovely", "piano"]
+    assert store.user_texts("a", types=("search",), limit=1) == ["calm piano"]
+    assert store.user_texts("nobody") == []
+    store.close()

@@ -90,11 +90,20 @@ def ask(
 
     m, ws = _pipeline(ctx)
     try:
-        asker = Asker(m) if weight is None else Asker(m, personal_weight=weight)
+        from avrec.language.llm import LanguageModel
+
+        llm = LanguageModel.from_config(ws.config.llm)
+        kw: dict[str, Any] = {"llm": llm, "llm_explain": 3 if llm is not None else 0}
+        if weight is not None:
+            kw["personal_weight"] = weight
+        asker = Asker(m, **kw)
+        words = ws.store.user_texts(user) if user else []  # their searches and comments
         if conversation:
-            res = Conversation(asker, ws.store).turn(conversation, query, user=user, k=k, lang=lang)
+            res = Conversation(asker, ws.store).turn(
+                conversation, query, user=user, k=k, lang=lang, user_words=words
+            )
         else:
-            res = asker.ask(query, user=user, k=k, lang=lang)
+            res = asker.ask(query, user=user, k=k, lang=lang, user_words=words)
         lst = res.items
         rows = []
         for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):

@@ -66,6 +66,9 @@ class Asker:
             to a catalogue title ("like Toy Stroy") to count as that item.
         semantic_margin: meaning matches count as candidates within this much cosine of the
             best one (keyword and title matches always do).
+        llm: a :class:`~avrec.language.llm.LanguageModel` that reads the request's
+            constraints first (the rules when it gives nothing valid) and, for the first
+            ``llm_explain`` items, writes the explanation's sentence.
     """
 
     def __init__(
@@ -76,6 +79,8 @@ class Asker:
         depth: int = 200,
         title_match: float = 85.0,
         semantic_margin: float = 0.06,
+        llm: Any = None,
+        llm_explain: int = 0,
     ) -> None:
         self.pipeline = pipeline
         self.search = search if search is not None else getattr(pipeline, "search", None)
@@ -87,6 +92,8 @@ class Asker:
         self.depth = depth
         self.title_match = title_match
         self.semantic_margin = semantic_margin
+        self.llm = llm
+        self.llm_explain = llm_explain
         # the catalogue's genres and tags, lower case (filters match them in any case)
         self.parser = QueryParser(pipeline.facts.by_label, self.find_title)
 
@@ -106,8 +113,26 @@ class Asker:
         return str(self.pipeline.items.lookup([item])[0])
 
     def parse(self, query: str) -> ParsedQuery:
-        """The request's description and constraints (by rules)."""
-        return self.parser.parse(query)
+        """The request's description and constraints: the LLM's when one is configured and
+        its answer passes the schema (genres it names must be the catalogue's, titles must
+        resolve to items), else the rules'."""
+        rules = self.parser.parse(query)
+        if self.llm is None:
+            return rules
+        got = self.llm.constraints(query, sorted(self.pipeline.facts.by_label)[:60])
+        if got is None:
+            return rules
+        c = got.constraints
+        known = self.pipeline.facts.by_label
+        c.include = [x.lower() for x in c.include if x.lower() in known]
+        c.exclude = [x.lower() for x in c.exclude if x.lower() in known]
+        c.like = [i for i in (self.find_title(t) or "" for t in c.like) if i]
+        if c.min_duration is not None and c.max_duration is not None:
+            if c.max_duration < c.min_duration:
+                return rules  # valid JSON, nonsense constraints
+        if c.year_from is not None and c.year_to is not None and c.year_to < c.year_from:
+            return rules
+        return ParsedQuery(text=got.text.strip() or rules.text, constraints=c)
 
     def _word_mask(self, words: Sequence[str]) -> np.ndarray | None:
         """False for items whose words include any of ``words``."""
@@ -138,12 +163,15 @@ class Asker:
         lang: str | None = None,
         diversity: float = 0.0,
         weight: float | None = None,
+        user_words: Sequence[str] = (),
     ) -> AskResult:
         """Recommendations for ``query``, for ``user`` (``None``: anonymous).
 
         ``constraints`` are earlier ones (a conversation's) that this request refines;
         ``exclude`` are items not to show again; ``liked`` items steer like a "like <title>";
-        ``lang`` the explanations' language (default: the request's script).
+        ``lang`` the explanations' language (default: the request's script);
+        ``user_words`` the person's own words from the log (past searches, comments): the
+        candidates closest to them in meaning count as closer to the person.
 
         Raises:
             ConfigError: ``k`` is not positive.
@@ -180,8 +208,22 @@ class Asker:
             filters=flt,
             allowed=words,
             reasons=reasons,
+            affinity=self._affinity(items, user_words),
         )
+        if self.llm is not None and self.llm_explain:
+            self._llm_sentences(out, lang)
         return AskResult(parsed, c, out)
+
+    def _llm_sentences(self, out: ItemList, lang: str) -> None:
+        """The LLM's sentence for the first items' explanations (the template's stays when
+        it gives nothing)."""
+        for j, exp in enumerate(out.fields["explanation"][: self.llm_explain]):
+            idx = int(self.pipeline.items.index([out.ids[j]])[0])
+            facts = [exp["text"], *(f"{r['kind']}: {r['value']}" for r in exp["reasons"][:4])]
+            sentence = self.llm.explain(self.pipeline.titles[idx] or out.ids[j], facts, lang)
+            if sentence:
+                exp["text"] = sentence
+                exp["by"] = "llm"
 
     def _candidates(
         self, text: str, like: Sequence[str], allowed: np.ndarray | None
@@ -228,6 +270,19 @@ class Asker:
             return np.zeros(0, np.int64), np.zeros(0), {}
         items = np.fromiter(score, np.int64, len(score))
         return items, np.fromiter(score.values(), float, len(score)), reasons
+
+    def _affinity(self, items: np.ndarray, words: Sequence[str]) -> np.ndarray | None:
+        """Each candidate's closeness (cosine of its text vector) to the mean of the person's
+        own words, or ``None`` when there are none or no text vectors."""
+        words = [w for w in words if w and w.strip()][:20]
+        if not words or self.search.vindex is None:
+            return None
+        profile = np.mean([self.search.encode_query(w) for w in words], axis=0)
+        rows = self.search.row_of[items]
+        out = np.full(len(items), -1.0)
+        ok = rows >= 0
+        out[ok] = self.search.row_vectors[rows[ok]] @ profile
+        return out
 
     def _popular(self, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         tl = self.pipeline.features.timeline

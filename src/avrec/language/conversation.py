@@ -21,6 +21,7 @@ conversation survives between CLI calls and service requests, and ends by itself
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,7 @@ class Conversation:
         user: str | None = None,
         k: int = 10,
         lang: str | None = None,
+        user_words: Sequence[str] = (),
     ) -> AskResult:
         """Answer ``query`` in the conversation (started when new) and remember the turn."""
         st = self.state(conversation_id, user)
@@ -142,6 +144,7 @@ class Conversation:
             exclude=st.rejected,
             liked=st.liked,
             lang=lang,
+            user_words=user_words,
         )
         st.shown = list(res.items.ids)
         st.turns.append(query)

@@ -407,6 +407,7 @@ class Pipeline(Recommender):
         at: float | None = None,
         reasons: dict[int, list[Reason]] | None = None,
         timings: dict[str, float] | None = None,
+        affinity: np.ndarray | None = None,
     ) -> ItemList:
         """A page of the given candidates (``items``, indices, with their ``relevance`` to a
         request in words) for ``user``, through the same ranking, re-ranking and
@@ -418,6 +419,9 @@ class Pipeline(Recommender):
         among the candidates. ``weight`` 0, or no history at all (an anonymous ``user``,
         ``None``, without ``session_items``), leaves the relevance alone. ``reasons`` adds
         reasons per item (what the request matched) before the pipeline's own.
+        ``affinity`` (per candidate, higher: closer to the person, e.g. to their own past
+        searches and comments) joins the personal side, averaged with the pipeline's score
+        by percentile; with no history it is the personal side alone.
 
         Raises:
             ConfigError: ``weight`` outside [0, 1], or ``items`` and ``relevance`` differ
@@ -444,6 +448,11 @@ class Pipeline(Recommender):
         if req.allowed is not None:
             keep &= req.allowed[np.clip(items, 0, len(req.allowed) - 1)]
         items, relevance = items[keep], relevance[keep]
+        if affinity is not None:
+            affinity = np.asarray(affinity, np.float64)
+            if affinity.shape != keep.shape:
+                raise ConfigError("affinity needs one value per item")
+            affinity = affinity[keep]
         t0 = time.perf_counter()
         personal = weight > 0 and len(req.history) > 0
         merged_all = self.candidates([req])[0] if personal else merge({})
@@ -452,9 +461,14 @@ class Pipeline(Recommender):
         t1 = time.perf_counter()
         feats = None
         score = _percentile(relevance)
+        mine = []
         if personal and len(items):
             feats = self.features.build(req, merged) if self.uses_ranker(req) else None
-            score = (1.0 - weight) * score + weight * _percentile(self.rank(req, merged, feats))
+            mine.append(_percentile(self.rank(req, merged, feats)))
+        if weight > 0 and affinity is not None and len(items):
+            mine.append(_percentile(affinity))
+        if mine:
+            score = (1.0 - weight) * score + weight * np.mean(mine, axis=0)
         spent["ranking"] += time.perf_counter() - t1
         out = self._final_list(
             req,

@@ -175,6 +175,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def user_texts(
+        self, user_id: str, types: tuple[str, ...] = ("search", "comment"), limit: int = 20
+    ) -> list[str]:
+        """The user's own words in the log (search queries, comments), newest first."""
+
+    @abc.abstractmethod
     def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
         """Keep ``value`` (JSON-able) under ``(kind, key)``, replacing what was there, for
         ``ttl_s`` seconds (``None``: until deleted). Conversations and sessions live here."""

@@ -349,6 +349,17 @@ class SQLiteStore(Store):
                 "UPDATE models SET active = (version = ?) WHERE name = ?", (version, name)
             )
 
+    def user_texts(
+        self, user_id: str, types: tuple[str, ...] = ("search", "comment"), limit: int = 20
+    ) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT e.text FROM events e JOIN users u ON u.idx = e.user_idx "
+            f"WHERE u.user_id = ? AND e.type IN ({','.join('?' * len(types))}) "
+            "AND e.text IS NOT NULL AND e.text != '' ORDER BY e.ts DESC, e.id DESC LIMIT ?",
+            (user_id, *types, int(limit)),
+        ).fetchall()
+        return [r[0] for r in rows]
+
     # -- short-lived state (conversations, sessions) ------------------------------------------
     def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
         now = time.time()

