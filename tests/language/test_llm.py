@@ -156,3 +156,20 @@ def test_llama_cpp_server_with_smollm2(lang_pipeline, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_llm_reorders_a_short_historys_first_items(endpoint, lang_pipeline):
+    def reply(body):  # noqa: ANN001, ANN202
+        if body.get("response_format", {}).get("json_schema", {}).get(
+            "name"
+        ) and "order" in json.dumps(body["response_format"]):
+            return json.dumps({"order": [1, 0]}), 0.0
+        return "not json", 0.0
+
+    llm = LanguageModel(OpenAIBackend(endpoint(reply)), timeout_s=2)
+    base = Asker(lang_pipeline).ask("calm piano music", session_items=["v4"], k=3)
+    got = Asker(lang_pipeline, llm=llm, llm_rerank=2).ask(
+        "calm piano music", session_items=["v4"], k=3
+    )
+    assert got.items.ids[:2] == base.items.ids[:2][::-1] and got.items.ids[2:] == base.items.ids[2:]
+    assert got.constraints == base.constraints  # the garbled constraints answer was ignored

@@ -69,6 +69,8 @@ class Asker:
         llm: a :class:`~avrec.language.llm.LanguageModel` that reads the request's
             constraints first (the rules when it gives nothing valid) and, for the first
             ``llm_explain`` items, writes the explanation's sentence.
+        llm_rerank: for a person with at most ``short_history`` events, the LLM re-orders
+            this many of the first items (0: never); a failed call keeps the order.
     """
 
     def __init__(
@@ -81,6 +83,8 @@ class Asker:
         semantic_margin: float = 0.06,
         llm: Any = None,
         llm_explain: int = 0,
+        llm_rerank: int = 0,
+        short_history: int = 3,
     ) -> None:
         self.pipeline = pipeline
         self.search = search if search is not None else getattr(pipeline, "search", None)
@@ -94,6 +98,8 @@ class Asker:
         self.semantic_margin = semantic_margin
         self.llm = llm
         self.llm_explain = llm_explain
+        self.llm_rerank = llm_rerank
+        self.short_history = short_history
         # the catalogue's genres and tags, lower case (filters match them in any case)
         self.parser = QueryParser(pipeline.facts.by_label, self.find_title)
 
@@ -210,9 +216,30 @@ class Asker:
             reasons=reasons,
             affinity=self._affinity(items, user_words),
         )
+        if self.llm is not None and self.llm_rerank:
+            self._llm_order(out, user, session_items)
         if self.llm is not None and self.llm_explain:
             self._llm_sentences(out, lang)
         return AskResult(parsed, c, out)
+
+    def _llm_order(self, out: ItemList, user: str | None, session: Sequence[str] | None) -> None:
+        """For a short history, the LLM's order of the first ``llm_rerank`` items."""
+        p = self.pipeline
+        hist = p.user_batch([user or "\x00anonymous"]).sequence_list()[0].tolist()
+        hist += [int(i) for i in p.items.index(list(session or []), missing="ignore") if i >= 0]
+        n = min(self.llm_rerank, len(out.ids))
+        if not hist or len(hist) > self.short_history or n < 2:
+            return
+        titles = [p.titles[i] or p.items.lookup([i])[0] for i in hist]
+        cands = [p.titles[p.items.index([x])[0]] or x for x in out.ids[:n]]
+        order = self.llm.rerank(titles, cands)
+        if order is None:
+            return
+        perm = [*order, *range(n, len(out.ids))]
+        out.ids = [out.ids[j] for j in perm]
+        out.scores = out.scores[perm]
+        for key in ("sources", "explanation"):
+            out.fields[key] = [out.fields[key][j] for j in perm]
 
     def _llm_sentences(self, out: ItemList, lang: str) -> None:
         """The LLM's sentence for the first items' explanations (the template's stays when
