@@ -236,3 +236,29 @@ def test_a_bundle_of_another_format_is_refused_clearly(ds, tmp_path):
     (path / "weights.npz").write_bytes(buf.getvalue())
     with pytest.raises(DataError, match="train it again"):
         load_model(path)
+
+
+def test_people_source_follows_people_named_in_the_text_and_series():
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "attributes": [
+                "{}",
+                "{}",
+                json.dumps({"series": "Saga"}),
+                json.dumps({"series": "Saga"}),
+            ],
+        }
+    )
+    ev = pl.DataFrame(
+        {"user_id": ["u", "u", "v"], "item_id": ["a", "c", "b"], "event": ["play"] * 3}
+    )
+    ds = Dataset.from_events(ev, items, weighting=EventWeighting.binary())
+    ds.item_texts = {"a": {"mentions": "Jane Doe"}, "b": {"mentions": "Jane Doe"}}
+    src = create_source("people").fit(ds)
+    idx = {i: int(ds.items.index([i])[0]) for i in "abcd"}
+    got = src.retrieve([Request(0, np.asarray([idx["a"]]), exclude=np.asarray([idx["a"]]))], 5)[0]
+    assert ds.items.lookup(got.items.tolist()) == ["b"] and got.anchors.tolist() == [idx["a"]]
+    assert src.shared(idx["a"], idx["b"]) == ["p:Jane Doe"]
+    got = src.retrieve([Request(0, np.asarray([idx["c"]]), exclude=np.asarray([idx["c"]]))], 5)[0]
+    assert ds.items.lookup(got.items.tolist()) == ["d"]  # the same series

@@ -657,7 +657,8 @@ class InterestSource(_VectorSource):
 
 @register_source
 class PeopleSource(Source):
-    """Items sharing people (directors, cast, artists, hosts) or tags with what the user liked.
+    """Items sharing people (directors, cast, artists, hosts, and people named in the item's
+    text), a series, or tags with what the user liked: the knowledge graph's links.
 
     An item's score sums, over the user's history items it shares something with, the event
     weight times an IDF of each shared person or tag (a rare director says more than the tag
@@ -694,8 +695,20 @@ class PeopleSource(Source):
         people = dataset.item_people if "people" in self.use else [[]] * dataset.n_items
         tags = dataset.item_tags if "tags" in self.use else [[]] * dataset.n_items
         cats = dataset.item_categories if "tags" in self.use else [[]] * dataset.n_items
+        # the knowledge graph's other links: people the analysis found named in an item's
+        # text (not credited) and the series it belongs to
+        from avrec.language.graph import _series
+
+        texts = getattr(dataset, "item_texts", {}) or {}
+        ids = dataset.items.lookup(np.arange(dataset.n_items)) if texts else []
+        series = _series(dataset) if "people" in self.use else [""] * dataset.n_items
         for i in range(dataset.n_items):
             links = {f"p:{p['name']}" for p in people[i] if p.get("name")}
+            if texts and "people" in self.use:
+                named = (texts.get(str(ids[i])) or {}).get("mentions", "")
+                links |= {f"p:{m}" for m in named.split("\n") if m}
+            if series[i]:
+                links.add(f"s:{series[i]}")
             links |= {f"t:{t.lower()}" for t in (*tags[i], *cats[i])}
             for key in links:
                 rows.append(i)
