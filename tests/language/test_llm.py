@@ -63,12 +63,14 @@ def good(body):  # noqa: ANN001, ANN201
     return json.dumps({"text": "cat clips", "constraints": {"max_duration": 30}}), 0.0
 
 
-def test_a_valid_answer_is_used(endpoint, lang_pipeline):
+def test_a_valid_grounded_answer_adds_what_the_rules_missed(endpoint, lang_pipeline):
     llm = LanguageModel(OpenAIBackend(endpoint(good)), timeout_s=5)
-    parsed = llm.constraints("short cat clips")
+    parsed = llm.constraints("cat clips that last 30 s or less")
     assert parsed.text == "cat clips" and parsed.constraints.max_duration == 30
-    res = Asker(lang_pipeline, llm=llm).ask("short cat clips", k=3)
-    assert res.constraints.max_duration == 30  # the rules alone find no duration here
+    rules = Asker(lang_pipeline).ask("cat clips that last 30 s or less", k=3)
+    assert rules.constraints.max_duration is None  # the rules do not read "30 s or less"
+    res = Asker(lang_pipeline, llm=llm).ask("cat clips that last 30 s or less", k=3)
+    assert res.constraints.max_duration == 30
     assert all(lang_pipeline.facts.duration[lang_pipeline.items.index([i])[0]] <= 30
                for i in res.items.ids)  # fmt: skip
 
@@ -97,6 +99,22 @@ def test_a_slow_or_garbled_llm_leaves_the_answer_intact(endpoint, lang_pipeline,
     assert texts[0] and not texts[0].startswith("{")
     if name != "nonsense values":
         assert llm.failures >= 1
+
+
+def test_what_the_request_does_not_ground_is_ignored(endpoint, lang_pipeline):
+    # SmolLM2-135M's real answer to this request (recorded): 10-second bounds, the
+    # "language" music, a genre the catalogue lacks, and the request's words as exclusions
+    smol = {"text": "This is a request for relaxing piano music under 10 minutes.",
+            "constraints": {"min_duration": 10.0, "max_duration": 10.0, "languages": ["music"],
+                            "include": ["musicals"], "exclude_words": ["music"],
+                            "like": ["music"]}}  # fmt: skip
+    llm = LanguageModel(OpenAIBackend(endpoint(lambda body: (json.dumps(smol), 0.0))))
+    q = "relaxing piano music under 10 minutes"
+    with_llm = Asker(lang_pipeline, llm=llm).ask(q, k=5)
+    rules = Asker(lang_pipeline).ask(q, k=5)
+    assert with_llm.constraints == rules.constraints
+    assert rules.constraints.max_duration == 600 and rules.constraints.languages == []
+    assert with_llm.items.ids == rules.items.ids
 
 
 def test_an_unreachable_endpoint_and_config(lang_pipeline):
@@ -153,6 +171,14 @@ def test_llama_cpp_server_with_smollm2(lang_pipeline, tmp_path):
         assert sentence is None or (0 < len(sentence) <= 300)
         res = Asker(lang_pipeline, llm=llm, llm_explain=1).ask("calm piano music", k=3)
         assert set(res.items.ids) & {"v4", "v5", "v8"}
+        # the same model in process, through llama-cpp-python
+        from avrec.language.llm import LlamaCppBackend
+
+        local = LanguageModel(LlamaCppBackend(), timeout_s=60)
+        said = local.explain("Relaxing piano for studying", ["the title mentions piano"])
+        assert said is None or 0 < len(said) <= 300
+        short = LanguageModel(LlamaCppBackend(), timeout_s=0.05)  # stops between tokens
+        assert short.explain("Relaxing piano", ["piano"]) is None and short.failures == 1
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -119,26 +119,65 @@ class Asker:
         return str(self.pipeline.items.lookup([item])[0])
 
     def parse(self, query: str) -> ParsedQuery:
-        """The request's description and constraints: the LLM's when one is configured and
-        its answer passes the schema (genres it names must be the catalogue's, titles must
-        resolve to items), else the rules'."""
+        """The request's description and constraints.
+
+        The rules' answer always stands. A configured LLM may add what the rules left empty,
+        and only what the request grounds (after its JSON passed the schema): genres the
+        catalogue has, languages by their codes, a duration or year only when the request
+        names a number, an unwanted word only when the request says "not" before it, titles
+        that resolve to items. SmolLM2-135M, the offline default, answered "relaxing piano
+        music under 10 minutes" with 10-second bounds and the language "music": small models
+        add, they do not overrule.
+        """
         rules = self.parser.parse(query)
         if self.llm is None:
             return rules
         got = self.llm.constraints(query, sorted(self.pipeline.facts.by_label)[:60])
         if got is None:
             return rules
-        c = got.constraints
+        return ParsedQuery(text=rules.text, constraints=self._grounded(query, rules, got))
+
+    def _grounded(self, query: str, rules: ParsedQuery, llm: ParsedQuery) -> Constraints:
+        import re
+
+        from avrec.language.query import LANGUAGES
+
+        c = rules.constraints.model_copy(deep=True)
+        g = llm.constraints
+        q = query.lower()
+        numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", q)}
+        if c.min_duration is None and c.max_duration is None and numbers:
+            allowed = {n * unit for n in numbers for unit in (1, 60, 3600)}
+            lo, hi = g.min_duration, g.max_duration
+            if lo in allowed or hi in allowed:
+                if lo is None or hi is None or lo <= hi:
+                    c.min_duration = lo if lo in allowed else None
+                    c.max_duration = hi if hi in allowed else None
+        if c.year_from is None and c.year_to is None:
+            years = {int(n) for n in numbers if 1800 <= n <= 2200}
+            if g.year_from in years or g.year_to in years:
+                c.year_from = g.year_from if g.year_from in years else None
+                c.year_to = g.year_to if g.year_to in years else None
+                if c.year_from and c.year_to and c.year_to < c.year_from:
+                    c.year_from = c.year_to = None
+        if not c.languages:
+            c.languages = [x for x in g.languages if x in set(LANGUAGES.values())][:3]
         known = self.pipeline.facts.by_label
-        c.include = [x.lower() for x in c.include if x.lower() in known]
-        c.exclude = [x.lower() for x in c.exclude if x.lower() in known]
-        c.like = [i for i in (self.find_title(t) or "" for t in c.like) if i]
-        if c.min_duration is not None and c.max_duration is not None:
-            if c.max_duration < c.min_duration:
-                return rules  # valid JSON, nonsense constraints
-        if c.year_from is not None and c.year_to is not None and c.year_to < c.year_from:
-            return rules
-        return ParsedQuery(text=got.text.strip() or rules.text, constraints=c)
+        for name in ("include", "exclude"):
+            have = getattr(c, name)
+            add = [x.lower() for x in getattr(g, name) if x.lower() in known]
+            setattr(c, name, list(dict.fromkeys([*have, *add])))
+        c.include = [x for x in c.include if x not in c.exclude]
+        neg = r"(?:\b(?:not|no|without|except|but not)\b|不要|不是|别|除了)"
+        for w in g.exclude_words:
+            w = w.strip().lower()
+            if w and w not in c.exclude_words and re.search(neg + r".{0,15}" + re.escape(w), q):
+                c.exclude_words.append(w)
+        for t in g.like:
+            found = self.find_title(t)
+            if found and found not in c.like:
+                c.like.append(found)
+        return c
 
     def _word_mask(self, words: Sequence[str]) -> np.ndarray | None:
         """False for items whose words include any of ``words``."""

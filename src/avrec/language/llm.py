@@ -175,28 +175,22 @@ class LlamaCppBackend(LLMBackend):
         return self._llm
 
     def chat(self, messages, schema, max_tokens, timeout_s):  # noqa: ANN001, ANN201
-        from llama_cpp import StoppingCriteriaList
-
         deadline = time.monotonic() + timeout_s
-
-        def past_deadline(_ids, _logits) -> bool:  # noqa: ANN001
-            return time.monotonic() > deadline
-
+        kwargs: dict[str, Any] = {}
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        parts: list[str] = []
         with self._lock:
             llm = self._model()
-            kwargs: dict[str, Any] = {}
-            if schema is not None:
-                kwargs["response_format"] = {"type": "json_object", "schema": schema}
-            out = llm.create_chat_completion(
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=0.0,
-                stopping_criteria=StoppingCriteriaList([past_deadline]),
-                **kwargs,
-            )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the local model ran past {timeout_s} s")
-        return str(out["choices"][0]["message"]["content"] or "")
+            # streamed, so the time box can stop the generation between tokens
+            for chunk in llm.create_chat_completion(
+                messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True, **kwargs
+            ):
+                delta = chunk["choices"][0].get("delta", {})
+                parts.append(delta.get("content") or "")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the local model ran past {timeout_s} s")
+        return "".join(parts)
 
 
 def _prompts(path: str | None) -> dict[str, dict[str, str]]:
