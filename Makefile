@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # Wheels that take long to build (llama-cpp-python for the llm extra, about 8 minutes on 2
 # cores) are built once into a cache outside the checkout, which every clone reuses.
-WHEELS ?= $(HOME)/.cache/avrec/wheels
+WHEELS ?= $(or $(HOME),/tmp)/.cache/avrec/wheels
 LLAMA  := llama-cpp-python==0.3.36
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WHEELS)
 
