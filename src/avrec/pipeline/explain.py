@@ -117,9 +117,9 @@ def _person(link: str) -> tuple[str, str]:
     return ("person" if kind == "p" else "tag"), name
 
 
-_FIELD_EN = {"title": "the title", "tags": "its tags", "people": "its people",
-             "description": "the description", "keywords": "its keywords",
-             "transcript": "what is said", "ocr": "the on-screen text"}  # fmt: skip
+_FIELD_EN = {"title": "the title mentions {w}", "tags": "tagged {w}", "people": "with {w}",
+             "description": "the description mentions {w}", "keywords": "about {w}",
+             "transcript": "someone in it says {w}", "ocr": "the screen shows {w}"}  # fmt: skip
 _FIELD_ZH = {"title": "标题", "tags": "标签", "people": "演职人员", "description": "简介",
              "keywords": "关键词", "transcript": "台词", "ocr": "画面文字"}  # fmt: skip
 
@@ -138,7 +138,7 @@ def _query_parts(exp: Explanation, zh: bool) -> list[str]:
                 parts.append(f"{_FIELD_ZH.get(name, name)}含有“{'、'.join(words[:3])}”")
             else:
                 quoted = ", ".join(f'"{w}"' for w in words[:3])
-                parts.append(f"{_FIELD_EN.get(name, name)} mentions {quoted}")
+                parts.append(_FIELD_EN.get(name, name + " mentions {w}").format(w=quoted))
         if q.get("semantic") and not matched:
             parts.append("与你的描述意思相近" if zh else "close in meaning to what you asked for")
     return parts
