@@ -13,7 +13,7 @@ recommendation, with what the request matched first among the reasons.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,23 +293,24 @@ class Asker:
 
     def _candidates(
         self, text: str, like: Sequence[str], allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, dict[int, list[Reason]]]:
+    ) -> tuple[np.ndarray, np.ndarray, _Reasons]:
         """Items that match ``text`` or resemble the ``like`` items, with a fused relevance
         (reciprocal ranks) and the reasons."""
         rrf = self.search.rrf_k
         score: dict[int, float] = {}
-        reasons: dict[int, list[Reason]] = {}
+        reasons = _Reasons(self.search)
         if text.strip():
+            query = self._keyword_text(text)
+            reasons.words = self.search.query_words(query)
             for hit in self.search.search(
-                self._keyword_text(text),
+                query,
                 k=self.depth,
                 allowed=allowed,
                 semantic_margin=self.semantic_margin,
+                explain=False,  # what matched is worked out for the page only
             ):
                 score[hit.item] = hit.score
-                reasons[hit.item] = [
-                    Reason("query", {"matched": hit.matched, "semantic": "semantic" in hit.ranks})
-                ]
+                reasons.semantic[hit.item] = "semantic" in hit.ranks
         like_idx = self.pipeline.items.index(list(like), missing="ignore")
         like_idx = like_idx[like_idx >= 0]
         vectors = self.pipeline.features.vectors  # content vectors, else the text's
@@ -331,9 +332,9 @@ class Asker:
             }
             for r, item in enumerate(top.tolist(), start=1):
                 score[item] = score.get(item, 0.0) + 1.0 / (rrf + r)
-                reasons.setdefault(item, []).insert(0, Reason("like", ref))
+                reasons.like.setdefault(item, ref)
         if not score:
-            return np.zeros(0, np.int64), np.zeros(0), {}
+            return np.zeros(0, np.int64), np.zeros(0), _Reasons(self.search)
         items = np.fromiter(score, np.int64, len(score))
         return items, np.fromiter(score.values(), float, len(score)), reasons
 
@@ -358,3 +359,32 @@ class Asker:
         ok = np.flatnonzero(plays >= 0)
         top = ok[np.argsort(-plays[ok], kind="stable")][: self.depth]
         return top, plays[top]
+
+
+class _Reasons(Mapping):
+    """The reasons a request gives each candidate, worked out when an item is shown: what
+    words it matched where (tokenising two hundred candidates' fields cost 0.1 s a request),
+    whether its meaning matched, and the item it resembles."""
+
+    def __init__(self, search: SearchIndex) -> None:
+        self.search = search
+        self.words: dict[str, str] = {}
+        self.semantic: dict[int, bool] = {}
+        self.like: dict[int, dict[str, Any]] = {}
+
+    def __getitem__(self, item: int) -> list[Reason]:
+        if item not in self.semantic and item not in self.like:
+            raise KeyError(item)
+        out = []
+        if item in self.like:
+            out.append(Reason("like", self.like[item]))
+        if item in self.semantic:
+            matched = self.search.matches(item, self.words) if self.words else {}
+            out.append(Reason("query", {"matched": matched, "semantic": self.semantic[item]}))
+        return out
+
+    def __iter__(self):  # noqa: ANN204
+        return iter({**self.semantic, **self.like})
+
+    def __len__(self) -> int:
+        return len({**self.semantic, **self.like})

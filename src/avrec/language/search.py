@@ -337,11 +337,13 @@ class SearchIndex:
         exclude: Sequence[int] = (),
         mode: str = "hybrid",
         semantic_margin: float | None = None,
+        explain: bool = True,
     ) -> list[SearchHit]:
         """The ``k`` best items for ``query``: ``mode`` ``"hybrid"`` (every retriever, fused),
         ``"keyword"`` or ``"semantic"`` (that one alone). ``semantic_margin`` keeps only the
         semantic matches within that much cosine of the best one (e5's cosines crowd
-        together: a generic query is about as close to everything).
+        together: a generic query is about as close to everything). ``explain`` False leaves
+        the hits' ``matched`` empty (:meth:`matches` gives it for the few that are shown).
 
         Raises:
             ConfigError: ``k`` is not positive or ``mode`` is unknown.
@@ -370,9 +372,11 @@ class SearchIndex:
             lists["semantic"] = found
         if mode == "hybrid" and self.weights["title"] > 0:
             lists["title"] = self.title(query, depth, allowed)
-        return self._fuse(query, lists, k)
+        return self._fuse(query, lists, k, explain)
 
-    def _fuse(self, query: str, lists: dict[str, np.ndarray], k: int) -> list[SearchHit]:
+    def _fuse(
+        self, query: str, lists: dict[str, np.ndarray], k: int, explain: bool = True
+    ) -> list[SearchHit]:
         hits: dict[int, SearchHit] = {}
         for name, items in lists.items():
             w = self.weights[name]
@@ -381,15 +385,21 @@ class SearchIndex:
                 hit.score += w / (self.rrf_k + r)
                 hit.ranks[name] = r
         best = sorted(hits.values(), key=lambda h: (-h.score, h.item))[:k]
-        for h in best:
-            h.matched = self.matches(h.item, query)
+        if explain:
+            words = self.query_words(query)
+            for h in best:
+                h.matched = self.matches(h.item, words)
         return best
 
-    def matches(self, item: int, query: str) -> dict[str, list[str]]:
-        """The words of ``query`` (as corrected, not stemmed) found in each field of
-        ``item``."""
+    def query_words(self, query: str) -> dict[str, str]:
+        """Stem -> word (as corrected) of each of ``query``'s words, for :meth:`matches`."""
         words = self.correct(tokenize(query, stem=False))
-        by_stem = dict(zip(stem(words), words, strict=True))
+        return dict(zip(stem(words), words, strict=True))
+
+    def matches(self, item: int, query: str | dict[str, str]) -> dict[str, list[str]]:
+        """The words of ``query`` (as corrected, not stemmed) found in each field of
+        ``item`` (``query`` may be its :meth:`query_words`)."""
+        by_stem = self.query_words(query) if isinstance(query, str) else query
         out = {}
         for name in FIELDS:
             text = self.docs[item].get(name)
