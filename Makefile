@@ -64,6 +64,7 @@ demo: install
 	$(BIN)/avrec --workspace demo-workspace search "toy stroy" --k 3
 	$(BIN)/avrec --workspace demo-workspace ask "a comedy from the 90s about friends, not romance" --user 196 --k 5
 	$(BIN)/avrec --workspace demo-workspace ask "一部关于战争的电影" --k 3
+	$(BIN)/avrec --workspace demo-workspace ask "relaxing piano music under 10 minutes" --k 3 --llm llama-cpp
 
 test: dev fonts
 	$(BIN)/python -m pytest

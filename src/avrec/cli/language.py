@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from avrec.cli._common import console
+from avrec.cli._common import console, err_console
 from avrec.cli.recommend import _filter, _load
 
 
@@ -80,6 +80,9 @@ def ask(
     conversation: str | None = typer.Option(
         None, "--conversation", "-c", help="continue this conversation (kept for an hour)"
     ),
+    llm_backend: str | None = typer.Option(
+        None, "--llm", help="none, openai or llama-cpp (default: [llm] in avrec.toml)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recommendations for a request in words, with the constraints it states (duration,
@@ -90,9 +93,19 @@ def ask(
 
     m, ws = _pipeline(ctx)
     try:
+        from avrec.errors import ConfigError
         from avrec.language.llm import LanguageModel
 
-        llm = LanguageModel.from_config(ws.config.llm)
+        cfg = ws.config.llm
+        if llm_backend is not None:
+            if llm_backend not in ("none", "openai", "llama-cpp"):
+                raise ConfigError(f"--llm must be none, openai or llama-cpp, not {llm_backend!r}")
+            cfg = cfg.model_copy(update={"backend": llm_backend})
+        try:
+            llm = LanguageModel.from_config(cfg)
+        except ConfigError as exc:  # no LLM installed: the rules answer alone
+            err_console.print(f"[yellow]no LLM ({exc}); the rules read the request[/yellow]")
+            llm = None
         kw: dict[str, Any] = {"llm": llm, "llm_explain": 3 if llm is not None else 0}
         if weight is not None:
             kw["personal_weight"] = weight
@@ -122,6 +135,11 @@ def ask(
             console.print_json(json.dumps({**out, "items": rows}, ensure_ascii=False))
             return
         said = ", ".join(f"{k}={v}" for k, v in constraints.items()) or "none"
+        if llm is not None:
+            used = (
+                "answered" if llm.failures == 0 else f"{llm.failures} call(s) gave nothing usable"
+            )
+            console.print(f"LLM ({llm.backend.name}): {used}")
         console.print(
             f"searching for: {res.parsed.text or '(constraints only)'}; constraints: {said}"
         )
