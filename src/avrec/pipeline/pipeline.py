@@ -85,7 +85,11 @@ class PipelineConfig(ModelConfig):
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
     search: bool = Field(True, description="build the catalogue search index (search, ask)")
     search_params: dict[str, Any] = Field(
-        default_factory=dict, description="SearchIndex parameters (weights, rrf_k, depth ...)"
+        default_factory=lambda: {
+            "weights": {"keyword": 1.0, "semantic": 0.25, "title": 0.5},
+            "rrf_k": 60.0,
+        },
+        description="SearchIndex parameters (weights, rrf_k, depth ...)",
     )
     search_encode_max: int = Field(
         20_000,
