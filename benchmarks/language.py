@@ -313,6 +313,13 @@ def main() -> None:
             json.dumps(res, indent=2, ensure_ascii=False)
         )
         results.append(res)
+    # the table keeps the other datasets' last results (each row says its date)
+    done = {r["dataset"] for r in results}
+    for path in sorted(RESULTS.glob("language-*.json")):
+        old = json.loads(path.read_text())
+        if old.get("dataset") not in done:
+            results.append(old)
+    results.sort(key=lambda r: r["dataset"])
     update_markdown(results, _machine(), time.strftime("%Y-%m-%d"))
 
 

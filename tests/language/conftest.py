@@ -171,7 +171,7 @@ def language_dataset() -> Dataset:
             "item_id": [c[0] for c in CATALOGUE],
             "title": [c[1] for c in CATALOGUE],
             "description": [c[2] for c in CATALOGUE],
-            "tags": [json.dumps(c[3]) for c in CATALOGUE],
+            "categories": [json.dumps(c[3]) for c in CATALOGUE],
             "language": [c[4] for c in CATALOGUE],
             "duration": [float(c[5]) for c in CATALOGUE],
             "created_at": [(c[6] - 1970) * YEAR + 100 * DAY for c in CATALOGUE],

@@ -110,3 +110,12 @@ def test_constraints_reject_nonsense():
         Constraints(max_duration=-1)
     with pytest.raises(ValidationError):
         Constraints(unknown=1)
+
+
+def test_free_tags_count_only_when_written_as_tags():
+    p = QueryParser(["comedy"], tags=["fancy", "cats", "comedy"])
+    assert p.parse("fancy cats comedy").constraints.include == ["comedy"]  # the genre only
+    assert p.parse("#fancy cats").constraints.include == ["fancy"]
+    assert p.parse("videos tagged cats").constraints.include == ["cats"]
+    got = p.parse("funny videos without cats").constraints
+    assert got.exclude == ["cats"] and got.exclude_words == []

@@ -101,7 +101,8 @@ class Asker:
         self.llm_rerank = llm_rerank
         self.short_history = short_history
         # the catalogue's genres and tags, lower case (filters match them in any case)
-        self.parser = QueryParser(pipeline.facts.by_label, self.find_title)
+        facts = pipeline.facts
+        self.parser = QueryParser(facts.genres, self.find_title, tags=facts.by_label)
 
     # -- parts ---------------------------------------------------------------------------------
     def find_title(self, text: str) -> str | None:

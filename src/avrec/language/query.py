@@ -259,17 +259,22 @@ class QueryParser:
     """Rules that split a request into description and :class:`Constraints`.
 
     Args:
-        labels: the catalogue's genres and tags (a mention of one becomes a constraint).
+        labels: the catalogue's genres (a mention of one becomes a constraint).
         find_title: a lookup from a title as typed to an item id (``None`` when nothing
             matches well), for "like <title>".
+        tags: the catalogue's free tags: one becomes a constraint only when the request
+            writes it as a tag ("#cats", "tagged cats") or excludes it ("not #cats",
+            "without cats"); a catalogue of hashtags would otherwise filter by every word.
     """
 
     def __init__(
         self,
         labels: Iterable[str] = (),
         find_title: Callable[[str], str | None] | None = None,
+        tags: Iterable[str] = (),
     ) -> None:
         self.labels = {lab.lower(): lab for lab in labels if lab}
+        self.tags = {t.lower(): t for t in tags if t and t.lower() not in self.labels}
         self.find_title = find_title
         # longest first, so "science fiction" wins over "fiction"
         self._label_words = sorted(self.labels, key=len, reverse=True)
@@ -284,6 +289,7 @@ class QueryParser:
         text = self._languages(text, c)
         text = self._like(text, c)
         text = self._negations(text, c)
+        text = self._tags(text, c)
         text = self._labels(text, c)
         text = re.sub(r"\s+", " ", re.sub(r"[,，。;；]+\s*(?=[,，。;；]|$)", "", text)).strip()
         text = text.strip(" ,，。;；")
@@ -417,7 +423,7 @@ class QueryParser:
     def _negations(self, text: str, c: Constraints) -> str:
         def handle(term: str) -> bool:
             term = term.strip().lower().strip("\"'“”")
-            label = self._label_of(term)
+            label = self._excluded_label(term)
             if label is not None:
                 c.exclude.append(label)
                 return True
@@ -436,7 +442,7 @@ class QueryParser:
             # "not too violent" / "no horror": the first word, or two when they are a label
             two = phrase.lower()
             one = phrase.split()[0]
-            term = two if self._label_of(two) is not None else one
+            term = two if self._excluded_label(two) is not None else one
             end = m.start(1) + len(term)
             if not handle(term):
                 break
@@ -473,6 +479,23 @@ class QueryParser:
         if t in ("scifi", "science fiction", "sf"):
             return self.labels.get("sci-fi")
         return None
+
+    def _excluded_label(self, term: str) -> str | None:
+        """A genre, or else a tag (a tag is excluded when named, written as a tag or not)."""
+        label = self._label_of(term.lstrip("#"))
+        if label is not None:
+            return label
+        t = term.strip().lower().lstrip("#")
+        return self.tags.get(t) or self.tags.get(_singular(t))
+
+    def _tags(self, text: str, c: Constraints) -> str:
+        """Tags the request writes as tags: "#cats", "tagged cats"."""
+        for m in list(re.finditer(r"#([\w][\w-]*)|\btagged\s+([\w][\w-]*)", text, re.I)):
+            word = (m.group(1) or m.group(2)).lower()
+            tag = self.tags.get(word) or self.labels.get(word)
+            if tag is not None and tag not in c.exclude and tag not in c.include:
+                c.include.append(tag)
+        return re.sub(r"#([\w][\w-]*)", r"\1", text)
 
     def _labels(self, text: str, c: Constraints) -> str:
         # the words stay in the description (they carry meaning for the search); the

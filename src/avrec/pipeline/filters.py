@@ -81,6 +81,9 @@ class ItemFacts:
             for t, c in zip(dataset.item_tags, dataset.item_categories, strict=True)
         ]
         language = [(x or "").lower() for x in dataset.item_field("language")]
+        # the genres (categories) apart from free tags: a request that names a genre is
+        # filtered by it; a tag counts only when written as one ("#cats")
+        self.genres = sorted({c.lower() for cats in dataset.item_categories for c in cats if c})
         self.duration = _floats(dataset.item_field("duration"), n)
         self.available_from = _floats(dataset.item_field("available_from"), n)
         self.available_until = _floats(dataset.item_field("available_until"), n)
@@ -124,6 +127,7 @@ class ItemFacts:
             )
         return {
             **out,
+            "genres": json_array(self.genres),
             "duration": self.duration,
             "available_from": self.available_from,
             "available_until": self.available_until,
@@ -135,6 +139,7 @@ class ItemFacts:
         self.available_from = arrays["available_from"]
         self.available_until = arrays["available_until"]
         self.year = arrays["year"]
+        self.genres = from_json_array(arrays["genres"])
         indexes = []
         for name in ("label", "lang"):
             keys = from_json_array(arrays[f"{name}_keys"])
