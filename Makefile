@@ -53,7 +53,7 @@ fonts:
 
 dev: $(VENV)/.dev
 
-demo: install
+demo: install $(VENV)/.llm
 	$(BIN)/avrec init demo-workspace --exist-ok
 	$(BIN)/avrec --workspace demo-workspace datasets load movielens-100k
 	$(BIN)/avrec --workspace demo-workspace stats
