@@ -105,31 +105,34 @@ class KnowledgeGraph:
                     link(i, "person", m, "mentioned")
         self.types = np.asarray(self_types, dtype=object)
         self.names = list(self_names)
-        self._set(n, np.asarray(rows, np.int64), np.asarray(cols, np.int64), roles)
-        return self
-
-    def _set(self, n: int, rows: np.ndarray, cols: np.ndarray, roles: list[str]) -> None:
-        m = len(self.names)
         # one edge per (item, entity): a person in two roles keeps both, joined
         pair: dict[tuple[int, int], list[str]] = {}
-        for r, c, role in zip(rows.tolist(), cols.tolist(), roles, strict=True):
+        for r, c, role in zip(rows, cols, roles, strict=True):
             got = pair.setdefault((r, c), [])
             if role and role not in got:
                 got.append(role)
         keys = sorted(pair)
-        r = np.asarray([k[0] for k in keys], np.int64)
-        c = np.asarray([k[1] for k in keys], np.int64)
+        self._build(
+            n,
+            np.asarray([k[0] for k in keys], np.int64),
+            np.asarray([k[1] for k in keys], np.int64),
+            ["/".join(pair[k]) for k in keys],
+        )
+        return self
+
+    def _build(self, n: int, r: np.ndarray, c: np.ndarray, roles: list[str]) -> None:
+        """The matrix from unique edges sorted by (item, entity); ``roles`` align with them
+        and so with the CSR's stored entries."""
+        m = len(self.names)
         df = np.bincount(c, minlength=m).astype(np.float64)
         self.idf = np.log1p(n / np.maximum(df, 1.0)).astype(np.float32)
         self.df = df.astype(np.int64)
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
         self.matrix = sp.csr_matrix(
-            (self.idf[c] if len(c) else np.zeros(0, np.float32), (r, c)), shape=(n, m)
+            (self.idf[c] if len(c) else np.zeros(0, np.float32), c, indptr), shape=(n, m)
         )
-        # roles per stored edge, in the CSR's order
-        order = np.lexsort((c, r))
-        self.edge_roles = ["/".join(pair[keys[j]]) for j in order.tolist()]
-        self.by_item_entity = {(int(r[j]), int(c[j])): self.edge_roles[k]
-                               for k, j in enumerate(order.tolist())}  # fmt: skip
+        self.edge_roles = list(roles)
         self.t_matrix = self.matrix.T.tocsr()
         self._index = {
             (t, name.lower()): e
@@ -162,7 +165,10 @@ class KnowledgeGraph:
         return e
 
     def role(self, item: int, entity: int) -> str:
-        return self.by_item_entity.get((int(item), int(entity)), "")
+        """The role(s) of ``entity`` on ``item`` ("director/writer"; "" for none)."""
+        lo, hi = self.matrix.indptr[item], self.matrix.indptr[item + 1]
+        j = lo + int(np.searchsorted(self.matrix.indices[lo:hi], entity))
+        return self.edge_roles[j] if j < hi and self.matrix.indices[j] == entity else ""
 
     # -- queries -------------------------------------------------------------------------------
     def entities_of(self, item: int) -> list[dict[str, Any]]:
@@ -262,14 +268,13 @@ class KnowledgeGraph:
         self._check()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        coo = self.matrix.tocoo()
-        order = np.lexsort((coo.col, coo.row))
+        coo = self.matrix.tocoo()  # sorted by (item, entity), as the roles are
         buf = io.BytesIO()
         np.savez(
             buf,
             n_items=np.asarray(self.n_items),
-            rows=coo.row[order].astype(np.int64),
-            cols=coo.col[order].astype(np.int64),
+            rows=coo.row.astype(np.int64),
+            cols=coo.col.astype(np.int64),
             types=json_array([str(t) for t in self.types]),
             names=json_array(self.names),
             roles=json_array(self.edge_roles),
@@ -280,16 +285,9 @@ class KnowledgeGraph:
         with np.load(Path(path) / "graph.npz", allow_pickle=False) as npz:
             self.types = np.asarray(from_json_array(npz["types"]), dtype=object)
             self.names = from_json_array(npz["names"])
-            roles = [r for r in from_json_array(npz["roles"])]
+            roles = from_json_array(npz["roles"])
             rows, cols, n = npz["rows"], npz["cols"], int(npz["n_items"])
-        # each stored role may join several ("director/writer"): split back into edges
-        r2, c2, ro = [], [], []
-        for r, c, role in zip(rows.tolist(), cols.tolist(), roles, strict=True):
-            for part in role.split("/") if role else [""]:
-                r2.append(r)
-                c2.append(c)
-                ro.append(part)
-        self._set(n, np.asarray(r2, np.int64), np.asarray(c2, np.int64), ro)
+        self._build(n, rows, cols, roles)
         return self
 
 
