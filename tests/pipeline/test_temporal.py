@@ -52,6 +52,7 @@ def test_request_time_never_sees_later_events():
     np.testing.assert_array_equal(
         tl.counts(np.arange(ds.n_items), None, None), np.bincount(ds.item_index, minlength=50)
     )
+    np.testing.assert_array_equal(tl.plays, np.bincount(ds.item_index, minlength=50))
     # trending at t: only events up to t, decayed from there
     hl = 3.0
     got = tl.decayed(t, hl)

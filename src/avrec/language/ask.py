@@ -353,8 +353,7 @@ class Asker:
         return out
 
     def _popular(self, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        tl = self.pipeline.features.timeline
-        plays = tl.counts(np.arange(tl.n_items), None, None).astype(np.float64)
+        plays = self.pipeline.features.timeline.plays.copy()
         if allowed is not None:
             plays[~allowed] = -1.0
         ok = np.flatnonzero(plays >= 0)

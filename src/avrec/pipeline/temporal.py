@@ -41,6 +41,16 @@ class ItemTimeline:
         if len(items):
             np.minimum.at(first, items, rel.astype(np.float64))
         self.first = first  # seconds after t0, inf for items never played
+        self._plays = None
+
+    @property
+    def plays(self) -> np.ndarray:
+        """Every item's events in total (kept after the first call)."""
+        got = getattr(self, "_plays", None)
+        if got is None:
+            got = np.bincount(self.keys // _SHIFT, minlength=self.n_items).astype(np.float64)
+            self._plays = got
+        return got
 
     def state(self) -> dict[str, np.ndarray]:
         items = self.keys // _SHIFT
