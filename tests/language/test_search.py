@@ -97,3 +97,20 @@ def test_a_catalogue_without_words_and_an_unfitted_index(tmp_path):
     assert idx.search("anything", k=3) == []
     idx.save(tmp_path / "bare")
     assert SearchIndex().load(tmp_path / "bare").search("anything", k=3) == []
+
+
+def test_fill_text_vectors_encodes_the_empty_rows_once(tmp_path, lang_ds):
+    from avrec.content.store import ContentStore
+    from avrec.language.search import fill_text_vectors
+
+    docs = item_documents(lang_ds)
+    given = np.zeros((len(docs), 384), np.float32)
+    given[0] = 1.0  # an analysed item keeps its vector
+    with ContentStore(tmp_path / "content.db") as cs:
+        x, n = fill_text_vectors(docs, given, budget=5, cache=cs)
+        assert n == 5 and (x[0] == 1.0).all()
+        filled = np.linalg.norm(x, axis=1) > 0
+        assert filled[:6].all() and not filled[6:].any()  # the budget holds
+        again, n2 = fill_text_vectors(docs, given, budget=5, cache=cs)
+        assert n2 == 0 and np.array_equal(again, x)  # from the cache
+    assert fill_text_vectors(docs, x, budget=0) == (x, 0)

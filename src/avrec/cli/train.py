@@ -64,45 +64,18 @@ def _search_vectors(data, ws, budget: int) -> int:  # noqa: ANN001
     keep theirs; the others get e5 vectors of their title, tags and description, cached in
     the workspace's content.db by text (a second training encodes nothing). Returns how
     many were encoded now."""
-    import hashlib
-
-    import numpy as np
-
     from avrec.cli._common import count_progress
     from avrec.content.store import ContentStore
-    from avrec.features.text import E5TextEncoder
-    from avrec.language.search import document_text, item_documents
+    from avrec.language.search import fill_text_vectors, item_documents
 
-    enc = E5TextEncoder()
     docs = item_documents(data, data.item_texts)
-    x = data.item_features.get("text")
-    if x is None or x.shape[1] != enc.dim:
-        x = np.zeros((data.n_items, enc.dim), np.float32)
-    x = np.array(x, np.float32)
-    todo = [i for i in np.flatnonzero(np.linalg.norm(x, axis=1) == 0)[:budget] if docs[i]]
-    if not todo:
-        return 0
-    texts = {i: document_text(docs[i]) for i in todo}
-    keys = {
-        i: hashlib.sha256(f"search|{enc.version}|{t}".encode()).hexdigest()
-        for i, t in texts.items()
-    }
     with ContentStore(ws.root / "content.db") as cs:
-        cached = cs.get_segments(list(keys.values()))
-        missing = [i for i in todo if keys[i] not in cached]
-        if missing:
-            with count_progress("encoding item text for search", len(missing)) as advance:
-                for lo in range(0, len(missing), 64):
-                    part = missing[lo : lo + 64]
-                    vec = enc.encode([texts[i] for i in part])
-                    new = {keys[i]: v for i, v in zip(part, vec, strict=True)}
-                    cs.put_segments(new)
-                    cached.update(new)
-                    advance(len(part))
-    for i in todo:
-        x[i] = cached[keys[i]]
-    data.set_item_features("text", x)
-    return len(missing)
+        x, n = fill_text_vectors(
+            docs, data.item_features.get("text"), budget, cache=cs, progress=count_progress
+        )
+    if x is not None:
+        data.set_item_features("text", x)
+    return n
 
 
 def train(

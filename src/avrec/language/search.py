@@ -35,7 +35,14 @@ from avrec.errors import ConfigError, NotFittedError
 from avrec.language.tokens import stem, tokenize
 from avrec.storage.artifacts import JsonRows, atomic_write_bytes, from_json_array, json_array
 
-__all__ = ["FIELDS", "SearchHit", "SearchIndex", "document_text", "item_documents"]
+__all__ = [
+    "FIELDS",
+    "SearchHit",
+    "SearchIndex",
+    "document_text",
+    "fill_text_vectors",
+    "item_documents",
+]
 
 #: searchable fields and how much each counts (BM25 sees a field's words this many times)
 FIELDS: dict[str, int] = {
@@ -103,6 +110,58 @@ def document_text(doc: dict[str, str], max_chars: int = 600) -> str:
     the rest, cut at ``max_chars``."""
     parts = [doc.get(f, "") for f in ("title", "tags", "description", "keywords", "people")]
     return "\n".join(p for p in parts if p)[:max_chars]
+
+
+def fill_text_vectors(
+    docs: Sequence[dict[str, str]],
+    vectors: np.ndarray | None,
+    budget: int,
+    cache: Any = None,
+    progress: Any = None,
+) -> tuple[np.ndarray | None, int]:
+    """``vectors`` (e5 text vectors, one row per item; zero rows: none) with the empty rows
+    of up to ``budget`` items filled by e5 passages of their :func:`document_text`. A
+    ``cache`` with ``get_segments``/``put_segments`` (the workspace's ContentStore) keeps
+    them by text, so a second training encodes nothing; ``progress(description, total)``
+    is a context manager yielding ``advance(n)`` (the CLI's bar). Returns the vectors and
+    how many were encoded now."""
+    import hashlib
+
+    from avrec.features.text import E5TextEncoder
+
+    enc = E5TextEncoder()
+    x = vectors
+    if x is None or x.shape[1] != enc.dim:
+        x = np.zeros((len(docs), enc.dim), np.float32)
+    empty = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)
+    todo = [int(i) for i in empty[:budget] if docs[i]]
+    if not todo:
+        return vectors, 0
+    x = np.array(x, np.float32)
+    texts = {i: document_text(docs[i]) for i in todo}
+    keys = {
+        i: hashlib.sha256(f"search|{enc.version}|{t}".encode()).hexdigest()
+        for i, t in texts.items()
+    }
+    found = cache.get_segments(list(keys.values())) if cache is not None else {}
+    missing = [i for i in todo if keys[i] not in found]
+    if missing:
+        from contextlib import nullcontext
+
+        bar = progress("encoding item text for search", len(missing)) if progress else None
+        with bar if bar is not None else nullcontext(lambda n: None) as advance:
+            for lo in range(0, len(missing), 64):
+                part = missing[lo : lo + 64]
+                new = dict(
+                    zip((keys[i] for i in part), enc.encode([texts[i] for i in part]), strict=True)
+                )
+                if cache is not None:
+                    cache.put_segments(new)
+                found.update(new)
+                advance(len(part))
+    for i in todo:
+        x[i] = found[keys[i]]
+    return x, len(missing)
 
 
 class SearchIndex:

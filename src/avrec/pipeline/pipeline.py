@@ -184,29 +184,14 @@ class Pipeline(Recommender):
     def _fit_search(self, dataset: Dataset) -> Any:
         """The catalogue's search index: the catalogue's fields and the analysis' words,
         with text vectors (analysed, else encoded here for up to ``search_encode_max``
-        items)."""
-        from avrec.language.search import SearchIndex, document_text, item_documents
+        items, which mood playlists then search too)."""
+        from avrec.features.base import l2_normalise
+        from avrec.language.search import SearchIndex, fill_text_vectors, item_documents
 
         docs = item_documents(dataset, dataset.item_texts)
-        dim = 0 if self.text_vectors is None else self.text_vectors.shape[1]
-        vectors = self.text_vectors
-        missing = (
-            np.arange(len(docs))
-            if vectors is None
-            else np.flatnonzero(np.linalg.norm(vectors, axis=1) == 0)
-        )
-        budget = self.config.search_encode_max
-        if budget and len(missing):
-            from avrec.features.text import E5TextEncoder
-
-            enc = E5TextEncoder()
-            if vectors is None or dim != enc.dim:
-                vectors = np.zeros((len(docs), enc.dim), np.float32)
-                missing = np.arange(len(docs))
-            todo = [int(i) for i in missing[:budget] if docs[i]]
-            if todo:
-                vectors = vectors.copy()
-                vectors[todo] = enc.encode([document_text(docs[i]) for i in todo])
+        vectors, _ = fill_text_vectors(docs, self.text_vectors, self.config.search_encode_max)
+        if vectors is not None:
+            self.text_vectors = l2_normalise(np.asarray(vectors, np.float32))
         return SearchIndex(**self.config.search_params).fit(docs, vectors)
 
     def _fit_sources(
