@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-# Wheels that take long to build (llama-cpp-python for the llm extra, about 8 minutes on 2
-# cores) are built once into a cache outside the checkout, which every clone reuses.
+# Wheels that take long to build (llama-cpp-python for the llm extra: 18 minutes here on 2
+# busy cores) are built once into a cache outside the checkout, which every clone reuses.
 WHEELS ?= $(or $(HOME),/tmp)/.cache/avrec/wheels
 LLAMA  := llama-cpp-python==0.3.36
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt --find-links $(WHEELS)

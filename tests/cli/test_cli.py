@@ -343,7 +343,5 @@ def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
     r = run("-w", str(ws), "graph", "--item", "i1", "--user", "u1", "--k", "3", "--json")
     assert r.returncode == 0, r.stderr
     g = json.loads(r.stdout)
-    assert {"type": "genre", "name": "jazz"}.items() <= g["entities"][0].items() or any(
-        e["type"] == "genre" and e["name"] == "jazz" for e in g["entities"]
-    )
+    assert any(e["type"] == "genre" and e["name"] == "jazz" for e in g["entities"])
     assert len(g["neighbours"]) == 3 and g["paths"]  # u1 played jazz songs too

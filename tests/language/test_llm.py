@@ -165,10 +165,11 @@ def test_llama_cpp_server_with_smollm2(lang_pipeline, tmp_path):
             pytest.fail("llama.cpp server did not start")
         llm = LanguageModel(OpenAIBackend(f"http://127.0.0.1:{port}/v1"), timeout_s=60)
         parsed = llm.constraints("relaxing piano music under 10 minutes", ["piano", "jazz"])
-        # the small model may or may not get it right; what it gives must be schema-valid
+        # the small model may or may not get the constraints right; what it gives is
+        # schema-valid, and with a minute it answers at least the sentence
         assert parsed is None or isinstance(parsed.text, str)
         sentence = llm.explain("Relaxing piano for studying", ["matches 'piano' in the title"])
-        assert sentence is None or (0 < len(sentence) <= 300)
+        assert sentence is not None and 0 < len(sentence) <= 300, llm.failures
         res = Asker(lang_pipeline, llm=llm, llm_explain=1).ask("calm piano music", k=3)
         assert set(res.items.ids) & {"v4", "v5", "v8"}
         # the same model in process, through llama-cpp-python
@@ -176,7 +177,7 @@ def test_llama_cpp_server_with_smollm2(lang_pipeline, tmp_path):
 
         local = LanguageModel(LlamaCppBackend(), timeout_s=60)
         said = local.explain("Relaxing piano for studying", ["the title mentions piano"])
-        assert said is None or 0 < len(said) <= 300
+        assert said is not None and 0 < len(said) <= 300
         short = LanguageModel(LlamaCppBackend(), timeout_s=0.05)  # stops between tokens
         assert short.explain("Relaxing piano", ["piano"]) is None and short.failures == 1
     finally:
