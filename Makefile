@@ -16,7 +16,7 @@ export AVREC_DATA_DIR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install dev fonts demo test test-fast lint format bench bench-pipeline clean
+.PHONY: install dev fonts browser demo test test-fast lint format bench bench-pipeline clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ fonts:
 	    || echo "fonts-wqy-microhei could not be installed: the CJK OCR test will be skipped"; \
 	  else echo "no CJK font and no apt-get as root: the CJK OCR test will be skipped"; fi; }
 
+# The web page's test drives Debian's Chromium through Playwright (no browser download);
+# installed when missing and apt-get is usable (root), otherwise that test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
+	    || echo "chromium could not be installed: the web page test will be skipped"; \
+	  else echo "no chromium and no apt-get as root: the web page test will be skipped"; fi; }
+
 dev: $(VENV)/.dev
 
 demo: install $(VENV)/.llm
@@ -65,8 +75,10 @@ demo: install $(VENV)/.llm
 	$(BIN)/avrec --workspace demo-workspace ask "a comedy from the 90s about friends, not romance" --user 196 --k 5
 	$(BIN)/avrec --workspace demo-workspace ask "一部关于战争的电影" --k 3
 	$(BIN)/avrec --workspace demo-workspace ask "relaxing piano music under 10 minutes" --k 3 --llm llama-cpp
+	@# last: the API and the web page, open on loopback (dev mode); DEMO_SERVE=0 stops before
+	$(if $(filter 0,$(DEMO_SERVE)),@echo "DEMO_SERVE=0: not serving",$(BIN)/avrec --workspace demo-workspace serve --dev --host 127.0.0.1 --port 8000)
 
-test: dev fonts
+test: dev fonts browser
 	$(BIN)/python -m pytest
 
 test-fast: dev

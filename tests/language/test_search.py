@@ -114,3 +114,66 @@ def test_fill_text_vectors_encodes_the_empty_rows_once(tmp_path, lang_ds):
         again, n2 = fill_text_vectors(docs, given, budget=5, cache=cs)
         assert n2 == 0 and np.array_equal(again, x)  # from the cache
     assert fill_text_vectors(docs, x, budget=0) == (x, 0)
+
+
+def test_segment_texts_cut_transcripts_at_sentences():
+    from avrec.language.search import segment_texts
+
+    said = " ".join(f"Sentence number {i} is about the weather." for i in range(40))
+    parts = segment_texts({"tag_list": "jazz, live", "transcript": said, "ocr": "OPEN 24H"})
+    fields = [f for f, _ in parts]
+    assert parts[0] == ("tags", "tags: jazz, live")
+    assert fields.count("transcript") == 4 and fields[-1] == "ocr"  # at most four passages
+    chunks = [t for f, t in parts if f == "transcript"]
+    assert all(len(c) <= 400 and c.endswith(".") for c in chunks)
+    assert chunks[1].startswith("Sentence number")  # cut between sentences, nothing lost between
+    assert segment_texts({"title": "no parts"}) == []
+
+
+def test_what_is_said_in_an_item_is_matched_by_meaning(tmp_path, lang_ds):
+    """An item's description says nothing of what is said in it; a request about the speech
+    finds it through its transcript's own vector, and says so."""
+    from avrec.content.store import ContentStore
+    from avrec.language.search import encode_segments, fill_text_vectors
+
+    texts = {
+        "v18": {
+            "transcript": "Today we talk about black holes, the expansion of the universe "
+            "and how astronomers measure the distance to far away galaxies."
+        }
+    }
+    docs = item_documents(lang_ds, texts)
+    for i, tags in enumerate(["kittens", "puppies", "cats, fails", "piano", "rain, sleep"]):
+        docs[i]["tag_list"] = tags  # free tags get a row of their own (genres do not)
+    vectors, _ = fill_text_vectors(docs, None, budget=100)
+    with ContentStore(tmp_path / "content.db") as cs:
+        every = ("tags", "transcript", "ocr")
+        segments = encode_segments(docs, budget=100, cache=cs, fields=every)
+        again = encode_segments(docs, budget=100, cache=cs, fields=every)
+    items, fields, x = segments
+    v18 = lang_ds.items.index(["v18"])[0]
+    assert items[0] == v18  # items with speech or screen text come first
+    assert (fields[items == v18] == 1).any() and np.allclose(np.linalg.norm(x, axis=1), 1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(segments, again, strict=True))  # cached
+    assert len(items) == 6 and set(fields[items != v18]) == {0}  # the five tag rows
+    assert len(encode_segments(docs, budget=3, fields=every)[0]) == 3  # the budget holds
+    assert list(encode_segments(docs, budget=100)[0]) == [v18]  # by default, no tags
+
+    query = "a lecture on astronomy and distant galaxies"
+    plain = SearchIndex().fit(docs, vectors)
+    with_parts = SearchIndex().fit(docs, vectors, segments)
+    before = [h.item for h in plain.search(query, k=3, mode="semantic")]
+    hits = with_parts.search(query, k=3, mode="semantic")
+    assert v18 not in before[:1] and hits[0].item == v18 and hits[0].near == "transcript"
+    # filters and exclusions hold for the parts' rows too
+    assert v18 not in [h.item for h in with_parts.search(query, k=5, exclude=[v18])]
+    allowed = np.ones(len(docs), bool)
+    allowed[v18] = False
+    assert v18 not in [h.item for h in with_parts.search(query, k=5, allowed=allowed)]
+    with_parts.save(tmp_path / "s")
+    loaded = SearchIndex().load(tmp_path / "s")
+    assert [(h.item, h.near) for h in loaded.search(query, k=3)] == [
+        (h.item, h.near) for h in with_parts.search(query, k=3)
+    ]
+    with pytest.raises(ConfigError, match="outside"):
+        plain.set_segments(np.asarray([len(docs)]), np.asarray([0]), x[:1])

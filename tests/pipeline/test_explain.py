@@ -137,3 +137,15 @@ def test_a_new_user_adapts_within_the_session(fitted):
         if r["kind"] == "anchor"
     ]
     assert anchors and set(anchors) <= set(jazz)
+
+
+def test_a_meaning_match_names_the_part_that_matched():
+    def said(near, matched=None):
+        return Explanation("i", [Reason("query", {"matched": matched or {}, "semantic": near})])
+
+    assert render(said("transcript")).startswith("What is said in it is close in meaning")
+    assert render(said("text")).startswith("Close in meaning to what you asked for")
+    assert render(said("ocr"), "zh").startswith("画面文字与你的描述意思相近")
+    # words found say more than a meaning match, and no match says nothing about meaning
+    assert "close in meaning" not in render(said("tags", {"title": ["cat"]}))
+    assert "close in meaning" not in render(said(""))

@@ -17,6 +17,7 @@ from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
 from avrec.cli.language import ask, graph, search
 from avrec.cli.recommend import playlist, recommend, similar
+from avrec.cli.serve import keys_app, serve
 from avrec.cli.stats import stats
 from avrec.cli.train import train, tune
 from avrec.errors import AvrecError
@@ -62,6 +63,8 @@ app.command()(playlist)
 app.command()(search)
 app.command()(ask)
 app.command()(graph)
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 

@@ -39,7 +39,13 @@ def _data(ctx: typer.Context, dataset: str | None) -> tuple[object, object | Non
 
         return load_dataset(dataset, settings=st.settings()), None
     ws = st.open_workspace()
+    # read before the events: a server adds to the bundle the events after these marks
+    marks = {
+        "last_event_id": ws.store.last_event_id(),
+        "last_change_id": ws.store.last_change_id(),
+    }
     data = Dataset.from_store(ws.store, ws.config.weighting)
+    data.store_marks = marks  # type: ignore[attr-defined]
     if data.n_events == 0:
         ws.close()
         raise ConfigError("the workspace has no events to train on; ingest some first")
@@ -121,6 +127,14 @@ def train(
                 console.print(f"text vectors for search: {n} items encoded (cached)")
             cfg = cfg.model_copy(update={"search_encode_max": 0})  # nothing left to encode
         m = Pipeline(**cfg.model_dump())
+    cache = None
+    if ws is not None and not model:
+        from avrec.content.store import ContentStore
+
+        # e5 vectors of the items' tags and transcripts for search, kept by text
+        cache = ContentStore(ws.root / "content.db")
+        m.text_cache = cache  # type: ignore[attr-defined]
+    marks = getattr(data, "store_marks", {})  # what the bundle was trained on
     with console.status(f"training {name} on {data} ..."):
         start = time.perf_counter()
         if model or not m.config.ranker_holdout:  # type: ignore[attr-defined]
@@ -131,6 +145,9 @@ def train(
         else:  # the pipeline holds out each user's last events for its ranker itself
             m.fit(data)
         seconds = time.perf_counter() - start
+    if cache is not None:
+        cache.close()
+        del m.text_cache  # type: ignore[attr-defined]
     console.print(f"{name} trained in {seconds:.1f}s")
     for attr in ("best_valid_ndcg_", "best_epoch_", "ranker_recall"):
         if getattr(m, attr, None) is not None:
@@ -145,7 +162,7 @@ def train(
     console.print(f"saved to {path}")
     if ws is not None:
         rec = ws.store.register_model(  # type: ignore[attr-defined]
-            name, m.name, str(path), m.config.model_dump(), {"fit_seconds": seconds}
+            name, m.name, str(path), m.config.model_dump(), {"fit_seconds": seconds, **marks}
         )
         console.print(f"registered as {rec.name} v{rec.version} (active)")
         ws.close()  # type: ignore[attr-defined]

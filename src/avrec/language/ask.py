@@ -311,7 +311,8 @@ class Asker:
                 explain=False,  # what matched is worked out for the page only
             ):
                 score[hit.item] = hit.score
-                reasons.semantic[hit.item] = "semantic" in hit.ranks
+                # the part whose meaning matched ("text", "transcript" ...), or "" for none
+                reasons.semantic[hit.item] = (hit.near or "text") if "semantic" in hit.ranks else ""
         like_idx = self.pipeline.items.index(list(like), missing="ignore")
         like_idx = like_idx[like_idx >= 0]
         vectors = self.pipeline.features.vectors  # content vectors, else the text's
@@ -369,7 +370,7 @@ class _Reasons(Mapping):
     def __init__(self, search: SearchIndex) -> None:
         self.search = search
         self.words: dict[str, str] = {}
-        self.semantic: dict[int, bool] = {}
+        self.semantic: dict[int, str] = {}
         self.like: dict[int, dict[str, Any]] = {}
 
     def __getitem__(self, item: int) -> list[Reason]:

@@ -168,6 +168,10 @@ class Recommender(abc.ABC):
     #: the model reads event times (``UserBatch.times``): the request happens after them
     uses_times: ClassVar[bool] = False
 
+    #: attributes (dotted paths) of learned arrays with one row per user, cleared by
+    #: :meth:`forget_users`
+    user_arrays: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, **params: Any) -> None:
         self.config = self.Config(**params)
         self.users: Vocabulary | None = None
@@ -302,6 +306,48 @@ class Recommender(abc.ABC):
             shape=(len(items), n),
         )
         return self._score_batch(UserBatch(np.full(len(items), -1), rows))
+
+    # -- erasure -------------------------------------------------------------------------------
+    def forget_users(self, users: Sequence[str]) -> list[str]:
+        """Remove what this fitted model holds of ``users`` alone: their history (seen items
+        and sequence) and their rows of learned per-user arrays (:attr:`user_arrays`). They
+        are served as unknown users afterwards. What the items' parameters learned from them
+        stays until the next fit. Returns the names of what was cleared."""
+        user_vocab, _ = self._check()
+        idx = user_vocab.index(list(users), missing="ignore")
+        idx = np.unique(idx[idx >= 0])
+        if not len(idx):
+            return []
+        cleared = []
+        if self._seen is not None:
+            keep = np.ones(self._seen.shape[0], np.float32)
+            keep[idx] = 0.0
+            seen = (sp.diags(keep) @ self._seen).tocsr()
+            seen.eliminate_zeros()
+            self._seen = seen
+            cleared.append("history")
+        if self._seq_indptr is not None and self._seq_items is not None:
+            ptr = self._seq_indptr
+            lengths = np.diff(ptr)
+            drop = np.zeros(len(self._seq_items), bool)
+            for u in idx.tolist():
+                drop[ptr[u] : ptr[u + 1]] = True
+            lengths[idx] = 0
+            self._seq_items = self._seq_items[~drop]
+            self._seq_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(ptr.dtype)
+            cleared.append("sequence")
+        for path in self.user_arrays:
+            owner: Any = self
+            *parents, attr = path.split(".")
+            for p in parents:
+                owner = getattr(owner, p, None)
+            arr = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(arr, np.ndarray) and len(arr) == len(user_vocab):
+                arr = np.array(arr)  # a loaded bundle's arrays may be read-only
+                arr[idx] = 0
+                setattr(owner, attr, arr)
+                cleared.append(f"{self.name}.{attr}")
+        return cleared
 
     # -- persistence --------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:

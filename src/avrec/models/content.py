@@ -49,6 +49,7 @@ class ContentModel(Recommender):
     name = "content"
     Config = ContentConfig
     config: ContentConfig
+    user_arrays = ("als.user_factors",)
 
     def _fit(self, dataset: Dataset, valid: Dataset | None) -> None:
         c = self.config

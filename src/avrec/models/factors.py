@@ -71,6 +71,8 @@ def item_outer(y: np.ndarray) -> np.ndarray:
 class _FactorModel(Recommender):
     """Shared parts of models with ``user_factors`` and ``item_factors``."""
 
+    user_arrays = ("user_factors",)
+
     user_factors: np.ndarray
     item_factors: np.ndarray
 

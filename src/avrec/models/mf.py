@@ -67,6 +67,8 @@ def _ridge_side(
 class BiasedMF(Recommender):
     """``mu + b_u + b_i + <p_u, q_i>``, by ALS or SGD, on ratings or on preference weights."""
 
+    user_arrays = ("p", "bu")
+
     name = "mf"
     Config = BiasedMFConfig
     config: BiasedMFConfig

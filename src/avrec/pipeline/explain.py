@@ -10,7 +10,8 @@ Every reason is built from facts the pipeline holds, never from templates alone:
 - ``tags``: the item's tags that the user's history also carries most;
 - ``features``: the ranker features that pushed the item up most (SHAP contributions);
 - ``query``: for a request in words, the words it matched in each field of the item and
-  whether its meaning is close (``{"matched": {field: [words]}, "semantic": bool}``);
+  which part of it was closest in meaning (``{"matched": {field: [words]}, "semantic":
+  part}``; the part is ``"text"``, ``"transcript"``, ``"ocr"`` or ``"tags"``, ``""`` for none);
 - ``like``: the item a request named ("like Toy Story") that this one resembles.
 """
 
@@ -124,6 +125,12 @@ _FIELD_ZH = {"title": "标题", "tags": "标签", "people": "演职人员", "des
              "keywords": "关键词", "transcript": "台词", "ocr": "画面文字"}  # fmt: skip
 
 
+# which part of an item matched a request's meaning (search's SEGMENT_FIELDS)
+_NEAR_EN = {"transcript": "what is said in it is ", "ocr": "the text on screen is ",
+            "tags": "its tags are "}  # fmt: skip
+_NEAR_ZH = {"transcript": "台词", "ocr": "画面文字", "tags": "标签"}
+
+
 def _query_parts(exp: Explanation, zh: bool) -> list[str]:
     parts = []
     like = exp.get("like")
@@ -139,8 +146,13 @@ def _query_parts(exp: Explanation, zh: bool) -> list[str]:
             else:
                 quoted = ", ".join(f'"{w}"' for w in words[:3])
                 parts.append(_FIELD_EN.get(name, name + " mentions {w}").format(w=quoted))
-        if q.get("semantic") and not matched:
-            parts.append("与你的描述意思相近" if zh else "close in meaning to what you asked for")
+        near = q.get("semantic")
+        if near and not matched:
+            where = _NEAR_ZH.get(near, "") if zh else _NEAR_EN.get(near, "")
+            if zh:
+                parts.append(f"{where}与你的描述意思相近")
+            else:
+                parts.append(f"{where or ''}close in meaning to what you asked for".strip())
     return parts
 
 

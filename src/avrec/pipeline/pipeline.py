@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -96,6 +96,18 @@ class PipelineConfig(ModelConfig):
         ge=0,
         description="items without analysed text vectors get e5 vectors of their title, tags "
         "and description at fit, for semantic search, up to this many (0: none)",
+    )
+    search_segments_max: int = Field(
+        20_000,
+        ge=0,
+        description="items whose transcript and on-screen text (and free tags, if asked for) "
+        "get e5 vectors of their own for semantic search, up to this many (those with speech "
+        "or text first; 0: none)",
+    )
+    search_segment_fields: list[Literal["tags", "transcript", "ocr"]] = Field(
+        default_factory=lambda: ["transcript", "ocr"],
+        description="the parts of items that get their own vectors (tags cost MRR on both "
+        "benchmark datasets, BENCHMARKS.md)",
     )
 
     @classmethod
@@ -186,13 +198,29 @@ class Pipeline(Recommender):
         with text vectors (analysed, else encoded here for up to ``search_encode_max``
         items, which mood playlists then search too)."""
         from avrec.features.base import l2_normalise
-        from avrec.language.search import SearchIndex, fill_text_vectors, item_documents
+        from avrec.language.search import (
+            SearchIndex,
+            encode_segments,
+            fill_text_vectors,
+            item_documents,
+        )
 
         docs = item_documents(dataset, dataset.item_texts)
-        vectors, _ = fill_text_vectors(docs, self.text_vectors, self.config.search_encode_max)
+        cache = getattr(self, "text_cache", None)  # the workspace's content.db, set by train
+        vectors, _ = fill_text_vectors(
+            docs, self.text_vectors, self.config.search_encode_max, cache=cache
+        )
         if vectors is not None:
             self.text_vectors = l2_normalise(np.asarray(vectors, np.float32))
-        return SearchIndex(**self.config.search_params).fit(docs, vectors)
+        segments = None
+        if self.config.search_segments_max:
+            segments = encode_segments(
+                docs,
+                self.config.search_segments_max,
+                cache=cache,
+                fields=self.config.search_segment_fields,
+            )
+        return SearchIndex(**self.config.search_params).fit(docs, vectors, segments)
 
     def _fit_sources(
         self, dataset: Dataset, fitted: dict[str, Source] | None = None
@@ -777,6 +805,17 @@ class Pipeline(Recommender):
             return
 
     # -- bundles -------------------------------------------------------------------------------
+    def forget_users(self, users: Sequence[str]) -> list[str]:
+        """Remove ``users``' histories and per-user vectors from the pipeline and from every
+        source's model (see :meth:`Recommender.forget_users`); returns what was cleared, by
+        source. Item-side parameters learned from them stay until the next training."""
+        cleared = super().forget_users(users)
+        for source, _ in self.sources:
+            model = getattr(source, "model", None)
+            if model is not None and getattr(model, "is_fitted", False):
+                cleared += [f"{source.name}: {c}" for c in model.forget_users(users)]
+        return cleared
+
     def _state(self) -> dict[str, np.ndarray]:
         out = {f"f_{k}": v for k, v in self.features.state().items()}
         out["pipeline_format"] = np.asarray(BUNDLE_FORMAT)

@@ -194,6 +194,61 @@ class Store(abc.ABC):
         """Delete ``(kind, key)``, or with no ``key`` every expired entry of ``kind``; returns
         how many were deleted."""
 
+    # -- serving: idempotent writes, what changed, one user or item --------------------------
+    @abc.abstractmethod
+    def add_events_once(
+        self, events: pl.DataFrame, keys: list[str | None]
+    ) -> tuple[EventWriteResult, list[bool]]:
+        """:meth:`add_events` for the rows whose idempotency key (one per row, ``None``: no
+        key) was never stored, and the keys stored, in one transaction. Returns the result
+        and, per row, whether it was a duplicate (skipped)."""
+
+    @abc.abstractmethod
+    def last_event_id(self) -> int:
+        """The largest event id (0: no events)."""
+
+    @abc.abstractmethod
+    def events_after(self, event_id: int, limit: int = 1_000_000) -> list[tuple]:
+        """``(id, user_id, item_id, type, value, ts)`` of the events with a larger id, in id
+        order (what a serving process has not seen yet)."""
+
+    @abc.abstractmethod
+    def user_events(self, user_id: str, limit: int = 100, offset: int = 0) -> pl.DataFrame:
+        """One user's events, newest first (empty for an unknown user)."""
+
+    @abc.abstractmethod
+    def record_change(self, kind: str, key: str) -> None:
+        """Log a change serving processes must learn of (``item``: created or updated)."""
+
+    @abc.abstractmethod
+    def changes_after(self, change_id: int) -> list[tuple[int, str, str, int]]:
+        """``(id, kind, key, floor)`` of the logged changes after ``change_id``: ``item``,
+        ``item_deleted``, ``user_erased``; ``floor`` is the largest event id left after it."""
+
+    @abc.abstractmethod
+    def last_change_id(self) -> int:
+        """The largest change id (0: none)."""
+
+    @abc.abstractmethod
+    def get_items(self, item_ids: list[str]) -> pl.DataFrame:
+        """The catalogue rows of these items (those that exist and are not placeholders)."""
+
+    @abc.abstractmethod
+    def delete_items(self, item_ids: list[str]) -> dict[str, int]:
+        """Remove items and their events; returns how many of each."""
+
+    @abc.abstractmethod
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """``{user_id, attributes, excluded, events}``, or ``None`` for an unknown user."""
+
+    @abc.abstractmethod
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user, their events and their conversations (the right to be
+        forgotten); returns how many of each went."""
+
+    def set_durable(self, durable: bool = True) -> None:  # noqa: B027 - optional
+        """Make every commit reach the disk before it returns (backends that can choose)."""
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the connection."""

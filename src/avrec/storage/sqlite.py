@@ -93,6 +93,13 @@ CREATE TABLE IF NOT EXISTS states (
     updated_at REAL NOT NULL, expires_at REAL,
     PRIMARY KEY (kind, key)
 );
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, key TEXT NOT NULL,
+    floor INTEGER NOT NULL,  -- the largest event id left after the change
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
     config TEXT NOT NULL, metrics TEXT NOT NULL, created_at REAL NOT NULL,
@@ -205,9 +212,10 @@ class SQLiteStore(Store):
             df = items.join(mapping, on="item_id", how="left")
             cols = ["idx", *fields]
             sets = ", ".join(f"{f} = excluded.{f}" for f in fields)
+            named = "".join(f"{f}, " for f in fields)  # none: the id alone
             sql = (
-                f"INSERT INTO items(idx, item_id, {', '.join(fields)}, placeholder, updated_at) "
-                f"VALUES (?, ?, {', '.join('?' for _ in fields)}, 0, ?) "
+                f"INSERT INTO items(idx, item_id, {named}placeholder, updated_at) "
+                f"VALUES (?, ?, {''.join('?, ' for _ in fields)}0, ?) "
                 f"ON CONFLICT(item_id) DO UPDATE SET {sets}{',' if sets else ''} "
                 "placeholder = 0, updated_at = excluded.updated_at"
             )
@@ -271,6 +279,151 @@ class SQLiteStore(Store):
                 self._conn.executemany(sql, zip(*(part[n].to_list() for n in names), strict=True))
             inserted = self._max_event_id() - before
         return EventWriteResult(inserted, events.height - inserted, new_users, new_items)
+
+    def add_events_once(
+        self, events: pl.DataFrame, keys: list[str | None]
+    ) -> tuple[EventWriteResult, list[bool]]:
+        if len(keys) != events.height:
+            raise StoreError(f"{len(keys)} idempotency keys for {events.height} events")
+        with self.transaction():
+            given = [k for k in keys if k]
+            known: set[str] = set()
+            for lo in range(0, len(given), 500):
+                part = given[lo : lo + 500]
+                q = f"SELECT key FROM idempotency WHERE key IN ({','.join('?' * len(part))})"
+                known.update(r[0] for r in self._conn.execute(q, part))
+            dup, fresh = [], set()
+            for k in keys:  # a key twice in one batch: the second is the duplicate
+                dup.append(bool(k) and (k in known or k in fresh))
+                if k:
+                    fresh.add(k)
+            keep = pl.Series([not d for d in dup])
+            result = self.add_events(events.filter(keep)) if not all(dup) else None
+            now = time.time()
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO idempotency(key, created_at) VALUES (?, ?)",
+                [(k, now) for k in fresh - known],
+            )
+        res = result or EventWriteResult(0, 0, 0, 0)
+        total = EventWriteResult(
+            res.inserted, res.duplicates + sum(dup), res.new_users, res.new_items
+        )
+        return total, dup
+
+    def last_event_id(self) -> int:
+        return self._max_event_id()
+
+    def events_after(self, event_id: int, limit: int = 1_000_000) -> list[tuple]:
+        return self._conn.execute(
+            "SELECT e.id, u.user_id, i.item_id, e.type, e.value, e.ts FROM events e "
+            "JOIN users u ON u.idx = e.user_idx LEFT JOIN items i ON i.idx = e.item_idx "
+            "WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (int(event_id), int(limit)),
+        ).fetchall()
+
+    def user_events(self, user_id: str, limit: int = 100, offset: int = 0) -> pl.DataFrame:
+        row = self._conn.execute("SELECT idx FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        if row is None:
+            return pl.DataFrame(schema=self._EVENT_SCHEMA)
+        # the user's own rows through the (ts, user, ...) index would scan it all: events
+        # carry the user's key, so an index-free filter on user_idx is one pass; fine for
+        # the API's pages, and the overlay never reads this way
+        return self._frame(
+            self._EVENT_SQL + "WHERE e.user_idx = ? ORDER BY e.ts DESC, e.id DESC LIMIT ? OFFSET ?",
+            self._EVENT_SCHEMA,
+            (row[0], int(limit), int(offset)),
+        )
+
+    def _change(self, kind: str, key: str) -> None:
+        self._conn.execute(
+            "INSERT INTO changes(kind, key, floor, at) VALUES (?, ?, ?, ?)",
+            (kind, key, self._max_event_id(), time.time()),
+        )
+
+    def record_change(self, kind: str, key: str) -> None:
+        with self.transaction():
+            self._change(kind, key)
+
+    def changes_after(self, change_id: int) -> list[tuple[int, str, str, int]]:
+        return self._conn.execute(
+            "SELECT id, kind, key, floor FROM changes WHERE id > ? ORDER BY id", (int(change_id),)
+        ).fetchall()
+
+    def last_change_id(self) -> int:
+        return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
+
+    def get_items(self, item_ids: list[str]) -> pl.DataFrame:
+        schema = {"item_id": pl.String, **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS}}
+        rows = []
+        for lo in range(0, len(item_ids), 500):
+            part = item_ids[lo : lo + 500]
+            rows += self._conn.execute(
+                f"SELECT item_id, {', '.join(_ITEM_FIELDS)} FROM items "
+                f"WHERE placeholder = 0 AND item_id IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def delete_items(self, item_ids: list[str]) -> dict[str, int]:
+        out = {"items": 0, "events": 0}
+        with self.transaction():
+            for item in item_ids:
+                row = self._conn.execute(
+                    "SELECT idx FROM items WHERE item_id = ?", (item,)
+                ).fetchone()
+                if row is None:
+                    continue
+                out["events"] += self._conn.execute(
+                    "DELETE FROM events WHERE item_idx = ?", (row[0],)
+                ).rowcount
+                self._conn.execute("DELETE FROM items WHERE idx = ?", (row[0],))
+                self._item_map = None
+                out["items"] += 1
+                self._change("item_deleted", item)
+        return out
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT idx, attributes, excluded FROM users WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        n = self._conn.execute(
+            "SELECT count(*) FROM events WHERE user_idx = ?", (row[0],)
+        ).fetchone()[0]
+        return {
+            "user_id": user_id,
+            "attributes": json.loads(row[1]) if row[1] else {},
+            "excluded": bool(row[2]),
+            "events": int(n),
+        }
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        out = {"events": 0, "conversations": 0, "user": 0}
+        with self.transaction():
+            row = self._conn.execute(
+                "SELECT idx FROM users WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            if row is not None:
+                out["events"] = self._conn.execute(
+                    "DELETE FROM events WHERE user_idx = ?", (row[0],)
+                ).rowcount
+                out["user"] = self._conn.execute(
+                    "DELETE FROM users WHERE idx = ?", (row[0],)
+                ).rowcount
+                self._user_map = None
+            out["conversations"] = self._conn.execute(
+                "DELETE FROM states WHERE kind = 'conversation' "
+                "AND json_extract(value, '$.user') = ?",
+                (user_id,),
+            ).rowcount
+            self._change("user_erased", user_id)
+        return out
+
+    def set_durable(self, durable: bool = True) -> None:
+        # FULL: a commit is on disk (fsync) before it returns; NORMAL survives a killed
+        # process but not a power cut
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
 
     def _max_event_id(self) -> int:
         # Without AUTOINCREMENT a new rowid is max+1 and upserts that update consume none, so the

@@ -1,0 +1,287 @@
+"""How much does the HTTP service carry? wrk on loopback against ``avrec serve``.
+
+For each bundle, the real server (``avrec serve --workers 2``, keys on, durable writes) is
+loaded by wrk (Debian's, C, bounded in time) with 50 and 200 connections, one route at a
+time:
+
+- **recommendations**: ``GET /v1/users/{id}/recommendations?k=10`` for random known users
+  (explanations included);
+- **events**: ``POST /v1/events``, one play of a random user and item, each committed and
+  fsynced before the answer;
+- **search**: ``GET /v1/search?q=`` with one or two words of the catalogue's titles.
+
+Bundles: **MovieLens-100K** (the default pipeline trained by ``avrec train`` on the
+workspace) and a **synthetic 1M-item** catalogue (the pipeline-latency benchmark's, saved once
+into the cache and registered in a workspace of its own). The load generator shares the two
+cores with the server, as it would on one machine.
+
+    python -m benchmarks.service_load [--seconds 20] [--cases ml100k,1m] [--clients 50,200]
+
+Writes ``benchmarks/results/service-load.json`` and the table between the ``service-load``
+markers in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks._markdown import replace_block
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = Path(os.environ.get("AVREC_CACHE_DIR", Path.home() / ".cache" / "avrec")) / "bench"
+AVREC = shutil.which("avrec") or str(Path(sys.executable).parent / "avrec")
+KEY = "bench-key-0123456789abcdefghij"
+ROUTES = ("recommendations", "events", "search")
+
+LUA = r"""
+local users = {%(users)s}
+local items = {%(items)s}
+local words = {%(words)s}
+local route = "%(route)s"
+local n = 0
+math.randomseed(%(seed)d)
+request = function()
+  n = n + 1
+  local h = {["Authorization"] = "Bearer %(key)s"}
+  if route == "recommendations" then
+    local u = users[math.random(#users)]
+    return wrk.format("GET", "/v1/users/" .. u .. "/recommendations?k=10", h)
+  elseif route == "events" then
+    h["Content-Type"] = "application/json"
+    local u = users[math.random(#users)]
+    local i = items[math.random(#items)]
+    local body = '{"user_id":"' .. u .. '","item_id":"' .. i .. '","type":"play","value":0.9}'
+    return wrk.format("POST", "/v1/events", h, body)
+  else
+    local w = words[math.random(#words)]
+    return wrk.format("GET", "/v1/search?k=10&q=" .. w, h)
+  end
+end
+done = function(summary, latency, requests)
+  local out = {
+    requests = summary.requests, seconds = summary.duration / 1e6,
+    non2xx = summary.errors.status, connect = summary.errors.connect,
+    read = summary.errors.read, write = summary.errors.write, timeout = summary.errors.timeout,
+    p50 = latency:percentile(50) / 1000, p95 = latency:percentile(95) / 1000,
+    p99 = latency:percentile(99) / 1000, mean = latency.mean / 1000,
+  }
+  local parts = {}
+  for k, v in pairs(out) do parts[#parts + 1] = '"' .. k .. '":' .. tostring(v) end
+  io.write("RESULT {" .. table.concat(parts, ",") .. "}\n")
+end
+"""
+
+
+def _machine() -> str:
+    cores = len(os.sched_getaffinity(0))
+    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(*args: str, env: dict | None = None) -> None:
+    r = subprocess.run([AVREC, *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})  # fmt: skip
+    if r.returncode:
+        raise RuntimeError(f"avrec {' '.join(args)}: {r.stderr[-2000:]}")
+
+
+def ml100k_workspace() -> Path:
+    ws = CACHE / "service-ml100k"
+    if (ws / "artifacts" / "models" / "pipeline" / "1").is_dir():
+        return ws
+    shutil.rmtree(ws, ignore_errors=True)
+    print("  building the MovieLens-100K workspace (load, train) ...", flush=True)
+    _run("init", str(ws))
+    _run("-w", str(ws), "datasets", "load", "movielens-100k")
+    _run("-w", str(ws), "train")
+    return ws
+
+
+def million_workspace() -> Path:
+    """The pipeline-latency benchmark's synthetic 1M-item pipeline, fitted once, saved and
+    registered in a workspace whose store holds the catalogue's ids."""
+    ws = CACHE / "service-1m"
+    bundle = ws / "artifacts" / "models" / "pipeline" / "1"
+    if bundle.is_dir():
+        return ws
+    import polars as pl
+
+    from avrec.pipeline.pipeline import Pipeline
+    from avrec.workspace import Workspace
+    from benchmarks.pipeline_latency import synthetic, synthetic_config
+
+    shutil.rmtree(ws, ignore_errors=True)
+    print("  fitting the synthetic 1M-item pipeline (about 4 minutes) ...", flush=True)
+    ds = synthetic(1_000_000, 100_000)
+    pipe = Pipeline(**synthetic_config().model_dump()).fit(ds)
+    w = Workspace.init(ws)
+    pipe.save(bundle)
+    ids = list(ds.items.ids)
+    w.store.upsert_items(pl.DataFrame({"item_id": ids, "title": [f"Item {i}" for i in ids]}))
+    w.store.register_model("pipeline", pipe.name, str(bundle), {}, {"last_event_id": 0})
+    w.close()
+    return ws
+
+
+def _titles_words(ws: Path, limit: int = 200) -> tuple[list[str], list[str], list[str]]:
+    from avrec.workspace import Workspace
+
+    w = Workspace(ws)
+    try:
+        items = w.store.items(include_placeholders=False).head(20000)
+        users = w.store.users().head(2000)["user_id"].to_list()
+    finally:
+        w.close()
+    ids = items["item_id"].to_list()
+    words = []
+    for t in items["title"].to_list()[:limit]:
+        toks = [x for x in re.findall(r"[A-Za-z]{4,}", t or "")][:2]
+        if toks:
+            words.append("+".join(toks))
+    return users or [str(i) for i in range(1000)], ids, words or ["item"]
+
+
+def serve(ws: Path) -> tuple[subprocess.Popen, str]:
+    port = _port()
+    env = {**os.environ, "AVREC_API_KEYS": f"{KEY}:write", "AVREC_LOG_JSON": "1",
+           "AVREC_RATE_LIMIT": "1000000/second"}  # fmt: skip
+    log = open(ws / "bench-server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [AVREC, "-w", str(ws), "serve", "--port", str(port), "--workers", "2"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((ws / "bench-server.log").read_text()[-3000:])
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                # both workers: keep asking until two distinct pids... the ready answer
+                # comes from whichever; give the other its load time too
+                time.sleep(2)
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not get ready")
+
+
+def warm(url: str, users: list[str]) -> None:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as c:
+        for u in users[:200]:
+            c.get(f"/v1/users/{u}/recommendations", params={"k": 10})
+        c.get("/v1/search", params={"q": "love"})
+
+
+def load(url: str, route: str, clients: int, seconds: int, lists: tuple) -> dict:
+    users, items, words = lists
+    q = lambda xs: ",".join(json.dumps(x) for x in xs[:5000])  # noqa: E731
+    script = LUA % {"users": q(users), "items": q(items), "words": q(words), "route": route,
+                    "seed": 1, "key": KEY}  # fmt: skip
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        r = subprocess.run(
+            ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s",
+             "-s", f.name, url],
+            capture_output=True, text=True, timeout=seconds + 60,
+        )  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    m = re.search(r"RESULT (\{.*\})", r.stdout)
+    if not m:
+        raise RuntimeError(f"wrk: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+    res = json.loads(m.group(1))
+    res["rps"] = res["requests"] / res["seconds"]
+    res["errors"] = sum(int(res[k]) for k in ("non2xx", "connect", "read", "write", "timeout"))
+    return res
+
+
+def run_case(label: str, ws: Path, clients: list[int], seconds: int) -> dict:
+    lists = _titles_words(ws)
+    t = time.perf_counter()
+    proc, url = serve(ws)
+    ready = time.perf_counter() - t
+    print(f"{label}: ready in {ready:.1f}s", flush=True)
+    out: dict = {"ready_s": ready, "routes": {}}
+    try:
+        warm(url, lists[0])
+        for route in ROUTES:
+            for c in clients:
+                res = load(url, route, c, seconds, lists)
+                out["routes"].setdefault(route, {})[str(c)] = res
+                print(
+                    f"  {route:15} {c:3} clients: {res['rps']:7.0f} req/s  p50 {res['p50']:6.1f}"
+                    f"  p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  errors {res['errors']}",
+                    flush=True,
+                )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    return out
+
+
+def update_markdown(res: dict) -> None:
+    lines = [
+        f"Measured {res['date']} on {res['machine']}: `python -m benchmarks.service_load` "
+        f"(wrk, {res['seconds']} s per cell, `avrec serve --workers 2` on loopback; the load "
+        "generator on the same two cores).",
+        "",
+        "| bundle | route | clients | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, case in res["cases"].items():
+        for route, by in case["routes"].items():
+            for c, r in by.items():
+                lines.append(
+                    f"| {label} | {route} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | "
+                    f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |"
+                )
+    replace_block("service-load", lines, "## The HTTP service under load")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--cases", default="ml100k,1m")
+    ap.add_argument("--clients", default="50,200")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (Debian)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    clients = [int(c) for c in args.clients.split(",")]
+    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "seconds": args.seconds,
+           "cases": {}}  # fmt: skip
+    builders = {"MovieLens-100K": ("ml100k", ml100k_workspace),
+                "synthetic 1M": ("1m", million_workspace)}  # fmt: skip
+    for label, (key, build) in builders.items():
+        if key in args.cases.split(","):
+            res["cases"][label] = run_case(label, build(), clients, args.seconds)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "service-load.json").write_text(json.dumps(res, indent=2))
+    update_markdown(res)
+
+
+if __name__ == "__main__":
+    main()

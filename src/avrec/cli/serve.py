@@ -1,0 +1,94 @@
+"""``avrec serve``: the HTTP API and web page; ``avrec keys``: API keys, kept hashed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import typer
+
+from avrec.cli._common import console, state
+
+keys_app = typer.Typer(help="API keys for avrec serve (stored hashed in the workspace).")
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, help="processes (each loads the bundle)"),
+    dev: bool = typer.Option(
+        False, "--dev", help="dev mode: placeholder keys allowed, open access without keys"
+    ),
+    log_level: str = typer.Option("warning", help="uvicorn's own log level"),
+) -> None:
+    """Serve the workspace's active bundle over HTTP (API docs at /docs, web page at /).
+    Keys come from AVREC_API_KEYS or the workspace's api-keys.txt (avrec keys add)."""
+    import uvicorn
+
+    from avrec.service.app import create_app
+    from avrec.service.settings import ServiceSettings
+
+    ws = state(ctx).open_workspace()
+    root = ws.root
+    ws.close()
+    os.environ["AVREC_WORKSPACE"] = str(root)
+    if dev:
+        os.environ["AVREC_DEV"] = "1"
+    # fail here, with one clear line, on bad keys or settings, before any worker starts
+    create_app(ServiceSettings()).state.service.ws.close()
+    if workers > 1:
+        # each worker's metrics go to files /metrics adds up
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="avrec-metrics-"))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(
+        f"serving on http://{shown}:{port} (API docs at /docs, web page at /), {workers} worker(s)"
+    )
+    uvicorn.run(
+        "avrec.service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,  # our own JSON access log has the request ids
+    )
+
+
+@keys_app.command("add")
+def keys_add(
+    ctx: typer.Context,
+    scope: str = typer.Option("read", help="read, write or admin"),
+    name: str = typer.Option("", help="a label for the key"),
+) -> None:
+    """Make a new key and store its hash; the key itself is printed once."""
+    from avrec.errors import ConfigError
+    from avrec.service.security import SCOPES, hash_key, new_key
+
+    if scope not in SCOPES:
+        raise ConfigError(f"--scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    ws = state(ctx).open_workspace()
+    path = ws.root / "api-keys.txt"
+    ws.close()
+    key = new_key()
+    label = (name or f"{scope}-key").replace(" ", "_")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"sha256:{hash_key(key)} {scope} {label}\n")
+    os.chmod(path, 0o600)
+    console.print(f"new {scope} key (shown once; only its hash is stored in {path}):")
+    console.print(key, markup=False, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """The stored keys' scopes and labels (never the keys)."""
+    ws = state(ctx).open_workspace()
+    path = ws.root / "api-keys.txt"
+    ws.close()
+    if not path.is_file():
+        console.print("no keys file; add one with: avrec keys add --scope read")
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].startswith("sha256:"):
+            console.print(f"{fields[1]:6} {' '.join(fields[2:])}  {fields[0][:15]}...")

@@ -1,0 +1,32 @@
+"""Prometheus metrics: request latency per route, events by outcome. With several worker
+processes (``PROMETHEUS_MULTIPROC_DIR`` set by ``avrec serve``) /metrics adds them up."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as _generate
+
+__all__ = ["CONTENT_TYPE_LATEST", "EVENTS", "LATENCY", "render"]
+
+LATENCY = Histogram(
+    "avrec_request_seconds",
+    "HTTP request latency by route",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+EVENTS = Counter("avrec_events_total", "events received, by outcome", ["status"])
+
+
+def render() -> bytes:
+    """The exposition text of every metric (of every worker, in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return _generate(registry)
+    from prometheus_client import REGISTRY
+
+    return _generate(REGISTRY)

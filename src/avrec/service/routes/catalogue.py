@@ -1,0 +1,230 @@
+"""Items and users: create, update, get, delete; a user's erasure (right to be forgotten)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path as FsPath
+from typing import Any
+
+import polars as pl
+from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi.responses import FileResponse, RedirectResponse
+
+from avrec.data.schema import ITEM_STORE_SCHEMA
+from avrec.service.deps import ApiError, require, service_state, settings
+from avrec.service.routes.recommend import _tags
+from avrec.service.schemas import ErasureResponse, ItemIn, ItemOut, ItemPatch, UserIn
+from avrec.service.settings import ServiceSettings
+from avrec.service.state import ServiceState
+
+router = APIRouter(prefix="/v1", tags=["catalogue"])
+MEDIA = ("image", "video", "audio")
+
+
+def _roots(st: ServiceState) -> list[FsPath]:
+    c = st.ws.config.content
+    return [FsPath(r) if FsPath(r).is_absolute() else st.ws.root / r for r in c.media_roots]
+
+
+def _check_media(st: ServiceState, item: ItemIn) -> None:
+    """Media references as the analysis accepts them: http(s), or paths inside the
+    workspace's media roots (when it sets any); other schemes are refused."""
+    roots = _roots(st)
+    for name in MEDIA:
+        ref = getattr(item, name)
+        if not ref:
+            continue
+        scheme = urllib.parse.urlparse(ref).scheme.lower()
+        if scheme in ("http", "https"):
+            continue
+        if scheme and scheme != "file" and len(scheme) > 1:
+            raise ApiError(422, "invalid_media", f"{name}: unsupported URL scheme {scheme!r}")
+        if any(ord(ch) < 32 for ch in ref):
+            raise ApiError(422, "invalid_media", f"{name}: control characters in the reference")
+        path = FsPath(urllib.parse.unquote(urllib.parse.urlparse(ref).path) if scheme else ref)
+        try:
+            real = (path if path.is_absolute() else st.ws.root / path).resolve()
+        except (OSError, ValueError) as exc:
+            raise ApiError(422, "invalid_media", f"{name}: {exc}") from None
+        if roots and not any(real.is_relative_to(r.resolve()) for r in roots):
+            raise ApiError(422, "invalid_media", f"{name}: {ref} is outside the media roots")
+
+
+def _row(item: ItemIn, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    row = dict(base or {})
+    for k, v in item.model_dump(exclude_unset=True).items():
+        row[k] = json.dumps(v, ensure_ascii=False) if k in ("tags", "categories") else v
+    row["item_id"] = item.item_id
+    return row
+
+
+def _write_items(st: ServiceState, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    cols = sorted({k for r in rows for k in r} & set(ITEM_STORE_SCHEMA) | {"item_id"})
+    df = pl.DataFrame(
+        [{c: r.get(c) for c in cols} for r in rows],
+        schema={c: ITEM_STORE_SCHEMA[c] for c in cols},
+    )
+    with st.lock:
+        created, updated = st.store.upsert_items(df)
+        for r in rows:
+            st.store.record_change("item", r["item_id"])
+    return created, updated
+
+
+def _out(st: ServiceState, row: dict[str, Any]) -> ItemOut:
+    b = st.bundle
+    known = b is not None and b.model.items.index([row["item_id"]], missing="ignore")[0] >= 0
+    return ItemOut(
+        **{k: row.get(k) for k in ItemOut.model_fields if k not in ("tags", "categories",
+                                                                      "in_model")},
+        tags=_tags(row.get("tags")),
+        categories=_tags(row.get("categories")),
+        in_model=bool(known),
+    )  # fmt: skip
+
+
+@router.post("/items", status_code=201, summary="Create or update items (one or a list)")
+def create_items(
+    body: ItemIn | list[ItemIn] = Body(),
+    st: ServiceState = Depends(service_state),
+    cfg: ServiceSettings = Depends(settings),
+    _: str = Depends(require("write")),
+) -> dict[str, Any]:
+    """Items are stored at once; items the served model does not know yet are offered by
+    the content sources (their text) until the next training learns them."""
+    items = body if isinstance(body, list) else [body]
+    if len(items) > cfg.max_batch:
+        raise ApiError(413, "batch_too_large", f"{len(items)} items; at most {cfg.max_batch}")
+    for it in items:
+        _check_media(st, it)
+    created, updated = _write_items(st, [_row(it) for it in items])
+    return {"created": created, "updated": updated, "item_ids": [it.item_id for it in items]}
+
+
+def _get_row(st: ServiceState, item_id: str) -> dict[str, Any]:
+    with st.lock:
+        rows = st.store.get_items([item_id]).to_dicts()
+    if not rows:
+        raise ApiError(404, "unknown_item", f"no item {item_id!r}")
+    return rows[0]
+
+
+@router.get("/items/{item_id}", response_model=ItemOut, summary="An item")
+def get_item(
+    item_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("read")),
+) -> ItemOut:
+    return _out(st, _get_row(st, item_id))
+
+
+@router.patch("/items/{item_id}", response_model=ItemOut, summary="Update an item")
+def update_item(
+    body: ItemPatch,
+    item_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("write")),
+) -> ItemOut:
+    _get_row(st, item_id)
+    item = ItemIn.model_validate({**body.model_dump(exclude_unset=True), "item_id": item_id})
+    _check_media(st, item)
+    _write_items(st, [_row(item)])
+    return _out(st, _get_row(st, item_id))
+
+
+@router.delete("/items/{item_id}", summary="Delete an item and its events")
+def delete_item(
+    item_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("write")),
+) -> dict[str, Any]:
+    """It is never recommended again, by any process, from the next request on."""
+    with st.lock:
+        out = st.store.delete_items([item_id])
+    if not out["items"]:
+        raise ApiError(404, "unknown_item", f"no item {item_id!r}")
+    st.refresh()
+    return {"item_id": item_id, "deleted": out}
+
+
+@router.get(
+    "/items/{item_id}/image",
+    summary="An item's cover",
+    response_class=FileResponse,
+    responses={307: {"description": "the cover is a URL"}, 404: {"description": "none"}},
+)
+def item_image(
+    item_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("read")),
+) -> Any:
+    ref = _get_row(st, item_id).get("image")
+    if not ref:
+        raise ApiError(404, "no_image", f"item {item_id!r} has no cover")
+    if urllib.parse.urlparse(ref).scheme.lower() in ("http", "https"):
+        return RedirectResponse(ref, status_code=307)
+    from avrec.errors import MediaError
+    from avrec.media.source import MediaSource
+
+    try:
+        path = MediaSource(roots=_roots(st), base_dir=st.ws.root).resolve(ref)
+    except (MediaError, OSError, ValueError) as exc:
+        raise ApiError(404, "no_image", str(exc)) from None
+    return FileResponse(path)
+
+
+# -- users ---------------------------------------------------------------------------------------
+@router.post("/users", status_code=201, summary="Create or update a user")
+def create_user(
+    body: UserIn,
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("write")),
+) -> dict[str, Any]:
+    df = pl.DataFrame(
+        {"user_id": [body.user_id], "attributes": [json.dumps(body.attributes)]},
+        schema={"user_id": pl.String, "attributes": pl.String},
+    )
+    with st.lock:
+        created, _updated = st.store.upsert_users(df)
+    return {"user_id": body.user_id, "created": bool(created)}
+
+
+@router.get("/users/{user_id}", summary="A user")
+def get_user(
+    user_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("read")),
+) -> dict[str, Any]:
+    with st.lock:
+        row = st.store.get_user(user_id)
+    if row is None:
+        raise ApiError(404, "unknown_user", f"no user {user_id!r}")
+    return {**row, "in_model": st.knows(user_id)}
+
+
+@router.delete("/users/{user_id}", response_model=ErasureResponse, summary="Erase a user")
+def erase_user(
+    request: Request,
+    user_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    cfg: ServiceSettings = Depends(settings),
+    _: str = Depends(require("admin")),
+) -> ErasureResponse:
+    """The right to be forgotten: the user's events, conversations and row are deleted from
+    the store; the served model's history and per-user vectors of them are cleared in every
+    process; and a retraining starts so that the items' parameters forget them too."""
+    with st.lock:
+        out: dict[str, Any] = st.store.erase_user(user_id)
+    b = st.bundle
+    cleared = st._forget(b.model, user_id) if b is not None else []
+    st.refresh()  # this process learns of the erasure now; the others at their next request
+    out["model"] = cleared
+    if not (out["events"] or out["user"] or out["conversations"]):
+        raise ApiError(404, "unknown_user", f"no user {user_id!r}")
+    if cfg.retrain_on_erasure:
+        started = st.retrain()
+        retrain = "started" if started else "already running"
+    else:
+        retrain = "not started (AVREC_RETRAIN_ON_ERASURE is off): run avrec train"
+    return ErasureResponse(user_id=user_id, erased=out, retrain=retrain)

@@ -1,0 +1,126 @@
+"""Events in (one or a batch, idempotent) and a user's events out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import polars as pl
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+
+from avrec.service.deps import ApiError, require, service_state, settings
+from avrec.service.metrics import EVENTS
+from avrec.service.schemas import EventIn, EventResult, EventsIn, EventsResult
+from avrec.service.settings import ServiceSettings
+from avrec.service.state import ServiceState
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.post(
+    "/events",
+    response_model=EventsResult,
+    summary="Record events (one, or a batch)",
+    responses={
+        413: {"description": "batch or body too large"},
+        422: {"description": "invalid body, or every event rejected"},
+    },
+)
+def post_events(
+    request: Request,
+    body: EventIn | EventsIn = Body(
+        openapi_examples={
+            "one": {"value": {"user_id": "196", "item_id": "50", "type": "play", "value": 0.9}},
+            "batch": {
+                "value": {
+                    "events": [
+                        {
+                            "user_id": "196",
+                            "item_id": "50",
+                            "type": "like",
+                            "idempotency_key": "k-1",
+                        },
+                        {"user_id": "196", "type": "search", "text": "space opera"},
+                    ]
+                }
+            },
+        }
+    ),  # fmt: skip
+    st: ServiceState = Depends(service_state),
+    cfg: ServiceSettings = Depends(settings),
+    _: str = Depends(require("write")),
+) -> EventsResult:
+    """Each event is acknowledged only once it is committed to the store (and, with the
+    default durable setting, on disk). An event with an ``idempotency_key`` seen before is a
+    ``duplicate``, not counted again. An event of an unknown type is ``rejected`` with its
+    reason while the others are kept. The user's next recommendation follows at once."""
+    events = body.events if isinstance(body, EventsIn) else [body]
+    if len(events) > cfg.max_batch:
+        raise ApiError(413, "batch_too_large", f"{len(events)} events; at most {cfg.max_batch}")
+    types = st.ws.config.event_types()
+    results: list[EventResult | None] = [None] * len(events)
+    good: list[tuple[int, EventIn]] = []
+    now = time.time()
+    for i, e in enumerate(events):
+        if e.type not in types:
+            results[i] = EventResult(
+                index=i, status="rejected", reason=f"unknown event type {e.type!r}"
+            )
+        elif e.item_id is None and e.type not in ("search",):
+            results[i] = EventResult(
+                index=i, status="rejected", reason=f"a {e.type!r} event needs an item_id"
+            )
+        else:
+            good.append((i, e))
+    if good:
+        df = pl.DataFrame(
+            {
+                "user_id": [e.user_id for _, e in good],
+                "item_id": [e.item_id for _, e in good],
+                "event": [e.type for _, e in good],
+                "ts": [e.ts if e.ts is not None else now for _, e in good],
+                "value": [e.value for _, e in good],
+                "session_id": [e.session_id for _, e in good],
+                "text": [e.text for _, e in good],
+            },
+            schema={
+                "user_id": pl.String, "item_id": pl.String, "event": pl.String,
+                "ts": pl.Float64, "value": pl.Float64, "session_id": pl.String,
+                "text": pl.String,
+            },
+        )  # fmt: skip
+        keys = [e.idempotency_key for _, e in good]
+        with st.lock:
+            _, dup = st.store.add_events_once(df, keys)  # committed when it returns
+        for (i, _e), d in zip(good, dup, strict=True):
+            results[i] = EventResult(index=i, status="duplicate" if d else "accepted")
+    done = [r for r in results if r is not None]
+    counts = {s: sum(r.status == s for r in done) for s in ("accepted", "duplicate", "rejected")}
+    for s, n in counts.items():
+        if n:
+            EVENTS.labels(status=s).inc(n)
+    out = EventsResult(
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        rejected=counts["rejected"],
+        results=done,
+    )
+    if not good:
+        raise ApiError(422, "rejected", "; ".join(r.reason or "" for r in done[:5]))
+    return out
+
+
+@router.get("/users/{user_id}/events", summary="A user's events, newest first")
+def user_events(
+    user_id: str = Path(min_length=1, max_length=256),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=1_000_000),
+    st: ServiceState = Depends(service_state),
+    _: str = Depends(require("read")),
+) -> dict[str, Any]:
+    with st.lock:
+        df = st.store.user_events(user_id, limit=limit, offset=offset)
+    rows = [{k: v for k, v in r.items() if v is not None and k != "user_id"} for r in df.to_dicts()]
+    for r in rows:
+        r["type"] = r.pop("event")
+    return {"user_id": user_id, "events": rows, "offset": offset}

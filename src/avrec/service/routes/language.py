@@ -1,0 +1,113 @@
+"""Search and requests in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from avrec.service.deps import ApiError, bundle, require, service_state
+from avrec.service.routes.recommend import _filters, _split, present
+from avrec.service.schemas import AskRequest, AskResponse, SearchHitOut, SearchResponse
+from avrec.service.state import Bundle, ServiceState
+
+router = APIRouter(prefix="/v1", tags=["language"])
+
+
+def _search_index(b: Bundle) -> Any:
+    s = getattr(b.model, "search", None)
+    if s is None:
+        raise ApiError(409, "no_search", "the served bundle has no search index: train it again")
+    return s
+
+
+@router.get("/search", response_model=SearchResponse, summary="Search the catalogue")
+def search(
+    q: str = Query(min_length=1, max_length=500, examples=["toy stroy"]),
+    k: int = Query(10, ge=1, le=200),
+    mode: str = Query("hybrid", pattern="^(hybrid|keyword|semantic)$"),
+    category: str | None = Query(None, max_length=2000),
+    language: str | None = Query(None, max_length=200),
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    _: str = Depends(require("read")),
+) -> SearchResponse:
+    """BM25 keywords (typos forgiven) and e5 meaning, fused by reciprocal rank."""
+    idx = _search_index(b)
+    m = b.model
+    allowed = m.facts.mask(_filters(_split(category), _split(language)), m.features.timeline.now)
+    gone = m.items.index(sorted(st.deleted), missing="ignore") if st.deleted else []
+    hits = idx.search(q, k=k, allowed=allowed, mode=mode, exclude=[i for i in gone if i >= 0])
+    ids = m.items.lookup([h.item for h in hits])
+    rows = st.item_rows(list(ids))
+    items = [
+        SearchHitOut(
+            item_id=i,
+            title=m.titles[h.item] or "",
+            score=round(h.score, 6),
+            found_by=sorted(h.ranks, key=h.ranks.get),
+            matched=h.matched,
+            image=rows.get(i, {}).get("image"),
+        )
+        for i, h in zip(ids, hits, strict=True)
+    ]
+    return SearchResponse(query=q, items=items, model_version=b.label)
+
+
+@router.post("/ask", response_model=AskResponse, summary="Recommendations asked for in words")
+def ask(
+    body: AskRequest,
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    _: str = Depends(require("read")),
+) -> AskResponse:
+    """Constraints (duration, language, years, genres, "not X", "like <title>") are read by
+    rules (and the configured LLM, time-boxed); the rest is matched by meaning and keywords,
+    then blended with the user's taste. With ``conversation_id`` each request refines the
+    last ("more like the second one", "shorter", "not that one")."""
+    from avrec.language.ask import Asker
+    from avrec.language.conversation import Conversation
+
+    _search_index(b)
+    if b.asker is None:
+        llm = None
+        if st.ws.config.llm.backend != "none":
+            from avrec.errors import ConfigError
+            from avrec.language.llm import LanguageModel
+
+            try:
+                llm = LanguageModel.from_config(st.ws.config.llm)
+            except ConfigError:
+                llm = None
+        b.asker = Asker(b.model, llm=llm)
+    asker = b.asker
+    user = body.user_id
+    words: list[str] = []
+    if user:
+        with st.lock:
+            words = st.store.user_texts(user)
+    if body.conversation_id:  # the conversation's state lives in the store
+        res = Conversation(asker, st.locked_store).turn(
+            body.conversation_id, body.query, user=user, k=body.k, lang=body.lang,
+            user_words=words,
+        )  # fmt: skip
+    else:
+        live = st.live.positive.get(user, []) if user else []
+        res = asker.ask(
+            body.query,
+            user=st.request_user(user) if user else None,
+            k=body.k,
+            lang=body.lang,
+            weight=body.weight,
+            user_words=words,
+            session_items=live or None,
+            exclude=st.excluded_items(user),
+        )
+    return AskResponse(
+        query=body.query,
+        text=res.parsed.text,
+        constraints=res.constraints.model_dump(exclude_defaults=True),
+        items=present(st, b, res.items, True),
+        model_version=b.label,
+        conversation_id=body.conversation_id,
+    )

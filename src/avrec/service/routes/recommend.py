@@ -1,0 +1,203 @@
+"""Recommendations: for a user, for an anonymous session, and items like an item."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from avrec.service.deps import ApiError, bundle, require, service_state
+from avrec.service.schemas import AnonymousRequest, RecommendationResponse, RecommendedItem
+from avrec.service.state import Bundle, ServiceState
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+
+def _split(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def _filters(category: list[str], language: list[str]) -> Any:
+    from avrec.pipeline.filters import ItemFilter
+
+    return ItemFilter(categories=category or None, languages=language or None)
+
+
+def _tags(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [str(x) for x in raw]
+    if isinstance(raw, str) and raw.startswith("["):
+        try:
+            return [str(x) for x in json.loads(raw)]
+        except ValueError:
+            return []
+    return []
+
+
+def present(st: ServiceState, b: Bundle, lst: Any, explain: bool) -> list[RecommendedItem]:
+    """An ItemList as the API's items: title, cover, tags from the catalogue."""
+    rows = st.item_rows(list(lst.ids))
+    titles = getattr(b.model, "titles", None)
+    out = []
+    for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
+        row = rows.get(item, {})
+        title = row.get("title")
+        if title is None and titles is not None:
+            idx = b.model.items.index([item], missing="ignore")[0]
+            title = titles[idx] if idx >= 0 else ""
+        exp = lst.fields.get("explanation", [None] * len(lst))[j] or {}
+        out.append(
+            RecommendedItem(
+                item_id=item,
+                score=round(float(score), 6),
+                title=title or "",
+                image=row.get("image"),
+                tags=[*_tags(row.get("tags")), *_tags(row.get("categories"))][:8],
+                reasons=exp.get("reasons", []) if explain else [],
+                explanation=exp.get("text", "") if explain else "",
+                sources=list(lst.fields.get("sources", [[]] * len(lst))[j] or []),
+            )
+        )
+    return out
+
+
+def recommend_for(
+    st: ServiceState,
+    b: Bundle,
+    user: str | None,
+    played: list[str],
+    k: int,
+    offset: int,
+    exclude: list[str],
+    flt: Any,
+    explain: bool,
+    lang: str,
+    diversity: float = 0.0,
+) -> tuple[Any, bool]:
+    """The page for ``user`` (``None``: anonymous) with this session's ``played`` items, and
+    whether it is the fallback (nothing known of them)."""
+    from avrec.pipeline.pipeline import Pipeline
+
+    m = b.model
+    live = st.live.positive.get(user, []) if user is not None else []
+    history = [*live, *played]
+    ex = [*exclude, *st.excluded_items(user)]
+    asked = st.request_user(user) if user is not None else f"\x00anonymous:{uuid.uuid4().hex}"
+    fallback = not history and (user is None or not st.knows(user))
+    if isinstance(m, Pipeline):
+        lst = m.recommend_explained(
+            [asked],
+            k=k,
+            offset=offset,
+            exclude=ex,
+            diversity=diversity,
+            lang=lang,
+            session_items=[history] if history else None,
+            filters=flt,
+        )[0]
+    else:
+        if not flt.empty:
+            raise ApiError(400, "unsupported", "filters need a pipeline bundle")
+        lst = m.recommend([asked], k=k + offset, exclude=ex or None)[0]
+        lst.ids, lst.scores = lst.ids[offset:], lst.scores[offset:]
+    if offset == 0 and len(st.new_items):  # items the bundle does not know yet, by content
+        known = m.users.index([asked], missing="ignore")[0] if user is not None else -1
+        past = []
+        if known >= 0:
+            seen = m.user_batch([asked]).sequence_list()[0]
+            past = m.items.lookup(list(seen[-50:]))
+        lst = st.mix_new(b, lst, [*past, *history], k, set(ex) | set(history), flt, lang)
+    return lst, fallback
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=RecommendationResponse,
+    summary="Recommendations for a user",
+    responses={401: {"description": "no valid key"}, 429: {"description": "rate limited"}},
+)
+def user_recommendations(
+    user_id: str = Path(min_length=1, max_length=256),
+    k: int = Query(10, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=10_000),
+    exclude: str | None = Query(None, max_length=20_000, description="item ids, comma-separated"),
+    category: str | None = Query(None, max_length=2000, description="comma-separated"),
+    language: str | None = Query(None, max_length=200, description="comma-separated"),
+    explain: bool = Query(True, description="include reasons and a sentence"),
+    lang: Literal["en", "zh"] = Query("en", description="explanation language"),
+    diversity: float = Query(0.0, ge=0.0, le=1.0, description="MMR trade-off"),
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    _: str = Depends(require("read")),
+) -> RecommendationResponse:
+    """The user's next page: their history since training (events sent to this API count at
+    once), what they disliked or skipped left out. An unknown user gets the fallback list
+    with ``fallback: true``."""
+    lst, fallback = recommend_for(
+        st, b, user_id, [], k, offset, _split(exclude),
+        _filters(_split(category), _split(language)), explain, lang, diversity,
+    )  # fmt: skip
+    return RecommendationResponse(
+        user_id=user_id,
+        items=present(st, b, lst, explain),
+        model_version=b.label,
+        fallback=fallback,
+        offset=offset,
+    )
+
+
+@router.post(
+    "/recommendations",
+    response_model=RecommendationResponse,
+    summary="Recommendations for an anonymous session",
+)
+def anonymous_recommendations(
+    body: AnonymousRequest,
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    _: str = Depends(require("read")),
+) -> RecommendationResponse:
+    """For a visitor without an account: the items played in this session (``items``, or
+    ``events`` with their types: a dislike leaves the item out) shape the list."""
+    rules = st.live.weighting.rules
+    played, rejected = list(body.items), []
+    for e in body.events:
+        rule = rules.get(e.type)
+        w = rule.weight if rule is not None else 1.0
+        (rejected if w < 0 else played).append(e.item_id)
+    lst, fallback = recommend_for(
+        st, b, None, played, body.k, body.offset, [*body.exclude, *rejected],
+        _filters(body.category, body.language), body.explain, body.lang,
+    )  # fmt: skip
+    return RecommendationResponse(
+        items=present(st, b, lst, body.explain),
+        model_version=b.label,
+        fallback=fallback,
+        offset=body.offset,
+    )
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=RecommendationResponse,
+    summary="Items like an item",
+    responses={404: {"description": "the model does not know the item"}},
+)
+def similar(
+    item_id: str = Path(min_length=1, max_length=256),
+    k: int = Query(10, ge=1, le=200),
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    _: str = Depends(require("read")),
+) -> RecommendationResponse:
+    m = b.model
+    if m.items.index([item_id], missing="ignore")[0] < 0:
+        raise ApiError(404, "unknown_item", f"the model does not know item {item_id!r}")
+    lst = m.similar_items([item_id], k=k + len(st.deleted))[0]
+    keep = [j for j, i in enumerate(lst.ids) if i not in st.deleted][:k]
+    lst.ids = [lst.ids[j] for j in keep]
+    lst.scores = lst.scores[keep]
+    lst.fields = {}
+    return RecommendationResponse(items=present(st, b, lst, False), model_version=b.label)

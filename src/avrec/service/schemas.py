@@ -1,0 +1,237 @@
+"""Request and response bodies of the HTTP API (pydantic; their examples appear in /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AnonymousRequest",
+    "AskRequest",
+    "AskResponse",
+    "ErasureResponse",
+    "Error",
+    "EventIn",
+    "EventsIn",
+    "EventsResult",
+    "ItemIn",
+    "ItemPatch",
+    "ItemOut",
+    "RecommendationResponse",
+    "RecommendedItem",
+    "SearchResponse",
+    "UserIn",
+]
+
+
+class Error(BaseModel):
+    """Every error: a machine-readable code and a sentence."""
+
+    code: str = Field(examples=["unknown_item"])
+    message: str = Field(examples=["no item 'x9' in the model"])
+    detail: Any = None
+    request_id: str | None = None
+
+
+class RecommendedItem(BaseModel):
+    item_id: str = Field(examples=["50"])
+    score: float = Field(examples=[0.93])
+    title: str = Field("", examples=["Star Wars (1977)"])
+    image: str | None = Field(None, description="cover or key frame URL or path")
+    tags: list[str] = Field(default_factory=list, examples=[["Action", "Sci-Fi"]])
+    reasons: list[dict[str, Any]] = Field(
+        default_factory=list, description="structured reasons (kind, value)"
+    )
+    explanation: str = Field("", examples=['Because you watched "Return of the Jedi"'])
+    sources: list[str] = Field(default_factory=list, examples=[["collaborative", "next"]])
+
+
+class RecommendationResponse(BaseModel):
+    user_id: str | None = Field(None, examples=["196"])
+    items: list[RecommendedItem]
+    model_version: str = Field(examples=["pipeline-v3"])
+    fallback: bool = Field(
+        False, description="the user is unknown: these are the fallback recommendations"
+    )
+    offset: int = 0
+
+
+class AnonymousEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Field(min_length=1, max_length=256, examples=["50"])
+    type: str = Field("play", max_length=64, examples=["like"])
+    value: float | None = None
+
+
+class AnonymousRequest(BaseModel):
+    """A session without an account: what it played, in order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"items": ["50", "181"], "k": 5}]},
+    )
+    items: list[str] = Field(default_factory=list, max_length=500, description="played, in order")
+    events: list[AnonymousEvent] = Field(default_factory=list, max_length=500)
+    k: int = Field(10, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=10_000)
+    exclude: list[str] = Field(default_factory=list, max_length=1000)
+    category: list[str] = Field(default_factory=list, max_length=50)
+    language: list[str] = Field(default_factory=list, max_length=50)
+    explain: bool = True
+    lang: str = Field("en", pattern="^(en|zh)$")
+
+
+class EventIn(BaseModel):
+    """One event. Send an ``idempotency_key`` to make retries safe: a key seen before is
+    acknowledged as a duplicate and not counted again."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "196", "item_id": "50", "type": "like", "idempotency_key": "e-1"}
+            ]
+        },
+    )
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str | None = Field(None, min_length=1, max_length=256)
+    type: str = Field("play", min_length=1, max_length=64)
+    ts: float | None = Field(None, ge=0, le=32503680000, description="unix seconds (default: now)")
+    value: float | None = Field(None, description="completion, seconds, rating ...")
+    text: str | None = Field(None, max_length=10_000, description="a search query or comment")
+    session_id: str | None = Field(None, max_length=256)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+
+
+class EventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventResult(BaseModel):
+    index: int
+    status: str = Field(examples=["accepted"], description="accepted, duplicate or rejected")
+    reason: str | None = None
+
+
+class EventsResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult]
+
+
+class ItemPatch(BaseModel):
+    """What an update changes (the fields it sends)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"title": "A new title", "tags": ["piano"]}]},
+    )
+    title: str | None = Field(None, max_length=2000)
+    description: str | None = Field(None, max_length=100_000)
+    tags: list[str] | None = Field(None, max_length=200)
+    categories: list[str] | None = Field(None, max_length=50)
+    language: str | None = Field(None, max_length=16)
+    duration: float | None = Field(None, ge=0)
+    created_at: float | None = Field(None, ge=0)
+    image: str | None = Field(None, max_length=2048, description="cover URL or media path")
+    video: str | None = Field(None, max_length=2048)
+    audio: str | None = Field(None, max_length=2048)
+
+
+class ItemIn(ItemPatch):
+    """A catalogue item (all fields but the id optional; an update changes what it sends)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "v-1001",
+                    "title": "Relaxing piano for studying",
+                    "tags": ["piano", "study"],
+                    "categories": ["Music"],
+                    "language": "en",
+                    "duration": 3600,
+                }
+            ]
+        },
+    )
+    item_id: str = Field(min_length=1, max_length=256)
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)
+    language: str | None = None
+    duration: float | None = None
+    created_at: float | None = None
+    image: str | None = None
+    video: str | None = None
+    audio: str | None = None
+    in_model: bool = Field(False, description="the served bundle was trained with it")
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"user_id": "u-42", "attributes": {"country": "FR"}}]},
+    )
+    user_id: str = Field(min_length=1, max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErasureResponse(BaseModel):
+    user_id: str
+    erased: dict[str, Any] = Field(
+        description="what went: events, conversations, the user row, and what the served "
+        "model held of them"
+    )
+    retrain: str = Field(description="whether a retraining was started to forget the rest")
+
+
+class SearchHitOut(BaseModel):
+    item_id: str
+    title: str = ""
+    score: float
+    found_by: list[str] = Field(default_factory=list, examples=[["keyword", "title"]])
+    matched: dict[str, list[str]] = Field(default_factory=dict)
+    image: str | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    items: list[SearchHitOut]
+    model_version: str
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": "a comedy from the 90s, not romance", "user_id": "196", "k": 5},
+                {"query": "更短一点", "conversation_id": "c1"},
+            ]
+        },
+    )
+    query: str = Field(min_length=1, max_length=2000)
+    user_id: str | None = Field(None, max_length=256)
+    conversation_id: str | None = Field(None, min_length=1, max_length=128)
+    k: int = Field(10, ge=1, le=200)
+    weight: float | None = Field(None, ge=0, le=1, description="how much the user's taste counts")
+    lang: str | None = Field(None, pattern="^(en|zh)$")
+
+
+class AskResponse(BaseModel):
+    query: str
+    text: str = Field(description="what was searched for, constraints taken out")
+    constraints: dict[str, Any]
+    items: list[RecommendedItem]
+    model_version: str
+    conversation_id: str | None = None

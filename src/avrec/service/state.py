@@ -1,0 +1,470 @@
+"""What one serving process holds: the workspace's store, the active model bundle (swapped
+whole when a newer one is registered), and the events since that bundle was trained.
+
+Several processes (``--workers``) serve one workspace. Each keeps its own copy of the bundle
+and learns of what the others wrote from the store: before a request it reads the events with
+a larger id than it has seen (a range scan of the primary key, microseconds when nothing is
+new) and the change log (items created, updated or deleted, users erased). So an event one
+process acknowledged shapes the next request whichever process answers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from avrec.data.weighting import EventWeighting
+from avrec.errors import UnknownEntityError
+from avrec.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Bundle", "LiveEvents", "LockedStore", "NewItems", "ServiceState"]
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle and where it came from."""
+
+    model: Any
+    name: str
+    version: int
+    path: str
+    last_event_id: int  # events up to this id were trained on (0: unknown)
+    loaded_at: float = field(default_factory=time.time)
+    asker: Any = None
+    sample: Any = None  # catalogue rows new items are compared with
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+
+class LiveEvents:
+    """Per user, the events since the bundle was trained, in order: the items they played or
+    liked (their history grows at once) and the items they rejected (never shown again)."""
+
+    def __init__(self, weighting: EventWeighting) -> None:
+        self.weighting = weighting
+        self.positive: dict[str, list[str]] = defaultdict(list)
+        self.negative: dict[str, set[str]] = defaultdict(set)
+        self.count = 0
+
+    def add(self, rows: list[tuple]) -> None:
+        rules = self.weighting.rules
+        for _, user, item, kind, value, _ts in rows:
+            if item is None:
+                continue
+            rule = rules.get(kind)
+            w = rule.weight if rule is not None else 1.0
+            if rule is not None and rule.negative_below is not None and value is not None:
+                if value < rule.negative_below:
+                    w = rule.negative_weight
+            if w < 0:
+                self.negative[user].add(item)
+            elif w > 0:
+                self.positive[user].append(item)
+            self.count += 1
+
+    def clear(self) -> None:
+        self.positive.clear()
+        self.negative.clear()
+        self.count = 0
+
+
+class NewItems:
+    """Items created through the API that the served bundle does not know: their e5 text
+    vectors (title, tags, genres, description), encoded in the background, let the content
+    side offer them before any retraining (see :meth:`ServiceState.mix_new`)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.vectors: dict[str, Any] = {}
+        self.pending: list[str] = []
+        self._busy = threading.Lock()
+
+    def add(self, item_id: str, row: dict[str, Any]) -> None:
+        self.rows[item_id] = row
+        self.vectors.pop(item_id, None)
+        self.pending.append(item_id)
+
+    def pop(self, item_id: str) -> None:
+        self.rows.pop(item_id, None)
+        self.vectors.pop(item_id, None)
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.vectors.clear()
+        self.pending.clear()
+
+    def encode_pending(self) -> None:
+        """Encode what is waiting, in a thread, one batch at a time."""
+        if not self.pending or self._busy.locked():
+            return
+
+        def run() -> None:
+            with self._busy:
+                while self.pending:
+                    todo = list(dict.fromkeys(self.pending[:64]))
+                    del self.pending[:64]
+                    todo = [i for i in todo if i in self.rows]
+                    if not todo:
+                        continue
+                    try:
+                        vecs = _encode([_document(self.rows[i]) for i in todo])
+                    except Exception:  # noqa: BLE001 - no encoder: new items wait for training
+                        log.exception("could not encode new items")
+                        return
+                    for i, v in zip(todo, vecs, strict=True):
+                        if i in self.rows:
+                            self.vectors[i] = v
+
+        threading.Thread(target=run, name="avrec-new-items", daemon=True).start()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _passes(row: dict[str, Any], flt: Any) -> bool:
+    """Whether a new item's catalogue row passes an ItemFilter's categories and languages."""
+    import json
+
+    if flt is None:
+        return True
+    cats = getattr(flt, "categories", None)
+    if cats:
+        have = set()
+        for key in ("tags", "categories"):
+            try:
+                vals = json.loads(row.get(key) or "[]")
+            except ValueError:
+                vals = []
+            if isinstance(vals, list):
+                have |= {str(x).lower() for x in vals}
+        if not have & {c.lower() for c in cats}:
+            return False
+    langs = getattr(flt, "languages", None)
+    if langs and (row.get("language") or "") not in langs:
+        return False
+    return True
+
+
+def _document(row: dict[str, Any]) -> str:
+    import json
+
+    from avrec.language.search import document_text
+
+    def words(raw: Any) -> str:
+        try:
+            vals = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return ""
+        return " ".join(str(v) for v in vals) if isinstance(vals, list) else ""
+
+    tags = " ".join(x for x in (words(row.get("tags")), words(row.get("categories"))) if x)
+    doc = {"title": row.get("title") or "", "tags": tags, "description": row.get("description")}
+    return document_text({k: v for k, v in doc.items() if v})
+
+
+_ENCODER: Any = None
+
+
+def _encode(texts: list[str]) -> Any:
+    global _ENCODER
+    if _ENCODER is None:
+        from avrec.features.text import E5TextEncoder
+
+        _ENCODER = E5TextEncoder()
+    from avrec.features.base import l2_normalise
+
+    return l2_normalise(_ENCODER.encode(texts))
+
+
+class LockedStore:
+    """The store seen through the process' lock, one call at a time, for code that holds it
+    across slow work (a conversation's turn reads its state, ranks, then writes it)."""
+
+    def __init__(self, store: Any, lock: Any) -> None:
+        self._store, self._lock = store, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+class ServiceState:
+    """The process' view of the workspace (see the module docstring).
+
+    Args:
+        workspace: the workspace served.
+        model: the registered model name served.
+        durable: fsync every commit.
+        refresh_s: how often to look for a newer active bundle.
+    """
+
+    def __init__(
+        self, workspace: Workspace, model: str = "pipeline", durable: bool = True,
+        refresh_s: float = 2.0,
+    ) -> None:  # fmt: skip
+        self.ws = workspace
+        self.model_name = model
+        self.store = workspace.store
+        self.store.set_durable(durable)
+        self.lock = threading.RLock()  # one SQLite connection: one user at a time
+        self.locked_store = LockedStore(self.store, self.lock)
+        self.refresh_s = refresh_s
+        self.live = LiveEvents(workspace.config.weighting)
+        self.bundle: Bundle | None = None
+        self.erased: set[str] = set()
+        self.deleted: set[str] = set()
+        self.new_items = NewItems()  # created since the bundle
+        self._event_cursor = 0
+        self._change_cursor = 0
+        self._cutoff = 0
+        self._checked_at = 0.0
+        self._loading = threading.Lock()
+        self.retrain_state: dict[str, Any] = {"running": False}
+        self.load_active()
+
+    # -- the bundle -----------------------------------------------------------------------------
+    def load_active(self) -> bool:
+        """Load the active bundle when it is not the one held; ``True`` when it changed."""
+        from avrec.models import load_model
+
+        with self.lock:
+            try:
+                rec = self.store.active_model(self.model_name)
+            except UnknownEntityError:
+                return False
+        if self.bundle is not None and (rec.version, rec.path) == (
+            self.bundle.version,
+            self.bundle.path,
+        ):
+            return False
+        t = time.perf_counter()
+        model = load_model(rec.path)
+        last = int(rec.metrics.get("last_event_id", 0) or 0)
+        changes_at = int(rec.metrics.get("last_change_id", 0) or 0)
+        bundle = Bundle(model, rec.name, rec.version, rec.path, last)
+        with self.lock:
+            # events since this bundle's training, and what changed since
+            self._cutoff = last
+            self.live.clear()
+            self._event_cursor = last
+            self._change_cursor = changes_at
+            self.erased.clear()
+            self.deleted.clear()
+            self.new_items.clear()
+            self._apply_changes(bundle, self.store.changes_after(changes_at))
+            self._read_events()
+            self.bundle = bundle  # one assignment: a request holds the old one or the new
+        self.new_items.encode_pending()
+        log.info("loaded %s in %.2fs", bundle.label, time.perf_counter() - t)
+        return True
+
+    def maybe_reload(self) -> None:
+        """Look for a newer active bundle at most every ``refresh_s``; load it in the
+        background, so requests go on with the old one meanwhile."""
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_s or self._loading.locked():
+            return
+        self._checked_at = now
+
+        def run() -> None:
+            with self._loading:
+                try:
+                    self.load_active()
+                except Exception:  # noqa: BLE001 - a bad bundle must not stop serving
+                    log.exception("could not load the active bundle; serving the old one")
+
+        threading.Thread(target=run, name="avrec-reload", daemon=True).start()
+
+    # -- what others wrote ----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read the changes and events written since the last look (by any process)."""
+        with self.lock:
+            changes = self.store.changes_after(self._change_cursor)
+            if changes and self.bundle is not None:
+                self._apply_changes(self.bundle, changes)
+            self._read_events()
+        self.new_items.encode_pending()
+
+    def _apply_changes(self, bundle: Bundle, changes: list[tuple]) -> None:
+        model = bundle.model
+        rebuild = False
+        for cid, kind, key, floor in changes:
+            self._change_cursor = max(self._change_cursor, cid)
+            if kind == "user_erased":
+                self.erased.add(key)
+                self._forget(model, key)
+                self._cutoff = min(self._cutoff, floor)
+                rebuild = True
+            elif kind == "item_deleted":
+                self.deleted.add(key)
+                self.new_items.pop(key)
+                self._cutoff = min(self._cutoff, floor)
+                rebuild = True
+            elif kind == "item":
+                self.deleted.discard(key)
+                self._note_item(model, key)
+        if rebuild:  # event ids above the floor may have been reused: read them again
+            self.live.clear()
+            self._event_cursor = self._cutoff
+
+    @staticmethod
+    def _forget(model: Any, user: str) -> list[str]:
+        forget = getattr(model, "forget_users", None)
+        return forget([user]) if forget is not None else []
+
+    def _note_item(self, model: Any, item_id: str) -> None:
+        """An item created or updated through the API: kept for display, and, when the
+        bundle does not know it, as a new item the content sources can offer."""
+        rows = self.store.get_items([item_id]).to_dicts()
+        if not rows:
+            return
+        known = model.items.index([item_id], missing="ignore")[0] >= 0
+        if not known:
+            self.new_items.add(item_id, rows[0])
+
+    def mix_new(
+        self, b: Bundle, lst: Any, history: list[str], k: int, exclude: set[str], flt: Any,
+        lang: str = "en",
+    ) -> Any:  # fmt: skip
+        """``lst`` with new items (not in the bundle) put in every fifth place from the third
+        on, at most ``k // 5`` (one at least): those whose text is as close to the person's
+        history (its text vectors' mean) than the median catalogue item, best first; with no
+        history, the newest. Filters and exclusions hold."""
+        import numpy as np
+
+        nv = self.new_items.vectors
+        if not nv or not k:
+            return lst
+        cands = [i for i in nv if i not in exclude and i not in lst.ids and _passes(
+            self.new_items.rows.get(i, {}), flt)]  # fmt: skip
+        if not cands:
+            return lst
+        m = b.model
+        tv = getattr(m, "text_vectors", None)
+        rows = []
+        if tv is not None and history:
+            idx = m.items.index(history, missing="ignore")
+            rows = [tv[j] for j in idx[idx >= 0] if np.any(tv[j])]
+        rows += [nv[i] for i in history if i in nv]
+        quota = max(1, k // 5)
+        if rows:
+            profile = np.mean(rows, axis=0)
+            profile /= max(float(np.linalg.norm(profile)), 1e-9)
+            cos = {i: float(nv[i] @ profile) for i in cands}
+            # closer than the typical catalogue item (the median of a fixed sample of 2,000)
+            bar = -1.0
+            if tv is not None:
+                if b.sample is None:
+                    rng = np.random.default_rng(0)
+                    b.sample = rng.choice(len(tv), min(2000, len(tv)), replace=False)
+                sims = tv[b.sample] @ profile
+                sims = sims[np.any(tv[b.sample], axis=1)]
+                bar = float(np.median(sims)) if len(sims) else -1.0
+            chosen = sorted((i for i in cands if cos[i] >= bar), key=lambda i: -cos[i])[:quota]
+            why = "new, and close in meaning to what you play"
+        else:
+            chosen = list(reversed(cands))[:quota]  # the newest first
+            why = "new in the catalogue"
+        if not chosen:
+            return lst
+        if lang.startswith("zh"):
+            why = "新上架，与你喜欢的内容相近" if rows else "新上架"
+        ids, scores = list(lst.ids), list(lst.scores.tolist())
+        fields = {key: list(v) for key, v in lst.fields.items()}
+        for n, item in enumerate(chosen):
+            at = min(2 + 5 * n, len(ids))
+            ids.insert(at, item)
+            scores.insert(at, scores[at] if at < len(scores) else (scores[-1] if scores else 0.0))
+            for key, v in fields.items():
+                if key == "sources":
+                    v.insert(at, ["new"])
+                elif key == "explanation":
+                    v.insert(at, {"item": item, "reasons": [{"kind": "new", "value": True}],
+                                  "text": why})  # fmt: skip
+                else:
+                    v.insert(at, None)
+        ids, scores = ids[:k], scores[:k]
+        fields = {key: v[:k] for key, v in fields.items()}
+        return type(lst)(ids, np.asarray(scores, np.float32), fields)
+
+    def _read_events(self) -> None:
+        rows = self.store.events_after(self._event_cursor)
+        if rows:
+            self._event_cursor = rows[-1][0]
+            self.live.add(rows)
+
+    # -- requests -------------------------------------------------------------------------------
+    def request_user(self, user: str) -> str:
+        """The id a user is asked under: an erased user is a stranger to the bundle (their
+        new events still count, through the live history)."""
+        return f"\x00erased:{user}" if user in self.erased else user
+
+    def knows(self, user: str) -> bool:
+        b = self.bundle
+        if b is None or user in self.erased:
+            return False
+        return bool(b.model.users.index([user], missing="ignore")[0] >= 0)
+
+    def excluded_items(self, user: str | None) -> list[str]:
+        out = list(self.deleted)
+        if user is not None:
+            out += list(self.live.negative.get(user, ()))
+        return out
+
+    # -- retraining -----------------------------------------------------------------------------
+    def retrain(self) -> bool:
+        """Train a new bundle in a child process (``avrec train``), which registers it active;
+        every process then swaps to it at its next look. ``False`` when one is running."""
+        with self.lock:
+            if self.retrain_state.get("running"):
+                return False
+            self.retrain_state = {"running": True, "started_at": time.time()}
+
+        def run() -> None:
+            t = time.time()
+            cmd = [sys.executable, "-m", "avrec", "--workspace", str(self.ws.root), "train"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=6 * 3600)
+                ok = proc.returncode == 0
+                tail = (proc.stdout + proc.stderr)[-2000:]
+            except Exception as exc:  # noqa: BLE001
+                ok, tail = False, f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                self.retrain_state = {
+                    "running": False,
+                    "ok": ok,
+                    "seconds": round(time.time() - t, 1),
+                    "finished_at": time.time(),
+                    **({} if ok else {"error": tail}),
+                }
+            if ok:
+                self._checked_at = 0.0
+                self.maybe_reload()
+
+        threading.Thread(target=run, name="avrec-retrain", daemon=True).start()
+        return True
+
+    def item_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Catalogue rows (title, image ...) for display."""
+        if not ids:
+            return {}
+        with self.lock:
+            df = self.store.get_items(list(dict.fromkeys(ids)))
+        return {r["item_id"]: r for r in df.to_dicts()}

@@ -1,0 +1,91 @@
+"""The store's serving side: idempotent writes, what changed, erasure, deletion."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from avrec.errors import StoreError
+from avrec.storage import open_store
+
+
+def events(rows):
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row")
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    yield s
+    s.close()
+
+
+def test_idempotency_keys_make_retries_safe(store):
+    ev = events([("u1", "i1", "play", 1.0), ("u1", "i2", "play", 2.0), ("u2", "i1", "like", 3.0)])
+    res, dup = store.add_events_once(ev, ["a", None, "a"])  # the same key twice in a batch
+    assert dup == [False, False, True] and res.inserted == 2 and res.duplicates == 1
+    retry = events([("u1", "i1", "play", 9.0)])  # a retry with a new timestamp
+    res, dup = store.add_events_once(retry, ["a"])
+    assert dup == [True] and res.inserted == 0 and store.counts()["events"] == 2
+    with pytest.raises(StoreError, match="idempotency keys"):
+        store.add_events_once(retry, [])
+
+
+def test_events_after_and_changes(store):
+    store.add_events(events([("u1", "i1", "play", 1.0), ("u2", "i2", "play", 2.0)]))
+    first = store.events_after(0)
+    assert [r[1:4] for r in first] == [("u1", "i1", "play"), ("u2", "i2", "play")]
+    assert store.events_after(first[0][0]) == first[1:]
+    assert store.last_event_id() == first[-1][0]
+    store.record_change("item", "i9")
+    assert store.changes_after(0)[0][1:] == ("item", "i9", first[-1][0])
+    assert store.last_change_id() == store.changes_after(0)[0][0]
+
+
+def test_erasing_a_user_removes_their_rows_and_conversations(store):
+    store.add_events(events([("u1", "i1", "play", 1.0), ("u1", "i2", "like", 2.0),
+                             ("u2", "i1", "play", 3.0)]))  # fmt: skip
+    store.put_state("conversation", "c1", {"user": "u1", "turns": []})
+    store.put_state("conversation", "c2", {"user": "u2", "turns": []})
+    assert store.get_user("u1")["events"] == 2
+    out = store.erase_user("u1")
+    assert out == {"events": 2, "conversations": 1, "user": 1}
+    assert store.get_user("u1") is None and store.user_events("u1").height == 0
+    assert store.get_state("conversation", "c2") is not None
+    kinds = [c[1] for c in store.changes_after(0)]
+    assert kinds == ["user_erased"]
+    # the freed key is not confused with a later user
+    store.add_events(events([("u3", "i2", "play", 4.0)]))
+    assert store.user_events("u3")["item_id"].to_list() == ["i2"]
+    assert store.user_events("u2")["item_id"].to_list() == ["i1"]
+
+
+def test_deleting_items(store):
+    store.add_events(events([("u1", "i1", "play", 1.0), ("u1", "i2", "play", 2.0)]))
+    store.upsert_items(pl.DataFrame({"item_id": ["i1", "i2"], "title": ["One", "Two"]}))
+    assert store.get_items(["i1", "i2", "nope"])["title"].to_list() == ["One", "Two"]
+    assert store.delete_items(["i1", "nope"]) == {"items": 1, "events": 1}
+    assert store.get_items(["i1"]).height == 0
+    assert store.events()["item_id"].to_list() == ["i2"]
+    store.add_events(events([("u1", "i3", "play", 3.0)]))  # a new item after the deletion
+    assert sorted(store.events()["item_id"].to_list()) == ["i2", "i3"]
+
+
+def test_a_model_forgets_users(tmp_path):
+    from avrec.models import create_model
+    from avrec.testing import toy_dataset
+
+    ds = toy_dataset()
+    for name in ("als", "itemknn"):
+        m = create_model(name).fit(ds)
+        user = m.users.ids[0]
+        assert m.user_batch([user]).history.nnz > 0
+        cleared = m.forget_users([user, "nobody"])
+        assert "history" in cleared and m.user_batch([user]).history.nnz == 0
+        if name == "als":
+            assert "als.user_factors" in cleared
+            assert not np.any(m.user_factors[0])
+        other = m.users.ids[1]
+        assert m.user_batch([other]).history.nnz > 0  # the others keep theirs
+        assert m.forget_users(["nobody"]) == []
