@@ -10,6 +10,12 @@ time:
   fsynced before the answer;
 - **search**: ``GET /v1/search?q=`` with one or two words of the catalogue's titles.
 
+Each route runs back to back (every connection sends its next request as soon as the last
+is answered: the most the server carries, at a latency of clients / throughput), and the
+recommendations also paced, as people with a think time: 50 clients offering ``--rate``
+requests/s in all, where the latency is the server's own. Recommendations are measured once
+with the page cache off (``AVREC_CACHE_S=0``: every page computed) and then with it.
+
 Bundles: **MovieLens-100K** (the default pipeline trained by ``avrec train`` on the
 workspace) and a **synthetic 1M-item** catalogue (the pipeline-latency benchmark's, saved once
 into the cache and registered in a workspace of its own). The load generator shares the two
@@ -72,6 +78,7 @@ request = function()
     return wrk.format("GET", "/v1/search?k=10&q=" .. w, h)
   end
 end
+%(delay)s
 done = function(summary, latency, requests)
   local out = {
     requests = summary.requests, seconds = summary.duration / 1e6,
@@ -158,13 +165,17 @@ def _titles_words(ws: Path, limit: int = 200) -> tuple[list[str], list[str], lis
         toks = [x for x in re.findall(r"[A-Za-z]{4,}", t or "")][:2]
         if toks:
             words.append("+".join(toks))
-    return users or [str(i) for i in range(1000)], ids, words or ["item"]
+    if not users:  # the synthetic bundle's users are 0 .. 99,999 (the store holds none)
+        import numpy as np
+
+        users = [str(u) for u in np.random.default_rng(0).choice(100_000, 5000, replace=False)]
+    return users, ids, words or ["item"]
 
 
-def serve(ws: Path) -> tuple[subprocess.Popen, str]:
+def serve(ws: Path, extra: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = _port()
     env = {**os.environ, "AVREC_API_KEYS": f"{KEY}:write", "AVREC_LOG_JSON": "1",
-           "AVREC_RATE_LIMIT": "1000000/second"}  # fmt: skip
+           "AVREC_RATE_LIMIT": "1000000/second", **(extra or {})}  # fmt: skip
     log = open(ws / "bench-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [AVREC, "-w", str(ws), "serve", "--port", str(port), "--workers", "2"],
@@ -177,9 +188,7 @@ def serve(ws: Path) -> tuple[subprocess.Popen, str]:
             raise RuntimeError((ws / "bench-server.log").read_text()[-3000:])
         try:
             if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                # both workers: keep asking until two distinct pids... the ready answer
-                # comes from whichever; give the other its load time too
-                time.sleep(2)
+                time.sleep(2)  # the other worker's load, which answered first is not known
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -194,11 +203,17 @@ def warm(url: str, users: list[str]) -> None:
         c.get("/v1/search", params={"q": "love"})
 
 
-def load(url: str, route: str, clients: int, seconds: int, lists: tuple) -> dict:
+def load(url: str, route: str, clients: int, seconds: int, lists: tuple, rate: float = 0.0) -> dict:
+    """One wrk run: ``clients`` connections, back to back, or with ``rate`` (requests/s in
+    all), each client waiting ``clients / rate`` seconds on average between requests
+    (people with a think time, not a saturating loop)."""
     users, items, words = lists
     q = lambda xs: ",".join(json.dumps(x) for x in xs[:5000])  # noqa: E731
+    # think times drawn uniformly around the mean, so that the clients do not fire in step
+    think = 1000.0 * clients / rate if rate else 0.0
+    delay = f"delay = function() return math.random() * {2 * think:.1f} end" if rate else ""
     script = LUA % {"users": q(users), "items": q(items), "words": q(words), "route": route,
-                    "seed": 1, "key": KEY}  # fmt: skip
+                    "seed": 1, "key": KEY, "delay": delay}  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
@@ -218,24 +233,38 @@ def load(url: str, route: str, clients: int, seconds: int, lists: tuple) -> dict
     return res
 
 
-def run_case(label: str, ws: Path, clients: list[int], seconds: int) -> dict:
+def _show(out: dict, route: str, mode: str, res: dict) -> None:
+    out["runs"].append({"route": route, "mode": mode, **res})
+    print(
+        f"  {route:15} {mode:28}: {res['rps']:7.0f} req/s  p50 {res['p50']:6.1f}"
+        f"  p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  errors {res['errors']}",
+        flush=True,
+    )
+
+
+def run_case(label: str, ws: Path, clients: list[int], seconds: int, rate: float) -> dict:
     lists = _titles_words(ws)
+    out: dict = {"runs": []}
+    # the cold path first: every page computed (AVREC_CACHE_S=0)
+    proc, url = serve(ws, {"AVREC_CACHE_S": "0"})
+    try:
+        res = load(url, "recommendations", clients[0], seconds, lists)
+        _show(out, "recommendations", f"{clients[0]} clients, no page cache", res)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
     t = time.perf_counter()
     proc, url = serve(ws)
-    ready = time.perf_counter() - t
-    print(f"{label}: ready in {ready:.1f}s", flush=True)
-    out: dict = {"ready_s": ready, "routes": {}}
+    out["ready_s"] = time.perf_counter() - t
+    print(f"{label}: ready in {out['ready_s']:.1f}s", flush=True)
     try:
         warm(url, lists[0])
         for route in ROUTES:
             for c in clients:
-                res = load(url, route, c, seconds, lists)
-                out["routes"].setdefault(route, {})[str(c)] = res
-                print(
-                    f"  {route:15} {c:3} clients: {res['rps']:7.0f} req/s  p50 {res['p50']:6.1f}"
-                    f"  p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  errors {res['errors']}",
-                    flush=True,
-                )
+                _show(out, route, f"{c} clients", load(url, route, c, seconds, lists))
+            if route == "recommendations":  # paced, while the pages of the runs above last
+                res = load(url, route, clients[0], seconds, lists, rate)
+                _show(out, route, f"{clients[0]} clients, {rate:.0f}/s offered", res)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -248,16 +277,15 @@ def update_markdown(res: dict) -> None:
         f"(wrk, {res['seconds']} s per cell, `avrec serve --workers 2` on loopback; the load "
         "generator on the same two cores).",
         "",
-        "| bundle | route | clients | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "| bundle | route | load | req/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, case in res["cases"].items():
-        for route, by in case["routes"].items():
-            for c, r in by.items():
-                lines.append(
-                    f"| {label} | {route} | {c} | {r['rps']:.0f} | {r['p50']:.1f} | "
-                    f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |"
-                )
+        for r in case["runs"]:
+            lines.append(
+                f"| {label} | {r['route']} | {r['mode']} | {r['rps']:.0f} | {r['p50']:.1f} | "
+                f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |"
+            )
     replace_block("service-load", lines, "## The HTTP service under load")
 
 
@@ -266,6 +294,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--cases", default="ml100k,1m")
     ap.add_argument("--clients", default="50,200")
+    ap.add_argument("--rate", type=float, default=600.0, help="offered rate of the paced run")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian)")
@@ -277,7 +306,7 @@ def main() -> None:
                 "synthetic 1M": ("1m", million_workspace)}  # fmt: skip
     for label, (key, build) in builders.items():
         if key in args.cases.split(","):
-            res["cases"][label] = run_case(label, build(), clients, args.seconds)
+            res["cases"][label] = run_case(label, build(), clients, args.seconds, args.rate)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service-load.json").write_text(json.dumps(res, indent=2))
     update_markdown(res)

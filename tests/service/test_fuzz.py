@@ -30,7 +30,7 @@ def test_no_generated_request_gets_a_server_error(fresh_ws, tmp_path):
              "--max-examples", "25", "--max-time", "120", "--seed", "1",
              "--request-timeout", "30", "--no-color",
              "--report", "junit", "--report-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
         )  # fmt: skip
         out = r.stdout + r.stderr
         assert r.returncode == 0, out[-6000:]

@@ -89,3 +89,18 @@ def test_a_model_forgets_users(tmp_path):
         other = m.users.ids[1]
         assert m.user_batch([other]).history.nnz > 0  # the others keep theirs
         assert m.forget_users(["nobody"]) == []
+
+
+def test_small_batches_and_bulk_ingest_share_one_id_space(store):
+    """A served batch looks up only its own ids; a bulk ingest afterwards (which reads the
+    whole id map) and another small batch must agree with it on every key."""
+    store.add_events(events([("s1", "a", "play", 1.0), ("s2", "b", "play", 2.0)]))
+    bulk = [(f"u{i % 700}", f"i{i % 900}", "play", 10.0 + i) for i in range(6000)]
+    bulk += [("s1", "b", "play", 5.0)]
+    store.add_events(events(bulk))
+    store.add_events(events([("s2", "a", "like", 7.0), ("new", "i5", "play", 8.0)]))
+    got = store.events()
+    assert got.height == 2 + 6001 + 2
+    pairs = set(zip(got["user_id"].to_list(), got["item_id"].to_list(), strict=True))
+    assert {("s1", "a"), ("s2", "b"), ("s1", "b"), ("s2", "a"), ("new", "i5")} <= pairs
+    assert store.counts()["users"] == 2 + 700 + 1 and store.counts()["items"] == 2 + 900

@@ -182,13 +182,28 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
         if cfg.workspace is None:
             raise ConfigError("no workspace: pass --workspace or set AVREC_WORKSPACE")
         ws = Workspace(cfg.workspace)
-        state = ServiceState(ws, model=cfg.model, durable=cfg.durable, refresh_s=cfg.refresh_s)
+        state = ServiceState(
+            ws, model=cfg.model, durable=cfg.durable, refresh_s=cfg.refresh_s,
+            cache_s=cfg.cache_s,
+        )  # fmt: skip
     keys_file = cfg.api_keys_file
     if keys_file is None and (state.ws.root / "api-keys.txt").is_file():
         keys_file = state.ws.root / "api-keys.txt"
     keys = KeyRing.from_settings(cfg.api_keys, keys_file, cfg.dev)
 
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        import anyio.to_thread
+
+        # CPU-bound requests: a few threads per process, not anyio's forty fighting for
+        # the GIL
+        anyio.to_thread.current_default_thread_limiter().total_tokens = cfg.threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="avrec",
         version=__version__,
         summary="Recommendations for audio and video catalogues",

@@ -47,5 +47,14 @@ class ServiceSettings(BaseSettings):
     retrain_on_erasure: bool = Field(
         True, description="erasing a user starts a retraining (their items' traces go too)"
     )
+    cache_s: float = Field(
+        30.0,
+        ge=0,
+        description="a user's page is reused this long unless their events or "
+        "the catalogue change (0: never)",
+    )
+    threads: int = Field(
+        4, ge=1, le=256, description="requests one process works on at once (the rest queue)"
+    )
     model: str = Field("pipeline", description="the registered model served")
     log_json: bool = Field(True, description="structured (JSON) request logs")

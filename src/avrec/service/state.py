@@ -186,6 +186,95 @@ def _encode(texts: list[str]) -> Any:
     return l2_normalise(_ENCODER.encode(texts))
 
 
+class PageCache:
+    """Answers kept for ``ttl_s`` seconds, least recently used out past ``size``. Keys carry
+    what would change the answer (the user's live event count, the catalogue's version,
+    the bundle), so an event or a catalogue change is never answered from the cache."""
+
+    def __init__(self, ttl_s: float, size: int = 50_000) -> None:
+        from collections import OrderedDict
+
+        self.ttl_s, self.size = ttl_s, size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Any) -> Any:
+        if self.ttl_s <= 0:
+            return None
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None or hit[0] < time.monotonic():
+                self.misses += 1
+                if hit is not None:
+                    del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._data[key] = (time.monotonic() + self.ttl_s, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class EventWriter:
+    """Group commit: events from concurrent requests are written in one transaction (and
+    one fsync), each request answered once that transaction is committed. A request waits
+    for at most the transaction in flight plus its own."""
+
+    def __init__(self, state: ServiceState) -> None:
+        import queue
+
+        self.state = state
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, name="avrec-events", daemon=True).start()
+
+    def write(self, df: Any, keys: list[str | None]) -> list[bool]:
+        """Commit ``df`` (with its idempotency keys); returns the duplicate flags."""
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        self.queue.put((df, keys, fut))
+        return fut.result()
+
+    def _run(self) -> None:
+        import queue
+
+        import polars as pl
+
+        while True:
+            batch = [self.queue.get()]
+            while True:  # everything that arrived meanwhile goes in the same commit
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                df = pl.concat([b[0] for b in batch], how="vertical_relaxed")
+                keys = [k for b in batch for k in b[1]]
+                # a key repeated across requests of one batch: the first one counts
+                with self.state.lock, self.state.write_turn():
+                    _, dup = self.state.store.add_events_once(df, keys)
+                at = 0
+                for part, _, fut in batch:
+                    fut.set_result(dup[at : at + part.height])
+                    at += part.height
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+
 class LockedStore:
     """The store seen through the process' lock, one call at a time, for code that holds it
     across slow work (a conversation's turn reads its state, ranks, then writes it)."""
@@ -217,7 +306,7 @@ class ServiceState:
 
     def __init__(
         self, workspace: Workspace, model: str = "pipeline", durable: bool = True,
-        refresh_s: float = 2.0,
+        refresh_s: float = 2.0, cache_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.ws = workspace
         self.model_name = model
@@ -237,6 +326,10 @@ class ServiceState:
         self._checked_at = 0.0
         self._loading = threading.Lock()
         self.retrain_state: dict[str, Any] = {"running": False}
+        self.version = 0  # changes applied: part of every cached page's key
+        self.pages = PageCache(cache_s)
+        self.writer = EventWriter(self)
+        self._rows = PageCache(300.0, 100_000)  # catalogue rows for display
         self.load_active()
 
     # -- the bundle -----------------------------------------------------------------------------
@@ -270,6 +363,7 @@ class ServiceState:
             self.new_items.clear()
             self._apply_changes(bundle, self.store.changes_after(changes_at))
             self._read_events()
+            self.version += 1
             self.bundle = bundle  # one assignment: a request holds the old one or the new
         self.new_items.encode_pending()
         log.info("loaded %s in %.2fs", bundle.label, time.perf_counter() - t)
@@ -305,6 +399,9 @@ class ServiceState:
     def _apply_changes(self, bundle: Bundle, changes: list[tuple]) -> None:
         model = bundle.model
         rebuild = False
+        if changes:
+            self.version += 1
+            self._rows.clear()
         for cid, kind, key, floor in changes:
             self._change_cursor = max(self._change_cursor, cid)
             if kind == "user_erased":
@@ -410,6 +507,24 @@ class ServiceState:
             self._event_cursor = rows[-1][0]
             self.live.add(rows)
 
+    def write_turn(self) -> Any:
+        """The workspace's write turn across processes (an ``flock``): a worker waiting for
+        the other's transaction wakes the moment it ends, where SQLite's own busy handler
+        would poll with sleeps of up to 100 ms."""
+        import contextlib
+        import fcntl
+
+        @contextlib.contextmanager
+        def turn() -> Any:
+            with open(self.ws.root / ".write.lock", "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+        return turn()
+
     # -- requests -------------------------------------------------------------------------------
     def request_user(self, user: str) -> str:
         """The id a user is asked under: an erased user is a stranger to the bundle (their
@@ -462,9 +577,29 @@ class ServiceState:
         return True
 
     def item_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Catalogue rows (title, image ...) for display."""
-        if not ids:
-            return {}
-        with self.lock:
-            df = self.store.get_items(list(dict.fromkeys(ids)))
-        return {r["item_id"]: r for r in df.to_dicts()}
+        """Catalogue rows (title, image ...) for display, kept a while (a change to the
+        catalogue clears them)."""
+        out, todo = {}, []
+        for i in dict.fromkeys(ids):
+            row = self._rows.get(i)
+            if row is None:
+                todo.append(i)
+            else:
+                out[i] = row
+        if todo:
+            with self.lock:
+                df = self.store.get_items(todo)
+            found = {r["item_id"]: r for r in df.to_dicts()}
+            for i in todo:
+                row = found.get(i, {})
+                self._rows.put(i, row)
+                out[i] = row
+        return {i: r for i, r in out.items() if r}
+
+    def page_key(self, user: str | None, *params: Any) -> tuple:
+        """What a cached page depends on: the bundle, the catalogue's changes, the user's
+        events since training, and the request's parameters."""
+        b = self.bundle
+        live = (len(self.live.positive.get(user, ())), len(self.live.negative.get(user, ())))
+        return (b.label if b else "", self.version, len(self.new_items.vectors), user, live,
+                *params)  # fmt: skip

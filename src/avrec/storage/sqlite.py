@@ -245,14 +245,60 @@ class SQLiteStore(Store):
             )
         return users.height - int(existing), int(existing)
 
+    def _lookup(self, table: str, ids: list[str]) -> pl.DataFrame:
+        key = "user_id" if table == "users" else "item_id"
+        rows: list = []
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            rows += self._conn.execute(
+                f"SELECT {key}, idx FROM {table} WHERE {key} IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+        return pl.DataFrame(rows, schema={key: pl.String, "idx": pl.Int64}, orient="row")
+
+    def _small_ids(self, table: str, ids: pl.Series) -> tuple[int, pl.DataFrame]:
+        """:meth:`_ensure_ids` for a few ids (a served batch): only these are looked up,
+        so a write never reads a million-row id map that another process' commit made
+        stale. Returns how many were created and their map."""
+        key = "user_id" if table == "users" else "item_id"
+        uniq = ids.drop_nulls().unique(maintain_order=True).to_list()
+        found = self._lookup(table, uniq)
+        have = set(found[key].to_list())
+        new = [x for x in uniq if x not in have]
+        if new:
+            top = self._conn.execute(f"SELECT coalesce(max(idx), -1) FROM {table}").fetchone()
+            idx = list(range(int(top[0]) + 1, int(top[0]) + 1 + len(new)))
+            now = time.time()
+            if table == "users":
+                self._conn.executemany(
+                    "INSERT INTO users(idx, user_id, updated_at) VALUES (?, ?, ?)",
+                    [(i, u, now) for i, u in zip(idx, new, strict=True)],
+                )
+                self._user_map = None
+            else:
+                self._conn.executemany(
+                    "INSERT INTO items(idx, item_id, placeholder, updated_at) VALUES (?,?,1,?)",
+                    [(i, t, now) for i, t in zip(idx, new, strict=True)],
+                )
+                self._item_map = None
+            added = pl.DataFrame({key: new, "idx": idx}, schema={key: pl.String, "idx": pl.Int64})
+            found = pl.concat([found, added])
+        return len(new), found
+
     def add_events(self, events: pl.DataFrame) -> EventWriteResult:
         if events.height == 0:
             return EventWriteResult(0, 0, 0, 0)
         with self.transaction():
-            new_users = self._ensure_ids("users", events["user_id"])
-            new_items = self._ensure_ids("items", events["item_id"])
-            umap = self._map("users").rename({"idx": "user_idx"})
-            imap = self._map("items").rename({"idx": "item_idx"})
+            if events.height <= 5000:  # a served batch: look up its own ids only
+                new_users, umap = self._small_ids("users", events["user_id"])
+                new_items, imap = self._small_ids("items", events["item_id"])
+                umap = umap.rename({"idx": "user_idx"})
+                imap = imap.rename({"idx": "item_idx"})
+            else:
+                new_users = self._ensure_ids("users", events["user_id"])
+                new_items = self._ensure_ids("items", events["item_id"])
+                umap = self._map("users").rename({"idx": "user_idx"})
+                imap = self._map("items").rename({"idx": "item_idx"})
             df = (
                 events.join(umap, on="user_id", how="left")
                 .join(imap, on="item_id", how="left")

@@ -90,8 +90,7 @@ def post_events(
             },
         )  # fmt: skip
         keys = [e.idempotency_key for _, e in good]
-        with st.lock:
-            _, dup = st.store.add_events_once(df, keys)  # committed when it returns
+        dup = st.writer.write(df, keys)  # committed (group commit) when it returns
         for (i, _e), d in zip(good, dup, strict=True):
             results[i] = EventResult(index=i, status="duplicate" if d else "accepted")
     done = [r for r in results if r is not None]

@@ -134,18 +134,25 @@ def user_recommendations(
 ) -> RecommendationResponse:
     """The user's next page: their history since training (events sent to this API count at
     once), what they disliked or skipped left out. An unknown user gets the fallback list
-    with ``fallback: true``."""
+    with ``fallback: true``. A page is kept for ``AVREC_CACHE_S`` seconds unless the user's
+    events or the catalogue change first."""
+    key = st.page_key(user_id, k, offset, exclude, category, language, explain, lang, diversity)
+    hit = st.pages.get(key)
+    if hit is not None:
+        return hit
     lst, fallback = recommend_for(
         st, b, user_id, [], k, offset, _split(exclude),
         _filters(_split(category), _split(language)), explain, lang, diversity,
     )  # fmt: skip
-    return RecommendationResponse(
+    out = RecommendationResponse(
         user_id=user_id,
         items=present(st, b, lst, explain),
         model_version=b.label,
         fallback=fallback,
         offset=offset,
     )
+    st.pages.put(key, out)
+    return out
 
 
 @router.post(
