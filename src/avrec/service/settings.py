@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
         True, description="erasing a user starts a retraining (their items' traces go too)"
     )
     cache_s: float = Field(
-        30.0,
+        300.0,
         ge=0,
         description="a user's page is reused this long unless their events or "
         "the catalogue change (0: never)",

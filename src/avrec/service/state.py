@@ -11,6 +11,7 @@ process acknowledged shapes the next request whichever process answers it.
 from __future__ import annotations
 
 import logging
+import random
 import subprocess
 import sys
 import threading
@@ -187,7 +188,8 @@ def _encode(texts: list[str]) -> Any:
 
 
 class PageCache:
-    """Answers kept for ``ttl_s`` seconds, least recently used out past ``size``. Keys carry
+    """Answers kept for about ``ttl_s`` seconds (each one between half and one and a half
+    times it), least recently used out past ``size``. Keys carry
     what would change the answer (the user's live event count, the catalogue's version,
     the bundle), so an event or a catalogue change is never answered from the cache."""
 
@@ -216,8 +218,11 @@ class PageCache:
     def put(self, key: Any, value: Any) -> None:
         if self.ttl_s <= 0:
             return
+        # each page lives between half and one and a half times the TTL: pages computed in
+        # the same burst do not all expire in the same second and come back as a storm
+        life = self.ttl_s * (0.5 + random.random())
         with self._lock:
-            self._data[key] = (time.monotonic() + self.ttl_s, value)
+            self._data[key] = (time.monotonic() + life, value)
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
@@ -306,7 +311,7 @@ class ServiceState:
 
     def __init__(
         self, workspace: Workspace, model: str = "pipeline", durable: bool = True,
-        refresh_s: float = 2.0, cache_s: float = 30.0,
+        refresh_s: float = 2.0, cache_s: float = 300.0,
     ) -> None:  # fmt: skip
         self.ws = workspace
         self.model_name = model
