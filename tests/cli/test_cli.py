@@ -264,26 +264,35 @@ def test_analyze_show_and_mistakes(tmp_path):
     assert bad.returncode == 1 and "--show needs --item" in bad.stderr
 
 
-def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
-    """The default pipeline end to end through the CLI: trained on the workspace, answering
-    with explanations, filters, similar items and a playlist."""
-    ws = tmp_path / "ws"
-    run("init", str(ws))
-    rows = ["item_id,title,categories,language,duration"]
+def song_workspace(root: Path) -> Path:
+    """A workspace of 24 songs (jazz i0-i11, rock i12-i23, English and French, one minute
+    longer each) and 40 users who each play one genre, trained with the default pipeline
+    through the CLI (the service tests serve it too)."""
+    ws = root / "ws"
+    assert run("init", str(ws)).returncode == 0
+    rows = ["item_id,title,description,categories,language,duration"]
     for i in range(24):
         cat = "jazz" if i < 12 else "rock"
-        rows.append(f"i{i},Song {i},{cat},{'fr' if i % 2 else 'en'},{60 * (i + 1)}")
-    r = run("-w", str(ws), "ingest", "items", str(write(tmp_path / "items.csv", "\n".join(rows))))
+        desc = "a quiet piano trio" if i < 12 else "loud electric guitars"
+        rows.append(f"i{i},Song {i},{desc},{cat},{'fr' if i % 2 else 'en'},{60 * (i + 1)}")
+    r = run("-w", str(ws), "ingest", "items", str(write(root / "items.csv", "\n".join(rows))))
     assert r.returncode == 0, r.stderr
     lines = ["user_id,item_id,timestamp"]
     for u in range(40):
         base = 0 if u % 2 == 0 else 12
         lines += [f"u{u},i{base + (u + 3 * k) % 12},{1000 * u + k}" for k in range(8)]
-    r = run("-w", str(ws), "ingest", "events", str(write(tmp_path / "e.csv", "\n".join(lines))))
+    r = run("-w", str(ws), "ingest", "events", str(write(root / "e.csv", "\n".join(lines))))
     assert r.returncode == 0, r.stderr
     r = run("-w", str(ws), "train")
     assert r.returncode == 0, r.stderr
     assert "registered as pipeline v1" in r.stdout
+    return ws
+
+
+def test_pipeline_train_recommend_filter_similar_playlist(tmp_path):
+    """The default pipeline end to end through the CLI: trained on the workspace, answering
+    with explanations, filters, similar items and a playlist."""
+    ws = song_workspace(tmp_path)
     r = run("-w", str(ws), "recommend", "--user", "u0", "--k", "4", "--explain", "--json")
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)[0]["items"]

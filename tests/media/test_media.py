@@ -128,3 +128,17 @@ def test_media_source_downloads_over_http_with_limits(media, tmp_path):
             src.resolve(f"http://127.0.0.1:{server.server_address[1]}/missing.webm")
     finally:
         server.shutdown()
+
+
+def test_check_vets_a_reference_without_reading_it(tmp_path):
+    """What the API accepts for an item's media: the same rules as the analysis, before the
+    file exists, and a null byte is a MediaError, not a ValueError from the OS layer."""
+    src = MediaSource(roots=[tmp_path], base_dir=tmp_path)
+    assert src.check("later/clip.mp4") == (tmp_path / "later" / "clip.mp4").resolve()
+    assert src.check("https://example.org/a.png") is None
+    for bad, why in (("/etc/passwd", "outside"), ("ftp://h/a.png", "scheme"),
+                     ("a\x00b.png", "control")):  # fmt: skip
+        with pytest.raises(MediaError, match=why):
+            src.check(bad)
+    with pytest.raises(MediaError, match="not found"):
+        src.resolve("later/clip.mp4")

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.test_cli import AVREC, run
-from tests.conftest import write
+from tests.cli.test_cli import AVREC, song_workspace
 
 READ = "read-key-0123456789abcdef"
 WRITE = "write-key-0123456789abcdef"
@@ -76,32 +75,9 @@ def start(ws: Path, env: dict[str, str] | None = None, workers: int = 1) -> Serv
     raise RuntimeError(f"avrec serve did not get ready: {log.read_text()[-3000:]}")
 
 
-def make_workspace(root: Path) -> Path:
-    """24 songs (jazz i0-i11, rock i12-i23, English and French), 40 users who each play one
-    genre, trained with the default pipeline."""
-    ws = root / "ws"
-    assert run("init", str(ws)).returncode == 0
-    rows = ["item_id,title,description,categories,language,duration"]
-    for i in range(24):
-        cat = "jazz" if i < 12 else "rock"
-        desc = "a quiet piano trio" if i < 12 else "loud electric guitars"
-        rows.append(f"i{i},Song {i},{desc},{cat},{'fr' if i % 2 else 'en'},{60 * (i + 1)}")
-    r = run("-w", str(ws), "ingest", "items", str(write(root / "items.csv", "\n".join(rows))))
-    assert r.returncode == 0, r.stderr
-    lines = ["user_id,item_id,timestamp"]
-    for u in range(40):
-        base = 0 if u % 2 == 0 else 12
-        lines += [f"u{u},i{base + (u + 3 * k) % 12},{1000 * u + k}" for k in range(8)]
-    r = run("-w", str(ws), "ingest", "events", str(write(root / "e.csv", "\n".join(lines))))
-    assert r.returncode == 0, r.stderr
-    r = run("-w", str(ws), "train")
-    assert r.returncode == 0, r.stderr
-    return ws
-
-
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("served"))
+    return song_workspace(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture()

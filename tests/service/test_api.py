@@ -223,7 +223,7 @@ def test_rate_limit_per_key(fresh_ws):
         srv.stop()
 
 
-def test_placeholder_keys_are_refused_outside_dev_mode(trained, monkeypatch):
+def test_placeholder_keys_are_refused_outside_dev_mode(trained):
     from tests.cli.test_cli import run
 
     r = run("-w", str(trained), "serve", "--port", "1", env={"AVREC_API_KEYS": "changeme:admin"})

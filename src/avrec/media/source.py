@@ -52,11 +52,32 @@ class MediaSource:
             MediaError: an unsupported scheme, a path outside the roots, a missing file, or a
                 download that fails or exceeds the limits.
         """
+        real = self.check(ref)
+        if real is None:
+            return self._download(ref.strip())
+        try:
+            found = real.is_file()
+        except OSError as exc:  # a name too long for the file system, say
+            raise MediaError(f"{ref}: {exc.strerror or exc}") from None
+        if not found:
+            raise MediaError(f"{ref}: media file not found")
+        return real
+
+    def check(self, ref: str) -> Path | None:
+        """Whether ``ref`` may be used, without reading or fetching it: the local path it
+        names (which may not exist yet), or ``None`` for an http(s) URL.
+
+        Raises:
+            MediaError: an unsupported scheme, control characters, or a path outside the
+                roots.
+        """
         ref = ref.strip()
+        if any(ord(ch) < 32 for ch in ref):
+            raise MediaError(f"{ref!r}: control characters in a media reference")
         parsed = urllib.parse.urlparse(ref)
         scheme = parsed.scheme.lower()
         if scheme in ("http", "https"):
-            return self._download(ref)
+            return None
         if scheme == "file":
             ref = urllib.parse.unquote(parsed.path)
         elif scheme and len(scheme) > 1:  # "c:" style drive letters are paths
@@ -66,13 +87,14 @@ class MediaSource:
         path = Path(ref)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (OSError, ValueError) as exc:
+            raise MediaError(f"{ref}: {exc}") from None
         if self.roots and not any(_inside(real, r.resolve()) for r in self.roots):
             raise MediaError(
                 f"{ref}: outside the allowed media roots {[str(r) for r in self.roots]}"
             )
-        if not real.is_file():
-            raise MediaError(f"{ref}: media file not found")
         return real
 
     def _download(self, url: str) -> Path:

@@ -11,7 +11,6 @@ __all__ = [
     "AskRequest",
     "AskResponse",
     "ErasureResponse",
-    "Error",
     "EventIn",
     "EventsIn",
     "EventsResult",
@@ -23,15 +22,6 @@ __all__ = [
     "SearchResponse",
     "UserIn",
 ]
-
-
-class Error(BaseModel):
-    """Every error: a machine-readable code and a sentence."""
-
-    code: str = Field(examples=["unknown_item"])
-    message: str = Field(examples=["no item 'x9' in the model"])
-    detail: Any = None
-    request_id: str | None = None
 
 
 class RecommendedItem(BaseModel):

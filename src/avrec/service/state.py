@@ -17,9 +17,12 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from avrec.data.schema import split_list
 from avrec.data.weighting import EventWeighting
 from avrec.errors import UnknownEntityError
 from avrec.workspace import Workspace
@@ -37,8 +40,6 @@ class Bundle:
     name: str
     version: int
     path: str
-    last_event_id: int  # events up to this id were trained on (0: unknown)
-    loaded_at: float = field(default_factory=time.time)
     asker: Any = None
     sample: Any = None  # catalogue rows new items are compared with
 
@@ -57,21 +58,25 @@ class LiveEvents:
         self.negative: dict[str, set[str]] = defaultdict(set)
         self.count = 0
 
+    def signs(self, types: list[str], values: list[float | None]) -> np.ndarray:
+        """The sign of each event's preference weight, by the workspace's weighting rules
+        (a dislike or an early skip is negative; a type without a rule counts as a play)."""
+        known = [t if t in self.weighting.rules or self.weighting.default else "play"
+                 for t in types]  # fmt: skip
+        vals = np.asarray([np.nan if v is None else v for v in values], np.float64)
+        return np.sign(self.weighting.weights(np.asarray(known), vals))
+
     def add(self, rows: list[tuple]) -> None:
-        rules = self.weighting.rules
-        for _, user, item, kind, value, _ts in rows:
-            if item is None:
-                continue
-            rule = rules.get(kind)
-            w = rule.weight if rule is not None else 1.0
-            if rule is not None and rule.negative_below is not None and value is not None:
-                if value < rule.negative_below:
-                    w = rule.negative_weight
-            if w < 0:
+        rows = [r for r in rows if r[2] is not None]  # searches name no item
+        if not rows:
+            return
+        signs = self.signs([r[3] for r in rows], [r[4] for r in rows])
+        for (_, user, item, *_rest), sign in zip(rows, signs.tolist(), strict=True):
+            if sign < 0:
                 self.negative[user].add(item)
-            elif w > 0:
+            elif sign > 0:
                 self.positive[user].append(item)
-            self.count += 1
+        self.count += len(rows)
 
     def clear(self) -> None:
         self.positive.clear()
@@ -132,43 +137,32 @@ class NewItems:
         return len(self.rows)
 
 
+def stored_list(raw: Any) -> list[str]:
+    """A list field as the store keeps it (a JSON list), ``[]`` when missing or malformed:
+    what is shown must never fail on one bad row."""
+    try:
+        return split_list(raw)
+    except ValueError:
+        return []
+
+
 def _passes(row: dict[str, Any], flt: Any) -> bool:
     """Whether a new item's catalogue row passes an ItemFilter's categories and languages."""
-    import json
-
     if flt is None:
         return True
     cats = getattr(flt, "categories", None)
     if cats:
-        have = set()
-        for key in ("tags", "categories"):
-            try:
-                vals = json.loads(row.get(key) or "[]")
-            except ValueError:
-                vals = []
-            if isinstance(vals, list):
-                have |= {str(x).lower() for x in vals}
+        have = {x.lower() for key in ("tags", "categories") for x in stored_list(row.get(key))}
         if not have & {c.lower() for c in cats}:
             return False
     langs = getattr(flt, "languages", None)
-    if langs and (row.get("language") or "") not in langs:
-        return False
-    return True
+    return not (langs and (row.get("language") or "") not in langs)
 
 
 def _document(row: dict[str, Any]) -> str:
-    import json
-
     from avrec.language.search import document_text
 
-    def words(raw: Any) -> str:
-        try:
-            vals = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            return ""
-        return " ".join(str(v) for v in vals) if isinstance(vals, list) else ""
-
-    tags = " ".join(x for x in (words(row.get("tags")), words(row.get("categories"))) if x)
+    tags = " ".join([*stored_list(row.get("tags")), *stored_list(row.get("categories"))])
     doc = {"title": row.get("title") or "", "tags": tags, "description": row.get("description")}
     return document_text({k: v for k, v in doc.items() if v})
 
@@ -323,6 +317,7 @@ class ServiceState:
         self.live = LiveEvents(workspace.config.weighting)
         self.bundle: Bundle | None = None
         self.erased: set[str] = set()
+        self.forgotten: dict[str, list[str]] = {}  # erased user -> what the bundle cleared
         self.deleted: set[str] = set()
         self.new_items = NewItems()  # created since the bundle
         self._event_cursor = 0
@@ -356,7 +351,7 @@ class ServiceState:
         model = load_model(rec.path)
         last = int(rec.metrics.get("last_event_id", 0) or 0)
         changes_at = int(rec.metrics.get("last_change_id", 0) or 0)
-        bundle = Bundle(model, rec.name, rec.version, rec.path, last)
+        bundle = Bundle(model, rec.name, rec.version, rec.path)
         with self.lock:
             # events since this bundle's training, and what changed since
             self._cutoff = last
@@ -364,6 +359,7 @@ class ServiceState:
             self._event_cursor = last
             self._change_cursor = changes_at
             self.erased.clear()
+            self.forgotten.clear()
             self.deleted.clear()
             self.new_items.clear()
             self._apply_changes(bundle, self.store.changes_after(changes_at))
@@ -411,7 +407,7 @@ class ServiceState:
             self._change_cursor = max(self._change_cursor, cid)
             if kind == "user_erased":
                 self.erased.add(key)
-                self._forget(model, key)
+                self.forgotten[key] = self._forget(model, key)
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
             elif kind == "item_deleted":

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
 from avrec.data.schema import ITEM_STORE_SCHEMA
+from avrec.errors import MediaError
+from avrec.media.source import MediaSource
 from avrec.service.deps import ApiError, require, service_state, settings
-from avrec.service.routes.recommend import _tags
 from avrec.service.schemas import ErasureResponse, ItemIn, ItemOut, ItemPatch, UserIn
 from avrec.service.settings import ServiceSettings
-from avrec.service.state import ServiceState
+from avrec.service.state import ServiceState, stored_list
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 MEDIA = ("image", "video", "audio")
@@ -27,28 +28,22 @@ def _roots(st: ServiceState) -> list[FsPath]:
     return [FsPath(r) if FsPath(r).is_absolute() else st.ws.root / r for r in c.media_roots]
 
 
+def _media(st: ServiceState) -> MediaSource:
+    """The workspace's media rules, as the analysis applies them."""
+    return MediaSource(roots=_roots(st), base_dir=st.ws.root)
+
+
 def _check_media(st: ServiceState, item: ItemIn) -> None:
     """Media references as the analysis accepts them: http(s), or paths inside the
     workspace's media roots (when it sets any); other schemes are refused."""
-    roots = _roots(st)
+    source = _media(st)
     for name in MEDIA:
         ref = getattr(item, name)
-        if not ref:
-            continue
-        scheme = urllib.parse.urlparse(ref).scheme.lower()
-        if scheme in ("http", "https"):
-            continue
-        if scheme and scheme != "file" and len(scheme) > 1:
-            raise ApiError(422, "invalid_media", f"{name}: unsupported URL scheme {scheme!r}")
-        if any(ord(ch) < 32 for ch in ref):
-            raise ApiError(422, "invalid_media", f"{name}: control characters in the reference")
-        path = FsPath(urllib.parse.unquote(urllib.parse.urlparse(ref).path) if scheme else ref)
-        try:
-            real = (path if path.is_absolute() else st.ws.root / path).resolve()
-        except (OSError, ValueError) as exc:
-            raise ApiError(422, "invalid_media", f"{name}: {exc}") from None
-        if roots and not any(real.is_relative_to(r.resolve()) for r in roots):
-            raise ApiError(422, "invalid_media", f"{name}: {ref} is outside the media roots")
+        if ref:
+            try:
+                source.check(ref)
+            except MediaError as exc:
+                raise ApiError(422, "invalid_media", f"{name}: {exc}") from None
 
 
 def _row(item: ItemIn, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,8 +73,8 @@ def _out(st: ServiceState, row: dict[str, Any]) -> ItemOut:
     return ItemOut(
         **{k: row.get(k) for k in ItemOut.model_fields if k not in ("tags", "categories",
                                                                       "in_model")},
-        tags=_tags(row.get("tags")),
-        categories=_tags(row.get("categories")),
+        tags=stored_list(row.get("tags")),
+        categories=stored_list(row.get("categories")),
         in_model=bool(known),
     )  # fmt: skip
 
@@ -164,12 +159,9 @@ def item_image(
         raise ApiError(404, "no_image", f"item {item_id!r} has no cover")
     if urllib.parse.urlparse(ref).scheme.lower() in ("http", "https"):
         return RedirectResponse(ref, status_code=307)
-    from avrec.errors import MediaError
-    from avrec.media.source import MediaSource
-
     try:
-        path = MediaSource(roots=_roots(st), base_dir=st.ws.root).resolve(ref)
-    except (MediaError, OSError, ValueError) as exc:
+        path = _media(st).resolve(ref)
+    except MediaError as exc:
         raise ApiError(404, "no_image", str(exc)) from None
     return FileResponse(path)
 
@@ -216,10 +208,8 @@ def erase_user(
     process; and a retraining starts so that the items' parameters forget them too."""
     with st.lock:
         out: dict[str, Any] = st.store.erase_user(user_id)
-    b = st.bundle
-    cleared = st._forget(b.model, user_id) if b is not None else []
-    st.refresh()  # this process learns of the erasure now; the others at their next request
-    out["model"] = cleared
+    st.refresh()  # this process forgets now, from the change log; the others at their next
+    out["model"] = st.forgotten.pop(user_id, [])
     if not (out["events"] or out["user"] or out["conversations"]):
         raise ApiError(404, "unknown_user", f"no user {user_id!r}")
     if cfg.retrain_on_erasure:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Literal
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from avrec.service.deps import ApiError, bundle, require, service_state
 from avrec.service.schemas import AnonymousRequest, RecommendationResponse, RecommendedItem
-from avrec.service.state import Bundle, ServiceState
+from avrec.service.state import Bundle, ServiceState, stored_list
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -23,17 +22,6 @@ def _filters(category: list[str], language: list[str]) -> Any:
     from avrec.pipeline.filters import ItemFilter
 
     return ItemFilter(categories=category or None, languages=language or None)
-
-
-def _tags(raw: Any) -> list[str]:
-    if isinstance(raw, list):
-        return [str(x) for x in raw]
-    if isinstance(raw, str) and raw.startswith("["):
-        try:
-            return [str(x) for x in json.loads(raw)]
-        except ValueError:
-            return []
-    return []
 
 
 def present(st: ServiceState, b: Bundle, lst: Any, explain: bool) -> list[RecommendedItem]:
@@ -54,7 +42,7 @@ def present(st: ServiceState, b: Bundle, lst: Any, explain: bool) -> list[Recomm
                 score=round(float(score), 6),
                 title=title or "",
                 image=row.get("image"),
-                tags=[*_tags(row.get("tags")), *_tags(row.get("categories"))][:8],
+                tags=[*stored_list(row.get("tags")), *stored_list(row.get("categories"))][:8],
                 reasons=exp.get("reasons", []) if explain else [],
                 explanation=exp.get("text", "") if explain else "",
                 sources=list(lst.fields.get("sources", [[]] * len(lst))[j] or []),
@@ -168,12 +156,10 @@ def anonymous_recommendations(
 ) -> RecommendationResponse:
     """For a visitor without an account: the items played in this session (``items``, or
     ``events`` with their types: a dislike leaves the item out) shape the list."""
-    rules = st.live.weighting.rules
     played, rejected = list(body.items), []
-    for e in body.events:
-        rule = rules.get(e.type)
-        w = rule.weight if rule is not None else 1.0
-        (rejected if w < 0 else played).append(e.item_id)
+    signs = st.live.signs([e.type for e in body.events], [e.value for e in body.events])
+    for e, sign in zip(body.events, signs.tolist(), strict=True):
+        (rejected if sign < 0 else played).append(e.item_id)
     lst, fallback = recommend_for(
         st, b, None, played, body.k, body.offset, [*body.exclude, *rejected],
         _filters(body.category, body.language), body.explain, body.lang,
