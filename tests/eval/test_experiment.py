@@ -135,6 +135,38 @@ def test_sampled_negatives_are_distinct_and_exclude_history():
     assert ev.per_user["auc"].size == len(ev.users)
 
 
+def test_auc_of_a_model_that_scores_only_candidates_equals_the_tied_full_ranking():
+    """Issue 15: a model that leaves items at -inf (a pipeline's non-candidates) gets the AUC
+    of its full ranking with those items tied last, the same as if it had given them one
+    low finite score, not a figure that drops them."""
+    from avrec.eval.evaluate import evaluate_model
+    from avrec.eval.metrics import AUC, NDCG
+
+    class Partial:
+        name = "partial"
+
+        def __init__(self, model, floor):
+            self.model, self.floor = model, floor
+
+        def _score_batch(self, batch):
+            s = np.array(self.model._score_batch(batch), np.float32)
+            cut = np.partition(s, -20, axis=1)[:, -20:-19]  # keep each user's top 20
+            return np.where(s >= cut, s, self.floor).astype(np.float32)
+
+    ds = clustered()
+    split = LeaveOneOut().split(ds)
+    knn = create_model("itemknn").fit(split.train)
+    metrics = [AUC(), NDCG(10)]
+    unscored = evaluate_model(Partial(knn, -np.inf), split, metrics)
+    floored = evaluate_model(Partial(knn, -1e9), split, metrics)
+    np.testing.assert_allclose(unscored.per_user["auc"], floored.per_user["auc"])
+    np.testing.assert_allclose(unscored.per_user["ndcg@10"], floored.per_user["ndcg@10"])
+    assert unscored.per_user["auc"].mean() > 0.5
+    sampled = evaluate_model(Partial(knn, -np.inf), split, metrics, sampled=30)
+    sampled_floor = evaluate_model(Partial(knn, -1e9), split, metrics, sampled=30)
+    np.testing.assert_allclose(sampled.per_user["auc"], sampled_floor.per_user["auc"])
+
+
 def test_gauc_comparison_uses_weights_and_zero_bootstrap_works():
     res = Experiment(
         LeaveOneOut(),

@@ -71,6 +71,25 @@ def test_excluded_items_are_not_candidates():
     assert rb.top[0].tolist()[:2] == [1, 2] and rb.top[0, 2] == -1
 
 
+def test_auc_ranks_items_the_model_left_unscored_last_and_tied():
+    """Issue 15: a pipeline scores only its candidates (-inf elsewhere); AUC used to drop the
+    unscored negatives and give an unscored target 0, which read 0.37 on MovieLens. Unscored
+    items now rank below every scored one, tied among themselves."""
+    # items 0..5; 0 is history (excluded by the protocol), 4 and 5 unscored by the model
+    rb = batch([[INF, 0.9, 0.5, 0.1, INF, INF]], [[0, 0, 1, 0, 0, 0]])
+    rb.n_unscored, rb.t_unscored = np.array([2]), np.array([False])
+    # target 0.5: beats item 3 and both unscored items of 4 negatives
+    assert AUC().per_user(rb, None)[0] == pytest.approx(3 / 4)
+    # the target itself unscored: loses to the 3 scored items, ties with the other unscored
+    rb = batch([[INF, 0.9, 0.5, 0.1, INF, INF]], [[0, 0, 0, 0, 1, 0]])
+    rb.n_unscored, rb.t_unscored = np.array([2]), np.array([True])
+    assert AUC().per_user(rb, None)[0] == pytest.approx(0.5 * 1 / 4)
+    # a target the protocol excluded (a repeat of history) still beats nothing
+    rb = batch([[INF, 0.9, 0.5, 0.1, INF, INF]], [[1, 0, 0, 0, 0, 0]])
+    rb.n_unscored, rb.t_unscored = np.array([2]), np.array([False])
+    assert AUC().per_user(rb, None)[0] == 0.0
+
+
 def test_multiple_targets_hand_computed():
     # targets 1 (score .8) and 3 (score .4); ranking 0(.9) 1(.8) 2(.6) 3(.4) 4(.1)
     rb = batch([[0.9, 0.8, 0.6, 0.4, 0.1]], [[0, 1, 0, 1, 0]])

@@ -115,17 +115,30 @@ def evaluate_model(
             split.sequence_times(stage, batch) if wants_times else None,
         )
         scores = np.array(model._score_batch(ub), dtype=np.float32, copy=True)
+        # items the model itself left unscored (a pipeline's non-candidates), told apart from
+        # the protocol's exclusions below, so that AUC ranks them last instead of dropping them
+        unscored = np.isneginf(scores)
+        if not unscored.any():
+            unscored = None
         if candidates is not None:
             scores[:, ~candidates] = -np.inf
+            if unscored is not None:
+                unscored[:, ~candidates] = False
         if exclude_history:
             mask_rows(scores, hist)
+            if unscored is not None:
+                coo = hist.tocoo()
+                unscored[coo.row, coo.col] = False
         tb = targets[batch]
         if sampled is not None:
             # ``sampled`` distinct negatives per user, drawn from the items that are neither
             # history nor targets: the smallest random keys among the allowed items
             coo = tb.tocoo()
             keys = rng.random(scores.shape, dtype=np.float32)
-            keys[~np.isfinite(scores)] = np.inf  # history
+            excluded = ~np.isfinite(scores)  # history (items left unscored may be drawn)
+            if unscored is not None:
+                excluded &= ~unscored
+            keys[excluded] = np.inf
             keys[coo.row, coo.col] = np.inf  # targets
             m = min(sampled, n_items)
             neg = np.argpartition(keys, m - 1, axis=1)[:, :m]
@@ -135,11 +148,16 @@ def evaluate_model(
             keep[rows[ok], neg[ok]] = True
             keep[coo.row, coo.col] = True
             scores[~keep] = -np.inf
+            if unscored is not None:
+                unscored &= keep
         row, item, rank, greater, ties = target_ranks(scores, tb)
         n_cand = np.isfinite(scores).sum(axis=1)
         top, top_scores = topk(scores, kmax)
         top = np.where(np.isfinite(top_scores), top, -1)
         rb = RankBatch(np.diff(tb.indptr), row, item, rank, greater, ties, n_cand, top)
+        if unscored is not None:
+            rb.n_unscored = unscored.sum(axis=1)
+            rb.t_unscored = unscored[row, item]
         for m in metrics:
             if m.kind == "global":
                 m.accumulate(rb, ctx)  # type: ignore[attr-defined]

@@ -12,7 +12,11 @@ other targets placed before it (higher score, or equal score and lower index). E
 - MRR@K = 1 / (min R + 1), 0 if R is empty
 - MAP@K = (1 / min(|T|, K)) sum_{j-th smallest r in R} j / (r + 1)
 - AUC = mean over targets of P(target outscores a non-target candidate), ties 1/2; GAUC weights
-  users by their number of targets
+  users by their number of targets. An item the model left unscored (``-inf`` from the model
+  itself, not from the protocol: a pipeline's items that no source proposed) is a candidate
+  like any other, ranked below every scored item and tied with the other unscored ones; so a
+  pipeline's AUC is over the whole catalogue as the pipeline orders it (its candidates in its
+  order, then everything it did not propose, tied), comparable with any model's
 - a target that is itself excluded (a repeat of a history item, when history is excluded) is
   never a hit and counts 0 in AUC
 - Coverage@K = share of catalogue items in at least one list; Gini@K of item exposure
@@ -62,8 +66,11 @@ class RankBatch:
         n_pos: targets per user.
         t_row, t_item, t_rank: one entry per target: its user row, item and rank.
         t_greater, t_ties: non-target candidates scoring above / equal to the target.
-        n_cand: candidates per user (items not excluded).
+        n_cand: candidates per user the model scored (items not excluded, finite score).
         top: top-K item indices per user (-1 where the list ran out of candidates).
+        n_unscored: candidates per user the model left unscored (``-inf`` from the model
+            itself; the protocol's exclusions are not candidates), targets included.
+        t_unscored: per target, whether the model left it unscored.
     """
 
     n_pos: np.ndarray
@@ -74,6 +81,8 @@ class RankBatch:
     t_ties: np.ndarray
     n_cand: np.ndarray
     top: np.ndarray
+    n_unscored: np.ndarray | None = None
+    t_unscored: np.ndarray | None = None
 
 
 MISSED = np.iinfo(np.int64).max // 4  # the rank of a target that could not be ranked
@@ -246,12 +255,20 @@ class AUC(Metric):
     label = "auc"
 
     def per_user(self, rb, ctx):
+        n_users = len(rb.n_pos)
         ranked = rb.t_rank != MISSED
-        n_ranked = np.bincount(rb.t_row[ranked], minlength=len(rb.n_pos))
-        n_neg = (rb.n_cand - n_ranked)[rb.t_row].astype(np.float64)
+        n_ranked = np.bincount(rb.t_row[ranked], minlength=n_users)
+        unscored = rb.t_unscored if rb.t_unscored is not None else np.zeros(len(rb.t_row), bool)
+        # negatives the model left unscored: below every scored item, tied among themselves
+        n_off = rb.n_unscored if rb.n_unscored is not None else np.zeros(n_users, np.int64)
+        n_off_neg = (n_off - np.bincount(rb.t_row[unscored], minlength=n_users))[rb.t_row]
+        n_neg = ((rb.n_cand - n_ranked)[rb.t_row] + n_off_neg).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             auc_t = np.where(n_neg > 0, (n_neg - rb.t_greater - 0.5 * rb.t_ties) / n_neg, 0.5)
-        auc_t = np.where(ranked, auc_t, 0.0)  # an unrankable target beats nothing
+            # an unscored target loses to every scored item and ties with the unscored rest
+            auc_off = np.where(n_neg > 0, 0.5 * n_off_neg / n_neg, 0.5)
+        # a target the protocol excluded (a repeat of a history item) beats nothing
+        auc_t = np.where(ranked, auc_t, np.where(unscored, auc_off, 0.0))
         s = np.bincount(rb.t_row, weights=auc_t, minlength=len(rb.n_pos))
         return np.where(rb.n_pos > 0, s / np.maximum(rb.n_pos, 1), 0.0)
 
