@@ -95,6 +95,34 @@ def test_holdout_trains_the_ranker_then_refits_sources_on_everything():
     np.testing.assert_allclose(p.rank(stranger, merged), rrf, rtol=1e-6)
 
 
+def test_ranker_min_history_sets_which_requests_the_ranker_ranks():
+    """Issue 15: the short-history rule is a setting (chosen on validation data by
+    benchmarks.choose_defaults): None keeps the shortest history the ranker learned from,
+    0 lets the ranker rank every request, N fuses the sources below N events."""
+    from avrec.pipeline.sources import Request
+
+    ds = catalogue_dataset()
+    kw = {"sources": SOURCES, "ranker": {"min_child_samples": 5}, "ranker_holdout": 2}
+    learned = Pipeline(**kw).fit(ds)
+    assert learned.ranker_min_history == learned.ranker_shortest_history >= 1
+    always = Pipeline(**kw, ranker_min_history=0).fit(ds)
+    assert always.ranker_min_history == 0
+    assert always.ranker_shortest_history == learned.ranker_shortest_history
+    stranger = Request(-1, np.zeros(0, np.int64))
+    assert always.uses_ranker(stranger) and not learned.uses_ranker(stranger)
+    merged = always.candidates([stranger])[0]
+    np.testing.assert_allclose(
+        always.rank(stranger, merged),
+        always.ranker.predict(always.features.build(stranger, merged)),
+    )
+    three = Pipeline(**kw, ranker_min_history=3).fit(ds)
+    two = Request(0, ds.item_index[:2].astype(np.int64))
+    assert not three.uses_ranker(two)
+    assert three.uses_ranker(Request(0, ds.item_index[:3].astype(np.int64)))
+    with pytest.raises(ValueError, match="ranker_min_history"):
+        Pipeline(sources=SOURCES, ranker_min_history=-1)
+
+
 def test_pipeline_in_an_experiment_beats_popularity():
     ds = catalogue_dataset()
     res = Experiment(

@@ -75,6 +75,13 @@ class PipelineConfig(ModelConfig):
         "validation event) with the sources fitted on the rest, then the sources are refitted "
         "on everything; 0: learn from the validation events only, one fit",
     )
+    ranker_min_history: int | None = Field(
+        None,
+        ge=0,
+        description="requests with fewer events than this are ranked by reciprocal-rank "
+        "fusion of the sources, not by the ranker; None: the shortest history the ranker "
+        "learned from; 0: the ranker ranks every request",
+    )
     ranker_max_requests: int = Field(
         20_000,
         gt=0,
@@ -167,6 +174,7 @@ class Pipeline(Recommender):
         self.ranker: Ranker | None = None
         self.ranker_recall: float | None = None
         self.ranker_min_history = 0
+        self.ranker_shortest_history = 0
         tail = _tail_mask(dataset, c.ranker_holdout) if c.ranker_holdout else None
         if tail is not None and tail.any():
             # the ranker's examples: sources fitted without each user's last events, asked
@@ -289,10 +297,16 @@ class Pipeline(Recommender):
         names = self.features.names([s.name for s, _ in self.sources])
         # share of requests with a target among the candidates: the ranker's ceiling
         self.ranker_recall = float(np.mean([y.any() for y in labels])) if labels else 0.0
-        # the shortest history the ranker learns from: shorter requests (a stranger, a first
-        # session) lie outside what it saw, and are ranked by fusing the sources instead
+        # by default the shortest history the ranker learns from: shorter requests (a
+        # stranger, a first session) lie outside what it saw, and are ranked by fusing the
+        # sources instead
         lengths = [len(r.history) for r, y in zip(reqs, labels, strict=True) if y.any()]
-        self.ranker_min_history = int(min(lengths)) if lengths else 0
+        self.ranker_shortest_history = int(min(lengths)) if lengths else 0
+        self.ranker_min_history = (
+            self.ranker_shortest_history
+            if self.config.ranker_min_history is None
+            else self.config.ranker_min_history
+        )
         try:
             self.ranker = Ranker(**self.config.ranker).fit(feats, labels, names)
         except NotFittedError:
