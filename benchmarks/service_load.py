@@ -12,9 +12,17 @@ time:
 
 Each route runs back to back (every connection sends its next request as soon as the last
 is answered: the most the server carries, at a latency of clients / throughput), and the
-recommendations also paced, as people with a think time: 50 clients offering ``--rate``
-requests/s in all, where the latency is the server's own. Recommendations are measured once
-with the page cache off (``AVREC_CACHE_S=0``: every page computed) and then with it.
+recommendations also paced, as people with a think time: 50 clients offering a rate in all,
+where the latency is the server's own.
+
+Recommendations are measured first on the **cold path**, the page cache off
+(``AVREC_CACHE_S=0``: every page computed, as for a new user's first page and every page
+after an event), back to back and paced at ``--cold-rate``; then with the cache, paced at
+``--rate``. Every recommendation run reads the server's ``avrec_pages_total`` counters
+before and after, so the table gives the share of pages the cache answered in that run.
+Users are drawn uniformly at random (wrk's ``math.random``) from the first 2,000 users of
+the store (MovieLens: all 943) or 5,000 sampled of the 1M bundle's 100,000, so they repeat
+as a platform's returning users do, far more than real traffic's long tail would.
 
 Bundles: **MovieLens-100K** (the default pipeline trained by ``avrec train`` on the
 workspace) and a **synthetic 1M-item** catalogue (the pipeline-latency benchmark's, saved once
@@ -22,6 +30,7 @@ into the cache and registered in a workspace of its own). The load generator sha
 cores with the server, as it would on one machine.
 
     python -m benchmarks.service_load [--seconds 20] [--cases ml100k,1m] [--clients 50,200]
+        [--rate 600] [--cold-rate 150]
 
 Writes ``benchmarks/results/service-load.json`` and the table between the ``service-load``
 markers in BENCHMARKS.md.
@@ -71,7 +80,7 @@ request = function()
     h["Content-Type"] = "application/json"
     local u = users[math.random(#users)]
     local i = items[math.random(#items)]
-    local body = '{"user_id":"' .. u .. '","item_id":"' .. i .. '","type":"play","value":0.9}'
+    local body = '{"user_id":"' .. u .. '","item_id":"' .. i .. '","event":"play","value":0.9}'
     return wrk.format("POST", "/v1/events", h, body)
   else
     local w = words[math.random(#words)]
@@ -233,23 +242,51 @@ def load(url: str, route: str, clients: int, seconds: int, lists: tuple, rate: f
     return res
 
 
+def pages(url: str) -> dict[str, float]:
+    """The server's page counters (every worker's, summed): cache hits and misses."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out = {"hit": 0.0, "miss": 0.0}
+    for m in re.finditer(r'^avrec_pages_total\{cache="(hit|miss)"\} ([0-9.e+]+)$', text, re.M):
+        out[m.group(1)] += float(m.group(2))
+    return out
+
+
+def _measured(url: str, route: str, run: callable) -> dict:  # type: ignore[valid-type]
+    """``run()`` with the share of recommendation pages the cache answered meanwhile."""
+    before = pages(url) if route == "recommendations" else None
+    res = run()
+    if before is not None:
+        after = pages(url)
+        hits, misses = after["hit"] - before["hit"], after["miss"] - before["miss"]
+        res["cache_hit_ratio"] = hits / (hits + misses) if hits + misses else None
+        res["pages_computed"] = misses
+    return res
+
+
 def _show(out: dict, route: str, mode: str, res: dict) -> None:
     out["runs"].append({"route": route, "mode": mode, **res})
+    hit = res.get("cache_hit_ratio")
     print(
-        f"  {route:15} {mode:28}: {res['rps']:7.0f} req/s  p50 {res['p50']:6.1f}"
-        f"  p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  errors {res['errors']}",
+        f"  {route:15} {mode:36}: {res['rps']:7.0f} req/s  p50 {res['p50']:6.1f}"
+        f"  p95 {res['p95']:6.1f}  p99 {res['p99']:6.1f} ms  errors {res['errors']}"
+        + (f"  cache hits {hit:.1%}" if hit is not None else ""),
         flush=True,
     )
 
 
-def run_case(label: str, ws: Path, clients: list[int], seconds: int, rate: float) -> dict:
+def run_case(
+    label: str, ws: Path, clients: list[int], seconds: int, rate: float, cold_rate: float
+) -> dict:
     lists = _titles_words(ws)
-    out: dict = {"runs": []}
+    out: dict = {"runs": [], "users_drawn_from": len(lists[0])}
+    rec = "recommendations"
     # the cold path first: every page computed (AVREC_CACHE_S=0)
     proc, url = serve(ws, {"AVREC_CACHE_S": "0"})
     try:
-        res = load(url, "recommendations", clients[0], seconds, lists)
-        _show(out, "recommendations", f"{clients[0]} clients, no page cache", res)
+        res = _measured(url, rec, lambda: load(url, rec, clients[0], seconds, lists))
+        _show(out, rec, f"cold: {clients[0]} clients back to back", res)
+        res = _measured(url, rec, lambda: load(url, rec, clients[0], seconds, lists, cold_rate))
+        _show(out, rec, f"cold: {clients[0]} clients, {cold_rate:.0f}/s offered", res)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -258,13 +295,15 @@ def run_case(label: str, ws: Path, clients: list[int], seconds: int, rate: float
     out["ready_s"] = time.perf_counter() - t
     print(f"{label}: ready in {out['ready_s']:.1f}s", flush=True)
     try:
-        warm(url, lists[0])
+        # with the page cache: paced first, from an empty cache (no warm-up), so its hit
+        # ratio is what this traffic earns in one run
+        res = _measured(url, rec, lambda: load(url, rec, clients[0], seconds, lists, rate))
+        _show(out, rec, f"cached: {clients[0]} clients, {rate:.0f}/s offered", res)
         for route in ROUTES:
             for c in clients:
-                _show(out, route, f"{c} clients", load(url, route, c, seconds, lists))
-            if route == "recommendations":  # paced, while the pages of the runs above last
-                res = load(url, route, clients[0], seconds, lists, rate)
-                _show(out, route, f"{clients[0]} clients, {rate:.0f}/s offered", res)
+                res = _measured(url, route, lambda r=route, n=c: load(url, r, n, seconds, lists))
+                mode = f"cached: {c} clients back to back" if route == rec else f"{c} clients"
+                _show(out, route, mode, res)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -272,19 +311,26 @@ def run_case(label: str, ws: Path, clients: list[int], seconds: int, rate: float
 
 
 def update_markdown(res: dict) -> None:
+    drawn = ", ".join(f"{k}: {v['users_drawn_from']:,}" for k, v in res["cases"].items())
     lines = [
-        f"Measured {res['date']} on {res['machine']}: `python -m benchmarks.service_load` "
-        f"(wrk, {res['seconds']} s per cell, `avrec serve --workers 2` on loopback; the load "
-        "generator on the same two cores).",
+        f"Measured {res['date']} at commit {res.get('commit', '?')} on {res['machine']}: "
+        f"`python -m benchmarks.service_load` (wrk, {res['seconds']} s per cell, `avrec serve "
+        "--workers 2` on loopback, keys on, durable writes; the load generator on the same two "
+        f"cores). Users drawn uniformly at random from {drawn}. Cold: every page computed "
+        "(`AVREC_CACHE_S=0`). Cached: the default page cache, from empty, cells in the order "
+        "shown; \"cache hits\" is the share of pages it answered in that cell, read from the "
+        "server's `avrec_pages_total`.",
         "",
-        "| bundle | route | load | req/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bundle | route | load | req/s | p50 ms | p95 ms | p99 ms | cache hits | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, case in res["cases"].items():
         for r in case["runs"]:
+            hit = r.get("cache_hit_ratio")
             lines.append(
                 f"| {label} | {r['route']} | {r['mode']} | {r['rps']:.0f} | {r['p50']:.1f} | "
-                f"{r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |"
+                f"{r['p95']:.1f} | {r['p99']:.1f} | "
+                f"{'-' if hit is None else f'{hit:.0%}'} | {r['errors']} |"
             )
     replace_block("service-load", lines, "## The HTTP service under load")
 
@@ -294,19 +340,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--cases", default="ml100k,1m")
     ap.add_argument("--clients", default="50,200")
-    ap.add_argument("--rate", type=float, default=600.0, help="offered rate of the paced run")
+    ap.add_argument("--rate", type=float, default=600.0, help="offered rate, cached and paced")
+    ap.add_argument("--cold-rate", type=float, default=150.0,
+                    help="offered rate of the paced cold run")  # fmt: skip
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian)")
     CACHE.mkdir(parents=True, exist_ok=True)
     clients = [int(c) for c in args.clients.split(",")]
-    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "seconds": args.seconds,
-           "cases": {}}  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()  # fmt: skip
+    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "commit": commit, "seconds": args.seconds, "rate": args.rate,
+           "cold_rate": args.cold_rate, "cases": {}}  # fmt: skip
     builders = {"MovieLens-100K": ("ml100k", ml100k_workspace),
                 "synthetic 1M": ("1m", million_workspace)}  # fmt: skip
     for label, (key, build) in builders.items():
         if key in args.cases.split(","):
-            res["cases"][label] = run_case(label, build(), clients, args.seconds, args.rate)
+            res["cases"][label] = run_case(
+                label, build(), clients, args.seconds, args.rate, args.cold_rate
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service-load.json").write_text(json.dumps(res, indent=2))
     update_markdown(res)

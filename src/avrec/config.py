@@ -86,10 +86,20 @@ class ContentConfig(BaseModel):
     )
     max_audio_seconds: float = Field(600.0, gt=0, description="audio analysed per item")
     media_roots: list[str] = Field(
-        default_factory=list, description="folders local media may come from (empty: any)"
+        default_factory=list,
+        description="folders local media may come from, besides the workspace's media/ "
+        "folder and the folders of public datasets loaded into it (no other path is read)",
+    )
+    media_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="internal hosts (names, addresses or CIDR networks) media may be "
+        "downloaded from; any other host must resolve to public addresses only",
     )
     max_download_mb: int = Field(500, gt=0, description="largest http(s) media download")
-    download_timeout_s: float = Field(30.0, gt=0, description="network timeout per request")
+    download_timeout_s: float = Field(30.0, gt=0, description="network timeout per read")
+    download_total_s: float = Field(
+        300.0, gt=0, description="the most one download may take, redirects included"
+    )
     workers: int = Field(1, ge=0, description="processes analysing media (0: one per core)")
     text_weights: dict[str, float] = Field(
         default_factory=lambda: {"primary": 1.0, "transcript": 0.6, "ocr": 0.3, "comments": 0.3},

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avrec.config import Settings, WorkspaceConfig
 from avrec.errors import ConfigError
 from avrec.storage import ArtifactStore, Store, open_store
 
-__all__ = ["CONFIG_NAME", "Workspace"]
+if TYPE_CHECKING:
+    from avrec.media.source import MediaSource
+
+__all__ = ["CONFIG_NAME", "MEDIA_DIR", "Workspace"]
+
+#: store state kind under which extra media roots (loaded datasets' folders) are kept
+MEDIA_ROOT_STATE = "media_root"
 
 CONFIG_NAME = "avrec.toml"
+#: the workspace's own media folder: always a media root
+MEDIA_DIR = "media"
 
 _TEMPLATE = """\
 # avrec workspace configuration. Every key, its default and meaning: avrec.example.toml.
@@ -58,9 +67,12 @@ ocr = true                     # text on screen
 max_frames = 8
 ocr_frames = 4                 # key frames read by OCR (covers and posters always are)
 max_audio_seconds = 600.0
-media_roots = []               # folders local media may come from; empty: any path
+media_roots = []               # folders local media may come from, besides media/ here and
+                               # the folders of public datasets loaded (nothing else is read)
+media_allowed_hosts = []       # internal hosts media may be downloaded from (public only else)
 max_download_mb = 500
-download_timeout_s = 30.0
+download_timeout_s = 30.0      # per read
+download_total_s = 300.0       # per download, redirects included
 workers = 1                    # media processes; 0: one per core
 text_weights = { primary = 1.0, transcript = 0.6, ocr = 0.3, comments = 0.3 }
 fusion_weights = { text = 1.0, visual = 0.5, audio = 0.3, audio_signal = 0.2 }
@@ -113,6 +125,7 @@ class Workspace:
             raise ConfigError(f"a workspace already exists at {root.resolve()}")
         root.mkdir(parents=True, exist_ok=True)
         (root / "artifacts").mkdir(exist_ok=True)
+        (root / MEDIA_DIR).mkdir(exist_ok=True)
         if not cfg.exists():
             cfg.write_text(_TEMPLATE, encoding="utf-8")
         ws = cls(root)
@@ -160,6 +173,35 @@ class Workspace:
     @property
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.root / "artifacts")
+
+    def media_roots(self) -> list[Path]:
+        """The folders local media may come from: the workspace's ``media/``, the configured
+        ``[content] media_roots`` and the folders of the public datasets loaded here. No
+        other local path is ever read or served."""
+        roots = [self.root / MEDIA_DIR]
+        for r in self.config.content.media_roots:
+            roots.append(Path(r) if Path(r).is_absolute() else self.root / r)
+        roots += [Path(p) for p in self.store.states(MEDIA_ROOT_STATE)]
+        return list(dict.fromkeys(roots))
+
+    def register_media_root(self, folder: Path, why: str) -> None:
+        """Allow media from ``folder`` (a public dataset's own files, say)."""
+        self.store.put_state(MEDIA_ROOT_STATE, str(Path(folder).resolve()), {"why": why})
+
+    def media_source(self) -> MediaSource:
+        """The workspace's media rules, for the analysis and the service alike."""
+        from avrec.media.source import MediaSource
+
+        c = self.config.content
+        return MediaSource(
+            roots=self.media_roots(),
+            cache_dir=self.root / "media-cache",
+            max_bytes=c.max_download_mb * 1024 * 1024,
+            timeout_s=c.download_timeout_s,
+            total_s=c.download_total_s,
+            allowed_hosts=list(c.media_allowed_hosts),
+            base_dir=self.root,
+        )
 
     @property
     def rejects_dir(self) -> Path:

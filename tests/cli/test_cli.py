@@ -226,7 +226,12 @@ def test_analyze_show_and_mistakes(tmp_path):
     ws = tmp_path / "ws"
     assert run("init", str(ws)).returncode == 0
     cfg = ws / "avrec.toml"
-    cfg.write_text(cfg.read_text().replace("tag_min_items = 2", "tag_min_items = 1"))
+    # the shared media folder is allowed by name: no other path outside the workspace is read
+    cfg.write_text(
+        cfg.read_text()
+        .replace("tag_min_items = 2", "tag_min_items = 1")
+        .replace("media_roots = []", f"media_roots = [{str(media)!r}, {str(tmp_path)!r}]")
+    )
     items = write(
         tmp_path / "items.csv",
         "item_id,title,tags,image\n"

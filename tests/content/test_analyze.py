@@ -187,8 +187,13 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     ws = tmp_path / "ws"
     Workspace.init(ws).close()
     cfg = ws / "avrec.toml"
-    cfg.write_text(cfg.read_text().replace("speech = true", "speech = false"))
-    posters = sorted((SHARED / "datasets/movielens-100k/posters").glob("*.jpg"))[:12]
+    posters_dir = SHARED / "datasets/movielens-100k/posters"
+    cfg.write_text(
+        cfg.read_text()
+        .replace("speech = true", "speech = false")
+        .replace("media_roots = []", f"media_roots = [{str(posters_dir)!r}]")
+    )
+    posters = sorted(posters_dir.glob("*.jpg"))[:12]
     rows = ["item_id,title,image"] + [f"p{p.stem},Poster {p.stem},{p}" for p in posters]
     (tmp_path / "items.csv").write_text("\n".join(rows) + "\n")
     env = {**os.environ, "COLUMNS": "200"}

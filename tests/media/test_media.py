@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +117,15 @@ def test_media_source_downloads_over_http_with_limits(media, tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/clip.webm"
-        src = MediaSource(cache_dir=tmp_path / "cache")
+        # loopback is internal: allowed here by name, as a platform names its media store
+        src = MediaSource(cache_dir=tmp_path / "cache", allowed_hosts=["127.0.0.1"])
         local = src.resolve(url)
         assert local.read_bytes() == (served / "clip.webm").read_bytes()
         assert probe(local).has_video
         assert src.resolve(url) == local  # cached: no second download
-        small = MediaSource(cache_dir=tmp_path / "cache2", max_bytes=1000)
+        small = MediaSource(
+            cache_dir=tmp_path / "cache2", max_bytes=1000, allowed_hosts=["127.0.0.0/8"]
+        )
         with pytest.raises(MediaError, match="over the limit"):
             small.resolve(url)
         with pytest.raises(MediaError, match="download failed"):
@@ -142,3 +146,85 @@ def test_check_vets_a_reference_without_reading_it(tmp_path):
             src.check(bad)
     with pytest.raises(MediaError, match="not found"):
         src.resolve("later/clip.mp4")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Redirects (``/to?<url>``), a slow trickle (``/slow``), a small body (anything else)."""
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        if self.path.startswith("/to?"):
+            self.send_response(302)
+            self.send_header("Location", self.path[4:])
+            self.end_headers()
+        elif self.path == "/slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def web():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_downloads_refuse_internal_addresses(web, tmp_path):
+    """Server-side request forgery: a media URL must not reach loopback, private,
+    link-local or multicast addresses, by name or by number, unless the host is allowed."""
+    src = MediaSource(cache_dir=tmp_path / "c")
+    for url in (f"http://127.0.0.1:{web}/a.png", f"http://localhost:{web}/a.png",
+                f"http://[::1]:{web}/a.png", "http://169.254.169.254/latest/meta-data/",
+                "http://10.0.0.1/a.png", "http://192.168.1.1/a.png", "http://224.0.0.1/a",
+                "http://0.0.0.0/a.png", f"http://[::ffff:127.0.0.1]:{web}/a.png"):  # fmt: skip
+        with pytest.raises(MediaError, match="not a public address"):
+            src.resolve(url)
+    assert not any((tmp_path / "c").iterdir())
+    allowed = MediaSource(cache_dir=tmp_path / "c", allowed_hosts=["localhost"])
+    assert allowed.resolve(f"http://localhost:{web}/a.png").read_bytes() == b"hello"
+
+
+def test_redirects_are_vetted_on_every_hop(web, tmp_path):
+    src = MediaSource(cache_dir=tmp_path / "c", allowed_hosts=["localhost"])
+    # to another scheme: refused (urllib would follow ftp://)
+    with pytest.raises(MediaError, match="redirected to ftp"):
+        src.resolve(f"http://localhost:{web}/to?ftp://localhost/etc/passwd")
+    with pytest.raises(MediaError, match="redirected to file"):
+        src.resolve(f"http://localhost:{web}/to?file:///etc/passwd")
+    # from an allowed host to one that is not: refused at the hop
+    with pytest.raises(MediaError, match="not a public address"):
+        src.resolve(f"http://localhost:{web}/to?http://127.0.0.1:{web}/a.png")
+    # to an allowed one: followed
+    assert (
+        src.resolve(f"http://localhost:{web}/to?http://localhost:{web}/b.png").read_bytes()
+        == b"hello"
+    )
+
+
+def test_a_download_stops_at_its_total_time(web, tmp_path):
+    """Each read is quick (a byte every 50 ms), so only a limit on the whole download stops
+    a server that trickles forever."""
+    src = MediaSource(cache_dir=tmp_path / "c", allowed_hosts=["127.0.0.1"], timeout_s=5,
+                      total_s=1.0)  # fmt: skip
+    t = time.monotonic()
+    with pytest.raises(MediaError, match="over the limit of 1 s"):
+        src.resolve(f"http://127.0.0.1:{web}/slow")
+    assert time.monotonic() - t < 3.0
+    assert not list((tmp_path / "c").glob("*"))

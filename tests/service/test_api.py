@@ -29,7 +29,7 @@ def test_keys_and_scopes(server):
     assert anon.headers["www-authenticate"] == "Bearer"
     bad = server.client("not-a-key-at-all-000000").get("/v1/users/u0/recommendations")
     assert bad.status_code == 401
-    ev = {"user_id": "u0", "item_id": "i1", "type": "play"}
+    ev = {"user_id": "u0", "item_id": "i1", "type": "play"}  # the short names still work
     denied = server.client(READ).post("/v1/events", json=ev)
     assert denied.status_code == 403 and "'write' is needed" in denied.json()["message"]
     assert server.client(WRITE).delete("/v1/users/u0").status_code == 403  # admin only
@@ -69,9 +69,9 @@ def test_an_event_changes_the_next_recommendation(server):
     before = c.get("/v1/users/newcomer/recommendations", params={"k": 6}).json()
     assert before["fallback"] is True
     events = [
-        {"user_id": "newcomer", "item_id": "i13", "type": "play", "value": 1.0},
-        {"user_id": "newcomer", "item_id": "i16", "type": "like"},
-        {"user_id": "newcomer", "item_id": "i19", "type": "dislike"},
+        {"user_id": "newcomer", "item_id": "i13", "event": "play", "value": 1.0},
+        {"user_id": "newcomer", "item_id": "i16", "event": "like"},
+        {"user_id": "newcomer", "item_id": "i19", "event": "dislike"},
     ]
     assert w.post("/v1/events", json={"events": events}).json()["accepted"] == 3
     after = c.get("/v1/users/newcomer/recommendations", params={"k": 6}).json()
@@ -82,7 +82,7 @@ def test_an_event_changes_the_next_recommendation(server):
 
 
 def test_anonymous_session(server):
-    body = {"items": ["i2", "i5"], "events": [{"item_id": "i8", "type": "dislike"}], "k": 5}
+    body = {"items": ["i2", "i5"], "events": [{"item_id": "i8", "event": "dislike"}], "k": 5}
     r = server.client().post("/v1/recommendations", json=body)
     assert r.status_code == 200
     ids = [x["item_id"] for x in r.json()["items"]]
@@ -119,10 +119,10 @@ def test_events_batch_rejects_and_idempotency(server):
     w = server.client(WRITE)
     batch = {
         "events": [
-            {"user_id": "u3", "item_id": "i4", "type": "play", "idempotency_key": "k-1"},
-            {"user_id": "u3", "item_id": "i5", "type": "dance"},
-            {"user_id": "u3", "type": "search", "text": "piano trio"},
-            {"user_id": "u3", "item_id": "i4", "type": "play", "idempotency_key": "k-1"},
+            {"user_id": "u3", "item_id": "i4", "event": "play", "idempotency_key": "k-1"},
+            {"user_id": "u3", "item_id": "i5", "event": "dance"},
+            {"user_id": "u3", "event": "search", "text": "piano trio"},
+            {"user_id": "u3", "item_id": "i4", "event": "play", "idempotency_key": "k-1"},
         ]
     }
     r = w.post("/v1/events", json=batch).json()
@@ -131,7 +131,7 @@ def test_events_batch_rejects_and_idempotency(server):
                                "reason": "unknown event type 'dance'"}  # fmt: skip
     again = w.post("/v1/events", json=batch["events"][0]).json()
     assert again["duplicates"] == 1 and again["accepted"] == 0
-    only_bad = w.post("/v1/events", json={"user_id": "u3", "item_id": "i1", "type": "dance"})
+    only_bad = w.post("/v1/events", json={"user_id": "u3", "item_id": "i1", "event": "dance"})
     assert only_bad.status_code == 422 and only_bad.json()["code"] == "rejected"
     invalid = w.post("/v1/events", json={"user_id": "", "item_id": "i1"})
     assert invalid.status_code == 422 and invalid.json()["message"].startswith("EventIn.user_id")
@@ -140,8 +140,8 @@ def test_events_batch_rejects_and_idempotency(server):
     huge = w.post("/v1/events", content=b"x" * 1_100_000,
                   headers={"Content-Type": "application/json"})  # fmt: skip
     assert huge.status_code == 413 and huge.json()["code"] == "too_large"
-    mine = server.client().get("/v1/users/u3/events", params={"limit": 5}).json()["events"]
-    assert mine[0]["type"] in ("play", "search") and any(
+    mine = server.client(ADMIN).get("/v1/users/u3/events", params={"limit": 5}).json()["events"]
+    assert mine[0]["event"] in ("play", "search") and any(
         e.get("text") == "piano trio" for e in mine
     )
 
@@ -186,7 +186,7 @@ def test_users_and_erasure(server):
     assert any("history" in x for x in erased["erased"]["model"])
     assert "not started" in erased["retrain"]
     assert server.client().get("/v1/users/u5").status_code == 404
-    assert server.client().get("/v1/users/u5/events").json()["events"] == []
+    assert a.get("/v1/users/u5/events").json()["events"] == []
     recs = server.client().get("/v1/users/u5/recommendations").json()
     assert recs["fallback"] is True  # nothing of them is left to personalise with
     assert a.delete("/v1/users/u5").status_code == 404

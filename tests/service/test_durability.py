@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from avrec.storage import open_store
-from tests.service.conftest import READ, WRITE, start
+from tests.service.conftest import ADMIN, WRITE, start
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_every_acknowledged_event_survives_a_kill(fresh_ws):
             while not stop.is_set():
                 keys = [f"w{w}-{n}-{j}" for j in range(5)]
                 events = [
-                    {"user_id": f"load{w}", "item_id": f"i{(n + j) % 24}", "type": "play",
+                    {"user_id": f"load{w}", "item_id": f"i{(n + j) % 24}", "event": "play",
                      "ts": 1e9 + n * 10 + j, "idempotency_key": k}
                     for j, k in enumerate(keys)
                 ]  # fmt: skip
@@ -78,12 +78,12 @@ def test_every_acknowledged_event_survives_a_kill(fresh_ws):
         sent = []
         for k in done[:200]:
             w, n, j = (int(x) for x in k[1:].split("-"))
-            sent.append({"user_id": f"load{w}", "item_id": f"i{(n + j) % 24}", "type": "play",
+            sent.append({"user_id": f"load{w}", "item_id": f"i{(n + j) % 24}", "event": "play",
                          "ts": 1e9 + n * 10 + j + 0.5, "idempotency_key": k})  # fmt: skip
         r = c.post("/v1/events", json={"events": sent}).json()
         assert r["duplicates"] == 200 and r["accepted"] == 0  # a retry, not a new event
-        n_events = again.client(READ).get("/v1/users/load0/events", params={"limit": 1000})
-        ts = [e["ts"] for e in n_events.json()["events"]]
+        n_events = again.client(ADMIN).get("/v1/users/load0/events", params={"limit": 1000})
+        ts = [e["timestamp"] for e in n_events.json()["events"]]
         assert len(ts) == len(set(ts)) and not any(t % 1 == 0.5 for t in ts)
     finally:
         again.stop()

@@ -31,7 +31,7 @@ def test_retrain_swaps_without_dropping_requests(fresh_ws):
         # two workers, fresh connections each time: both must see the event at once
         for n in range(6):
             item = f"i{12 + n}"
-            ev = {"user_id": "switcher", "item_id": item, "type": "like"}
+            ev = {"user_id": "switcher", "item_id": item, "event": "like"}
             assert srv.client(WRITE).post("/v1/events", json=ev).status_code == 200
             with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {READ}"}) as c:
                 got = c.get("/v1/users/switcher/recommendations", params={"k": 10}).json()

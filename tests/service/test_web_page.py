@@ -1,6 +1,7 @@
-"""The web page in headless Chromium (Debian's, driven by Playwright): cards render with
+"""The web page in headless Chromium (Debian's, driven by Playwright), signed in with a user
+token (as a platform's login hands it over, in the address' fragment): cards render with
 titles and explanations, a like posts an event and the list visibly changes, a request in
-words fills the cards."""
+words fills the cards, and a token that is not valid says so."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.service.conftest import WRITE
+from tests.service.conftest import ADMIN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -17,8 +18,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def token_for(server, user: str) -> str:
+    r = server.client(ADMIN).post("/v1/tokens", json={"user_id": user, "ttl_s": 600})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
 @pytest.fixture()
-def page(server):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -28,19 +35,24 @@ def page(server):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )  # fmt: skip
-        pg = browser.new_page(viewport={"width": 1200, "height": 900})
-        pg.goto(server.url + "/")
-        yield pg
+        yield browser
         browser.close()
+
+
+def open_page(browser, server, token: str):
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    pg.goto(f"{server.url}/#token={token}")
+    return pg
 
 
 def _cards(page) -> list[str]:
     return page.eval_on_selector_all(".card", "els => els.map(e => e.dataset.item)")
 
 
-def test_cards_render_and_a_like_updates_the_list(page, server, tmp_path):
-    page.fill("#key", WRITE)
-    page.fill("#user", "web-visitor")
+def test_cards_render_and_a_like_updates_the_list(browser, server, tmp_path):
+    page = open_page(browser, server, token_for(server, "web-visitor"))
+    assert "token=" not in page.url  # the token leaves the address bar (and history)
+    assert page.input_value("#user") == "web-visitor"
     page.click("#go")
     page.wait_for_function("document.querySelectorAll('.card').length >= 6")
     assert "nothing known of you yet" in page.text_content("#status")
@@ -64,14 +76,14 @@ def test_cards_render_and_a_like_updates_the_list(page, server, tmp_path):
     assert "like recorded" in page.text_content("#status")
     assert "nothing known of you yet" not in page.text_content("#status")
     assert _cards(page) != first
-    events = server.client().get("/v1/users/web-visitor/events").json()["events"]
-    assert [e["item_id"] for e in events if e["type"] == "like"] == [liked]
+    events = server.client(ADMIN).get("/v1/users/web-visitor/events").json()["events"]
+    assert [e["item_id"] for e in events if e["event"] == "like"] == [liked]
     why = page.eval_on_selector_all(".card .why", "els => els.map(e => e.textContent)")
     assert any(w for w in why)
 
 
-def test_asking_in_words_fills_the_cards(page):
-    page.fill("#key", WRITE)
+def test_asking_in_words_fills_the_cards(browser, server):
+    page = open_page(browser, server, token_for(server, "web-asker"))
     page.fill("#ask", "rock songs under 20 minutes")
     page.click("#askbtn")
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('asked')")
@@ -80,8 +92,10 @@ def test_asking_in_words_fills_the_cards(page):
     assert ids and all(12 <= int(i[1:]) < 20 for i in ids)
 
 
-def test_a_wrong_key_says_so(page):
-    page.fill("#key", "wrong-key-000000000000")
-    page.click("#go")
+def test_a_token_that_is_not_valid_says_so(browser, server):
+    good = token_for(server, "web-visitor")
+    head, body, sig = good.split(".")
+    forged = ".".join((head, body, sig[::-1]))  # the signature no longer matches
+    page = open_page(browser, server, forged)
     page.wait_for_function("document.querySelector('#status').className === 'error'")
-    assert "API key" in page.text_content("#status")
+    assert "sign in again" in page.text_content("#status")

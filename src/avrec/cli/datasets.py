@@ -58,6 +58,8 @@ def load(ctx: typer.Context, name: str) -> None:
     try:
         with count_progress(f"load {name}", total) as adv:
             reports = ingest_public(ws.store, data, ws.config, progress=adv)
+        for folder in data.media_roots:  # its posters or clips may be read and served
+            ws.register_media_root(folder, f"dataset:{name}")
     finally:
         ws.close()
     files = ", ".join(f"{k}: {v:,}" for k, v in data.meta.get("files", {}).items())

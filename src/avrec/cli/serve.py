@@ -9,6 +9,24 @@ import typer
 
 from avrec.cli._common import console, state
 
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (every address it resolves to
+    is a loopback address)."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
 keys_app = typer.Typer(help="API keys for avrec serve (stored hashed in the workspace).")
 
 
@@ -21,11 +39,17 @@ def serve(
         False, "--dev", help="dev mode: placeholder keys allowed, open access without keys"
     ),
     log_level: str = typer.Option("warning", help="uvicorn's own log level"),
+    i_know_it_is_open: bool = typer.Option(
+        False,
+        "--i-know-it-is-open",
+        help="allow dev mode on an address other hosts can reach (it may be open to anyone)",
+    ),
 ) -> None:
     """Serve the workspace's active bundle over HTTP (API docs at /docs, web page at /).
     Keys come from AVREC_API_KEYS or the workspace's api-keys.txt (avrec keys add)."""
     import uvicorn
 
+    from avrec.errors import ConfigError
     from avrec.service.app import create_app
     from avrec.service.settings import ServiceSettings
 
@@ -35,14 +59,23 @@ def serve(
     os.environ["AVREC_WORKSPACE"] = str(root)
     if dev:
         os.environ["AVREC_DEV"] = "1"
+    if ServiceSettings().dev and not loopback(host) and not i_know_it_is_open:
+        raise ConfigError(
+            f"dev mode on {host} would open the API (placeholder keys, or no keys at all) to "
+            "every host that reaches it: serve dev mode on 127.0.0.1, or add "
+            "--i-know-it-is-open"
+        )
     # fail here, with one clear line, on bad keys or settings, before any worker starts
     create_app(ServiceSettings()).state.service.ws.close()
     if workers > 1:
         # each worker's metrics go to files /metrics adds up
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="avrec-metrics-"))
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{host}]" if ":" in host else host
+    where = " (every interface)" if host in ("0.0.0.0", "::") else ""
     console.print(
-        f"serving on http://{shown}:{port} (API docs at /docs, web page at /), {workers} worker(s)"
+        f"listening on http://{shown}:{port}{where} (API docs at /docs, web page at /), "
+        f"{workers} worker(s)" + (", dev mode" if ServiceSettings().dev else ""),
+        soft_wrap=True,
     )
     uvicorn.run(
         "avrec.service.app:create_app",
@@ -58,15 +91,17 @@ def serve(
 @keys_app.command("add")
 def keys_add(
     ctx: typer.Context,
-    scope: str = typer.Option("read", help="read, write or admin"),
+    scope: str = typer.Option(
+        "read", help="read, write or admin; tokens: only mints user tokens (POST /v1/tokens)"
+    ),
     name: str = typer.Option("", help="a label for the key"),
 ) -> None:
     """Make a new key and store its hash; the key itself is printed once."""
     from avrec.errors import ConfigError
-    from avrec.service.security import SCOPES, hash_key, new_key
+    from avrec.service.security import KEY_SCOPES, hash_key, new_key
 
-    if scope not in SCOPES:
-        raise ConfigError(f"--scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if scope not in KEY_SCOPES:
+        raise ConfigError(f"--scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
     ws = state(ctx).open_workspace()
     path = ws.root / "api-keys.txt"
     ws.close()
@@ -92,3 +127,26 @@ def keys_list(ctx: typer.Context) -> None:
         fields = line.split()
         if len(fields) >= 2 and fields[0].startswith("sha256:"):
             console.print(f"{fields[1]:6} {' '.join(fields[2:])}  {fields[0][:15]}...")
+
+
+@keys_app.command("token")
+def keys_token(
+    ctx: typer.Context,
+    user: str = typer.Option(..., "--user", "-u", help="the user the token acts for"),
+    ttl: float = typer.Option(3600.0, min=1, help="life in seconds"),
+) -> None:
+    """A user token signed with the workspace's secret (as POST /v1/tokens mints), and the
+    web page's address that signs in with it."""
+    from avrec.service.security import UserTokens
+    from avrec.service.settings import ServiceSettings
+
+    ws = state(ctx).open_workspace()
+    root = ws.root
+    ws.close()
+    cfg = ServiceSettings()
+    token, expires = UserTokens.for_workspace(root, cfg.token_secret, cfg.token_max_ttl_s).mint(
+        user, ttl
+    )
+    console.print(token, markup=False, highlight=False)
+    console.print(f"web page: http://127.0.0.1:8000/#token={token}", markup=False,
+                  highlight=False)  # fmt: skip

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -971,12 +970,5 @@ def workspace_inputs(workspace, item_ids: Sequence[str] | None = None):  # noqa:
 def workspace_analyzer(workspace, workers: int | None = None) -> ContentAnalyzer:  # noqa: ANN001
     """A :class:`ContentAnalyzer` on a workspace's ``content.db`` and media settings."""
     c = workspace.config.content
-    roots = [Path(r) if Path(r).is_absolute() else workspace.root / r for r in c.media_roots]
-    source = MediaSource(
-        roots=roots,
-        cache_dir=workspace.root / "media-cache",
-        max_bytes=c.max_download_mb * 1024 * 1024,
-        timeout_s=c.download_timeout_s,
-        base_dir=workspace.root,
-    )
+    source = workspace.media_source()
     return ContentAnalyzer(c, ContentStore(workspace.root / "content.db"), source, workers=workers)

@@ -1,21 +1,31 @@
 """Where media comes from: local paths inside allowed roots, or http(s) URLs with limits.
 
-A catalogue names media by path or URL; analysing it must not become a way to read arbitrary
-files or to fetch without bounds. :class:`MediaSource` resolves a reference to a local file:
+A catalogue names media by path or URL; analysing or serving it must not become a way to read
+arbitrary files of the server or to reach hosts the operator did not allow.
+:class:`MediaSource` resolves a reference to a local file:
 
-- ``http://`` and ``https://`` are downloaded into a cache folder (named by the URL's hash, so a
-  second analysis does not download again), refusing bodies over ``max_bytes`` and requests over
-  ``timeout_s``;
-- ``file://`` and plain paths must lie inside one of ``roots`` (when roots are given), after
-  resolving symlinks and ``..``;
+- ``file://`` and plain paths must lie inside one of ``roots`` after resolving symlinks and
+  ``..`` (a symlink that leaves a root is refused); ``roots=None`` allows any path, for
+  library use on a trusted catalogue only: a workspace always passes its roots;
+- ``http://`` and ``https://`` are downloaded into a cache folder (named by the URL's hash, so
+  a second analysis does not download again). The address every connection actually reaches
+  must be public: loopback, private, link-local, multicast, reserved and unspecified
+  addresses are refused (checked on the connected socket, so DNS rebinding cannot slip past,
+  and again on every redirect), unless the host is named in ``allowed_hosts``. Redirects go
+  to http(s) only, at most five; bodies over ``max_bytes`` and downloads over ``total_s``
+  are cut off, besides the ``timeout_s`` of each read;
 - any other scheme is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
+import ipaddress
 import os
+import socket
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +34,23 @@ from pathlib import Path
 
 from avrec.errors import MediaError
 
-__all__ = ["MediaSource"]
+__all__ = ["MediaSource", "public_address"]
+
+MAX_REDIRECTS = 5
+
+
+def public_address(ip: str) -> bool:
+    """Whether ``ip`` is a public unicast address (IPv4-mapped IPv6 judged as IPv4)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not (
+        addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved
+        or addr.is_private or addr.is_unspecified
+    )  # fmt: skip
 
 
 @dataclass
@@ -32,25 +58,31 @@ class MediaSource:
     """Resolves media references to local files.
 
     Args:
-        roots: folders local media may come from (empty: any path).
+        roots: folders local media may come from; ``None``: any path (trusted library use).
         cache_dir: where downloads go.
         max_bytes: largest download accepted.
-        timeout_s: network timeout per request.
+        timeout_s: network timeout of each connect and read.
+        total_s: the most one download may take, redirects included.
+        allowed_hosts: host names (or IP addresses, or CIDR networks) that may be reached
+            although they are internal: a platform's own media store.
         base_dir: relative paths are resolved against it.
     """
 
-    roots: list[Path] = field(default_factory=list)
+    roots: list[Path] | None = None
     cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "avrec-media")
     max_bytes: int = 500 * 1024 * 1024
     timeout_s: float = 30.0
+    total_s: float = 300.0
+    allowed_hosts: list[str] = field(default_factory=list)
     base_dir: Path | None = None
 
     def resolve(self, ref: str) -> Path:
         """A local path for ``ref``.
 
         Raises:
-            MediaError: an unsupported scheme, a path outside the roots, a missing file, or a
-                download that fails or exceeds the limits.
+            MediaError: an unsupported scheme, a path outside the roots, a missing file, a
+                host that is not public (and not allowed), or a download that fails or
+                exceeds the limits.
         """
         real = self.check(ref)
         if real is None:
@@ -77,6 +109,8 @@ class MediaSource:
         parsed = urllib.parse.urlparse(ref)
         scheme = parsed.scheme.lower()
         if scheme in ("http", "https"):
+            if not parsed.hostname:
+                raise MediaError(f"{ref}: no host in the URL")
             return None
         if scheme == "file":
             ref = urllib.parse.unquote(parsed.path)
@@ -88,14 +122,44 @@ class MediaSource:
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
         try:
-            real = path.resolve()
+            real = path.resolve()  # symlinks and .. resolved: a link out of a root is out
         except (OSError, ValueError) as exc:
             raise MediaError(f"{ref}: {exc}") from None
-        if self.roots and not any(_inside(real, r.resolve()) for r in self.roots):
-            raise MediaError(
-                f"{ref}: outside the allowed media roots {[str(r) for r in self.roots]}"
-            )
+        if self.roots is not None and not any(_inside(real, r.resolve()) for r in self.roots):
+            raise MediaError(f"{ref}: outside the allowed media roots")
         return real
+
+    # -- downloads -------------------------------------------------------------------------------
+    def host_allowed(self, host: str) -> bool:
+        """Whether ``host`` is named in ``allowed_hosts`` (by name, address or network)."""
+        host = host.lower().strip("[]")
+        for entry in self.allowed_hosts:
+            entry = entry.lower().strip()
+            if entry == host:
+                return True
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
+    def _vet_host(self, url: str) -> None:
+        """Refuse a URL whose host resolves to an address that is not public (before
+        connecting; the connected socket is checked again)."""
+        host = urllib.parse.urlparse(url).hostname or ""
+        if self.host_allowed(host):
+            return
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise MediaError(f"{url}: download failed (cannot resolve {host!r}: {exc})") from None
+        for info in infos:
+            if not public_address(str(info[4][0])):
+                raise MediaError(
+                    f"{url}: refused: {host} resolves to {info[4][0]}, which is not a public "
+                    "address (name the host in [content] media_allowed_hosts to allow it)"
+                )
 
     def _download(self, url: str) -> Path:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -104,30 +168,146 @@ class MediaSource:
         if target.is_file():
             return target
         tmp = target.with_suffix(target.suffix + ".part")
+        deadline = time.monotonic() + self.total_s
         try:
+            self._vet_host(url)
+            opener = urllib.request.build_opener(
+                _Redirects(self),
+                _GuardedHTTP(self, deadline),
+                _GuardedHTTPS(self, deadline),
+            )
             req = urllib.request.Request(url, headers={"User-Agent": "avrec"})
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with opener.open(req, timeout=self._left(deadline, url)) as resp:
                 length = resp.headers.get("Content-Length")
-                if length is not None and int(length) > self.max_bytes:
+                if length is not None and length.isdigit() and int(length) > self.max_bytes:
                     raise MediaError(
                         f"{url}: {int(length):,} bytes is over the limit of {self.max_bytes:,}"
                     )
                 size = 0
                 with open(tmp, "wb") as out:
-                    while chunk := resp.read(1 << 20):
+                    while True:
+                        if resp.fp is not None and getattr(resp.fp, "raw", None) is not None:
+                            _settimeout(resp, self._left(deadline, url))
+                        chunk = resp.read1(1 << 16)  # one socket read: the deadline holds
+                        if not chunk:
+                            break
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise MediaError(f"{url}: more than {self.max_bytes:,} bytes")
+                        self._left(deadline, url)
                         out.write(chunk)
             os.replace(tmp, target)
         except MediaError:
             tmp.unlink(missing_ok=True)
             raise
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except urllib.error.URLError as exc:
             tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", exc)
-            raise MediaError(f"{url}: download failed ({reason})") from None
+            if isinstance(exc.reason, MediaError):
+                raise exc.reason from None
+            raise MediaError(f"{url}: download failed ({exc.reason})") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            tmp.unlink(missing_ok=True)
+            if time.monotonic() >= deadline:
+                raise MediaError(
+                    f"{url}: download took over the limit of {self.total_s:g} s"
+                ) from None
+            raise MediaError(f"{url}: download failed ({exc})") from None
         return target
+
+    def _left(self, deadline: float, url: str) -> float:
+        """Seconds to wait for the next network step: the per-read timeout, or less when
+        the whole download's time is nearly spent."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MediaError(f"{url}: download took over the limit of {self.total_s:g} s")
+        return min(self.timeout_s, left)
+
+
+def _settimeout(resp: object, seconds: float) -> None:
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects to http(s) only, at most :data:`MAX_REDIRECTS`, each target vetted."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, source: MediaSource) -> None:
+        self.source = source
+
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201
+        to = headers.get("location") or headers.get("uri")
+        if to:  # the scheme is judged before urllib's own check, which lets ftp:// through
+            self._scheme(req, urllib.parse.urljoin(req.full_url, to))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    @staticmethod
+    def _scheme(req, newurl: str) -> None:  # noqa: ANN001
+        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise MediaError(
+                f"{req.full_url}: refused: redirected to {scheme or 'a relative'!s} URL "
+                "(only http(s) is followed)"
+            )
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise MediaError(
+                f"{req.full_url}: refused: redirected to {scheme or 'a relative'!s} URL "
+                "(only http(s) is followed)"
+            )
+        self.source._vet_host(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _guard(conn: http.client.HTTPConnection, source: MediaSource) -> None:
+    """After connecting: the peer's address must be public, or its host allowed."""
+    if source.host_allowed(conn.host):
+        return
+    peer = conn.sock.getpeername()[0]
+    if not public_address(peer):
+        conn.close()
+        raise MediaError(
+            f"refused: {conn.host} connected to {peer}, which is not a public address "
+            "(name the host in [content] media_allowed_hosts to allow it)"
+        )
+
+
+class _GuardedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, source: MediaSource, deadline: float) -> None:
+        super().__init__()
+        self.source, self.deadline = source, deadline
+
+    def http_open(self, req):  # noqa: ANN001, ANN201
+        source = self.source
+
+        class Conn(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                _guard(self, source)
+
+        return self.do_open(Conn, req)
+
+
+class _GuardedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, source: MediaSource, deadline: float) -> None:
+        super().__init__()
+        self.source, self.deadline = source, deadline
+
+    def https_open(self, req):  # noqa: ANN001, ANN201
+        source = self.source
+
+        class Conn(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                _guard(self, source)
+
+        return self.do_open(Conn, req, context=self._context)
 
 
 def _inside(path: Path, root: Path) -> bool:

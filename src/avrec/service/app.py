@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avrec import __version__
 from avrec.errors import AvrecError, ConfigError, DataError, UnknownEntityError
+from avrec.service.deps import scrub_paths
 from avrec.service.metrics import LATENCY
 from avrec.service.settings import ServiceSettings
 
@@ -171,8 +173,8 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     """
     from fastapi.middleware.cors import CORSMiddleware
 
-    from avrec.service.routes import catalogue, events, health, language, recommend
-    from avrec.service.security import KeyRing, RateLimiter
+    from avrec.service.routes import catalogue, events, health, language, recommend, tokens
+    from avrec.service.security import AuthFailures, KeyRing, RateLimiter, UserTokens
     from avrec.service.state import ServiceState
     from avrec.workspace import Workspace
 
@@ -215,6 +217,12 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     app.state.service = state
     app.state.keys = keys
     app.state.limiter = RateLimiter(cfg.rate_limit)
+    app.state.tokens = UserTokens.for_workspace(
+        state.ws.root, cfg.token_secret, cfg.token_max_ttl_s
+    )
+    app.state.auth_failures = AuthFailures(
+        state.store, state.lock, cfg.auth_fail_limit, cfg.auth_fail_window_s
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -237,11 +245,18 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     @app.exception_handler(AvrecError)
     async def domain(request: Request, exc: AvrecError) -> JSONResponse:
         if isinstance(exc, UnknownEntityError):
-            return _error(request, 404, "unknown", str(exc))
-        if isinstance(exc, (ConfigError, DataError)):
-            return _error(request, 400, "bad_request", str(exc))
-        log.exception("request failed", extra={"fields": {"path": request.url.path}})
-        return _error(request, 500, "internal", f"{type(exc).__name__}: {exc}")
+            return _error(request, 404, "unknown", scrub_paths(str(exc)))
+        if isinstance(exc, (ConfigError, DataError)):  # an argument the request gave
+            return _error(request, 400, "bad_request", scrub_paths(str(exc)))
+        # anything else (a bad configuration, a broken bundle, the store) is the server's
+        # fault: the detail goes to the log, the answer carries the request id only
+        log.error(
+            "request failed",
+            exc_info=exc,
+            extra={"fields": {"path": request.url.path,
+                              "request_id": request.scope.get("state", {}).get("request_id")}},
+        )  # fmt: skip
+        return _error(request, 500, "internal", "internal error; the request id is in the log")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -253,7 +268,7 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
         )  # fmt: skip
         return _error(request, 500, "internal", "internal error; the request id is in the log")
 
-    for r in (recommend, events, catalogue, language, health):
+    for r in (recommend, events, catalogue, language, health, tokens):
         app.include_router(r.router)
 
     from fastapi.responses import FileResponse
@@ -280,18 +295,30 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
 
 def _schedule(state: Any, every_s: float) -> None:
     """Retrain every ``every_s`` seconds; with several processes, the one that takes the
-    store's lease for this period does it."""
+    store's lease for this period does it. A failing turn (the store busy or broken) is
+    logged and the next period tries again: the thread never dies."""
     import threading
 
     def loop() -> None:
         while True:
             time.sleep(every_s)
-            period = int(time.time() // every_s)
-            with state.lock, state.store.transaction():  # BEGIN IMMEDIATE: one taker
-                taken = state.store.get_state("lease", f"retrain-{period}") is not None
-                if not taken:
-                    state.store.put_state("lease", f"retrain-{period}", {"pid": 0}, every_s)
-            if not taken:
-                state.retrain()
+            scheduled_turn(state, every_s)
 
     threading.Thread(target=loop, name="avrec-schedule", daemon=True).start()
+
+
+def scheduled_turn(state: Any, every_s: float) -> bool:
+    """One turn of the schedule: take this period's lease and retrain; ``True`` when this
+    process took it. Errors are logged, never raised."""
+    try:
+        period = int(time.time() // every_s)
+        with state.lock, state.store.transaction():  # BEGIN IMMEDIATE: one taker
+            taken = state.store.get_state("lease", f"retrain-{period}") is not None
+            if not taken:
+                state.store.put_state("lease", f"retrain-{period}", {"pid": os.getpid()}, every_s)
+        if not taken:
+            state.retrain()
+        return not taken
+    except Exception:  # noqa: BLE001 - the schedule must outlive a bad moment of the store
+        log.exception("scheduled retraining failed; trying again next period")
+        return False

@@ -1,5 +1,6 @@
-"""Prometheus metrics: request latency per route, events by outcome. With several worker
-processes (``PROMETHEUS_MULTIPROC_DIR`` set by ``avrec serve``) /metrics adds them up."""
+"""Prometheus metrics: request latency per route, events by outcome, users' pages from the
+page cache or computed, LLM sentences shown and rejected. With several worker processes
+(``PROMETHEUS_MULTIPROC_DIR`` set by ``avrec serve``) /metrics adds them up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate
 
-__all__ = ["CONTENT_TYPE_LATEST", "EVENTS", "LATENCY", "render"]
+__all__ = ["CONTENT_TYPE_LATEST", "EVENTS", "LATENCY", "LLM_SENTENCES", "PAGES", "render"]
 
 LATENCY = Histogram(
     "avrec_request_seconds",
@@ -17,6 +18,16 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 EVENTS = Counter("avrec_events_total", "events received, by outcome", ["status"])
+PAGES = Counter(
+    "avrec_pages_total",
+    "users' recommendation pages: answered from the page cache (hit) or computed (miss)",
+    ["cache"],
+)
+LLM_SENTENCES = Counter(
+    "avrec_llm_sentences_total",
+    "LLM explanation sentences: shown, or rejected as not grounded in the item's facts",
+    ["status"],
+)
 
 
 def render() -> bytes:

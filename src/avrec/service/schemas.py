@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AnonymousRequest",
@@ -20,6 +20,8 @@ __all__ = [
     "RecommendationResponse",
     "RecommendedItem",
     "SearchResponse",
+    "TokenRequest",
+    "TokenResponse",
     "UserIn",
 ]
 
@@ -48,9 +50,11 @@ class RecommendationResponse(BaseModel):
 
 
 class AnonymousEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     item_id: str = Field(min_length=1, max_length=256, examples=["50"])
-    type: str = Field("play", max_length=64, examples=["like"])
+    event: str = Field(
+        "play", max_length=64, examples=["like"], validation_alias=AliasChoices("event", "type")
+    )
     value: float | None = None
 
 
@@ -73,25 +77,44 @@ class AnonymousRequest(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One event. Send an ``idempotency_key`` to make retries safe: a key seen before is
-    acknowledged as a duplicate and not counted again."""
+    """One event, with the field names of event files (``event``, ``timestamp``; ``type``
+    and ``ts`` are accepted as aliases). Send an ``idempotency_key`` to make retries safe: a
+    key seen before is acknowledged as a duplicate and not counted again."""
 
     model_config = ConfigDict(
         extra="forbid",
+        populate_by_name=True,
         json_schema_extra={
             "examples": [
-                {"user_id": "196", "item_id": "50", "type": "like", "idempotency_key": "e-1"}
+                {"user_id": "196", "item_id": "50", "event": "like", "idempotency_key": "e-1"}
             ]
         },
     )
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str | None = Field(None, min_length=1, max_length=256)
-    type: str = Field("play", min_length=1, max_length=64)
-    ts: float | None = Field(None, ge=0, le=32503680000, description="unix seconds (default: now)")
+    event: str = Field(
+        "play", min_length=1, max_length=64, validation_alias=AliasChoices("event", "type")
+    )
+    timestamp: float | None = Field(
+        None,
+        ge=0,
+        le=32503680000,
+        description="unix seconds or ISO 8601, as in event files (default: now)",
+        validation_alias=AliasChoices("timestamp", "ts"),
+    )
     value: float | None = Field(None, description="completion, seconds, rating ...")
     text: str | None = Field(None, max_length=10_000, description="a search query or comment")
     session_id: str | None = Field(None, max_length=256)
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, v: Any) -> float | None:
+        from avrec.data.schema import parse_timestamp
+
+        if isinstance(v, bool):
+            raise ValueError("a timestamp is unix seconds or ISO 8601, not a boolean")
+        return parse_timestamp(v)
 
 
 class EventsIn(BaseModel):
@@ -182,7 +205,10 @@ class ErasureResponse(BaseModel):
         description="what went: events, conversations, the user row, and what the served "
         "model held of them"
     )
-    retrain: str = Field(description="whether a retraining was started to forget the rest")
+    retrain: str = Field(
+        description="the retraining that forgets the rest: started, or queued behind one "
+        "running (which may have read the user's events before they went)"
+    )
 
 
 class SearchHitOut(BaseModel):
@@ -225,3 +251,19 @@ class AskResponse(BaseModel):
     items: list[RecommendedItem]
     model_version: str
     conversation_id: str | None = None
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"user_id": "196", "ttl_s": 3600}]}
+    )
+    user_id: str = Field(min_length=1, max_length=256)
+    ttl_s: float = Field(3600.0, gt=0, le=31_536_000, description="life in seconds (capped "
+                         "by AVREC_TOKEN_MAX_TTL_S)")  # fmt: skip
+
+
+class TokenResponse(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    user_id: str
+    expires_at: float = Field(description="unix seconds")

@@ -1,9 +1,17 @@
-"""API keys with scopes, kept hashed, compared in constant time; and rate limits per key.
+"""API keys with scopes, kept hashed, compared in constant time; per-user tokens; rate limits
+per key, and for failed authentication per client address across every worker.
 
 A key is a random string the operator hands to a client; the service keeps only its SHA-256
 (high-entropy keys need no slow hash) and compares the hash of what a request presents with
 every stored hash through :func:`hmac.compare_digest`, without stopping at the first match, so
 the time taken says nothing about which key came close.
+
+A key is for a platform's servers. A person's browser or app gets a **user token** instead:
+a short-lived JWT (HS256, PyJWT) that an ``admin`` or ``tokens`` key mints for one user id
+(``POST /v1/tokens``). It lets its bearer read that user's recommendations, search, ask and
+post that user's events, nothing else. The signing secret is ``AVREC_TOKEN_SECRET``, or a
+random one the first process writes to the workspace's ``token-secret`` (mode 0600), which
+every worker then reads.
 """
 
 from __future__ import annotations
@@ -16,10 +24,25 @@ from pathlib import Path
 
 from avrec.errors import ConfigError
 
-__all__ = ["SCOPES", "KeyRing", "RateLimiter", "hash_key", "new_key"]
+__all__ = [
+    "KEY_SCOPES",
+    "SCOPES",
+    "AuthFailures",
+    "KeyRing",
+    "Principal",
+    "RateLimiter",
+    "UserTokens",
+    "hash_key",
+    "looks_like_token",
+    "new_key",
+]
 
 #: each scope includes the ones before it
 SCOPES = ("read", "write", "admin")
+#: what a key may carry: the scopes above, or ``tokens`` (it only mints user tokens)
+KEY_SCOPES = (*SCOPES, "tokens")
+#: the scope of a request made with a user token
+USER = "user"
 
 #: keys that are examples, not secrets: refused outside dev mode
 PLACEHOLDERS = frozenset(
@@ -55,9 +78,9 @@ class KeyRing:
 
     def __init__(self, entries: list[tuple[str, str, str]], open_access: bool = False) -> None:
         for _, scope, name in entries:
-            if scope not in SCOPES:
+            if scope not in KEY_SCOPES:
                 raise ConfigError(
-                    f"API key {name!r}: unknown scope {scope!r} ({', '.join(SCOPES)})"
+                    f"API key {name!r}: unknown scope {scope!r} ({', '.join(KEY_SCOPES)})"
                 )
         self._entries = [_Entry(d, s, n) for d, s, n in entries]
         self.open_access = open_access
@@ -115,7 +138,15 @@ class KeyRing:
 
     @staticmethod
     def allows(scope: str | None, needed: str) -> bool:
-        return scope is not None and SCOPES.index(scope) >= SCOPES.index(needed)
+        """Whether a key of ``scope`` may do what needs ``needed``: read < write < admin;
+        ``tokens`` only mints user tokens, which ``admin`` may do too."""
+        if scope is None:
+            return False
+        if needed == "tokens":
+            return scope in ("tokens", "admin")
+        if scope not in SCOPES or needed not in SCOPES:
+            return False
+        return SCOPES.index(scope) >= SCOPES.index(needed)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -161,3 +192,134 @@ class RateLimiter:
 
                 return max(0.0, reset - time.time())
         return None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: a key's ``scope``, or ``"user"`` with the ``user`` of a token."""
+
+    scope: str
+    user: str | None = None
+
+    @property
+    def is_user(self) -> bool:
+        return self.scope == USER
+
+
+class UserTokens:
+    """Short-lived signed tokens for one user (JWT, HS256).
+
+    Args:
+        secret: the signing secret (at least 32 bytes).
+        max_ttl_s: the longest life a token may be given.
+    """
+
+    AUDIENCE = "avrec-user"
+
+    def __init__(self, secret: bytes, max_ttl_s: float = 86_400.0) -> None:
+        if len(secret) < 32:
+            raise ConfigError("the token secret must be at least 32 bytes")
+        self._secret = secret
+        self.max_ttl_s = max_ttl_s
+
+    @classmethod
+    def for_workspace(cls, root: Path, secret: str = "", max_ttl_s: float = 86_400.0
+                      ) -> UserTokens:  # fmt: skip
+        """The secret from ``secret`` (``AVREC_TOKEN_SECRET``), else the workspace's
+        ``token-secret`` file, made once (the first process to get there writes it)."""
+        import os
+
+        if secret:
+            return cls(secret.encode("utf-8"), max_ttl_s)
+        path = root / "token-secret"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            for _ in range(50):  # another worker is writing it this instant
+                raw = path.read_text(encoding="ascii").strip()
+                if raw:
+                    return cls(raw.encode("ascii"), max_ttl_s)
+                import time
+
+                time.sleep(0.02)
+            raise ConfigError(f"{path} is empty: delete it to make a new secret") from None
+        raw = secrets.token_hex(32)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(raw + "\n")
+        return cls(raw.encode("ascii"), max_ttl_s)
+
+    def mint(self, user_id: str, ttl_s: float) -> tuple[str, float]:
+        """A token for ``user_id`` living ``ttl_s`` seconds (at most ``max_ttl_s``), and when
+        it expires (unix seconds)."""
+        import time
+
+        import jwt
+
+        now = time.time()
+        exp = now + min(float(ttl_s), self.max_ttl_s)
+        claims = {"sub": user_id, "aud": self.AUDIENCE, "iat": int(now), "exp": int(exp),
+                  "jti": secrets.token_hex(8)}  # fmt: skip
+        return jwt.encode(claims, self._secret, algorithm="HS256"), float(int(exp))
+
+    def user_of(self, token: str) -> str | None:
+        """The user a valid, unexpired token was minted for; ``None`` otherwise."""
+        import jwt
+
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"], audience=self.AUDIENCE,
+                options={"require": ["sub", "exp", "aud"]},
+            )  # fmt: skip
+        except jwt.PyJWTError:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) and sub else None
+
+
+def looks_like_token(presented: str) -> bool:
+    """A JWT has three dot-separated parts; our keys have none."""
+    return presented.count(".") == 2
+
+
+class AuthFailures:
+    """Failed authentication counted per client address in the store, so the limit holds
+    across every worker process: past ``limit`` failures in a window of ``window_s``
+    seconds, every request from that address is refused (429) until the window ends,
+    whatever key it presents.
+
+    Args:
+        store: the workspace's store (``Store.count_hit``, ``Store.hit_count``).
+        lock: the process' store lock.
+    """
+
+    KIND = "auth_failures"
+
+    def __init__(self, store: object, lock: object, limit: int = 20, window_s: float = 60.0
+                 ) -> None:  # fmt: skip
+        self.store, self.lock = store, lock
+        self.limit, self.window_s = limit, window_s
+
+    def _window(self) -> tuple[int, float]:
+        import time
+
+        now = time.time()
+        w = int(now // self.window_s)
+        return w, (w + 1) * self.window_s - now
+
+    def blocked(self, address: str) -> float | None:
+        """Seconds until ``address`` may try again, or ``None`` when it is not blocked."""
+        if self.limit <= 0:
+            return None
+        w, left = self._window()
+        with self.lock:  # type: ignore[attr-defined]
+            n = self.store.hit_count(self.KIND, address, w)  # type: ignore[attr-defined]
+        return left if n >= self.limit else None
+
+    def failed(self, address: str) -> float | None:
+        """Count one failure; seconds to wait when that reached the limit."""
+        if self.limit <= 0:
+            return None
+        w, left = self._window()
+        with self.lock:  # type: ignore[attr-defined]
+            n = self.store.count_hit(self.KIND, address, w, ttl_s=self.window_s * 2)  # type: ignore[attr-defined]
+        return left if n >= self.limit else None

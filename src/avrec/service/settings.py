@@ -34,6 +34,22 @@ class ServiceSettings(BaseSettings):
     rate_limit: str = Field(
         "2000/second", description="per key (or per client address without keys), limits' syntax"
     )
+    auth_fail_limit: int = Field(
+        20,
+        ge=0,
+        description="failed authentications one client address may make in a window "
+        "before all its requests are refused until the window ends (0: no limit); counted "
+        "in the store, so across every worker",
+    )
+    auth_fail_window_s: float = Field(60.0, gt=0, description="the window of auth_fail_limit")
+    token_secret: str = Field(
+        "",
+        description="secret that signs user tokens (default: the workspace's token-secret "
+        "file, made once with a random secret)",
+    )
+    token_max_ttl_s: float = Field(
+        86_400.0, gt=0, description="the longest life a user token may be given"
+    )
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest request body")
     max_batch: int = Field(1000, gt=0, description="most events in one POST /v1/events")
     max_k: int = Field(200, gt=0, description="most items one list may ask for")

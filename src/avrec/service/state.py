@@ -545,37 +545,49 @@ class ServiceState:
         return out
 
     # -- retraining -----------------------------------------------------------------------------
-    def retrain(self) -> bool:
+    def retrain(self) -> str:
         """Train a new bundle in a child process (``avrec train``), which registers it active;
-        every process then swaps to it at its next look. ``False`` when one is running."""
+        every process then swaps to it at its next look. ``"started"``, or ``"queued"`` when
+        one is running: that one may have read the store before what asked for this one (an
+        erasure), so another starts when it ends; asks while one waits share it."""
         with self.lock:
             if self.retrain_state.get("running"):
-                return False
-            self.retrain_state = {"running": True, "started_at": time.time()}
+                self.retrain_state["queued"] = True
+                return "queued"
+            self.retrain_state = {"running": True, "started_at": time.time(), "runs": 0}
 
         def run() -> None:
-            t = time.time()
-            cmd = [sys.executable, "-m", "avrec", "--workspace", str(self.ws.root), "train"]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=6 * 3600)
-                ok = proc.returncode == 0
-                tail = (proc.stdout + proc.stderr)[-2000:]
-            except Exception as exc:  # noqa: BLE001
-                ok, tail = False, f"{type(exc).__name__}: {exc}"
-            with self.lock:
-                self.retrain_state = {
-                    "running": False,
-                    "ok": ok,
-                    "seconds": round(time.time() - t, 1),
-                    "finished_at": time.time(),
-                    **({} if ok else {"error": tail}),
-                }
-            if ok:
-                self._checked_at = 0.0
-                self.maybe_reload()
+            while True:
+                t = time.time()
+                cmd = [sys.executable, "-m", "avrec", "--workspace", str(self.ws.root), "train"]
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=6 * 3600)
+                    ok = proc.returncode == 0
+                    tail = (proc.stdout + proc.stderr)[-2000:]
+                except Exception as exc:  # noqa: BLE001
+                    ok, tail = False, f"{type(exc).__name__}: {exc}"
+                if not ok:
+                    log.error("retraining failed: %s", tail)
+                if ok:
+                    self._checked_at = 0.0
+                    self.maybe_reload()
+                with self.lock:
+                    again = bool(self.retrain_state.get("queued"))
+                    runs = int(self.retrain_state.get("runs", 0)) + 1
+                    self.retrain_state = {
+                        "running": again,
+                        "runs": runs,
+                        "ok": ok,
+                        "seconds": round(time.time() - t, 1),
+                        "finished_at": time.time(),
+                        **({} if ok else {"error": tail}),
+                        **({"started_at": time.time()} if again else {}),
+                    }
+                if not again:
+                    return
 
         threading.Thread(target=run, name="avrec-retrain", daemon=True).start()
-        return True
+        return "started"
 
     def item_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Catalogue rows (title, image ...) for display, kept a while (a change to the

@@ -190,6 +190,19 @@ class Store(abc.ABC):
         """The value under ``(kind, key)``; ``None`` when there is none or it expired."""
 
     @abc.abstractmethod
+    def count_hit(self, kind: str, key: str, window: int, ttl_s: float = 3600.0) -> int:
+        """Add one to the counter ``(kind, key, window)`` atomically, across processes, and
+        return its new value; counters are forgotten ``ttl_s`` after they start."""
+
+    @abc.abstractmethod
+    def hit_count(self, kind: str, key: str, window: int) -> int:
+        """The counter ``(kind, key, window)``; 0 when there is none."""
+
+    @abc.abstractmethod
+    def states(self, kind: str) -> dict[str, Any]:
+        """Every live ``key -> value`` of ``kind`` (for small kinds: media roots, leases)."""
+
+    @abc.abstractmethod
     def delete_state(self, kind: str, key: str | None = None) -> int:
         """Delete ``(kind, key)``, or with no ``key`` every expired entry of ``kind``; returns
         how many were deleted."""

@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS states (
     PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    kind TEXT NOT NULL, key TEXT NOT NULL, window INTEGER NOT NULL,
+    count INTEGER NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, key, window)
+);
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, key TEXT NOT NULL,
@@ -137,6 +142,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._depth = 0
         self._data_version = -1
+        self._counters_swept = 0.0
         self._user_map: pl.DataFrame | None = None
         self._item_map: pl.DataFrame | None = None
 
@@ -581,6 +587,34 @@ class SQLiteStore(Store):
         if row is None or (row[1] is not None and row[1] <= time.time()):
             return None
         return json.loads(row[0])
+
+    def count_hit(self, kind: str, key: str, window: int, ttl_s: float = 3600.0) -> int:
+        now = time.time()
+        with self.transaction():
+            if now > self._counters_swept + 60:  # old windows go, once a minute at most
+                self._conn.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+                self._counters_swept = now
+            row = self._conn.execute(
+                "INSERT INTO counters VALUES (?,?,?,1,?) ON CONFLICT (kind, key, window) "
+                "DO UPDATE SET count = count + 1 RETURNING count",
+                (kind, key, int(window), now + ttl_s),
+            ).fetchone()
+        return int(row[0])
+
+    def hit_count(self, kind: str, key: str, window: int) -> int:
+        row = self._conn.execute(
+            "SELECT count FROM counters WHERE kind = ? AND key = ? AND window = ?",
+            (kind, key, int(window)),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def states(self, kind: str) -> dict[str, Any]:
+        rows = self._conn.execute(
+            "SELECT key, value FROM states WHERE kind = ? "
+            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+            (kind, time.time()),
+        ).fetchall()
+        return {k: json.loads(v) for k, v in rows}
 
     def delete_state(self, kind: str, key: str | None = None) -> int:
         with self.transaction():

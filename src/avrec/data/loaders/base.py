@@ -54,6 +54,9 @@ class PublicData:
     weighting: EventWeighting
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: folders of the dataset's own media (posters, clips): loading it into a workspace
+    #: makes them media roots there
+    media_roots: list[Path] = field(default_factory=list)
 
 
 def count_lines(path: Path, header: bool = False) -> int:

@@ -109,4 +109,5 @@ class MicroLens50K(PublicDataset):
             EventWeighting.binary(),
             meta={"time": "position in the user's sequence (no timestamps published)"},
             notes=[f"{len(videos)} video clips", "timestamps are sequence positions"],
+            media_roots=[(folder / "videos").resolve()] if videos else [],
         )

@@ -136,6 +136,7 @@ class MovieLens100K(PublicDataset):
             EventWeighting.binary(),
             meta={"time": "unix seconds", "rating_scale": [1, 5]},
             notes=notes,
+            media_roots=[posters.resolve()] if posters.is_dir() else [],
         )
 
     def _imdb(self, path: Path) -> pl.DataFrame:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from pathlib import Path as FsPath
 from typing import Any
 
 import polars as pl
@@ -14,8 +13,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import MediaError
 from avrec.media.source import MediaSource
-from avrec.service.deps import ApiError, require, service_state, settings
+from avrec.service.deps import ApiError, require, scrub_paths, service_state, settings
+from avrec.service.routes.recommend import cover_url
 from avrec.service.schemas import ErasureResponse, ItemIn, ItemOut, ItemPatch, UserIn
+from avrec.service.security import Principal
 from avrec.service.settings import ServiceSettings
 from avrec.service.state import ServiceState, stored_list
 
@@ -23,19 +24,16 @@ router = APIRouter(prefix="/v1", tags=["catalogue"])
 MEDIA = ("image", "video", "audio")
 
 
-def _roots(st: ServiceState) -> list[FsPath]:
-    c = st.ws.config.content
-    return [FsPath(r) if FsPath(r).is_absolute() else st.ws.root / r for r in c.media_roots]
-
-
 def _media(st: ServiceState) -> MediaSource:
     """The workspace's media rules, as the analysis applies them."""
-    return MediaSource(roots=_roots(st), base_dir=st.ws.root)
+    with st.lock:
+        return st.ws.media_source()
 
 
 def _check_media(st: ServiceState, item: ItemIn) -> None:
     """Media references as the analysis accepts them: http(s), or paths inside the
-    workspace's media roots (when it sets any); other schemes are refused."""
+    workspace's media roots (its media/ folder, ``[content] media_roots`` and the loaded
+    datasets' folders); anything else is a 422 naming the field."""
     source = _media(st)
     for name in MEDIA:
         ref = getattr(item, name)
@@ -43,7 +41,7 @@ def _check_media(st: ServiceState, item: ItemIn) -> None:
             try:
                 source.check(ref)
             except MediaError as exc:
-                raise ApiError(422, "invalid_media", f"{name}: {exc}") from None
+                raise ApiError(422, "invalid_media", f"{name}: {scrub_paths(str(exc))}") from None
 
 
 def _row(item: ItemIn, base: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -67,14 +65,25 @@ def _write_items(st: ServiceState, rows: list[dict[str, Any]]) -> tuple[int, int
     return created, updated
 
 
+def _public_url(ref: str | None) -> str | None:
+    """An http(s) media reference as it is; a local path never leaves the server."""
+    if ref and urllib.parse.urlparse(ref).scheme.lower() in ("http", "https"):
+        return ref
+    return None
+
+
 def _out(st: ServiceState, row: dict[str, Any]) -> ItemOut:
     b = st.bundle
     known = b is not None and b.model.items.index([row["item_id"]], missing="ignore")[0] >= 0
+    media = ("image", "video", "audio")
     return ItemOut(
-        **{k: row.get(k) for k in ItemOut.model_fields if k not in ("tags", "categories",
-                                                                      "in_model")},
+        **{k: row.get(k) for k in ItemOut.model_fields
+           if k not in ("tags", "categories", "in_model", *media)},
         tags=stored_list(row.get("tags")),
         categories=stored_list(row.get("categories")),
+        image=cover_url(row["item_id"], row.get("image")),
+        video=_public_url(row.get("video")),
+        audio=_public_url(row.get("audio")),
         in_model=bool(known),
     )  # fmt: skip
 
@@ -84,7 +93,7 @@ def create_items(
     body: ItemIn | list[ItemIn] = Body(),
     st: ServiceState = Depends(service_state),
     cfg: ServiceSettings = Depends(settings),
-    _: str = Depends(require("write")),
+    _: Principal = Depends(require("write")),
 ) -> dict[str, Any]:
     """Items are stored at once; items the served model does not know yet are offered by
     the content sources (their text) until the next training learns them."""
@@ -109,7 +118,7 @@ def _get_row(st: ServiceState, item_id: str) -> dict[str, Any]:
 def get_item(
     item_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read")),
 ) -> ItemOut:
     return _out(st, _get_row(st, item_id))
 
@@ -119,7 +128,7 @@ def update_item(
     body: ItemPatch,
     item_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("write")),
+    _: Principal = Depends(require("write")),
 ) -> ItemOut:
     _get_row(st, item_id)
     item = ItemIn.model_validate({**body.model_dump(exclude_unset=True), "item_id": item_id})
@@ -132,7 +141,7 @@ def update_item(
 def delete_item(
     item_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("write")),
+    _: Principal = Depends(require("write")),
 ) -> dict[str, Any]:
     """It is never recommended again, by any process, from the next request on."""
     with st.lock:
@@ -152,17 +161,19 @@ def delete_item(
 def item_image(
     item_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read", users=True)),
 ) -> Any:
+    """The cover file, only from inside the media roots, whatever path is stored (a path
+    outside them, or a symlink that leaves them, is a 404 that names no path)."""
     ref = _get_row(st, item_id).get("image")
     if not ref:
         raise ApiError(404, "no_image", f"item {item_id!r} has no cover")
-    if urllib.parse.urlparse(ref).scheme.lower() in ("http", "https"):
-        return RedirectResponse(ref, status_code=307)
+    if urllib.parse.urlparse(ref.strip()).scheme.lower() in ("http", "https"):
+        return RedirectResponse(ref.strip(), status_code=307)
     try:
         path = _media(st).resolve(ref)
-    except MediaError as exc:
-        raise ApiError(404, "no_image", str(exc)) from None
+    except MediaError:
+        raise ApiError(404, "no_image", f"item {item_id!r}: its cover cannot be served") from None
     return FileResponse(path)
 
 
@@ -171,7 +182,7 @@ def item_image(
 def create_user(
     body: UserIn,
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("write")),
+    _: Principal = Depends(require("write")),
 ) -> dict[str, Any]:
     df = pl.DataFrame(
         {"user_id": [body.user_id], "attributes": [json.dumps(body.attributes)]},
@@ -186,7 +197,7 @@ def create_user(
 def get_user(
     user_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
     with st.lock:
         row = st.store.get_user(user_id)
@@ -201,7 +212,7 @@ def erase_user(
     user_id: str = Path(min_length=1, max_length=256),
     st: ServiceState = Depends(service_state),
     cfg: ServiceSettings = Depends(settings),
-    _: str = Depends(require("admin")),
+    _: Principal = Depends(require("admin")),
 ) -> ErasureResponse:
     """The right to be forgotten: the user's events, conversations and row are deleted from
     the store; the served model's history and per-user vectors of them are cleared in every
@@ -212,9 +223,8 @@ def erase_user(
     out["model"] = st.forgotten.pop(user_id, [])
     if not (out["events"] or out["user"] or out["conversations"]):
         raise ApiError(404, "unknown_user", f"no user {user_id!r}")
-    if cfg.retrain_on_erasure:
-        started = st.retrain()
-        retrain = "started" if started else "already running"
+    if cfg.retrain_on_erasure:  # queued behind a running one, which may have read them
+        retrain = st.retrain()
     else:
         retrain = "not started (AVREC_RETRAIN_ON_ERASURE is off): run avrec train"
     return ErasureResponse(user_id=user_id, erased=out, retrain=retrain)

@@ -8,9 +8,10 @@ from typing import Any
 import polars as pl
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
-from avrec.service.deps import ApiError, require, service_state, settings
+from avrec.service.deps import ApiError, act_for, require, service_state, settings
 from avrec.service.metrics import EVENTS
 from avrec.service.schemas import EventIn, EventResult, EventsIn, EventsResult
+from avrec.service.security import Principal
 from avrec.service.settings import ServiceSettings
 from avrec.service.state import ServiceState
 
@@ -30,17 +31,17 @@ def post_events(
     request: Request,
     body: EventIn | EventsIn = Body(
         openapi_examples={
-            "one": {"value": {"user_id": "196", "item_id": "50", "type": "play", "value": 0.9}},
+            "one": {"value": {"user_id": "196", "item_id": "50", "event": "play", "value": 0.9}},
             "batch": {
                 "value": {
                     "events": [
                         {
                             "user_id": "196",
                             "item_id": "50",
-                            "type": "like",
+                            "event": "like",
                             "idempotency_key": "k-1",
                         },
-                        {"user_id": "196", "type": "search", "text": "space opera"},
+                        {"user_id": "196", "event": "search", "text": "space opera"},
                     ]
                 }
             },
@@ -48,13 +49,15 @@ def post_events(
     ),  # fmt: skip
     st: ServiceState = Depends(service_state),
     cfg: ServiceSettings = Depends(settings),
-    _: str = Depends(require("write")),
+    who: Principal = Depends(require("write", users=True)),
 ) -> EventsResult:
     """Each event is acknowledged only once it is committed to the store (and, with the
     default durable setting, on disk). An event with an ``idempotency_key`` seen before is a
     ``duplicate``, not counted again. An event of an unknown type is ``rejected`` with its
     reason while the others are kept. The user's next recommendation follows at once."""
     events = body.events if isinstance(body, EventsIn) else [body]
+    for e in events:  # a user token posts its own user's events only
+        act_for(who, e.user_id)
     if len(events) > cfg.max_batch:
         raise ApiError(413, "batch_too_large", f"{len(events)} events; at most {cfg.max_batch}")
     types = st.ws.config.event_types()
@@ -62,13 +65,13 @@ def post_events(
     good: list[tuple[int, EventIn]] = []
     now = time.time()
     for i, e in enumerate(events):
-        if e.type not in types:
+        if e.event not in types:
             results[i] = EventResult(
-                index=i, status="rejected", reason=f"unknown event type {e.type!r}"
+                index=i, status="rejected", reason=f"unknown event type {e.event!r}"
             )
-        elif e.item_id is None and e.type not in ("search",):
+        elif e.item_id is None and e.event not in ("search",):
             results[i] = EventResult(
-                index=i, status="rejected", reason=f"a {e.type!r} event needs an item_id"
+                index=i, status="rejected", reason=f"a {e.event!r} event needs an item_id"
             )
         else:
             good.append((i, e))
@@ -77,8 +80,8 @@ def post_events(
             {
                 "user_id": [e.user_id for _, e in good],
                 "item_id": [e.item_id for _, e in good],
-                "event": [e.type for _, e in good],
-                "ts": [e.ts if e.ts is not None else now for _, e in good],
+                "event": [e.event for _, e in good],
+                "ts": [e.timestamp if e.timestamp is not None else now for _, e in good],
                 "value": [e.value for _, e in good],
                 "session_id": [e.session_id for _, e in good],
                 "text": [e.text for _, e in good],
@@ -109,17 +112,20 @@ def post_events(
     return out
 
 
-@router.get("/users/{user_id}/events", summary="A user's events, newest first")
+@router.get("/users/{user_id}/events", summary="A user's events, newest first (admin)")
 def user_events(
     user_id: str = Path(min_length=1, max_length=256),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=1_000_000),
     st: ServiceState = Depends(service_state),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("admin")),
 ) -> dict[str, Any]:
+    """A person's log holds their searches and comments in their own words: only an
+    ``admin`` key reads it. Fields are named as in event files (``event``, ``timestamp``)."""
     with st.lock:
         df = st.store.user_events(user_id, limit=limit, offset=offset)
     rows = [{k: v for k, v in r.items() if v is not None and k != "user_id"} for r in df.to_dicts()]
     for r in rows:
-        r["type"] = r.pop("event")
+        if "ts" in r:
+            r["timestamp"] = r.pop("ts")
     return {"user_id": user_id, "events": rows, "offset": offset}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from avrec.service.deps import ApiError, require, service_state
 from avrec.service.metrics import CONTENT_TYPE_LATEST, render
+from avrec.service.security import Principal
 from avrec.service.state import ServiceState
 
 router = APIRouter(tags=["health"])
@@ -33,17 +34,18 @@ def metrics() -> Response:
 
 @router.post("/v1/admin/retrain", status_code=202, tags=["admin"], summary="Retrain now")
 def retrain(
-    st: ServiceState = Depends(service_state), _: str = Depends(require("admin"))
+    st: ServiceState = Depends(service_state), _: Principal = Depends(require("admin"))
 ) -> dict[str, Any]:
     """Train a new bundle in the background; every process swaps to it when it is
-    registered, without dropping a request."""
-    started = st.retrain()
-    return {"started": started, **st.retrain_state}
+    registered, without dropping a request. While one runs, another is queued to follow
+    it (``"retrain": "queued"``)."""
+    how = st.retrain()
+    return {"retrain": how, "started": how == "started", **st.retrain_state}
 
 
 @router.get("/v1/admin/retrain", tags=["admin"], summary="The last retraining")
 def retrain_status(
-    st: ServiceState = Depends(service_state), _: str = Depends(require("admin"))
+    st: ServiceState = Depends(service_state), _: Principal = Depends(require("admin"))
 ) -> dict[str, Any]:
     b = st.bundle
     return {**st.retrain_state, "model_version": b.label if b else None}

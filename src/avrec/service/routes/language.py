@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from avrec.service.deps import ApiError, bundle, require, service_state
-from avrec.service.routes.recommend import _filters, _split, present
+from avrec.service.deps import ApiError, act_for, bundle, require, service_state
+from avrec.service.routes.recommend import _filters, _split, cover_url, present
 from avrec.service.schemas import AskRequest, AskResponse, SearchHitOut, SearchResponse
+from avrec.service.security import Principal
 from avrec.service.state import Bundle, ServiceState
 
 router = APIRouter(prefix="/v1", tags=["language"])
@@ -30,7 +31,7 @@ def search(
     language: str | None = Query(None, max_length=200),
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read", users=True)),
 ) -> SearchResponse:
     """BM25 keywords (typos forgiven) and e5 meaning, fused by reciprocal rank."""
     idx = _search_index(b)
@@ -47,7 +48,7 @@ def search(
             score=round(h.score, 6),
             found_by=sorted(h.ranks, key=h.ranks.get),
             matched=h.matched,
-            image=rows.get(i, {}).get("image"),
+            image=cover_url(i, rows.get(i, {}).get("image")),
         )
         for i, h in zip(ids, hits, strict=True)
     ]
@@ -59,7 +60,7 @@ def ask(
     body: AskRequest,
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: str = Depends(require("read")),
+    who: Principal = Depends(require("read", users=True)),
 ) -> AskResponse:
     """Constraints (duration, language, years, genres, "not X", "like <title>") are read by
     rules (and the configured LLM, time-boxed); the rest is matched by meaning and keywords,
@@ -79,16 +80,22 @@ def ask(
                 llm = LanguageModel.from_config(st.ws.config.llm)
             except ConfigError:
                 llm = None
-        b.asker = Asker(b.model, llm=llm)
+        # as in the CLI, the LLM writes the first three sentences, each shown only when
+        # grounded in the item's facts (and by a model that passed the start-up check)
+        b.asker = Asker(b.model, llm=llm, llm_explain=3 if llm is not None else 0)
     asker = b.asker
-    user = body.user_id
+    act_for(who, body.user_id)
+    user = who.user if who.is_user else body.user_id
+    conversation = body.conversation_id
+    if conversation and who.is_user:  # a token's conversations are its user's alone
+        conversation = f"user:{who.user}:{conversation}"
     words: list[str] = []
     if user:
         with st.lock:
             words = st.store.user_texts(user)
-    if body.conversation_id:  # the conversation's state lives in the store
+    if conversation:  # the conversation's state lives in the store
         res = Conversation(asker, st.locked_store).turn(
-            body.conversation_id, body.query, user=user, k=body.k, lang=body.lang,
+            conversation, body.query, user=user, k=body.k, lang=body.lang,
             user_words=words,
         )  # fmt: skip
     else:
@@ -103,6 +110,11 @@ def ask(
             session_items=live or None,
             exclude=st.excluded_items(user),
         )
+    if asker.llm is not None:
+        from avrec.service.metrics import LLM_SENTENCES
+
+        for status, n in res.llm_sentences.items():
+            LLM_SENTENCES.labels(status=status).inc(n)
     return AskResponse(
         query=body.query,
         text=res.parsed.text,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from avrec.service.deps import ApiError, bundle, require, service_state
+from avrec.service.deps import ApiError, act_for, bundle, require, service_state
+from avrec.service.metrics import PAGES
 from avrec.service.schemas import AnonymousRequest, RecommendationResponse, RecommendedItem
+from avrec.service.security import Principal
 from avrec.service.state import Bundle, ServiceState, stored_list
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -22,6 +25,14 @@ def _filters(category: list[str], language: list[str]) -> Any:
     from avrec.pipeline.filters import ItemFilter
 
     return ItemFilter(categories=category or None, languages=language or None)
+
+
+def cover_url(item_id: str, ref: str | None) -> str | None:
+    """What answers give for an item's cover: the URL of its cover route, never the
+    server's path (the route serves the file, or redirects to an http(s) cover)."""
+    if not ref:
+        return None
+    return f"/v1/items/{urllib.parse.quote(item_id, safe='')}/image"
 
 
 def present(st: ServiceState, b: Bundle, lst: Any, explain: bool) -> list[RecommendedItem]:
@@ -41,7 +52,7 @@ def present(st: ServiceState, b: Bundle, lst: Any, explain: bool) -> list[Recomm
                 item_id=item,
                 score=round(float(score), 6),
                 title=title or "",
-                image=row.get("image"),
+                image=cover_url(item, row.get("image")),
                 tags=[*stored_list(row.get("tags")), *stored_list(row.get("categories"))][:8],
                 reasons=exp.get("reasons", []) if explain else [],
                 explanation=exp.get("text", "") if explain else "",
@@ -118,14 +129,16 @@ def user_recommendations(
     diversity: float = Query(0.0, ge=0.0, le=1.0, description="MMR trade-off"),
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: str = Depends(require("read")),
+    who: Principal = Depends(require("read", users=True)),
 ) -> RecommendationResponse:
     """The user's next page: their history since training (events sent to this API count at
     once), what they disliked or skipped left out. An unknown user gets the fallback list
     with ``fallback: true``. A page is kept for ``AVREC_CACHE_S`` seconds unless the user's
     events or the catalogue change first."""
+    act_for(who, user_id)
     key = st.page_key(user_id, k, offset, exclude, category, language, explain, lang, diversity)
     hit = st.pages.get(key)
+    PAGES.labels(cache="hit" if hit is not None else "miss").inc()
     if hit is not None:
         return hit
     lst, fallback = recommend_for(
@@ -152,12 +165,12 @@ def anonymous_recommendations(
     body: AnonymousRequest,
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read")),
 ) -> RecommendationResponse:
     """For a visitor without an account: the items played in this session (``items``, or
     ``events`` with their types: a dislike leaves the item out) shape the list."""
     played, rejected = list(body.items), []
-    signs = st.live.signs([e.type for e in body.events], [e.value for e in body.events])
+    signs = st.live.signs([e.event for e in body.events], [e.value for e in body.events])
     for e, sign in zip(body.events, signs.tolist(), strict=True):
         (rejected if sign < 0 else played).append(e.item_id)
     lst, fallback = recommend_for(
@@ -183,7 +196,7 @@ def similar(
     k: int = Query(10, ge=1, le=200),
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: str = Depends(require("read")),
+    _: Principal = Depends(require("read")),
 ) -> RecommendationResponse:
     m = b.model
     if m.items.index([item_id], missing="ignore")[0] < 0:
