@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import polars as pl
@@ -205,3 +208,44 @@ def lang_pipeline(lang_ds):
         ],
         ranker_holdout=0,
     ).fit(lang_ds)
+
+
+def _server(reply):  # noqa: ANN001, ANN202
+    """An OpenAI-shaped endpoint whose answer ``reply(body)`` gives (content, delay)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            content, delay = reply(body)
+            time.sleep(delay)
+            data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+@pytest.fixture
+def endpoint():
+    """Start fake LLM endpoints on loopback: ``endpoint(reply)`` gives the base URL."""
+    made = []
+
+    def make(reply):  # noqa: ANN001, ANN202
+        srv, url = _server(reply)
+        made.append(srv)
+        return url
+
+    yield make
+    for srv in made:
+        srv.shutdown()

@@ -8,54 +8,12 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from avrec.language.ask import Asker
 from avrec.language.llm import LanguageModel, LLMConfig, OpenAIBackend, _json_part
-
-
-def _server(reply):  # noqa: ANN001, ANN202
-    """An OpenAI-shaped endpoint whose answer ``reply(body)`` gives (content, delay)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            content, delay = reply(body)
-            time.sleep(delay)
-            data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, *args):  # noqa: ANN002
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/v1"
-
-
-@pytest.fixture
-def endpoint():
-    made = []
-
-    def make(reply):  # noqa: ANN001, ANN202
-        srv, url = _server(reply)
-        made.append(srv)
-        return url
-
-    yield make
-    for srv in made:
-        srv.shutdown()
 
 
 def good(body):  # noqa: ANN001, ANN201

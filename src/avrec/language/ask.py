@@ -13,6 +13,7 @@ recommendation, with what the request matched first among the reasons.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,16 @@ import numpy as np
 
 from avrec.content.text import guess_script_language
 from avrec.errors import ConfigError
+from avrec.language.grounding import Grounds, Lexicon, check_sentence
 from avrec.language.query import ZH_LABELS, Constraints, ParsedQuery, QueryParser
 from avrec.language.search import SearchIndex
 from avrec.models.base import ItemList
 from avrec.pipeline.explain import Reason
 from avrec.pipeline.filters import ItemFilter
 
-__all__ = ["AskResult", "Asker", "constraint_filter"]
+__all__ = ["AskResult", "Asker", "constraint_filter", "sentence_counts"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +42,21 @@ class AskResult:
     parsed: ParsedQuery
     constraints: Constraints
     items: ItemList
+
+    @property
+    def llm_sentences(self) -> dict[str, int]:
+        """How many LLM sentences the explanations show and how many were rejected."""
+        return sentence_counts(self.items)
+
+
+def sentence_counts(items: ItemList) -> dict[str, int]:
+    """``{"shown": n, "rejected": m}``: the explanations an LLM's sentence is shown in
+    (``"by": "llm"``) and those where its sentence was rejected (``"llm_rejected"``)."""
+    exps = [e or {} for e in items.fields.get("explanation", [])]
+    return {
+        "shown": sum(e.get("by") == "llm" for e in exps),
+        "rejected": sum("llm_rejected" in e for e in exps),
+    }
 
 
 def constraint_filter(c: Constraints) -> ItemFilter:
@@ -68,7 +87,9 @@ class Asker:
             best one (keyword and title matches always do).
         llm: a :class:`~avrec.language.llm.LanguageModel` that reads the request's
             constraints first (the rules when it gives nothing valid) and, for the first
-            ``llm_explain`` items, writes the explanation's sentence.
+            ``llm_explain`` items, writes the explanation's sentence: shown only when it
+            passes :func:`~avrec.language.grounding.check_sentence` against the item's own
+            facts, and only by a model that passed its start-up grounding check.
         llm_rerank: for a person with at most ``short_history`` events, the LLM re-orders
             this many of the first items (0: never); a failed call keeps the order.
     """
@@ -100,6 +121,7 @@ class Asker:
         self.llm_explain = llm_explain
         self.llm_rerank = llm_rerank
         self.short_history = short_history
+        self._lexicon: Lexicon | None = None  # the catalogue's names, built when first needed
         # the catalogue's genres and tags, lower case (filters match them in any case)
         facts = pipeline.facts
         self.parser = QueryParser(facts.genres, self.find_title, tags=facts.by_label)
@@ -259,7 +281,7 @@ class Asker:
         if self.llm is not None and self.llm_rerank:
             self._llm_order(out, user, session_items)
         if self.llm is not None and self.llm_explain:
-            self._llm_sentences(out, lang)
+            self._llm_sentences(out, lang, query)
         return AskResult(parsed, c, out)
 
     def _llm_order(self, out: ItemList, user: str | None, session: Sequence[str] | None) -> None:
@@ -281,16 +303,54 @@ class Asker:
         for key in ("sources", "explanation"):
             out.fields[key] = [out.fields[key][j] for j in perm]
 
-    def _llm_sentences(self, out: ItemList, lang: str) -> None:
-        """The LLM's sentence for the first items' explanations (the template's stays when
-        it gives nothing)."""
-        for j, exp in enumerate(out.fields["explanation"][: self.llm_explain]):
-            idx = int(self.pipeline.items.index([out.ids[j]])[0])
-            facts = [exp["text"], *(f"{r['kind']}: {r['value']}" for r in exp["reasons"][:4])]
-            sentence = self.llm.explain(self.pipeline.titles[idx] or out.ids[j], facts, lang)
-            if sentence:
+    def grounds(self, item: str, query: str = "", template: str = "") -> Grounds:
+        """What a sentence about ``item`` may name: its title, people, tags and genres and
+        year, and the request and template explanation the model is given."""
+        p = self.pipeline
+        idx = int(p.items.index([item])[0])
+        year = float(p.facts.year[idx])
+        return Grounds(
+            title=p.titles[idx] or item,
+            people=tuple(p.item_people_names[idx]),
+            tags=tuple(dict.fromkeys(p.item_tag_lists[idx])),
+            year=int(year) if np.isfinite(year) else None,
+            context=tuple(x for x in (query, template) if x),
+        )
+
+    def lexicon(self) -> Lexicon:
+        """The catalogue's titles, people and tags (built once per asker)."""
+        if self._lexicon is None:
+            self._lexicon = Lexicon.from_pipeline(self.pipeline)
+        return self._lexicon
+
+    def _llm_sentences(self, out: ItemList, lang: str, query: str) -> None:
+        """The LLM's sentence for the first items' explanations, each shown only when it is
+        grounded in the item's own facts (``"by": "llm"``, the template's text kept as
+        ``template``); the template's stays otherwise, with the rejected sentence beside it
+        (``llm_rejected``: sentence and why). A model that failed the start-up grounding
+        check is not asked.
+
+        The bug this guards (#15): for "relaxing piano music under 10 minutes" SmolLM2 wrote
+        "The (1961) is a classic example of a "Parent Trap" in the context of the Internet."
+        and it was shown as the explanation.
+        """
+        exps = out.fields["explanation"][: self.llm_explain]
+        if not exps or not self.llm.grounding_check().passed:
+            return
+        lexicon = self.lexicon()
+        for item, exp in zip(out.ids, exps, strict=False):
+            g = self.grounds(item, query, exp["text"])
+            sentence = self.llm.draft(g.title, g.facts(exp["text"]), lang)
+            if sentence is None:
+                continue  # the call failed (counted in the model's failures)
+            why = check_sentence(sentence, g, lexicon, lang)
+            if why is None:
+                exp["template"] = exp["text"]
                 exp["text"] = sentence
                 exp["by"] = "llm"
+            else:
+                log.info("LLM sentence for %s rejected (%s): %r", item, why, sentence)
+                exp["llm_rejected"] = {"sentence": sentence, "why": why}
 
     def _candidates(
         self, text: str, like: Sequence[str], allowed: np.ndarray | None

@@ -15,7 +15,11 @@ the caller goes on without it (the rules, the template explanation, the ranker's
 
 - :meth:`LanguageModel.constraints`: the request's :class:`~avrec.language.query.ParsedQuery`,
   constrained by its JSON schema (a grammar on llama.cpp), validated strictly;
-- :meth:`LanguageModel.explain`: one sentence in the user's language;
+- :meth:`LanguageModel.explain`: one sentence in the user's language (:meth:`LanguageModel.draft`
+  is the same reply unchecked). Before a model writes any sentence a user sees,
+  :meth:`LanguageModel.grounding_check` asks it about a few fixed items
+  (:func:`~avrec.language.grounding.startup_check`); a model whose sentences name what the
+  facts do not hold writes none for the rest of the process;
 - :meth:`LanguageModel.rerank`: an order for a short history's candidates.
 
 Prompts are templates in ``prompts.toml`` (this package), replaceable per workspace.
@@ -37,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avrec.errors import ConfigError
+from avrec.language.grounding import CheckReport, startup_check
 from avrec.language.query import ParsedQuery
 
 __all__ = [
@@ -228,6 +233,8 @@ class LanguageModel:
         self.max_tokens = max_tokens
         self.prompts = prompts or _prompts(None)
         self.failures = 0  # calls that gave nothing usable (for the service's metrics)
+        self._check: CheckReport | None = None
+        self._check_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: LLMConfig) -> LanguageModel | None:
@@ -274,17 +281,62 @@ class LanguageModel:
             return None
         return parsed
 
-    def explain(self, title: str, facts: Sequence[str], lang: str = "en") -> str | None:
-        """One sentence saying why ``title`` is recommended, from ``facts`` only."""
+    def draft(self, title: str, facts: Sequence[str], lang: str = "en") -> str | None:
+        """The model's sentence saying why ``title`` is recommended, from ``facts`` only:
+        stripped of a "Sentence:" label and wrapping quotes, otherwise as written (``None``
+        only when the call failed). What may be shown is for
+        :func:`~avrec.language.grounding.check_sentence` to say."""
         language = "Chinese" if lang.startswith("zh") else "English"
         out = self._ask("explain", None, title=title, facts="; ".join(facts), language=language)
         if out is None:
             return None
-        text = " ".join(out.strip().split())
+        text = out.strip()
+        if text.lower().startswith("sentence:"):
+            text = text[len("sentence:") :].strip()
+        for a, b in (('"', '"'), ("“", "”"), ("'", "'")):
+            # one pair of quotes around the whole reply (not two quoted names)
+            inner = text[1:-1]
+            if len(text) > 2 and text[0] == a and text[-1] == b and a not in inner:
+                text = inner.strip()
+        return text
+
+    def explain(self, title: str, facts: Sequence[str], lang: str = "en") -> str | None:
+        """One sentence saying why ``title`` is recommended, from ``facts`` only (``None``
+        when the call failed or the reply is empty, over-long or JSON). Not checked against
+        the facts: :class:`~avrec.language.ask.Asker` does that before showing one."""
+        out = self.draft(title, facts, lang)
+        if out is None:
+            return None
+        text = " ".join(out.split())
         if not text or len(text) > 300 or text.startswith(("{", "[")):
             self.failures += 1
             return None
         return text
+
+    def grounding_check(self) -> CheckReport:
+        """The start-up grounding check, run once per model (the first time it is asked,
+        which :class:`~avrec.language.ask.Asker` does before the first explanation): the
+        model's sentences about the fixed items of ``[grounding_check]`` in the prompts
+        (the packaged ones when a workspace's prompts file has none). When it fails, the
+        model writes no explanations; the failure is logged as a warning."""
+        with self._check_lock:
+            if self._check is None:
+                spec = self.prompts.get("grounding_check") or _prompts(None)["grounding_check"]
+                start = time.monotonic()
+                self._check = startup_check(self, spec)
+                took = time.monotonic() - start
+                if self._check.passed:
+                    log.info("LLM grounding check (%.1fs): %s", took, self._check)
+                else:
+                    log.warning(
+                        "LLM grounding check (%.1fs): %s; the %s model writes no explanations "
+                        "(rejected: %s)",
+                        took,
+                        self._check,
+                        self.backend.name,
+                        "; ".join(f"{r['sentence']!r}: {r['why']}" for r in self._check.rejected),
+                    )
+            return self._check
 
     def rerank(self, history: Sequence[str], candidates: Sequence[str]) -> list[int] | None:
         """An order of ``candidates`` (indices, every one exactly once), or ``None``."""
