@@ -195,6 +195,55 @@ def test_lexicon_and_grounds(asker, lang_pipeline):
     assert check_sentence(said, asker.grounds("v14", "a comedy"), lex) is not None
 
 
+def _song_sentence(title: str) -> str:
+    """Grounded for the even songs, the recorded bad sentence for the odd ones."""
+    return f"{title} is a quiet jazz piano trio." if int(title.split()[-1]) % 2 == 0 else BAD
+
+
+@pytest.mark.slow
+def test_the_counts_appear_in_the_cli_and_the_metrics(endpoint, tmp_path):
+    """``avrec ask --llm openai`` prints and returns how many sentences were shown and
+    rejected; the service counts them in ``avrec_llm_sentences_total``."""
+    import json
+
+    from tests.cli.test_cli import run, song_workspace
+    from tests.service.conftest import start
+
+    url = endpoint(writer(_song_sentence))
+    ws = song_workspace(tmp_path)
+    cfg = ws / "avrec.toml"
+    head, _, llm = cfg.read_text().partition("[llm]")
+    llm = re.sub(r'base_url = "[^"]*"', f'base_url = "{url}"', llm, count=1)
+    cfg.write_text(head + "[llm]" + llm)
+    r = run("-w", str(ws), "ask", "jazz songs", "--k", "3", "--llm", "openai", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    even = [int(x["item_id"][1:]) % 2 == 0 for x in out["items"]]
+    assert len(even) == 3
+    assert out["llm"]["sentences"] == {"shown": sum(even), "rejected": 3 - sum(even)}
+    assert out["llm"]["grounding_check"]["passed"]
+    for x, ok in zip(out["items"], even, strict=True):
+        exp = x["explanation"]
+        assert (exp.get("by") == "llm") == ok and ("llm_rejected" in exp) == (not ok)
+    r = run("-w", str(ws), "ask", "jazz songs", "--k", "3", "--llm", "openai")
+    assert r.returncode == 0, r.stderr
+    assert f"LLM sentences: {sum(even)} shown, {3 - sum(even)} rejected" in r.stdout
+    assert "start-up check: 3/3 grounded" in r.stdout
+    # the service, with [llm] in the workspace
+    cfg.write_text(head + "[llm]" + llm.replace('backend = "none"', 'backend = "openai"', 1))
+    srv = start(ws)
+    try:
+        got = srv.client().post("/v1/ask", json={"query": "jazz songs", "k": 3})
+        assert got.status_code == 200, got.text
+        shown = [x["explanation"] == _song_sentence(x["title"]) for x in got.json()["items"]]
+        assert shown == [int(x["item_id"][1:]) % 2 == 0 for x in got.json()["items"]]
+        metrics = srv.client().get("/metrics").text
+        for status, n in (("shown", sum(shown)), ("rejected", 3 - sum(shown))):
+            assert f'avrec_llm_sentences_total{{status="{status}"}} {float(n)}' in metrics
+    finally:
+        srv.stop()
+
+
 def _smollm2() -> str | None:
     try:
         import llama_cpp  # noqa: F401

@@ -130,8 +130,20 @@ def ask(
                 }
             )
         constraints = res.constraints.model_dump(exclude_defaults=True)
+        check = llm.grounding_check() if llm is not None else None
         if as_json:
-            out = {"query": query, "text": res.parsed.text, "constraints": constraints}
+            out: dict[str, Any] = {
+                "query": query,
+                "text": res.parsed.text,
+                "constraints": constraints,
+            }
+            if llm is not None:
+                out["llm"] = {
+                    "backend": llm.backend.name,
+                    "failures": llm.failures,
+                    "grounding_check": check.to_dict(),
+                    "sentences": res.llm_sentences,
+                }
             console.print_json(json.dumps({**out, "items": rows}, ensure_ascii=False))
             return
         said = ", ".join(f"{k}={v}" for k, v in constraints.items()) or "none"
@@ -140,6 +152,17 @@ def ask(
                 "answered" if llm.failures == 0 else f"{llm.failures} call(s) gave nothing usable"
             )
             console.print(f"LLM ({llm.backend.name}): {used}")
+            n = res.llm_sentences
+            if check.passed:
+                console.print(
+                    f"LLM sentences: {n['shown']} shown, {n['rejected']} rejected as not "
+                    f"grounded in the item's facts (start-up check: {check})"
+                )
+            else:
+                console.print(
+                    f"LLM sentences: none written: the model failed the start-up grounding "
+                    f"check ({check}); the explanations are the templates'"
+                )
         console.print(
             f"searching for: {res.parsed.text or '(constraints only)'}; constraints: {said}"
         )
