@@ -54,6 +54,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import _provenance as provenance
 from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,12 +314,14 @@ def run_case(
 def update_markdown(res: dict) -> None:
     drawn = ", ".join(f"{k}: {v['users_drawn_from']:,}" for k, v in res["cases"].items())
     lines = [
-        f"Measured {res['date']} at commit {res.get('commit', '?')} on {res['machine']}: "
+        f"Measured {res['date']} at commit {res.get('commit', '?')} on {res['machine']} "
+        f"(load average {res.get('load_before', '?')} before, {res.get('load_after', '?')} "
+        "after): "
         f"`python -m benchmarks.service_load` (wrk, {res['seconds']} s per cell, `avrec serve "
         "--workers 2` on loopback, keys on, durable writes; the load generator on the same two "
         f"cores). Users drawn uniformly at random from {drawn}. Cold: every page computed "
         "(`AVREC_CACHE_S=0`). Cached: the default page cache, from empty, cells in the order "
-        "shown; \"cache hits\" is the share of pages it answered in that cell, read from the "
+        'shown; "cache hits" is the share of pages it answered in that cell, read from the '
         "server's `avrec_pages_total`.",
         "",
         "| bundle | route | load | req/s | p50 ms | p95 ms | p99 ms | cache hits | errors |",
@@ -348,11 +351,10 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian)")
     CACHE.mkdir(parents=True, exist_ok=True)
     clients = [int(c) for c in args.clients.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT).stdout.strip()  # fmt: skip
     res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "commit": commit, "seconds": args.seconds, "rate": args.rate,
-           "cold_rate": args.cold_rate, "cases": {}}  # fmt: skip
+           "commit": provenance.commit(), "load_before": provenance.load(),
+           "seconds": args.seconds, "rate": args.rate, "cold_rate": args.cold_rate,
+           "cases": {}}  # fmt: skip
     builders = {"MovieLens-100K": ("ml100k", ml100k_workspace),
                 "synthetic 1M": ("1m", million_workspace)}  # fmt: skip
     for label, (key, build) in builders.items():
@@ -361,6 +363,7 @@ def main() -> None:
                 label, build(), clients, args.seconds, args.rate, args.cold_rate
             )
     RESULTS.mkdir(parents=True, exist_ok=True)
+    res["load_after"] = provenance.load()
     (RESULTS / "service-load.json").write_text(json.dumps(res, indent=2))
     update_markdown(res)
 

@@ -173,8 +173,8 @@ class MediaSource:
             self._vet_host(url)
             opener = urllib.request.build_opener(
                 _Redirects(self),
-                _GuardedHTTP(self, deadline),
-                _GuardedHTTPS(self, deadline),
+                _GuardedHTTP(self),
+                _GuardedHTTPS(self),
             )
             req = urllib.request.Request(url, headers={"User-Agent": "avrec"})
             with opener.open(req, timeout=self._left(deadline, url)) as resp:
@@ -278,36 +278,34 @@ def _guard(conn: http.client.HTTPConnection, source: MediaSource) -> None:
         )
 
 
+def _guarded(base: type, source: MediaSource) -> type:
+    """``base`` (an HTTP or HTTPS connection class) that checks its peer once connected."""
+
+    class Conn(base):  # type: ignore[misc, valid-type]
+        def connect(self) -> None:
+            super().connect()
+            _guard(self, source)
+
+    return Conn
+
+
 class _GuardedHTTP(urllib.request.HTTPHandler):
-    def __init__(self, source: MediaSource, deadline: float) -> None:
+    def __init__(self, source: MediaSource) -> None:
         super().__init__()
-        self.source, self.deadline = source, deadline
+        self.source = source
 
     def http_open(self, req):  # noqa: ANN001, ANN201
-        source = self.source
-
-        class Conn(http.client.HTTPConnection):
-            def connect(self) -> None:
-                super().connect()
-                _guard(self, source)
-
-        return self.do_open(Conn, req)
+        return self.do_open(_guarded(http.client.HTTPConnection, self.source), req)
 
 
 class _GuardedHTTPS(urllib.request.HTTPSHandler):
-    def __init__(self, source: MediaSource, deadline: float) -> None:
+    def __init__(self, source: MediaSource) -> None:
         super().__init__()
-        self.source, self.deadline = source, deadline
+        self.source = source
 
     def https_open(self, req):  # noqa: ANN001, ANN201
-        source = self.source
-
-        class Conn(http.client.HTTPSConnection):
-            def connect(self) -> None:
-                super().connect()
-                _guard(self, source)
-
-        return self.do_open(Conn, req, context=self._context)
+        conn = _guarded(http.client.HTTPSConnection, self.source)
+        return self.do_open(conn, req, context=self._context)
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -164,6 +164,14 @@ def _error(request: Request, status: int, code: str, message: str, detail: Any =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _internal(request: Request, exc: Exception, what: str) -> JSONResponse:
+    """A 500: the detail goes to the log, the answer carries the request id only (no
+    message, no path, no traceback)."""
+    rid = request.scope.get("state", {}).get("request_id")
+    log.error(what, exc_info=exc, extra={"fields": {"path": request.url.path, "request_id": rid}})
+    return _error(request, 500, "internal", "internal error; the request id is in the log")
+
+
 def create_app(settings: ServiceSettings | None = None, state: Any = None) -> FastAPI:
     """The service for ``settings`` (default: from the environment). ``state`` is a ready
     :class:`ServiceState` (tests); by default the workspace's is opened.
@@ -248,25 +256,12 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
             return _error(request, 404, "unknown", scrub_paths(str(exc)))
         if isinstance(exc, (ConfigError, DataError)):  # an argument the request gave
             return _error(request, 400, "bad_request", scrub_paths(str(exc)))
-        # anything else (a bad configuration, a broken bundle, the store) is the server's
-        # fault: the detail goes to the log, the answer carries the request id only
-        log.error(
-            "request failed",
-            exc_info=exc,
-            extra={"fields": {"path": request.url.path,
-                              "request_id": request.scope.get("state", {}).get("request_id")}},
-        )  # fmt: skip
-        return _error(request, 500, "internal", "internal error; the request id is in the log")
+        # anything else (a broken bundle, the store) is the server's fault
+        return _internal(request, exc, "request failed")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "unexpected error",
-            exc_info=exc,
-            extra={"fields": {"path": request.url.path,
-                              "request_id": request.scope.get("state", {}).get("request_id")}},
-        )  # fmt: skip
-        return _error(request, 500, "internal", "internal error; the request id is in the log")
+        return _internal(request, exc, "unexpected error")
 
     for r in (recommend, events, catalogue, language, health, tokens):
         app.include_router(r.router)
