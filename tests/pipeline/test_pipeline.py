@@ -111,16 +111,30 @@ def test_ranker_min_history_sets_which_requests_the_ranker_ranks():
     stranger = Request(-1, np.zeros(0, np.int64))
     assert always.uses_ranker(stranger) and not learned.uses_ranker(stranger)
     merged = always.candidates([stranger])[0]
-    np.testing.assert_allclose(
-        always.rank(stranger, merged),
-        always.ranker.predict(always.features.build(stranger, merged)),
-    )
+    ranked = always.rank(stranger, merged)
+    raw = always.ranker.predict(always.features.build(stranger, merged))
+    assert (np.diff(raw[np.argsort(-ranked, kind="stable")]) <= 0).all()  # the ranker's order
     three = Pipeline(**kw, ranker_min_history=3).fit(ds)
     two = Request(0, ds.item_index[:2].astype(np.int64))
     assert not three.uses_ranker(two)
     assert three.uses_ranker(Request(0, ds.item_index[:3].astype(np.int64)))
     with pytest.raises(ValueError, match="ranker_min_history"):
         Pipeline(sources=SOURCES, ranker_min_history=-1)
+
+
+def test_ranker_ties_are_broken_by_fusion():
+    """Issue 15: early stopping cut some rankers to one tree, whose few distinct scores left
+    hundreds of candidates tied (MovieLens validation NDCG@10 0.034 against 0.11); ties are
+    now ordered by reciprocal-rank fusion, and nothing else moves."""
+    from avrec.pipeline.pipeline import _break_ties
+
+    scores = np.asarray([0.5, 0.2, 0.5, 0.5, 0.9, 0.2], np.float32)
+    fused = np.asarray([0.01, 0.03, 0.04, 0.02, 0.0, 0.01])
+    out = _break_ties(scores, fused)
+    assert out.dtype == np.float32
+    assert np.argsort(-out, kind="stable").tolist() == [4, 2, 3, 0, 1, 5]
+    distinct = np.asarray([0.3, 0.1, 0.2], np.float32)
+    assert _break_ties(distinct, np.asarray([0.0, 1.0, 0.5])) is distinct
 
 
 def test_pipeline_in_an_experiment_beats_popularity():

@@ -291,6 +291,9 @@ class Pipeline(Recommender):
         for lo in range(0, len(reqs), step):
             part = reqs[lo : lo + step]
             for req, merged in zip(part, self.candidates(part), strict=True):
+                # candidates in fusion order: LightGBM's NDCG, which picks the number of trees,
+                # breaks ties by the order rows come in, as rank() breaks them by fusion
+                merged = _reorder(merged, np.argsort(-self._fusion(merged), kind="stable"))
                 wanted = targets.indices[targets.indptr[req.user] : targets.indptr[req.user + 1]]
                 feats.append(self.features.build(req, merged))
                 labels.append(np.isin(merged.items, wanted).astype(np.int32))
@@ -325,12 +328,16 @@ class Pipeline(Recommender):
         """A score per merged candidate (higher first); ``features`` if already built."""
         if not len(merged.items):
             return np.zeros(0, np.float32)
+        fused = self._fusion(merged)
         if self.uses_ranker(req):
             if features is None:
                 features = self.features.build(req, merged)
-            return self.ranker.predict(features)
-        rr = 1.0 / (self.config.rrf_k + 1.0 + merged.ranks)
-        return np.nansum(rr, axis=1).astype(np.float32)
+            return _break_ties(self.ranker.predict(features), fused)
+        return fused.astype(np.float32)
+
+    def _fusion(self, merged: Merged) -> np.ndarray:
+        """Reciprocal-rank fusion of the sources' ranks, one score per candidate."""
+        return np.nansum(1.0 / (self.config.rrf_k + 1.0 + merged.ranks), axis=1)
 
     def _score_batch(self, batch: UserBatch) -> np.ndarray:
         n_items = len(self.items)
@@ -967,6 +974,35 @@ def _targets(dataset: Dataset, tail: np.ndarray, valid: Dataset | None) -> sp.cs
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
+
+
+def _reorder(merged: Merged, order: np.ndarray) -> Merged:
+    """The rows of ``merged`` in ``order``."""
+    return Merged(
+        merged.items[order],
+        merged.scores[order],
+        merged.ranks[order],
+        merged.anchors[order],
+        merged.sources,
+    )
+
+
+def _break_ties(scores: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """``scores`` (float32) with equal values ordered by ``by`` (higher first), the order of
+    unequal ones kept. A ranker that early stopping cut to a few trees gives a few distinct
+    scores for hundreds of candidates; left tied, their order would be arbitrary (and
+    evaluation counts a tie against the target). Each tied score moves up by less than half
+    the smallest gap between distinct scores (a tie stays one where that gap is below
+    float32's resolution)."""
+    s = scores.astype(np.float64)
+    distinct = np.unique(s)
+    if len(distinct) == len(s):
+        return scores
+    gap = float(np.diff(distinct).min()) if len(distinct) > 1 else 1.0
+    b = np.asarray(by, np.float64)
+    span = float(b.max() - b.min())
+    nudge = (b - b.min()) / span if span > 0 else np.zeros(len(b))
+    return (s + 0.45 * gap * nudge).astype(np.float32)
 
 
 def _percentile(x: np.ndarray) -> np.ndarray:
