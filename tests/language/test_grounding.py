@@ -164,6 +164,7 @@ def test_the_startup_check_needs_its_share():
          "a video game.", "claims what the facts do not hold: adapted"),
         ("v17", "en", "Jazz standards live, by a legendary quartet.", "claims what the facts"),
         ("v4", "en", "", "empty"),
+        ("v4", "en", "A calm piano piece made with a variety of", "unfinished"),
         ("v4", "en", "A calm piano piece. It helps you study.", "more than one sentence"),
         ("v4", "en", "A calm piano piece.\nIt helps you study.", "more than one line"),
         ("v4", "en", "- calm piano for studying", "a list, not a sentence"),

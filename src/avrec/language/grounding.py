@@ -73,6 +73,7 @@ _ECHO = re.compile(r"[{}\[\]<>]|\b(?:item|facts|sentence|title)\s*:", re.IGNOREC
 _LIST = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s")
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|2[01]\d\d)(s?)(?!\d)")
 _DECADE = re.compile(r"(?<![\d\w])'?([1-9]0)s\b")
+_END = re.compile(r"[.!?。！？][\"”’')）」》]*$")
 _STOP_EN = re.compile(r"[.!?]+[\"”’')]*\s+(?=\S)")
 _STOP_ZH = re.compile(r"[。！？]+[”’」》)）]*(?=\S)")
 
@@ -252,6 +253,8 @@ def _form(text: str, lang: str) -> str | None:
         return "more than one sentence"
     if _STOP_ZH.search(flat):
         return "more than one sentence"
+    if not _END.search(flat):
+        return "unfinished"  # cut off at the token limit, or no sentence at all
     return None
 
 

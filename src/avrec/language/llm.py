@@ -55,6 +55,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+SENTENCE_TOKENS = 80  # the longest explanation sentence asked for, in the model's tokens
+
 
 class LLMConfig(BaseModel):
     """The ``[llm]`` section of ``avrec.toml``."""
@@ -248,7 +250,9 @@ class LanguageModel:
             backend = LlamaCppBackend(cfg.model_path, cfg.n_ctx, cfg.n_threads)
         return cls(backend, cfg.timeout_s, cfg.max_tokens, _prompts(cfg.prompts))
 
-    def _ask(self, task: str, schema: dict | None, **fields: Any) -> str | None:
+    def _ask(
+        self, task: str, schema: dict | None, max_tokens: int | None = None, **fields: Any
+    ) -> str | None:
         tpl = self.prompts[task]
         messages = [
             {"role": "system", "content": tpl["system"].format(**fields)},
@@ -256,7 +260,7 @@ class LanguageModel:
         ]
         start = time.monotonic()
         try:
-            out = self.backend.chat(messages, schema, self.max_tokens, self.timeout_s)
+            out = self.backend.chat(messages, schema, max_tokens or self.max_tokens, self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - an LLM must never fail a request
             self.failures += 1
             log.warning("LLM %s call failed after %.1fs: %s", task, time.monotonic() - start, exc)
@@ -287,7 +291,16 @@ class LanguageModel:
         only when the call failed). What may be shown is for
         :func:`~avrec.language.grounding.check_sentence` to say."""
         language = "Chinese" if lang.startswith("zh") else "English"
-        out = self._ask("explain", None, title=title, facts="; ".join(facts), language=language)
+        out = self._ask(
+            "explain",
+            None,
+            # a sentence of at most 25 words: a small model that rambles on is cut off (and
+            # its unfinished sentence rejected) rather than run past the time box
+            max_tokens=min(self.max_tokens, SENTENCE_TOKENS),
+            title=title,
+            facts="; ".join(facts),
+            language=language,
+        )
         if out is None:
             return None
         text = out.strip()
