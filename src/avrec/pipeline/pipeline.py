@@ -93,7 +93,7 @@ class PipelineConfig(ModelConfig):
     search: bool = Field(True, description="build the catalogue search index (search, ask)")
     search_params: dict[str, Any] = Field(
         default_factory=lambda: {
-            "weights": {"keyword": 1.0, "semantic": 0.25, "title": 0.5},
+            "weights": {"keyword": 1.0, "semantic": 1.0, "title": 0.5},
             "rrf_k": 60.0,
         },
         description="SearchIndex parameters (weights, rrf_k, depth ...)",
