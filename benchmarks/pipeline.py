@@ -3,14 +3,20 @@
 Every source of the pipeline is also evaluated alone as a model, on the same fixed leave-one-out
 split (full ranking, history excluded), so the table answers whether merging and learning to rank
 adds anything; the paired tests say whether the difference is significant. The pipeline's ranker
-learns from the validation items (the split file's ``valid_item``), its sources from training.
+learns from the validation items (the split file's ``valid_item``) and, with ``ranker_holdout``,
+from each user's last training events, its sources from training; its settings are the defaults,
+chosen on validation data by ``benchmarks.choose_defaults``. AUC is over the full catalogue: the
+items the pipeline did not propose rank below its candidates, tied (``avrec.eval.metrics``).
 With ``--content DB`` (a content store from ``avrec analyze`` or ``benchmarks.content_quality``)
 the content sources and features join, and ILD on content vectors is reported.
 
 Latency: one ``recommend_explained`` call (candidates from every source, features, ranker,
-re-ranking, explanations) per user, in process, p50 and p99 over users.
+re-ranking, explanations) per user, in process, p50 and p99 over users; the load average just
+before it is recorded (above about 1.5 on two cores, other jobs were running and the latency is
+inflated).
 
-    python -m benchmarks.pipeline --dataset movielens-100k
+    python -m benchmarks.pipeline --dataset movielens-100k --sasrec-budget 270
+    python -m benchmarks.pipeline --dataset microlens-50k --sasrec-budget 720 --sasrec-max-len 20
     python -m benchmarks.pipeline --content benchmarks/.cache/ml100k-content.db
 
 Writes ``benchmarks/results/pipeline-<dataset>.json`` and the table between the
@@ -21,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -34,14 +38,10 @@ from avrec.eval import Experiment, FixedSplit
 from avrec.models import create_model
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig, SourceConfig
 from benchmarks._markdown import replace_block
+from benchmarks._provenance import commit, load, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _machine() -> str:
-    cores = len(os.sched_getaffinity(0))
-    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
 def run(
@@ -50,7 +50,7 @@ def run(
     settings = Settings()
     data = load_dataset(dataset, settings=settings)
     cfg = PipelineConfig()
-    metrics = ["ndcg@10", "hr@10", "coverage@10", "novelty@10"]
+    metrics = ["ndcg@10", "hr@10", "auc", "coverage@10", "novelty@10"]
     if content is not None:
         from avrec.content.store import ContentStore
 
@@ -94,8 +94,9 @@ def run(
     pipe: Pipeline = models["pipeline"]  # type: ignore[assignment]
     out = {
         "dataset": dataset,
-        "machine": _machine(),
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": commit(),
         "protocol": "fixed leave-one-out split file, full ranking, history excluded",
         "sources": [s.name or s.kind for s in cfg.sources],
         "content": str(content) if content else None,
@@ -113,10 +114,13 @@ def run(
         "ranker_groups": getattr(pipe.ranker, "groups", None),
         "ranker_trees": getattr(pipe.ranker, "best_iteration", None),
         "ranker_holdout": cfg.ranker_holdout,
+        "ranker": cfg.ranker,
+        "ranker_min_history": getattr(pipe, "ranker_min_history", None),
         "fit_seconds": {name: m.fit_seconds for name, m in models.items()},
     }
     for name in models:
         print(f"  {name:10s} ndcg@10 {rows[name, 'ndcg@10']['value']:.4f}")
+    out["load_before_latency"] = load()
     out["latency"] = latency(pipe, data)
     print(f"  latency per call: {out['latency']}")
     return out
@@ -140,7 +144,9 @@ def latency(pipe: Pipeline, data, n_users: int = 300) -> dict:  # noqa: ANN001
 def update_markdown(res: dict) -> None:
     r = res["results"]
     cols = [
-        c for c in ("ndcg@10", "hr@10", "coverage@10", "novelty@10", "ild@10") if c in r["pipeline"]
+        c
+        for c in ("ndcg@10", "hr@10", "auc", "coverage@10", "novelty@10", "ild@10")
+        if c in r["pipeline"]
     ]
     best_single = max((n for n in r if n != "pipeline"), key=lambda n: r[n]["ndcg@10"])
     sig = next(
@@ -152,10 +158,15 @@ def update_markdown(res: dict) -> None:
         None,
     )
     lines = [
-        f"Measured {res['date']} on {res['machine']} with `python -m benchmarks.pipeline "
+        f"Measured {res['date']} at commit {res.get('commit', 'unknown')} on {res['machine']} "
+        "with `python -m benchmarks.pipeline "
         f"--dataset {res['dataset']}{res.get('args', '')}`"
         f"{' --content ...' if res['content'] else ''}: "
-        f"{res['protocol']}. Sources: {', '.join(res['sources'])}.",
+        f"{res['protocol']}. Sources: {', '.join(res['sources'])}. Ranker: "
+        f"{res['ranker']['num_leaves']} leaves, holdout {res['ranker_holdout']}, "
+        f"{res['ranker_trees']} trees from {res['ranker_groups']} requests (the candidates "
+        f"hold a target for {res['ranker_recall']:.1%} of them). AUC: over the full catalogue, "
+        "items the pipeline did not propose ranked below its candidates, tied.",
         "",
         "| Model | " + " | ".join(cols) + " | NDCG@10 95% CI |",
         "|---|" + "---|" * (len(cols) + 1),
@@ -176,10 +187,17 @@ def update_markdown(res: dict) -> None:
             f"({'significant' if sig.get('significant') else 'not significant'}).",
         ]
     lat = res["latency"]
+    busy = res.get("load_before_latency", 0.0)
     lines += [
         "",
         f"One explained recommendation call in process: p50 {lat['p50_ms']:.1f} ms, "
-        f"p99 {lat['p99_ms']:.1f} ms ({lat['users']} users).",
+        f"p99 {lat['p99_ms']:.1f} ms ({lat['users']} users; load average {busy:.1f} just "
+        "before"
+        + (
+            ", other jobs were using the cores: these latencies are inflated)."
+            if busy > 1.5
+            else ")."
+        ),
     ]
     tag = f"pipeline:{res['dataset']}"
     replace_block(tag, lines, f"### Pipeline on {res['dataset']} (issue 6)")

@@ -22,8 +22,6 @@ markers in BENCHMARKS.md.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -38,15 +36,11 @@ from avrec.models import create_model
 from avrec.models.base import UserBatch, mask_rows
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig, SourceConfig
 from benchmarks._markdown import replace_block
+from benchmarks._provenance import commit, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 EVENTS = (0, 1, 3, 5)
-
-
-def _machine() -> str:
-    cores = len(os.sched_getaffinity(0))
-    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
 def pipeline_config() -> PipelineConfig:
@@ -93,7 +87,16 @@ def cold_users(data) -> dict:  # noqa: ANN001
     }
     for m in models.values():
         m.fit(split.train)
-    out: dict = {"users": int(len(users)), "events": list(EVENTS), "ndcg@10": {}, "ci": {}}
+    pipe = models["pipeline"]
+    out: dict = {
+        "users": int(len(users)),
+        "events": list(EVENTS),
+        "ndcg@10": {},
+        "ci": {},
+        # requests shorter than this are fused, not ranked by the ranker
+        "ranker_min_history": getattr(pipe, "ranker_min_history", None),
+        "ranker": pipe.ranker is not None,  # type: ignore[attr-defined]
+    }
     per: dict[str, dict[int, np.ndarray]] = {name: {} for name in models}
     for e in EVENTS:
         seqs = [data.item_index[ptr[u] : ptr[u] + e] for u in users]
@@ -131,7 +134,8 @@ def update_markdown(res: dict) -> None:
     ci = res["cold_items"]
     a, b = ci["among cold items"], ci["among all items"]
     lines = [
-        f"Measured {res['date']} on {res['machine']} with `python -m benchmarks.pipeline_cold` "
+        f"Measured {res['date']} at commit {res.get('commit', 'unknown')} on {res['machine']} "
+        "with `python -m benchmarks.pipeline_cold` "
         "(MovieLens-100K; posters, titles, IMDb plots and people analysed; genres visible to the "
         "people source).",
         "",
@@ -150,7 +154,8 @@ def update_markdown(res: dict) -> None:
         "",
         f"New users: {cu['users']} users held out of training (seed 0, at least "
         f"{max(EVENTS) + 1} events), served as strangers after their first events of the "
-        "session; the target is the next event. NDCG@10:",
+        "session; the target is the next event. The pipeline's ranker ranks requests of at "
+        f"least {cu.get('ranker_min_history')} events, shorter ones are fused. NDCG@10:",
         "",
         "| Model | " + " | ".join(f"after {e} events" for e in cu["events"]) + " |",
         "|---|" + "---|" * len(cu["events"]),
@@ -178,8 +183,9 @@ def main() -> None:
     store.close()
     t = time.perf_counter()
     res = {
-        "machine": _machine(),
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": commit(),
         "analysis_seconds": analysis.get("seconds"),
         "cold_items": cold_items(data),
         "cold_users": cold_users(data),
