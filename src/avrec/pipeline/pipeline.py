@@ -69,11 +69,12 @@ class PipelineConfig(ModelConfig):
         description="LightGBM parameters (n_estimators is the most; early stopping picks fewer)",
     )
     ranker_holdout: int = Field(
-        3,
+        5,
         ge=0,
         description="the ranker learns from each user's last N training events (and the "
         "validation event) with the sources fitted on the rest, then the sources are refitted "
-        "on everything; 0: learn from the validation events only, one fit",
+        "on everything; 0: learn from the validation events only, one fit (5 and the ranker's "
+        "7 leaves were chosen on validation data: benchmarks/results/choose-defaults.json)",
     )
     ranker_min_history: int | None = Field(
         None,
@@ -317,9 +318,11 @@ class Pipeline(Recommender):
 
     def uses_ranker(self, req: Request) -> bool:
         """Whether ``req`` is ranked by the learned ranker: there is one, and the request's
-        history is at least as long as the shortest it learned from. Shorter ones (strangers,
-        first sessions) get reciprocal-rank fusion of the sources, which measured far better
-        there (BENCHMARKS.md, cold start)."""
+        history is at least ``ranker_min_history`` events long (by default the shortest
+        history it learned from). Shorter ones (strangers, first sessions) get reciprocal-rank
+        fusion of the sources: on validation strangers that rule did at least as well as the
+        ranker for every request or a fixed threshold
+        (benchmarks/results/choose-defaults-movielens-100k.json)."""
         return self.ranker is not None and len(req.history) >= getattr(
             self, "ranker_min_history", 0
         )
