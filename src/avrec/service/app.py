@@ -228,9 +228,16 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     app.state.tokens = UserTokens.for_workspace(
         state.ws.root, cfg.token_secret, cfg.token_max_ttl_s
     )
+    # a connection of its own: the check runs before every request, and must not queue
+    # behind the process lock that the event writer holds through each commit's fsync
+    import threading
+
+    from avrec.storage import open_store
+
     app.state.auth_failures = AuthFailures(
-        state.store, state.lock, cfg.auth_fail_limit, cfg.auth_fail_window_s
-    )
+        open_store(state.ws.store_url), threading.Lock(), cfg.auth_fail_limit,
+        cfg.auth_fail_window_s,
+    )  # fmt: skip
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

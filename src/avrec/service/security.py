@@ -288,8 +288,9 @@ class AuthFailures:
     whatever key it presents.
 
     Args:
-        store: the workspace's store (``Store.count_hit``, ``Store.hit_count``).
-        lock: the process' store lock.
+        store: a connection to the workspace's store (``Store.count_hit``,
+            ``Store.hit_count``), best its own: the check runs before every request.
+        lock: what serialises the use of ``store`` in this process.
     """
 
     KIND = "auth_failures"
