@@ -46,10 +46,7 @@ import argparse
 import csv
 import hashlib
 import json
-import os
-import platform
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -62,6 +59,7 @@ from avrec.language.ask import Asker
 from avrec.language.search import document_text, item_documents
 from avrec.language.tokens import _stop_en
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig
+from benchmarks import _provenance as provenance
 from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,43 +107,6 @@ ZH_GENRES = {
     "film-noir": "黑色电影", "horror": "恐怖", "musical": "歌舞", "mystery": "悬疑",
     "romance": "爱情", "sci-fi": "科幻", "thriller": "惊悚", "war": "战争", "western": "西部",
 }  # fmt: skip
-
-
-def _machine() -> str:
-    cores = len(os.sched_getaffinity(0))
-    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
-
-
-def _commit() -> str:
-    """``git rev-parse --short HEAD``, ``+changes`` when the code measured differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "src",
-                "configs",
-                "benchmarks/language.py",
-                "benchmarks/data",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}+changes" if dirty else head
 
 
 # -- the paraphrase set ------------------------------------------------------------------------
@@ -527,14 +488,12 @@ def main() -> None:
         print(name, flush=True)
         t = time.perf_counter()
         res = run(name, args.queries)
-        res["machine"], res["date"], res["commit"] = (
-            _machine(),
-            time.strftime("%Y-%m-%d"),
-            (_commit()),
-        )
+        res["machine"], res["date"] = provenance.machine(), time.strftime("%Y-%m-%d")
+        res["commit"] = provenance.commit(("src", "configs", "benchmarks/language.py",
+                                           "benchmarks/data"))  # fmt: skip
         res["run_s"] = time.perf_counter() - t
         # above the core count, the times are contaminated by other work on the machine
-        res["load_average_1min"] = round(os.getloadavg()[0], 2)
+        res["load_average_1min"] = provenance.load()
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"language-{name}.json").write_text(
             json.dumps(res, indent=2, ensure_ascii=False) + "\n"

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -102,11 +101,6 @@ done = function(summary, latency, requests)
   io.write("RESULT {" .. table.concat(parts, ",") .. "}\n")
 end
 """
-
-
-def _machine() -> str:
-    cores = len(os.sched_getaffinity(0))
-    return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
 def _port() -> int:
@@ -351,7 +345,8 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian)")
     CACHE.mkdir(parents=True, exist_ok=True)
     clients = [int(c) for c in args.clients.split(",")]
-    res = {"machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    res = {"machine": provenance.machine(), "date": date,
            "commit": provenance.commit(), "load_before": provenance.load(),
            "seconds": args.seconds, "rate": args.rate, "cold_rate": args.cold_rate,
            "cases": {}}  # fmt: skip
