@@ -45,7 +45,6 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import scipy.sparse as sp
 
 from avrec.config import Settings
 from avrec.data.dataset import Dataset
@@ -54,12 +53,12 @@ from avrec.eval import ColdUserSplit, FixedSplit, SplitResult
 from avrec.eval.evaluate import evaluate_model, metric_context
 from avrec.eval.metrics import HR, NDCG
 from avrec.eval.stats import bootstrap_ci, paired_test
-from avrec.models.base import UserBatch, mask_rows
 from avrec.pipeline import pipeline as pipeline_module
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig
 from avrec.pipeline.ranker import Ranker
 from benchmarks._markdown import replace_block
 from benchmarks._provenance import commit, load, machine
+from benchmarks.pipeline_cold import prefix_ndcg
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -198,12 +197,6 @@ def ranker_grid(
     return out
 
 
-def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    t = scores[np.arange(len(targets)), targets]
-    rank = (scores >= t[:, None]).sum(axis=1)  # ties count against the target
-    return np.where(np.isfinite(t) & (rank <= 10), 1.0 / np.log2(rank + 1), 0.0)
-
-
 def short_histories(data: Dataset, num_leaves: int, holdout: int) -> dict:
     """Ranker or fusion for strangers after their first events, on users disjoint from
     ``benchmarks.pipeline_cold``'s."""
@@ -230,22 +223,9 @@ def short_histories(data: Dataset, num_leaves: int, holdout: int) -> dict:
         return out
     per: dict[str, dict[int, np.ndarray]] = {"ranker": {}, "fusion": {}}
     for e in EVENTS:
-        seqs = [rest.item_index[ptr[u] : ptr[u] + e] for u in users]
-        times = [rest.ts[ptr[u] : ptr[u] + e] for u in users]
-        targets = np.asarray([rest.item_index[ptr[u] + e] for u in users])
-        rows = np.repeat(np.arange(len(users)), e)
-        hist = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs) if e else rows)),
-            shape=(len(users), rest.n_items),
-        )
-        hist.data[:] = 1.0
-        at = np.asarray([rest.ts[ptr[u] + e] - 1.0 for u in users])
         for name, threshold in (("ranker", 0), ("fusion", 10**9)):
             pipe.ranker_min_history = threshold
-            batch = UserBatch(np.full(len(users), -1), hist, seqs, times, at)
-            scores = np.array(pipe._score_batch(batch), np.float32, copy=True)
-            mask_rows(scores, hist)
-            per[name][e] = _ndcg_at_10(scores, targets)
+            per[name][e] = prefix_ndcg(pipe, rest, users, ptr, e)
     pipe.ranker_min_history = pipe.ranker_shortest_history
     out["ndcg@10"] = {n: {e: float(v[e].mean()) for e in EVENTS} for n, v in per.items()}
     out["ranker_vs_fusion"] = {

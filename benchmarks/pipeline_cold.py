@@ -74,6 +74,26 @@ def _ndcg_at_10(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(t) & (rank <= 10), 1.0 / np.log2(rank + 1), 0.0)
 
 
+def prefix_ndcg(model, data, users: np.ndarray, ptr: np.ndarray, e: int) -> np.ndarray:  # noqa: ANN001
+    """NDCG@10 per user of ``model`` serving each of ``users`` as a stranger after their first
+    ``e`` events (``ptr``: where each user's events start, in time order); the target is the
+    next event, the request comes just before it (time-aware parts see nothing after it)."""
+    seqs = [data.item_index[ptr[u] : ptr[u] + e] for u in users]
+    times = [data.ts[ptr[u] : ptr[u] + e] for u in users]
+    targets = np.asarray([data.item_index[ptr[u] + e] for u in users])
+    rows = np.repeat(np.arange(len(users)), e)
+    hist = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs) if e else rows)),
+        shape=(len(users), data.n_items),
+    )
+    hist.data[:] = 1.0
+    at = np.asarray([data.ts[ptr[u] + e] - 1.0 for u in users])
+    batch = UserBatch(np.full(len(users), -1), hist, seqs, times, at)
+    scores = np.array(model._score_batch(batch), np.float32, copy=True)
+    mask_rows(scores, hist)
+    return _ndcg_at_10(scores, targets)
+
+
 def cold_users(data) -> dict:  # noqa: ANN001
     split = ColdUserSplit(fraction=0.2, seed=0).split(data)
     held = split.masks["valid"] | split.masks["test"]
@@ -99,23 +119,8 @@ def cold_users(data) -> dict:  # noqa: ANN001
     }
     per: dict[str, dict[int, np.ndarray]] = {name: {} for name in models}
     for e in EVENTS:
-        seqs = [data.item_index[ptr[u] : ptr[u] + e] for u in users]
-        times = [data.ts[ptr[u] : ptr[u] + e] for u in users]
-        targets = np.asarray([data.item_index[ptr[u] + e] for u in users])
-        rows = np.repeat(np.arange(len(users)), e)
-        hist = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, np.concatenate(seqs) if e else rows)),
-            shape=(len(users), data.n_items),
-        )
-        hist.data[:] = 1.0
-        # the request comes just before the target event: with no events yet, time-aware
-        # parts must still not see what happened after it
-        at = np.asarray([data.ts[ptr[u] + e] - 1.0 for u in users])
         for name, m in models.items():
-            batch = UserBatch(np.full(len(users), -1), hist, seqs, times, at)
-            scores = np.array(m._score_batch(batch), np.float32, copy=True)
-            mask_rows(scores, hist)
-            per[name][e] = _ndcg_at_10(scores, targets)
+            per[name][e] = prefix_ndcg(m, data, users, ptr, e)
     for name in models:
         out["ndcg@10"][name] = {e: float(per[name][e].mean()) for e in EVENTS}
         out["ci"][name] = {e: list(bootstrap_ci(per[name][e], n_boot=1000)[1:]) for e in EVENTS}
