@@ -186,8 +186,7 @@ class MediaSource:
                 size = 0
                 with open(tmp, "wb") as out:
                     while True:
-                        if resp.fp is not None and getattr(resp.fp, "raw", None) is not None:
-                            _settimeout(resp, self._left(deadline, url))
+                        _settimeout(resp, self._left(deadline, url))
                         chunk = resp.read1(1 << 16)  # one socket read: the deadline holds
                         if not chunk:
                             break
@@ -224,6 +223,9 @@ class MediaSource:
 
 
 def _settimeout(resp: object, seconds: float) -> None:
+    """The next read waits at most ``seconds`` (http.client exposes no public way to change
+    an open response's socket timeout; without one, the whole-download limit holds only
+    between reads)."""
     sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
         sock.settimeout(seconds)
@@ -255,12 +257,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             )
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        scheme = urllib.parse.urlparse(newurl).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise MediaError(
-                f"{req.full_url}: refused: redirected to {scheme or 'a relative'!s} URL "
-                "(only http(s) is followed)"
-            )
+        self._scheme(req, newurl)
         self.source._vet_host(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
