@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from avrec.data.weighting import EventWeighting
@@ -68,6 +68,46 @@ class IngestConfig(BaseModel):
         default_factory=dict,
         description="per kind, canonical name -> column in your files; --map overrides it",
     )
+    max_row_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="a longer line (or quoted record) is rejected with its line, unread; "
+        "with chunk_bytes it bounds the memory one file can take",
+    )
+    max_columns: int = Field(
+        1000, ge=1, description="a file with a wider header is refused before any row is read"
+    )
+    timestamp_unit: Literal["s", "ms", "us"] = Field(
+        "s", description="unit of numeric event timestamps (ISO 8601 text is unaffected)"
+    )
+    earliest_event: str = Field(
+        "1970-01-01T00:00:00Z", description="events timed before this are rejected (ISO 8601)"
+    )
+    latest_event_ahead_s: float = Field(
+        86400.0, ge=0, description="events timed more than this many seconds after now are rejected"
+    )
+
+    @field_validator("earliest_event")
+    @classmethod
+    def _earliest(cls, v: str) -> str:
+        from avrec.data.schema import parse_timestamp
+
+        try:
+            parse_timestamp(v)
+        except ValueError as exc:
+            raise ValueError(f"earliest_event: {exc}") from None
+        return v
+
+    def event_window(self, now: float | None = None) -> tuple[float, float]:
+        """The times (Unix seconds) an event may carry: from ``earliest_event`` to
+        ``latest_event_ahead_s`` past ``now``."""
+        import time
+
+        from avrec.data.schema import parse_timestamp
+
+        lo = parse_timestamp(self.earliest_event)
+        assert lo is not None
+        return lo, (time.time() if now is None else now) + self.latest_event_ahead_s
 
 
 class ContentConfig(BaseModel):

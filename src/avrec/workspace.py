@@ -40,6 +40,11 @@ default_type = "play"          # type of rows in files with no event column
 chunk_bytes = 16777216
 rejects_dir = "rejects"
 max_reject_ratio = 1.0
+max_row_bytes = 1048576        # a longer line is rejected unread (bounds memory)
+max_columns = 1000
+timestamp_unit = "s"           # unit of numeric event times: s, ms or us
+earliest_event = "1970-01-01T00:00:00Z"
+latest_event_ahead_s = 86400.0
 
 [weighting]
 aggregate = "sum"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from avrec.cli._common import byte_progress, console, state
+from avrec.cli._common import byte_progress, console, err_console, state
 from avrec.ingest.pipeline import IngestReport, ingest_file
 from avrec.ingest.validate import parse_mapping
 
@@ -33,9 +33,16 @@ def _run(
                 ws.rejects_dir,
                 progress=adv,
             )
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: nothing from {file} was kept (a file is ingested whole or not at all)",
+            markup=False,
+            highlight=False,
+        )
+        raise
     finally:
         ws.close()
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False)
     console.print(f"  {report.rows_per_second:,.0f} rows/s")
     return report
 

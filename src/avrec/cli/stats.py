@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,21 @@ from avrec.storage import Store
 def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # a value stored before ingest checked times
+        return f"{ts!r} (not a date)"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as ``None``: JSON has no NaN or Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def workspace_stats(store: Store) -> dict[str, Any]:
@@ -70,7 +85,7 @@ def stats(
     finally:
         ws.close()
     if as_json:
-        console.print_json(json.dumps(s))
+        console.print_json(json.dumps(_finite(s), allow_nan=False))
         return
     t = Table("what", "value", title=f"workspace {ws.root}")
     t.add_row(

@@ -37,7 +37,9 @@ __all__ = [
     "MediaRef",
     "Person",
     "Role",
+    "MAX_ID_CHARS",
     "User",
+    "check_id",
     "parse_timestamp",
     "split_list",
 ]
@@ -127,6 +129,37 @@ ITEM_STORE_SCHEMA: dict[str, Any] = {
 }
 
 
+MAX_ID_CHARS = 256
+#: the times a datetime can show: 0001-01-01 to 9999-12-31T23:59:59 UTC
+TIMESTAMP_RANGE = (-62135596800.0, 253402300799.0)
+
+
+def check_id(value: Any, name: str = "id") -> str:
+    """An external id as stored: text, stripped, 1 to :data:`MAX_ID_CHARS` characters and no
+    control characters (a NUL or newline in an id breaks files, logs and URLs downstream).
+
+    Raises:
+        ValueError: the id is empty, too long or holds a control character.
+    """
+    text = str(value).strip() if isinstance(value, int | float | str) else None
+    if not text:
+        raise ValueError(f"{name} is empty")
+    if len(text) > MAX_ID_CHARS:
+        raise ValueError(f"{name} is {len(text):,} characters long; at most {MAX_ID_CHARS}")
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{name} holds the control character {bad!r}")
+    return text
+
+
+def _in_range(ts: float, value: Any) -> float:
+    if not math.isfinite(ts):
+        raise ValueError(f"timestamp {value!r} is not finite")
+    if not TIMESTAMP_RANGE[0] <= ts <= TIMESTAMP_RANGE[1]:
+        raise ValueError(f"timestamp {value!r} is outside the years 1 to 9999")
+    return ts
+
+
 def parse_timestamp(value: Any) -> float | None:
     """Turn an ISO 8601 string, a datetime or Unix seconds into Unix seconds (UTC).
 
@@ -139,18 +172,18 @@ def parse_timestamp(value: Any) -> float | None:
         return None
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return dt.timestamp()
+        return _in_range(dt.timestamp(), value)
     if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"timestamp {value!r} is not finite")
-        return float(value)
+        return _in_range(float(value), value)
     text = str(value).strip()
     if not text:
         return None
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return _in_range(number, value)
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
@@ -159,7 +192,7 @@ def parse_timestamp(value: Any) -> float | None:
         raise ValueError(f"unparsable timestamp {value!r} (use ISO 8601 or Unix seconds)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return _in_range(dt.timestamp(), value)
 
 
 def split_list(value: Any) -> list[str]:
@@ -242,7 +275,7 @@ class Item(_Model):
     @field_validator("item_id", mode="before")
     @classmethod
     def _id(cls, v: Any) -> Any:
-        return str(v).strip() if isinstance(v, int | float | str) else v
+        return check_id(v, "item_id")
 
     @field_validator("tags", "categories", mode="before")
     @classmethod
@@ -336,6 +369,11 @@ class User(_Model):
 
     user_id: str = Field(min_length=1)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> Any:
+        return check_id(v, "user_id")
 
 
 class Event(_Model):

@@ -172,7 +172,8 @@ def ingest_file(
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     fmt = detect_format(path, fmt)
-    header = read_header(path, fmt)
+    limits = config.ingest
+    header = read_header(path, fmt, limits.max_row_bytes, limits.max_columns)
     if header:
         mapped = [{v: k for k, v in mapping.items()}.get(c, c) for c in header]
         if mapping:
@@ -185,7 +186,9 @@ def ingest_file(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rdir = Path(rejects_dir) if rejects_dir else path.parent
     rejects = RejectsWriter(rdir / f"{path.name}.{stamp}.rejects.csv", str(path))
-    batches = read_batches(path, fmt, config.ingest.chunk_bytes, progress)
+    batches = read_batches(
+        path, fmt, limits.chunk_bytes, progress, limits.max_row_bytes, limits.max_columns
+    )
     try:
         report = ingest_frames(
             store,
@@ -221,6 +224,7 @@ def ingest_frames(
     report = IngestReport(kind=kind, source=source)
     started = time.time()
     known = config.event_types()
+    window = config.ingest.event_window(started)
 
     def validated() -> Iterator[tuple[int, pl.DataFrame, pl.DataFrame]]:
         first = True
@@ -240,7 +244,14 @@ def ingest_frames(
                 report.notes.append("no timestamp column: events are ordered by line number")
             first = False
             if kind == "events":
-                good, bad = validate_events(raw, known, config.events.default_type, fallback_ts)
+                good, bad = validate_events(
+                    raw,
+                    known,
+                    config.events.default_type,
+                    fallback_ts,
+                    window,
+                    config.ingest.timestamp_unit,
+                )
             elif kind == "items":
                 good, bad = validate_items(raw)
             else:

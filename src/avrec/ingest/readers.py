@@ -1,14 +1,23 @@
-"""Streaming readers for CSV/TSV, JSONL and Parquet.
+"""Streaming readers for CSV/TSV, JSONL and Parquet, in bounded memory whatever the input.
 
 Every reader yields batches as polars DataFrames whose columns are the file's columns as text
 (``None`` for empty), plus two bookkeeping columns: ``__line`` (the 1-based line of the row in the
 file; the row number for Parquet) and ``__error`` (why the reader could not read the row, else
-``None``). Memory stays bounded by ``chunk_bytes``.
+``None``).
 
-Delimited files take a fast path per chunk when it has no quote characters and every line has the
-header's field count: polars parses it natively and numpy finds the line numbers. A chunk with
-quotes, ragged lines or broken bytes takes Python's ``csv`` module, which reports each bad row.
-Invalid UTF-8 is decoded with U+FFFD so the row can be reported, never silently changed.
+Memory is bounded by ``chunk_bytes`` and ``max_row_bytes``, not by the file: text is read in
+blocks of whole lines (gzip decompressed block by block), and a line longer than
+``max_row_bytes`` is never held: it is skipped up to its newline and stands in its block as one
+:data:`OVERLONG` marker line, which becomes a reject with its line number and reason. A header
+wider than ``max_columns`` is refused before any row is read.
+
+Delimited files take a fast path per block when it has no quote characters and every line has
+the header's field count: polars parses it natively and numpy finds the line numbers. From the
+first block with a quote on, Python's ``csv`` module reads the rest line by line (quoted newlines
+may span blocks) and reports each bad row. Invalid UTF-8 is decoded with U+FFFD so the row can be
+reported, never silently changed. A broken or truncated gzip stream, a file that is not Parquet,
+or Parquet text that is not UTF-8 is a :class:`~avrec.errors.DataError` or a rejected row, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -17,20 +26,36 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from avrec.errors import DataError
 
-__all__ = ["ERROR", "LINE", "detect_format", "read_batches", "read_header"]
+__all__ = [
+    "DEFAULT_MAX_COLUMNS",
+    "DEFAULT_MAX_ROW_BYTES",
+    "ERROR",
+    "LINE",
+    "OVERLONG",
+    "detect_format",
+    "read_batches",
+    "read_header",
+]
 
 LINE = "__line"
 ERROR = "__error"
 REPLACEMENT = "\ufffd"
+#: what stands for a line longer than ``max_row_bytes`` (NUL-delimited: no real line is this)
+OVERLONG = "\x00avrec:overlong-line\x00"
+_OVERLONG_B = OVERLONG.encode()
+DEFAULT_MAX_ROW_BYTES = 1024 * 1024
+DEFAULT_MAX_COLUMNS = 1000
 
 _FORMATS = {
     ".csv": "csv",
@@ -65,34 +90,108 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     )
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+class _Source:
+    """A file's bytes, decompressed when it ends in ``.gz``, with progress in file bytes and
+    every read or decompression failure turned into a :class:`DataError` naming the file."""
+
+    def __init__(self, path: Path, tick: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._tick = tick or (lambda n: None)
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot open the file ({exc.strerror})") from None
+        self._gz = path.suffix.lower() == ".gz"
+        self._fh: Any = gzip.GzipFile(fileobj=self._file, mode="rb") if self._gz else self._file
+        self._pos = 0
+
+    def _guard(self, call: Callable[[], bytes]) -> bytes:
+        try:
+            data = call()
+        except (OSError, EOFError, zlib.error) as exc:
+            if self._gz:
+                raise DataError(
+                    f"{self.path}: the gzip data is not valid, corrupt or cut short ({exc})"
+                ) from None
+            raise DataError(f"{self.path}: cannot read the file ({exc})") from None
+        now = self._file.tell()
+        self._tick(now - self._pos)
+        self._pos = now
+        return data
+
+    def read(self, n: int) -> bytes:
+        return self._guard(lambda: self._fh.read(n))
+
+    def readline(self, limit: int) -> bytes:
+        return self._guard(lambda: self._fh.readline(limit))
+
+    def close(self) -> None:
+        if self._gz:
+            self._fh.close()
+        self._file.close()
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def read_header(path: Path, fmt: str) -> list[str]:
-    """Column names of a delimited file, or of a Parquet file's schema; [] for JSONL."""
+def read_header(
+    path: Path,
+    fmt: str,
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+) -> list[str]:
+    """Column names of a delimited file, or of a Parquet file's schema; [] for JSONL.
+
+    Raises:
+        DataError: the header is blank, longer than ``max_row_bytes``, wider than
+            ``max_columns``, has empty or duplicate names, or the file is not what it claims.
+    """
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        names = list(_parquet_file(path).schema_arrow.names)
+        _check_width(len(names), path, max_columns)
+        return names
     if fmt == "jsonl":
         return []
-    with _open_binary(path) as fh:
-        return _parse_header(fh.readline(), path, "," if fmt == "csv" else "\t")
+    with _Source(path) as src:
+        return _parse_header(src, path, "," if fmt == "csv" else "\t", max_row_bytes, max_columns)
 
 
-def _parse_header(raw: bytes, path: Path, sep: str) -> list[str]:
+def _check_width(n: int, path: Path, max_columns: int) -> None:
+    if n > max_columns:
+        raise DataError(
+            f"{path}: line 1: the header has {n:,} columns, more than [ingest] max_columns ="
+            f" {max_columns:,}"
+        )
+
+
+def _parse_header(
+    src: _Source, path: Path, sep: str, max_row_bytes: int, max_columns: int
+) -> list[str]:
+    raw = src.readline(max_row_bytes + 1)
+    if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
+        raise DataError(
+            f"{path}: line 1 (the header) is longer than [ingest] max_row_bytes = {max_row_bytes:,}"
+        )
+    # counting separators first keeps a very wide header from being split at all
+    _check_width(raw.count(sep.encode()) + 1, path, max_columns)
     text = raw.decode("utf-8-sig", errors="replace").rstrip("\r\n")
     if not text.strip():
         raise DataError(f"{path}: the file is empty or its first line (the header) is blank")
-    names = [n.strip() for n in next(csv.reader([text], delimiter=sep))]
+    if "\x00" in text:
+        raise DataError(f"{path}: line 1: the header holds NUL bytes (is this a text file?)")
+    try:
+        names = [n.strip() for n in next(csv.reader([text], delimiter=sep))]
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: the header is not readable ({exc})") from None
     if any(not n for n in names):
         raise DataError(f"{path}: line 1: the header has an empty column name")
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
     if dupes:
-        raise DataError(f"{path}: line 1: duplicate column names {dupes}")
+        raise DataError(f"{path}: line 1: duplicate column names {dupes[:10]}")
     return names
 
 
@@ -101,50 +200,91 @@ def read_batches(
     fmt: str | None = None,
     chunk_bytes: int = 32 * 1024 * 1024,
     progress: Callable[[int], None] | None = None,
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
 ) -> Iterator[pl.DataFrame]:
     """Yield the file as batches of text columns plus ``__line`` and ``__error``.
 
     Args:
         progress: called with the number of (compressed) bytes read since the last call.
+        max_row_bytes: a longer line (or quoted record) is rejected with its line, unread.
+        max_columns: a wider header is refused; a wider JSON object is rejected.
 
     Raises:
-        DataError: the file is missing, unreadable or has an unusable header.
+        DataError: the file is missing, unreadable, not of its format, or has an unusable
+            header. Raised mid-file too (a corrupt gzip block): the caller's transaction
+            then keeps nothing of the file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     fmt = detect_format(path, fmt)
-    tick = progress or (lambda n: None)
     if fmt == "parquet":
-        yield from _read_parquet(path, chunk_bytes, tick)
-    elif fmt == "jsonl":
-        yield from _read_jsonl(path, chunk_bytes, tick)
-    else:
-        yield from _read_delimited(path, "," if fmt == "csv" else "\t", chunk_bytes, tick)
+        yield from _read_parquet(path, chunk_bytes, progress or (lambda n: None), max_columns)
+        return
+    # a block always ends at a line, so it may reach chunk_bytes + max_row_bytes
+    with _Source(path, progress) as src:
+        if fmt == "jsonl":
+            yield from _read_jsonl(src, chunk_bytes, max_row_bytes, max_columns)
+        else:
+            sep = "," if fmt == "csv" else "\t"
+            header = _parse_header(src, path, sep, max_row_bytes, max_columns)
+            yield from _read_delimited(src, header, sep, chunk_bytes, max_row_bytes)
 
 
-# -- chunking ---------------------------------------------------------------------------------
-def _chunks(fh: IO[bytes], chunk_bytes: int, tick: Callable[[int], None]) -> Iterator[bytes]:
-    """Blocks of whole lines."""
+# -- blocks of whole lines ---------------------------------------------------------------------
+def _line_blocks(src: _Source, chunk_bytes: int, max_row_bytes: int) -> Iterator[bytes]:
+    """Blocks of whole lines (the last may lack its newline), in which every line longer than
+    ``max_row_bytes`` is replaced by the :data:`OVERLONG` marker. Holds at most one block plus
+    ``max_row_bytes`` of a line in progress."""
     carry = b""
-    raw = getattr(fh, "fileobj", None) or fh  # gzip: count compressed bytes
-    pos = raw.tell()
+    skipping = False  # inside an over-long line: drop bytes up to its newline
+    pending = b""
     while True:
-        block = fh.read(chunk_bytes)
-        now = raw.tell()
-        tick(now - pos)
-        pos = now
+        block = src.read(chunk_bytes)
         if not block:
-            if carry:
-                yield carry
+            if skipping:
+                yield pending + _OVERLONG_B
+            elif carry or pending:
+                yield pending + _cap_lines(carry, max_row_bytes)
             return
-        data = carry + block
+        if skipping:
+            nl = block.find(b"\n")
+            if nl < 0:
+                continue
+            block = block[nl + 1 :]
+            skipping = False
+            pending += _OVERLONG_B + b"\n"
+        data = carry + block if carry else block
         cut = data.rfind(b"\n") + 1
-        if cut <= 0:
-            carry = data
-            continue
-        yield data[:cut]
-        carry = data[cut:]
+        head, carry = data[:cut], data[cut:]
+        if len(carry) > max_row_bytes:
+            skipping, carry = True, b""
+        out = pending + _cap_lines(head, max_row_bytes) if head else pending
+        pending = b""
+        if out:
+            yield out
+
+
+def _cap_lines(data: bytes, max_row_bytes: int) -> bytes:
+    """``data`` with every line longer than ``max_row_bytes`` replaced by the marker."""
+    if len(data) <= max_row_bytes:
+        return data
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    starts = np.r_[0, nl + 1]
+    ends = np.r_[nl, len(buf)]
+    long = np.flatnonzero(ends - starts > max_row_bytes)
+    if not len(long):
+        return data
+    parts: list[bytes] = []
+    at = 0
+    for i in long:
+        parts.append(data[at : starts[i]])
+        parts.append(_OVERLONG_B)
+        at = int(ends[i])
+    parts.append(data[at:])
+    return b"".join(parts)
 
 
 def _line_spans(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +297,10 @@ def _line_spans(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 13)
     ends = ends - cr.astype(ends.dtype)
     return starts, ends
+
+
+def _overlong_reason(max_row_bytes: int) -> str:
+    return f"the row is longer than [ingest] max_row_bytes = {max_row_bytes:,}; it was not read"
 
 
 def _finish(df: pl.DataFrame, lines: Any, errors: list[str | None] | None = None) -> pl.DataFrame:
@@ -174,81 +318,46 @@ def _finish(df: pl.DataFrame, lines: Any, errors: list[str | None] | None = None
 
 
 # -- delimited --------------------------------------------------------------------------------
-class _Chained(io.RawIOBase):
-    """A byte stream that yields ``prefix`` and then the rest of ``fh`` (reporting progress)."""
-
-    def __init__(self, prefix: bytes, fh: IO[bytes], tick: Callable[[int], None]) -> None:
-        self._prefix = memoryview(prefix)
-        self._fh = fh
-        self._tick = tick
-        self._raw = getattr(fh, "fileobj", None) or fh
-        self._pos = self._raw.tell()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:  # noqa: ANN001
-        if len(self._prefix):
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._fh.read(len(buf))
-        now = self._raw.tell()
-        self._tick(now - self._pos)
-        self._pos = now
-        buf[: len(data)] = data
-        return len(data)
-
-
 def _read_delimited(
-    path: Path, sep: str, chunk_bytes: int, tick: Callable[[int], None]
+    src: _Source, header: list[str], sep: str, chunk_bytes: int, max_row_bytes: int
 ) -> Iterator[pl.DataFrame]:
-    """Chunks without quote characters take the fast path (polars + numpy line numbers); from
-    the first chunk with a quote on, the rest of the file goes through one streaming ``csv``
-    reader, which handles quoted newlines, stray quotes and broken rows exactly."""
+    """Blocks without quote characters take the fast path (polars + numpy line numbers); from
+    the first block with a quote on, the rest of the file goes through one ``csv`` reader fed
+    line by line, which handles quoted newlines, stray quotes and broken rows exactly."""
     batch_rows = max(10_000, chunk_bytes // 64)
-    with _open_binary(path) as fh:
-        header = _parse_header(fh.readline(), path, sep)
-        line = 2
-        raw = getattr(fh, "fileobj", None) or fh
-        pos = raw.tell()
-        carry = b""
-        while True:
-            block = fh.read(chunk_bytes)
-            now = raw.tell()
-            tick(now - pos)
-            pos = now
-            data = carry + block
-            if not data:
-                return
-            if b'"' in data:
-                stream = io.TextIOWrapper(
-                    io.BufferedReader(_Chained(data, fh, tick)),
-                    encoding="utf-8",
-                    errors="replace",
-                    newline="",
-                )
-                yield from _exact_rows(stream, line, header, sep, batch_rows)
-                return
-            cut = len(data) if not block else data.rfind(b"\n") + 1
-            if cut <= 0:
-                carry = data
-                continue
-            chunk, carry = data[:cut], data[cut:]
-            batch = _parse_delimited_fast(chunk, line, header, sep)
-            if batch is None:
-                text = io.StringIO(chunk.decode("utf-8", errors="replace"), newline="")
-                yield from _exact_rows(text, line, header, sep, batch_rows)
-            elif batch.height:
-                yield batch
-            line += chunk.count(b"\n")
+    line = 2
+    blocks = _line_blocks(src, chunk_bytes, max_row_bytes)
+    for block in blocks:
+        if b'"' in block:
+            yield from _exact_rows(
+                _text_lines(chain([block], blocks)), line, header, sep, batch_rows, max_row_bytes
+            )
+            return
+        batch = _parse_delimited_fast(block, line, header, sep)
+        if batch is None:
+            yield from _exact_rows(
+                _text_lines([block]), line, header, sep, batch_rows, max_row_bytes
+            )
+        elif batch.height:
+            yield batch
+        line += block.count(b"\n")
+
+
+def _text_lines(blocks: Iterable[bytes]) -> Iterator[str]:
+    """Decoded lines (newline kept) of blocks of whole lines."""
+    for block in blocks:
+        parts = block.split(b"\n")
+        last = parts.pop()
+        for p in parts:
+            yield p.decode("utf-8", errors="replace") + "\n"
+        if last:
+            yield last.decode("utf-8", errors="replace")
 
 
 def _parse_delimited_fast(
     chunk: bytes, first_line: int, header: list[str], sep: str
 ) -> pl.DataFrame | None:
-    if b'"' in chunk:
+    if b'"' in chunk or _OVERLONG_B in chunk:
         return None
     buf = np.frombuffer(chunk, dtype=np.uint8)
     starts, ends = _line_spans(buf)
@@ -276,12 +385,19 @@ def _parse_delimited_fast(
 
 
 def _exact_rows(
-    stream: IO[str], first_line: int, header: list[str], sep: str, batch_rows: int
+    lines_in: Iterator[str],
+    first_line: int,
+    header: list[str],
+    sep: str,
+    batch_rows: int,
+    max_row_bytes: int,
 ) -> Iterator[pl.DataFrame]:
-    """Python's csv reader over a text stream, in batches, with each record's first line."""
-    csv.field_size_limit(64 * 1024 * 1024)
+    """Python's csv reader over lines, in batches, with each record's first line. A field
+    or record longer than ``max_row_bytes`` is a reject, as is an over-long line."""
+    csv.field_size_limit(max_row_bytes)
     n = len(header)
-    reader = csv.reader(stream, delimiter=sep)
+    reader = csv.reader(lines_in, delimiter=sep)
+    too_long = _overlong_reason(max_row_bytes)
 
     def empty() -> tuple[list[list[str | None]], list[int], list[str | None]]:
         return [[] for _ in header], [], []
@@ -295,7 +411,10 @@ def _exact_rows(
             break
         except csv.Error as exc:
             lines.append(first_line + prev)
-            errors.append(f"unreadable row: {exc}")
+            msg = str(exc)
+            errors.append(
+                too_long if "field larger than field limit" in msg else f"unreadable row: {msg}"
+            )
             for c in cols:
                 c.append(None)
             prev = reader.line_num
@@ -304,7 +423,11 @@ def _exact_rows(
         prev = reader.line_num
         if not row or not any(v.strip() for v in row):
             continue
-        if len(row) == n:
+        if any(OVERLONG in v for v in row) or sum(map(len, row)) > max_row_bytes:
+            for c in cols:
+                c.append(None)
+            errors.append(too_long)
+        elif len(row) == n:
             for c, v in zip(cols, row, strict=True):
                 c.append(v)
             errors.append(None)
@@ -343,20 +466,19 @@ def _to_text(v: Any) -> str | None:
 
 
 def _read_jsonl(
-    path: Path, chunk_bytes: int, tick: Callable[[int], None]
+    src: _Source, chunk_bytes: int, max_row_bytes: int, max_columns: int
 ) -> Iterator[pl.DataFrame]:
-    with _open_binary(path) as fh:
-        line = 1
-        for chunk in _chunks(fh, chunk_bytes, tick=tick):
-            batch = _parse_jsonl_fast(chunk, line)
-            if batch is None:
-                batch = _parse_jsonl_slow(chunk, line)
-            if batch.height:
-                yield batch
-            line += chunk.count(b"\n")
+    line = 1
+    for chunk in _line_blocks(src, chunk_bytes, max_row_bytes):
+        batch = None if _OVERLONG_B in chunk else _parse_jsonl_fast(chunk, line, max_columns)
+        if batch is None:
+            batch = _parse_jsonl_slow(chunk, line, max_row_bytes, max_columns)
+        if batch.height:
+            yield batch
+        line += chunk.count(b"\n")
 
 
-def _parse_jsonl_fast(chunk: bytes, first_line: int) -> pl.DataFrame | None:
+def _parse_jsonl_fast(chunk: bytes, first_line: int, max_columns: int) -> pl.DataFrame | None:
     buf = np.frombuffer(chunk, dtype=np.uint8)
     starts, ends = _line_spans(buf)
     nonempty = ends > starts
@@ -365,7 +487,7 @@ def _parse_jsonl_fast(chunk: bytes, first_line: int) -> pl.DataFrame | None:
         df = pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
     except Exception:  # noqa: BLE001 - malformed lines are reported by the exact path
         return None
-    if df.height != len(lines):
+    if df.height != len(lines) or df.width > max_columns:
         return None
     if any(dtype.is_nested() for dtype in df.schema.values()):
         # polars unifies objects across rows (adding null keys) and lists' element types: the
@@ -381,82 +503,123 @@ def _parse_jsonl_fast(chunk: bytes, first_line: int) -> pl.DataFrame | None:
     return _finish(pl.DataFrame(out), lines)
 
 
-def _parse_jsonl_slow(chunk: bytes, first_line: int) -> pl.DataFrame:
+def _parse_jsonl_slow(
+    chunk: bytes, first_line: int, max_row_bytes: int, max_columns: int
+) -> pl.DataFrame:
     records: list[dict[str, Any]] = []
     lines: list[int] = []
     errors: list[str | None] = []
+    names: dict[str, None] = {}  # every field name, in order of appearance
     for offset, raw in enumerate(chunk.split(b"\n")):
         if not raw.strip():
             continue
         lines.append(first_line + offset)
+        records.append({})
+        if raw.rstrip(b"\r") == _OVERLONG_B:
+            errors.append(_overlong_reason(max_row_bytes))
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            records.append({})
             errors.append(f"invalid UTF-8 at byte {exc.start}")
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            records.append({})
             errors.append(f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
+        except RecursionError:
+            errors.append("invalid JSON: nested too deeply")
+            continue
         if not isinstance(obj, dict):
-            records.append({})
             errors.append("the line is not a JSON object")
             continue
-        records.append(obj)
+        new = [k for k in obj if k not in names]
+        if len(names) + len(new) > max_columns:
+            errors.append(
+                f"the rows so far have more than [ingest] max_columns = {max_columns:,} fields"
+            )
+            continue
+        names.update(dict.fromkeys(new))
+        records[-1] = obj
         errors.append(None)
-    names: list[str] = []
-    for r in records:
-        for k in r:
-            if k not in names:
-                names.append(k)
+    if not names:  # every line was bad: keep their count with a placeholder column
+        df = pl.DataFrame([pl.Series("__dummy", [None] * len(records), dtype=pl.String)])
+        return _finish(df, lines, errors).drop("__dummy")
     df = pl.DataFrame(
         {k: [_to_text(r.get(k)) for r in records] for k in names},
         schema={k: pl.String for k in names},
     )
-    if not names:  # every line was bad: keep their count with a placeholder column
-        df = pl.DataFrame([pl.Series("__dummy", [None] * len(records), dtype=pl.String)])
-        return _finish(df, lines, errors).drop("__dummy")
     return _finish(df, lines, errors)
 
 
 # -- Parquet ----------------------------------------------------------------------------------
-def _read_parquet(
-    path: Path, chunk_bytes: int, tick: Callable[[int], None]
-) -> Iterator[pl.DataFrame]:
+def _parquet_file(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _read_parquet(
+    path: Path, chunk_bytes: int, tick: Callable[[int], None], max_columns: int
+) -> Iterator[pl.DataFrame]:
+    pf = _parquet_file(path)
+    _check_width(len(pf.schema_arrow.names), path, max_columns)
     row = 1
     batch_rows = max(10_000, chunk_bytes // 64)
     total_rows = max(pf.metadata.num_rows, 1)
     size = path.stat().st_size
-    for rb in pf.iter_batches(batch_size=batch_rows):
-        df = pl.from_arrow(rb)
-        assert isinstance(df, pl.DataFrame)
-        out = []
-        for name, dtype in df.schema.items():
-            col = pl.col(name)
-            if dtype.is_nested():
-                out.append(
-                    pl.Series(name, [_to_text(v) for v in df[name].to_list()], dtype=pl.String)
-                )
-                continue
-            if isinstance(dtype, pl.Datetime):
-                expr = (col.dt.epoch("us") / 1e6).cast(pl.String)
-            elif isinstance(dtype, pl.Date):
-                expr = (col.cast(pl.Datetime("us")).dt.epoch("us") / 1e6).cast(pl.String)
-            elif dtype == pl.Boolean:
-                expr = col.cast(pl.String).str.to_lowercase()
-            else:
-                expr = col.cast(pl.String)
-            out.append(df.select(expr.alias(name)).to_series())
-        batch = pl.DataFrame(out)
+    batches = pf.iter_batches(batch_size=batch_rows)
+    while True:
+        try:
+            rb = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - a corrupt page or row group
+            raise DataError(
+                f"{path}: row {row:,} on: the Parquet data is corrupt ({exc})"
+            ) from None
+        batch = _parquet_text(rb)
         yield _finish(batch, np.arange(row, row + batch.height))
         row += batch.height
         tick(int(size * batch.height / total_rows))
+
+
+def _parquet_text(rb: Any) -> pl.DataFrame:
+    """A record batch as text columns; string columns that are not valid UTF-8 are decoded
+    with U+FFFD (the rows are then rejected with the column's name)."""
+    import pyarrow as pa
+
+    out = []
+    for name, column in zip(rb.schema.names, rb.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raw = column.cast(pa.large_binary()).to_pylist()
+                out.append(
+                    pl.Series(
+                        name,
+                        [None if v is None else v.decode("utf-8", "replace") for v in raw],
+                        dtype=pl.String,
+                    )
+                )
+                continue
+        s = pl.from_arrow(column)
+        assert isinstance(s, pl.Series)
+        s = s.alias(name)
+        dtype = s.dtype
+        if dtype.is_nested():
+            out.append(pl.Series(name, [_to_text(v) for v in s.to_list()], dtype=pl.String))
+        elif isinstance(dtype, pl.Datetime):
+            out.append((s.dt.epoch("us") / 1e6).cast(pl.String))
+        elif isinstance(dtype, pl.Date):
+            out.append((s.cast(pl.Datetime("us")).dt.epoch("us") / 1e6).cast(pl.String))
+        elif dtype == pl.Boolean:
+            out.append(s.cast(pl.String).str.to_lowercase())
+        else:
+            out.append(s.cast(pl.String))
+    return pl.DataFrame(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -19,6 +20,8 @@ from avrec.data.schema import (
     EVENT_COLUMNS,
     ITEM_COLUMNS,
     ITEM_STORE_SCHEMA,
+    MAX_ID_CHARS,
+    TIMESTAMP_RANGE,
     Item,
     User,
     parse_timestamp,
@@ -29,6 +32,7 @@ from avrec.ingest.readers import ERROR, LINE, REPLACEMENT
 __all__ = [
     "REJECT_SCHEMA",
     "apply_mapping",
+    "id_problem",
     "parse_mapping",
     "parse_timestamps",
     "validate_events",
@@ -94,12 +98,18 @@ def _rejects(df: pl.DataFrame, reason: pl.Expr | pl.Series) -> pl.DataFrame:
     )
 
 
-def parse_timestamps(raw: pl.Series) -> pl.Series:
-    """Unix seconds from text that holds Unix seconds or ISO 8601; null where unparsable."""
+_UNIT_SCALE = {"s": 1.0, "ms": 1e3, "us": 1e6}
+
+
+def parse_timestamps(raw: pl.Series, unit: str = "s") -> pl.Series:
+    """Unix seconds from text that holds a Unix time in ``unit`` (``s``, ``ms``, ``us``) or
+    ISO 8601; null where unparsable or not finite. Numbers are kept whatever their size, so
+    that the window check can say what they look like."""
     text = raw.str.strip_chars()
-    num = text.cast(pl.Float64, strict=False)
+    num = text.cast(pl.Float64, strict=False) / _UNIT_SCALE[unit]
     num = pl.Series(num.name, num).set(~num.is_finite().fill_null(True), None)  # type: ignore[arg-type]
-    need = num.is_null() & text.is_not_null()
+    lo, hi = TIMESTAMP_RANGE
+    need = num.is_null() & text.is_not_null() & text.cast(pl.Float64, strict=False).is_null()
     if not need.any():
         return num
     sub = text.filter(need)
@@ -111,7 +121,7 @@ def parse_timestamps(raw: pl.Series) -> pl.Series:
         parsed = pl.Series([None] * len(sub), dtype=pl.Float64)
     values = parsed.to_list()
     for i, (v, s) in enumerate(zip(values, sub.to_list(), strict=True)):
-        if v is None:
+        if v is None or not lo <= v <= hi:
             try:
                 values[i] = parse_timestamp(s)
             except ValueError:
@@ -125,11 +135,55 @@ def parse_timestamps(raw: pl.Series) -> pl.Series:
     return pl.Series(raw.name, out, dtype=pl.Float64)
 
 
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time_reasons(reason: Any, window: tuple[float, float], unit: str) -> Any:
+    """Reasons for timestamps outside ``window``, with a hint when the number would fit as
+    milliseconds or microseconds."""
+    lo, hi = window
+    ts = pl.col("__ts")
+    outside = (ts < lo) | (ts > hi)
+    numeric = pl.col("timestamp").str.strip_chars().cast(pl.Float64, strict=False).is_not_null()
+    span = (
+        f"timestamp outside {_iso(lo)} to {_iso(hi)}"
+        " ([ingest] earliest_event, latest_event_ahead_s)"
+    )
+    for name, scale in (("milliseconds", 1e3), ("microseconds", 1e6)):
+        if _UNIT_SCALE[unit] >= scale:
+            continue
+        fits = (ts / (scale / _UNIT_SCALE[unit])).is_between(lo, hi)
+        short = "ms" if scale == 1e3 else "us"
+        reason = reason.when(outside & numeric & fits).then(
+            pl.format(
+                f"timestamp outside {_iso(lo)} to {_iso(hi)}; it looks like {name}, set"
+                f" [ingest] timestamp_unit = \"{short}\": '{{}}'",
+                pl.col("timestamp"),
+            )
+        )
+    return reason.when(outside).then(pl.format(span + ": '{}'", pl.col("timestamp")))
+
+
+def id_problem(col: str) -> pl.Expr:
+    """Why an id column's value cannot be stored (``None`` when it can), as in
+    :func:`avrec.data.schema.check_id`."""
+    c = pl.col(col).str.strip_chars()
+    return (
+        pl.when(c.str.len_chars() > MAX_ID_CHARS)
+        .then(pl.lit(f"{col} is longer than {MAX_ID_CHARS} characters"))
+        .when(c.str.contains(r"[\x00-\x1f\x7f]"))
+        .then(pl.lit(f"{col} holds a control character"))
+    )
+
+
 def validate_events(
     df: pl.DataFrame,
     known_types: set[str],
     default_type: str = "play",
     fallback_ts: bool = False,
+    window: tuple[float, float] | None = None,
+    unit: str = "s",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a raw event batch into canonical events and rejects.
 
@@ -138,11 +192,17 @@ def validate_events(
         known_types: accepted event types.
         default_type: type used when the file has no ``event`` column.
         fallback_ts: the file has no ``timestamp`` column; the line number orders the events.
+        window: the times an event may carry (Unix seconds); others are rejected.
+        unit: unit of numeric timestamps: ``s``, ``ms`` or ``us``.
 
     Returns:
         ``(events, rejects)``: events with ``user_id, item_id, event, value, ts, session_id, text,
         context``; rejects with ``line, reason, row``.
     """
+    original = df.columns
+    missing = [c for c in ("user_id", "item_id") if c not in df.columns]
+    if missing:  # a batch of unreadable lines may lack the file's columns
+        df = df.with_columns(pl.lit(None, pl.String).alias(c) for c in missing)
     cols = set(df.columns)
     text_cols = [c for c in df.columns if c not in (LINE, ERROR)]
     ev = (
@@ -151,7 +211,7 @@ def validate_events(
         else pl.lit(default_type)
     )
     ts = (
-        parse_timestamps(df["timestamp"])
+        parse_timestamps(df["timestamp"], unit)
         if "timestamp" in cols
         else df[LINE].cast(pl.Float64)
         if fallback_ts
@@ -163,16 +223,25 @@ def validate_events(
         ev.alias("__event"), ts.alias("__ts"), value.alias("__value"), value_raw.alias("__vraw")
     )
     reason = pl.when(pl.col(ERROR).is_not_null()).then(pl.col(ERROR))
-    for c in text_cols:
-        reason = reason.when(pl.col(c).str.contains(REPLACEMENT, literal=True)).then(
-            pl.lit(f"invalid UTF-8 in column {c!r}")
+    if text_cols:  # one pass over the columns, however many (a when-chain grows quadratically)
+        broken = pl.coalesce(
+            [
+                pl.when(pl.col(c).str.contains(REPLACEMENT, literal=True)).then(pl.lit(c))
+                for c in text_cols
+            ]
+        )
+        reason = reason.when(broken.is_not_null()).then(
+            pl.format("invalid UTF-8 in column '{}'", broken)
         )
     user = pl.col("user_id") if "user_id" in cols else pl.lit(None, pl.String)
     item = pl.col("item_id") if "item_id" in cols else pl.lit(None, pl.String)
+    reason = reason.when(user.is_null()).then(pl.lit("missing user_id"))
+    for c in ("user_id", "item_id"):
+        if c in cols:
+            problem = id_problem(c)
+            reason = reason.when(problem.is_not_null()).then(problem)
     reason = (
-        reason.when(user.is_null())
-        .then(pl.lit("missing user_id"))
-        .when(pl.col("__event").is_null())
+        reason.when(pl.col("__event").is_null())
         .then(pl.lit("missing event type"))
         .when(~pl.col("__event").is_in(sorted(known_types)))
         .then(pl.format("unknown event type '{}'", pl.col("__event")))
@@ -186,6 +255,7 @@ def validate_events(
             .when(pl.col("__ts").is_null())
             .then(pl.format("unparsable timestamp '{}'", pl.col("timestamp")))
         )
+        reason = _time_reasons(reason, window or TIMESTAMP_RANGE, unit)
     elif not fallback_ts:
         reason = reason.when(pl.lit(True)).then(pl.lit("missing timestamp"))
     reason = reason.when(
@@ -211,7 +281,7 @@ def validate_events(
         (pl.col("text") if "text" in cols else pl.lit(None, pl.String)).alias("text"),
         context.alias("context"),
     )
-    rejects = _rejects(bad.select(df.columns), bad["__reason"])
+    rejects = _rejects(bad.select(original), bad["__reason"])
     return events, rejects
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
+from avrec.data.schema import check_id
 from avrec.service.deps import ApiError, act_for, require, service_state, settings
 from avrec.service.metrics import EVENTS
 from avrec.service.schemas import EventIn, EventResult, EventsIn, EventsResult
@@ -64,10 +65,21 @@ def post_events(
     results: list[EventResult | None] = [None] * len(events)
     good: list[tuple[int, EventIn]] = []
     now = time.time()
+    lo, hi = st.ws.config.ingest.event_window(now)
     for i, e in enumerate(events):
-        if e.event not in types:
+        problem = _id_problem(e.user_id, "user_id") or _id_problem(e.item_id, "item_id")
+        if problem:
+            results[i] = EventResult(index=i, status="rejected", reason=problem)
+        elif e.event not in types:
             results[i] = EventResult(
                 index=i, status="rejected", reason=f"unknown event type {e.event!r}"
+            )
+        elif e.timestamp is not None and not lo <= e.timestamp <= hi:
+            results[i] = EventResult(
+                index=i,
+                status="rejected",
+                reason=f"timestamp {e.timestamp!r} is outside the accepted window"
+                " ([ingest] earliest_event, latest_event_ahead_s); send Unix seconds or ISO 8601",
             )
         elif e.item_id is None and e.event not in ("search",):
             results[i] = EventResult(
@@ -129,3 +141,13 @@ def user_events(
         if "ts" in r:
             r["timestamp"] = r.pop("ts")
     return {"user_id": user_id, "events": rows, "offset": offset}
+
+
+def _id_problem(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        check_id(value, name)
+    except ValueError as exc:
+        return str(exc)
+    return None
