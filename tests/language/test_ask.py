@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from avrec.errors import ConfigError
+from avrec.language import MAX_QUERY_CHARS
 from avrec.language.ask import Asker
 from tests.language.conftest import CATALOGUE
 
@@ -78,3 +79,14 @@ def test_the_persons_own_words_count(asker):
     words = asker.ask("music", k=3, weight=0.9, user_words=["piano", "calm piano for sleep"])
     assert set(words.items.ids[:2]) <= {"v4", "v5", "v8"}
     assert words.items.ids != plain.items.ids
+
+
+def test_a_long_request_is_cut_and_says_so(asker):
+    """Bug #16: a 100,000-character request took up to a minute and 600 MB, and was echoed
+    back whole."""
+    res = asker.ask("relaxing piano music for studying " * 3000, k=3)  # 102,000 characters
+    assert res.query_truncated and len(res.query) <= MAX_QUERY_CHARS
+    assert res.query.startswith("relaxing piano music for studying relaxing")
+    assert set(res.items.ids) <= {"v4", "v5", "v8"}
+    short = asker.ask("piano", k=3)
+    assert short.query == "piano" and not short.query_truncated

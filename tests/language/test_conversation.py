@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from avrec.language import MAX_QUERY_CHARS
 from avrec.language.ask import Asker
 from avrec.language.conversation import Conversation
 from tests.language.conftest import CATALOGUE
@@ -76,3 +77,15 @@ def test_state_expires_and_conversations_are_separate(lang_pipeline, tmp_path):
     c2.turn("b", "cat", k=2)
     assert c2.state("a").turns == ["piano"] and c2.state("b").turns == ["cat"]
     store.close()
+
+
+def test_a_long_turn_is_cut_and_so_is_what_the_turns_add_up_to(conv):
+    """Bug #16: a 100,000-character request was read (and stored) whole."""
+    res = conv.turn("c3", "calm piano music " * 6000, k=3)  # 102,000 characters
+    assert res.query_truncated and len(res.query) <= MAX_QUERY_CHARS
+    st = conv.state("c3")
+    assert st.turns == [res.query] and len(st.text) <= MAX_QUERY_CHARS
+    again = conv.turn("c3", "for studying " * 60, k=3)  # the description stays within bounds
+    assert not again.query_truncated
+    st = conv.state("c3")
+    assert len(st.text) <= MAX_QUERY_CHARS and st.text.endswith("for studying")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from avrec.errors import ConfigError
+from avrec.language import MAX_QUERY_CHARS, clip_query
 from avrec.language.search import SearchIndex, _title_key, item_documents
 
 
@@ -177,3 +178,26 @@ def test_what_is_said_in_an_item_is_matched_by_meaning(tmp_path, lang_ds):
     ]
     with pytest.raises(ConfigError, match="outside"):
         plain.set_segments(np.asarray([len(docs)]), np.asarray([0]), x[:1])
+
+
+def test_clip_query():
+    assert clip_query("toy stroy") == ("toy stroy", False)
+    exact = "x" * MAX_QUERY_CHARS
+    assert clip_query(exact) == (exact, False)
+    words = "piano " * 1000  # the cut would fall inside a word: it goes back to the space
+    kept, cut = clip_query(words)
+    assert cut and len(kept) <= MAX_QUERY_CHARS and kept.split(" ")[-1] == "piano"
+    han = "猫" * 5000  # no spaces: cut at the limit
+    assert clip_query(han) == ("猫" * MAX_QUERY_CHARS, True)
+
+
+def test_a_long_query_is_cut(lang_ds, index):
+    """Bug #16: a 100,000-character query took 21-56 s and 600 MB."""
+    # only the beginning is read: the techno past the limit does not count
+    query = "relaxing piano for studying " * 40 + "heavy techno workout mix " * 4000
+    assert len(query) > 100_000
+    hits = index.search(query, k=3, mode="keyword")
+    assert ids(lang_ds, hits) == ids(
+        lang_ds, index.search(clip_query(query)[0], k=3, mode="keyword")
+    )
+    assert ids(lang_ds, hits)[0] == "v4" and "v6" not in ids(lang_ds, hits)

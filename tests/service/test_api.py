@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from avrec.language import MAX_QUERY_CHARS
 from tests.service.conftest import ADMIN, READ, WRITE, start
 
 
@@ -113,6 +114,25 @@ def test_search_and_ask(server):
     second = server.client().post("/v1/ask", json={"query": "shorter", "conversation_id": "c9"})
     assert first.status_code == second.status_code == 200
     assert second.json()["constraints"].get("max_duration") is not None
+
+
+def test_a_long_query_is_cut_and_the_answer_says_so(server):
+    """Bug #16: a 100 kB query took up to a minute and 600 MB, and was echoed back whole."""
+    query = "quiet piano trio " * 6000  # 102,000 characters
+    # httpx sends at most 64 kB of query string: 60,000 characters in the URL
+    r = server.client().get("/v1/search", params={"q": query[:60_000], "k": 3})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["query_truncated"] is True and len(got["query"]) <= MAX_QUERY_CHARS
+    assert got["items"]
+    asked = server.client().post("/v1/ask", json={"query": query, "k": 3})
+    assert asked.status_code == 200, asked.text
+    got = asked.json()
+    assert got["query_truncated"] is True and len(got["query"]) <= MAX_QUERY_CHARS
+    turn = server.client().post("/v1/ask", json={"query": query, "conversation_id": "long"})
+    assert turn.status_code == 200 and turn.json()["query_truncated"] is True
+    short = server.client().get("/v1/search", params={"q": "piano"}).json()
+    assert short["query"] == "piano" and short["query_truncated"] is False
 
 
 def test_events_batch_rejects_and_idempotency(server):

@@ -24,6 +24,16 @@ def _pipeline(ctx: typer.Context) -> tuple[Any, Any]:
     return m, ws
 
 
+def _say_truncated(truncated: bool) -> None:
+    if truncated:
+        from avrec.language import MAX_QUERY_CHARS
+
+        err_console.print(
+            f"[yellow]note: the query is longer than {MAX_QUERY_CHARS:,} characters; "
+            "only its beginning is read[/yellow]"
+        )
+
+
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help='what to look for, e.g. "cat" or "toy stroy"'),
@@ -38,6 +48,10 @@ def search(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Search the catalogue: BM25 keywords (typos forgiven) and e5 meaning, fused."""
+    from avrec.language import clip_query
+
+    query, truncated = clip_query(query)
+    _say_truncated(truncated)
     m, ws = _pipeline(ctx)
     try:
         flt = _filter(category, language, min_duration, max_duration)
@@ -55,7 +69,8 @@ def search(
             for i, h in zip(ids, hits, strict=True)
         ]
         if as_json:
-            console.print_json(json.dumps({"query": query, "items": rows}, ensure_ascii=False))
+            out = {"query": query, "query_truncated": truncated, "items": rows}
+            console.print_json(json.dumps(out, ensure_ascii=False))
             return
         t = Table(title=f"search: {query}")
         for col in ("#", "item", "title", "found by", "matched"):
@@ -117,6 +132,7 @@ def ask(
             )
         else:
             res = asker.ask(query, user=user, k=k, lang=lang, user_words=words)
+        _say_truncated(res.query_truncated)
         lst = res.items
         rows = []
         for j, (item, score) in enumerate(zip(lst.ids, lst.scores.tolist(), strict=True)):
@@ -133,7 +149,8 @@ def ask(
         check = llm.grounding_check() if llm is not None else None
         if as_json:
             out: dict[str, Any] = {
-                "query": query,
+                "query": res.query,
+                "query_truncated": res.query_truncated,
                 "text": res.parsed.text,
                 "constraints": constraints,
             }
@@ -166,7 +183,7 @@ def ask(
         console.print(
             f"searching for: {res.parsed.text or '(constraints only)'}; constraints: {said}"
         )
-        t = Table(title=f"for {user or 'anyone'}: {query}")
+        t = Table(title=f"for {user or 'anyone'}: {res.query}")
         for col in ("#", "item", "title", "score", "why"):
             t.add_column(col)
         for j, r in enumerate(rows, start=1):

@@ -22,6 +22,7 @@ import numpy as np
 
 from avrec.content.text import guess_script_language
 from avrec.errors import ConfigError
+from avrec.language import clip_query
 from avrec.language.grounding import Grounds, Lexicon, check_sentence
 from avrec.language.query import ZH_LABELS, Constraints, ParsedQuery, QueryParser
 from avrec.language.search import SearchIndex
@@ -37,11 +38,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class AskResult:
     """The answer to one request: the parsed request, the constraints in force (this turn's
-    merged onto a conversation's), and the items."""
+    merged onto a conversation's), the items, and the request as read (cut to
+    :data:`~avrec.language.MAX_QUERY_CHARS`; ``query_truncated`` says whether it was)."""
 
     parsed: ParsedQuery
     constraints: Constraints
     items: ItemList
+    query: str = ""
+    query_truncated: bool = False
 
     @property
     def llm_sentences(self) -> dict[str, int]:
@@ -151,7 +155,10 @@ class Asker:
         that resolve to items. SmolLM2-135M, the offline default, answered "relaxing piano
         music under 10 minutes" with 10-second bounds and the language "music": small models
         add, they do not overrule.
+
+        A request over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length.
         """
+        query = clip_query(query)[0]
         rules = self.parser.parse(query)
         if self.llm is None:
             return rules
@@ -240,12 +247,15 @@ class Asker:
         ``lang`` the explanations' language (default: the request's script);
         ``user_words`` the person's own words from the log (past searches, comments): the
         candidates closest to them in meaning count as closer to the person.
+        A request over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length (the
+        result's ``query`` and ``query_truncated`` say so).
 
         Raises:
             ConfigError: ``k`` is not positive.
         """
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
+        query, truncated = clip_query(query)
         parsed = self.parse(query)
         c = (constraints or Constraints()).merged(parsed.constraints)
         lang = lang or guess_script_language(query) or "en"
@@ -282,7 +292,7 @@ class Asker:
             self._llm_order(out, user, session_items)
         if self.llm is not None and self.llm_explain:
             self._llm_sentences(out, lang, query)
-        return AskResult(parsed, c, out)
+        return AskResult(parsed, c, out, query, truncated)
 
     def _llm_order(self, out: ItemList, user: str | None, session: Sequence[str] | None) -> None:
         """For a short history, the LLM's order of the first ``llm_rerank`` items."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from avrec.language import MAX_QUERY_CHARS, clip_query
 from avrec.language.ask import Asker, AskResult
 from avrec.language.query import Constraints
 
@@ -126,7 +127,12 @@ class Conversation:
         lang: str | None = None,
         user_words: Sequence[str] = (),
     ) -> AskResult:
-        """Answer ``query`` in the conversation (started when new) and remember the turn."""
+        """Answer ``query`` in the conversation (started when new) and remember the turn.
+
+        A turn over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length, and so is
+        the description the turns add up to (its latest words kept).
+        """
+        query, truncated = clip_query(query)
         st = self.state(conversation_id, user)
         if user is not None:
             st.user = user
@@ -136,6 +142,8 @@ class Conversation:
         st.constraints = st.constraints.merged(parsed.constraints)
         if parsed.text.strip() and not _only_glue(parsed.text):
             st.text = parsed.text if not st.text else f"{st.text} {parsed.text}"
+            if len(st.text) > MAX_QUERY_CHARS:  # the latest refinements count
+                st.text = st.text[-MAX_QUERY_CHARS:].split(" ", 1)[-1].strip()
         res = self.asker.ask(
             st.text,
             user=st.user,
@@ -149,7 +157,7 @@ class Conversation:
         st.shown = list(res.items.ids)
         st.turns.append(query)
         self._save(st)
-        return AskResult(parsed, st.constraints, res.items)
+        return AskResult(parsed, st.constraints, res.items, query, truncated)
 
     def _references(self, query: str, st: ConversationState) -> str:
         """Resolve "the second one" (and the like) against the list last shown: liked after

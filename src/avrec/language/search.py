@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from avrec.errors import ConfigError, NotFittedError
+from avrec.language import clip_query
 from avrec.language.tokens import stem, tokenize
 from avrec.storage.artifacts import JsonRows, atomic_write_bytes, from_json_array, json_array
 
@@ -336,7 +337,7 @@ class SearchIndex:
     def _build(self) -> None:
         from collections import Counter
 
-        import bm25s
+        bm25s = _bm25s()
 
         corpus, df = [], Counter()
         for d in self.docs:
@@ -585,11 +586,14 @@ class SearchIndex:
         semantic matches within that much cosine of the best one (e5's cosines crowd
         together: a generic query is about as close to everything). ``explain`` False leaves
         the hits' ``matched`` empty (:meth:`matches` gives it for the few that are shown).
+        A query over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length
+        (:func:`~avrec.language.clip_query`).
 
         Raises:
             ConfigError: ``k`` is not positive or ``mode`` is unknown.
         """
         self._check()
+        query = clip_query(query)[0]
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
         if mode not in ("hybrid", "keyword", "semantic"):
@@ -695,7 +699,7 @@ class SearchIndex:
 
     def load(self, path: str | Path) -> SearchIndex:
         """Read an index written by :meth:`save` (constructed with the same params)."""
-        import bm25s
+        bm25s = _bm25s()
 
         path = Path(path)
         with np.load(path / "search.npz", allow_pickle=False) as npz:
@@ -727,6 +731,18 @@ class SearchIndex:
                 str(vec.get("seg_index_kind", "")),
             )
         return self
+
+
+def _bm25s():  # noqa: ANN202
+    """``bm25s``, its logger put back under the application's logging settings: the package
+    sets its logger to DEBUG when imported, so ``avrec train`` printed "DEBUG bm25s: Building
+    index from tokens" without ``--debug`` (issue #16)."""
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
 
 
 def _top_positive(scores: np.ndarray, n: int) -> np.ndarray:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from avrec.language import MAX_QUERY_CHARS
+
 __all__ = [
     "AnonymousRequest",
     "AskRequest",
@@ -220,8 +222,15 @@ class SearchHitOut(BaseModel):
     image: str | None = None
 
 
+_TRUNCATED = (
+    f"the query was longer than {MAX_QUERY_CHARS:,} characters: only its beginning was read "
+    "(and ``query`` echoes that part)"
+)
+
+
 class SearchResponse(BaseModel):
     query: str
+    query_truncated: bool = Field(False, description=_TRUNCATED)
     items: list[SearchHitOut]
     model_version: str
 
@@ -236,7 +245,9 @@ class AskRequest(BaseModel):
             ]
         },
     )
-    query: str = Field(min_length=1, max_length=2000)
+    query: str = Field(
+        min_length=1, description=f"cut to its first {MAX_QUERY_CHARS:,} characters when longer"
+    )
     user_id: str | None = Field(None, max_length=256)
     conversation_id: str | None = Field(None, min_length=1, max_length=128)
     k: int = Field(10, ge=1, le=200)
@@ -246,6 +257,7 @@ class AskRequest(BaseModel):
 
 class AskResponse(BaseModel):
     query: str
+    query_truncated: bool = Field(False, description=_TRUNCATED)
     text: str = Field(description="what was searched for, constraints taken out")
     constraints: dict[str, Any]
     items: list[RecommendedItem]

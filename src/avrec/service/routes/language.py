@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from avrec.language import MAX_QUERY_CHARS, clip_query
 from avrec.service.deps import ApiError, act_for, bundle, require, service_state
 from avrec.service.routes.recommend import _filters, _split, cover_url, present
 from avrec.service.schemas import AskRequest, AskResponse, SearchHitOut, SearchResponse
@@ -24,7 +25,11 @@ def _search_index(b: Bundle) -> Any:
 
 @router.get("/search", response_model=SearchResponse, summary="Search the catalogue")
 def search(
-    q: str = Query(min_length=1, max_length=500, examples=["toy stroy"]),
+    q: str = Query(
+        min_length=1,
+        examples=["toy stroy"],
+        description=f"cut to its first {MAX_QUERY_CHARS:,} characters when longer",
+    ),
     k: int = Query(10, ge=1, le=200),
     mode: str = Query("hybrid", pattern="^(hybrid|keyword|semantic)$"),
     category: str | None = Query(None, max_length=2000),
@@ -35,6 +40,7 @@ def search(
 ) -> SearchResponse:
     """BM25 keywords (typos forgiven) and e5 meaning, fused by reciprocal rank."""
     idx = _search_index(b)
+    q, truncated = clip_query(q)
     m = b.model
     allowed = m.facts.mask(_filters(_split(category), _split(language)), m.features.timeline.now)
     gone = m.items.index(sorted(st.deleted), missing="ignore") if st.deleted else []
@@ -52,7 +58,7 @@ def search(
         )
         for i, h in zip(ids, hits, strict=True)
     ]
-    return SearchResponse(query=q, items=items, model_version=b.label)
+    return SearchResponse(query=q, query_truncated=truncated, items=items, model_version=b.label)
 
 
 @router.post("/ask", response_model=AskResponse, summary="Recommendations asked for in words")
@@ -116,7 +122,8 @@ def ask(
         for status, n in res.llm_sentences.items():
             LLM_SENTENCES.labels(status=status).inc(n)
     return AskResponse(
-        query=body.query,
+        query=res.query,
+        query_truncated=res.query_truncated,
         text=res.parsed.text,
         constraints=res.constraints.model_dump(exclude_defaults=True),
         items=present(st, b, res.items, True),
