@@ -106,3 +106,40 @@ def test_cold_users_have_no_history(ds):
     test_users = np.unique(ds.user_index[res.masks["test"]])
     assert res.history("test")[test_users].nnz == 0
     assert not np.isin(ds.user_index[res.masks["train"]], test_users).any()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"\x89PNG\r\n\x1a\n\xff\xd8", r"s\.tsv: not a text file \(invalid UTF-8 at line 1\)"),
+        (
+            b"u0\ti1\ti2\nu1\ti1\ti2\n\xff\xfe\n",
+            r"s\.tsv: not a text file \(invalid UTF-8 at line 3\)",
+        ),
+        (b"u0\ti1\ti2\n\x00\x01\x02\n", r"s\.tsv: not a text file \(a NUL byte at line 2\)"),
+        (b"", r"s\.tsv: the split file has no rows"),
+        (b"user_id\tvalid_item\ttest_item\n\n", r"s\.tsv: the split file has no rows"),
+        (
+            b"user_id\tvalid_item\ttest_item\nu0\ti1\ti2\nu1\ti1\ti2\nu0\ti3\ti4\n",
+            r"s\.tsv:4: user 'u0' is listed twice \(lines 2 and 4\)",
+        ),
+    ],
+)
+def test_fixed_split_file_mistakes(ds, tmp_path, content, why):
+    """Bug #16: a binary split file raised UnicodeDecodeError, an empty or header-only one
+    gave an evaluation of no users (a table of NaN), a user listed twice was accepted."""
+    p = tmp_path / "s.tsv"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=why):
+        FixedSplit(p).split(ds)
+
+
+def test_fixed_split_file_with_a_byte_order_mark(ds, tmp_path):
+    loo = LeaveOneOut().split(ds)
+    u = int(np.flatnonzero(np.diff(loo.targets("test").indptr))[0])
+    v = int(loo.targets("valid")[u].indices[0])
+    t = int(loo.targets("test")[u].indices[0])
+    p = tmp_path / "s.tsv"
+    row = f"{ds.users.id(u)}\t{ds.items.id(v)}\t{ds.items.id(t)}"
+    p.write_bytes(("\ufeffuser_id\tvalid_item\ttest_item\r\n" + row + "\r\n").encode())
+    assert FixedSplit(p).split(ds).masks["test"].sum() == 1

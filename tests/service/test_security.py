@@ -55,6 +55,8 @@ def test_a_symlink_that_leaves_the_media_folder_is_refused(fresh_ws):
     media = fresh_ws / "media"
     media.mkdir(exist_ok=True)
     (media / "escape.png").symlink_to("/etc/passwd")
+    (media / "loop-a.png").symlink_to(media / "loop-b.png")  # bug #16: a loop was a 500
+    (media / "loop-b.png").symlink_to(media / "loop-a.png")
     if COFFEE.is_file():
         shutil.copy(COFFEE, media / "coffee.png")
     else:
@@ -64,6 +66,9 @@ def test_a_symlink_that_leaves_the_media_folder_is_refused(fresh_ws):
         w, r = srv.client(WRITE), srv.client(READ)
         got = w.post("/v1/items", json={"item_id": "esc", "image": "media/escape.png"})
         assert got.status_code == 422
+        loop = w.post("/v1/items", json={"item_id": "loop", "image": "media/loop-a.png"})
+        assert loop.status_code == 422 and loop.json()["code"] == "invalid_media", loop.text
+        assert loop.json()["message"] == "image: media/loop-a.png: symlink loop"
         # inside the workspace's media/ folder: accepted, served, and answered as a URL
         ok = w.post("/v1/items", json={"item_id": "cup", "title": "Coffee", "image":
                                        "media/coffee.png"})  # fmt: skip

@@ -16,7 +16,7 @@ def anomalies(
     contamination: float = typer.Option(
         0.01, min=0.0001, max=0.5, help="share of users expected to be automated"
     ),
-    top: int = typer.Option(20, help="rows to show"),
+    top: int = typer.Option(20, min=1, help="rows to show"),
     output: Path | None = typer.Option(None, help="write the full report as CSV"),
     exclude: bool = typer.Option(
         False, "--exclude", help="mark the flagged users as excluded from training"

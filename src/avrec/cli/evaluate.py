@@ -12,6 +12,20 @@ from avrec.cli._common import console, count_progress, state
 from avrec.errors import ConfigError
 
 
+def _list_lengths(value: str | None) -> str | None:
+    """``--k``: comma-separated positive integers (a usage error otherwise)."""
+    if value is None:
+        return None
+    for part in value.split(","):
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise typer.BadParameter(f"{part.strip()!r} is not a positive whole number")
+    return value
+
+
 def evaluate(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", help="experiment TOML file"),
@@ -27,13 +41,17 @@ def evaluate(
         "--pipeline",
         help="a pipeline file: evaluate the pipeline against each of its model sources alone",
     ),
-    k: str | None = typer.Option(None, "--k", help="list lengths, e.g. 10,20"),
+    k: str | None = typer.Option(
+        None, "--k", callback=_list_lengths, help="list lengths, e.g. 10,20"
+    ),
     metrics: str | None = typer.Option(None, help="e.g. hr,ndcg,mrr,auc,coverage"),
-    sampled: int | None = typer.Option(None, help="rank against N sampled negatives (labelled)"),
+    sampled: int | None = typer.Option(
+        None, min=1, help="rank against N sampled negatives (labelled)"
+    ),
     include_seen: bool = typer.Option(
         False, "--include-seen", help="rank the user's history items too (default: left out)"
     ),
-    bootstrap: int | None = typer.Option(None, help="bootstrap resamples (default 1000)"),
+    bootstrap: int | None = typer.Option(None, min=0, help="bootstrap resamples (default 1000)"),
     seed: int | None = typer.Option(None),
     output: Path | None = typer.Option(None, help="write results as JSON"),
     report: Path | None = typer.Option(None, help="write report.md/.html and plots here"),
@@ -56,7 +74,7 @@ def evaluate(
     if k or metrics:
         cfg.metrics = MetricsSpec(
             names=[m.strip() for m in metrics.split(",")] if metrics else cfg.metrics.names,
-            k=[int(x) for x in k.split(",")] if k else cfg.metrics.k,
+            k=[int(x) for x in k.split(",")] if k else cfg.metrics.k,  # checked by the callback
         )
     if sampled is not None:
         cfg.sampled = sampled

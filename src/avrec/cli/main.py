@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,12 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -38,11 +45,14 @@ def _root(
         None, "--workspace", "-w", help="workspace folder (default: AVREC_WORKSPACE or the cwd)"
     ),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks and debug logs"),
-    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,  # before click asks for a command
+        callback=_print_version,
+        help="print the version and exit",
+    ),
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
     ctx.obj = State(workspace=workspace, debug=debug)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -69,27 +79,71 @@ app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """The exception classes click's usage errors derive from: typer 0.2x carries its own copy
+    of click (``typer._click``), whose exceptions are not ``click.ClickException``; older
+    typers use click itself."""
+    import click
+
+    classes: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        classes.append(ClickException)
+    return tuple(classes)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` was raised while handling (or from) an exception of ``kind``."""
+    return isinstance(exc.__cause__, kind) or isinstance(exc.__context__, kind)
+
+
+def _run(args: list[str]) -> None:
+    """The app without click's own handling of errors, which :func:`main` does instead: click
+    (and typer, even with ``standalone_mode=False``) turns Ctrl-C into a silent exit code
+    and an ``EOFError`` into an abort."""
+    cmd = typer.main.get_command(app)
+    with cmd.make_context("avrec", args) as ctx:
+        cmd.invoke(ctx)
+
+
 def main() -> None:
-    """Entry point: user mistakes become one red line; ``--debug`` shows the traceback."""
+    """Entry point: user mistakes become one red line; ``--debug`` shows the traceback.
+
+    Usage errors (an unknown command or option, a bad or missing value) print click's usage
+    message and exit 2. Ctrl-C prints "aborted" and exits 130; input that ends too soon (an
+    ``EOFError``) is an error, exit 1.
+    """
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        _run(sys.argv[1:])
     except AvrecError as exc:
         if debug:
             raise
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except KeyboardInterrupt:
         err_console.print("aborted")
         sys.exit(130)
+    except (EOFError, typer.Abort) as exc:  # a prompt turns EOF into an abort
+        if isinstance(exc, EOFError) or _caused_by(exc, EOFError):
+            if debug:
+                raise
+            err_console.print("[red]error:[/] unexpected end of input")
+            sys.exit(1)
+        err_console.print("aborted")
+        sys.exit(130)
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as exc:  # click usage errors carry their own message and code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, _click_errors()):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise
 
 

@@ -173,7 +173,9 @@ def tune(
     model: str = typer.Option(..., "--model"),
     dataset: str | None = typer.Option(None, help="public dataset (default: the workspace)"),
     trials: int = typer.Option(20, min=1),
-    timeout: float | None = typer.Option(None, help="stop the search after this many seconds"),
+    timeout: float | None = typer.Option(
+        None, min=0, help="stop the search after this many seconds"
+    ),
     fixed: str | None = typer.Option(None, help="parameters held constant, e.g. epochs=20"),
 ) -> None:
     """Search hyperparameters on a leave-one-out validation split (the test items unseen)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import polars as pl
@@ -180,16 +181,31 @@ class FixedSplit(Split):
         if not path.is_file():
             raise DataError(f"split file not found: {path}")
         users, valids, tests, lines = [], [], [], []
-        with open(path, newline="", encoding="utf-8") as fh:
-            for line_no, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+        first: dict[str, int] = {}  # user -> the line that lists it
+        try:
+            fh = open(path, "rb")  # closed by the with below
+        except OSError as exc:  # not readable by this user, say
+            raise DataError(f"split file cannot be read: {path} ({exc.strerror})") from None
+        with fh:
+            reader = csv.reader(_text_lines(fh, path), delimiter="\t")
+            for row in reader:
+                line_no = reader.line_num
                 if not row or (line_no == 1 and row[0] == "user_id"):
                     continue
                 if len(row) != 3:
                     raise DataError(f"{path}:{line_no}: expected user_id, valid_item, test_item")
+                if row[0] in first:
+                    raise DataError(
+                        f"{path}:{line_no}: user {row[0]!r} is listed twice "
+                        f"(lines {first[row[0]]} and {line_no})"
+                    )
+                first[row[0]] = line_no
                 users.append(row[0])
                 valids.append(row[1])
                 tests.append(row[2])
                 lines.append(line_no)
+        if not users:
+            raise DataError(f"{path}: the split file has no rows")
         u = dataset.users.index(users, missing="ignore")
         vi = dataset.items.index(valids, missing="ignore")
         ti = dataset.items.index(tests, missing="ignore")
@@ -233,6 +249,19 @@ class FixedSplit(Split):
             {"train": ~(test | valid), "valid": valid, "test": test},
             {"file": str(path)},
         )
+
+
+def _text_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
+    """The lines of a split file opened in binary, as text; a byte that is not UTF-8 (a
+    binary file, say) is a :class:`DataError` naming the line, not a ``UnicodeDecodeError``
+    or a csv error."""
+    for line_no, raw in enumerate(fh, start=1):
+        if b"\0" in raw:
+            raise DataError(f"{path}: not a text file (a NUL byte at line {line_no})")
+        try:
+            yield raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a text file (invalid UTF-8 at line {line_no})") from None
 
 
 @dataclass

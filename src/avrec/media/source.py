@@ -19,6 +19,7 @@ arbitrary files of the server or to reach hosts the operator did not allow.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import ipaddress
@@ -121,11 +122,8 @@ class MediaSource:
         path = Path(ref)
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
-        try:
-            real = path.resolve()  # symlinks and .. resolved: a link out of a root is out
-        except (OSError, ValueError) as exc:
-            raise MediaError(f"{ref}: {exc}") from None
-        if self.roots is not None and not any(_inside(real, r.resolve()) for r in self.roots):
+        real = _resolved(path, ref)  # symlinks and .. resolved: a link out of a root is out
+        if self.roots is not None and not any(_inside(real, _resolved(r, ref)) for r in self.roots):
             raise MediaError(f"{ref}: outside the allowed media roots")
         return real
 
@@ -303,6 +301,22 @@ class _GuardedHTTPS(urllib.request.HTTPSHandler):
     def https_open(self, req):  # noqa: ANN001, ANN201
         conn = _guarded(http.client.HTTPSConnection, self.source)
         return self.do_open(conn, req, context=self._context)
+
+
+def _resolved(path: Path, ref: str) -> Path:
+    """``path`` with symlinks and ``..`` resolved; a symlink loop, a name too long and the
+    like become a :class:`MediaError` that names ``ref`` only (not the server paths the
+    resolution went through)."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # pathlib's symlink loop (Python < 3.13)
+        raise MediaError(f"{ref}: symlink loop") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # Python >= 3.13 raises this for a loop
+            raise MediaError(f"{ref}: symlink loop") from None
+        raise MediaError(f"{ref}: {exc.strerror or type(exc).__name__}") from None
+    except ValueError as exc:  # a NUL byte, say
+        raise MediaError(f"{ref}: {exc}") from None
 
 
 def _inside(path: Path, root: Path) -> bool:
