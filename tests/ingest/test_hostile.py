@@ -239,3 +239,78 @@ def test_parquet_with_invalid_utf8_rejects_those_rows(store, tmp_path):
     rep = ingest_file(store, p, "events")
     assert rep.accepted == 2
     assert _reasons(rep) == [(2, "invalid UTF-8 in column 'user_id'")]
+
+
+def test_items_jsonl_whose_first_block_is_unreadable(store, tmp_path):
+    text = '{"item_id": "a", "tit\n{"item_id": "b", "title": "B"}\n{"item_id": "c"}\n'
+    cfg = WorkspaceConfig(ingest=IngestConfig(chunk_bytes=16))
+    rep = ingest_file(store, write(tmp_path / "i.jsonl", text), "items", cfg)
+    assert rep.accepted == 2 and _reasons(rep)[0][0] == 1
+
+
+# -- the whole loop after hostile input, through the command line --------------------------------
+def _avrec(ws, *args, **kw):
+    import subprocess
+
+    from tests.cli.test_cli import AVREC
+
+    return subprocess.run(
+        [AVREC, "-w", str(ws), *args], capture_output=True, text=True, timeout=600, **kw
+    )
+
+
+def test_stats_train_and_recommend_work_after_hostile_events(tmp_path):
+    ws = tmp_path / "ws"
+    assert _avrec(tmp_path, "init", str(ws)).returncode == 0
+    bad = "".join(f"u1,i1,play,{t}\n" for t in BAD_TIMES) + "u\x002,i2,play,1700000000\n"
+    good = "".join(f"u{k % 9},i{(k * 7) % 23},play,{1_700_000_000 + k}\n" for k in range(300))
+    p = tmp_path / "e.csv"
+    p.write_bytes((HEADER + good + bad).encode())
+    ingest = _avrec(ws, "ingest", "events", str(p))
+    assert ingest.returncode == 0, ingest.stderr
+    assert "300 accepted, 10 rejected" in ingest.stdout
+    assert "[ingest] timestamp_unit" in ingest.stdout  # the hint, not eaten as markup
+    stats = _avrec(ws, "stats", "--json")
+    assert stats.returncode == 0 and json.loads(stats.stdout)["events"] == 300
+    assert _avrec(ws, "stats").returncode == 0
+    train = _avrec(ws, "train")
+    assert train.returncode == 0, train.stderr
+    assert "DEBUG" not in train.stdout + train.stderr
+    rec = _avrec(ws, "recommend", "--user", "u1", "--k", "3", "--json")
+    assert rec.returncode == 0 and "Traceback" not in rec.stderr, rec.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_an_ingest_rolls_back_and_says_so(tmp_path):
+    import signal
+    import subprocess
+
+    from tests.cli.test_cli import AVREC
+
+    ws = tmp_path / "ws"
+    assert _avrec(tmp_path, "init", str(ws)).returncode == 0
+    big = tmp_path / "big.csv"
+    with open(big, "w") as fh:
+        fh.write(HEADER + "u0,i0,teleport,1600000000\n")  # a reject: its file shows progress
+        for k in range(2_000_000):
+            fh.write(f"u{k % 5000},i{k % 3000},play,{1_600_000_000 + k}\n")
+    proc = subprocess.Popen(
+        [AVREC, "-w", str(ws), "ingest", "events", str(big)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    import time
+
+    deadline = time.time() + 60
+    # the rejects file appears once the first block is written, well before the last
+    while not list((ws / "rejects").glob("big.csv.*")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the ingest ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: nothing from" in err and "Traceback" not in err
+    stats = _avrec(ws, "stats", "--json")
+    assert json.loads(stats.stdout)["events"] == 0

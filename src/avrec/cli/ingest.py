@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import typer
@@ -21,6 +23,14 @@ def _run(
     ws = state(ctx).open_workspace()
     # the workspace's [ingest.mapping.<kind>] first, then --map on top
     columns = {**ws.config.ingest.mapping.get(kind, {}), **parse_mapping(mapping)}  # type: ignore[call-overload]
+    cancel = threading.Event()
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        if cancel.is_set():  # a second Ctrl-C: stop now, whatever is in progress
+            raise KeyboardInterrupt
+        cancel.set()  # the ingest stops before its next block and rolls back
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         with byte_progress(f"ingest {kind}", file.stat().st_size if file.exists() else 0) as adv:
             report = ingest_file(
@@ -32,6 +42,7 @@ def _run(
                 fmt,  # type: ignore[arg-type]
                 ws.rejects_dir,
                 progress=adv,
+                cancel=cancel,
             )
     except KeyboardInterrupt:
         err_console.print(
@@ -41,9 +52,12 @@ def _run(
         )
         raise
     finally:
+        signal.signal(signal.SIGINT, previous)
         ws.close()
     console.print(report.summary(), markup=False, highlight=False)
     console.print(f"  {report.rows_per_second:,.0f} rows/s")
+    if cancel.is_set():
+        err_console.print("interrupted after the last row was written: the file was kept whole")
     return report
 
 

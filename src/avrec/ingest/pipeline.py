@@ -153,6 +153,7 @@ def ingest_file(
     fmt: str | None = None,
     rejects_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> IngestReport:
     """Ingest one file of ``kind`` into ``store`` in a single transaction.
 
@@ -161,6 +162,7 @@ def ingest_file(
         fmt: ``csv``, ``tsv``, ``jsonl`` or ``parquet``; taken from the extension when omitted.
         rejects_dir: where the rejects CSV goes (default: next to the file).
         progress: called with bytes read, for progress bars.
+        cancel: see :func:`ingest_frames`.
 
     Raises:
         DataError: the file cannot be read, lacks a required column, or more rows were rejected
@@ -199,6 +201,7 @@ def ingest_file(
             rejects,
             sha256=sha256_file(path),
             check_columns=not header,
+            cancel=cancel,
         )
     finally:
         rejects.close()
@@ -214,11 +217,17 @@ def ingest_frames(
     rejects: RejectsWriter | None = None,
     sha256: str = "",
     check_columns: bool = True,
+    cancel: threading.Event | None = None,
 ) -> IngestReport:
     """Ingest batches of text columns (as from :func:`read_batches`) in one transaction.
 
     Loaders for public datasets use this directly with frames they build, so their rows pass the
     same validation as a user's file.
+
+    Args:
+        cancel: set (by a Ctrl-C handler) to stop before the next batch: the transaction rolls
+            back and ``KeyboardInterrupt`` is raised. Once every batch is written the commit
+            goes ahead, so a late cancel never leaves a file half kept or a report that lies.
     """
     config = config or WorkspaceConfig()
     report = IngestReport(kind=kind, source=source)
@@ -237,12 +246,15 @@ def ingest_frames(
             offset += raw.height
             if ERROR not in raw.columns:
                 raw = raw.with_columns(pl.lit(None, pl.String).alias(ERROR))
-            if first and check_columns:
+            # the columns are judged on the first batch that has any (a JSON-lines block of
+            # unreadable lines has none, and is only rejects)
+            has_columns = raw.width > 2
+            if first and has_columns and check_columns:
                 _check_columns(kind, raw.columns, source, {})
             fallback_ts = kind == "events" and "timestamp" not in raw.columns
-            if first and fallback_ts:
+            if first and has_columns and fallback_ts:
                 report.notes.append("no timestamp column: events are ordered by line number")
-            first = False
+            first = first and not has_columns
             if kind == "events":
                 good, bad = validate_events(
                     raw,
@@ -262,6 +274,8 @@ def ingest_frames(
         # Reading and validating the next chunk (polars, mostly outside the GIL) overlaps with
         # writing this one; the store is only touched from this thread.
         for n_rows, good, bad in prefetch(validated()):
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
             report.rows += n_rows
             if kind == "events":
                 res = store.add_events(good)
@@ -279,6 +293,8 @@ def ingest_frames(
             report.reasons.update(_reason_kind(r) for r in bad["reason"].to_list())
             if rejects is not None:
                 rejects.write(bad)
+        if cancel is not None and cancel.is_set():
+            raise KeyboardInterrupt
         if report.rows and report.rejected / report.rows > config.ingest.max_reject_ratio:
             raise DataError(
                 f"{source}: {report.rejected:,} of {report.rows:,} rows rejected, above"

@@ -338,6 +338,8 @@ def validate_items(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     Raises:
         DataError: the batch has no ``item_id`` column.
     """
+    if "item_id" not in df.columns and df.width <= 2:  # a block of unreadable lines only
+        df = df.with_columns(pl.lit(None, pl.String).alias("item_id"))
     if "item_id" not in df.columns:
         raise DataError("items need an item_id column (map yours with --map item_id=<column>)")
     present = [c for c in ITEM_COLUMNS if c in df.columns]
@@ -404,6 +406,8 @@ def validate_users(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     Raises:
         DataError: the batch has no ``user_id`` column.
     """
+    if "user_id" not in df.columns and df.width <= 2:  # a block of unreadable lines only
+        df = df.with_columns(pl.lit(None, pl.String).alias("user_id"))
     if "user_id" not in df.columns:
         raise DataError("users need a user_id column (map yours with --map user_id=<column>)")
     extra = [c for c in df.columns if c not in ("user_id", LINE, ERROR)]
