@@ -314,3 +314,14 @@ def test_ctrl_c_stops_an_ingest_rolls_back_and_says_so(tmp_path):
     assert "interrupted: nothing from" in err and "Traceback" not in err
     stats = _avrec(ws, "stats", "--json")
     assert json.loads(stats.stdout)["events"] == 0
+
+
+def test_a_refused_file_is_one_error_line_with_its_setting(tmp_path):
+    ws = tmp_path / "ws"
+    assert _avrec(tmp_path, "init", str(ws)).returncode == 0
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(["user_id", "item_id", *(f"c{i}" for i in range(5000))]) + "\n")
+    res = _avrec(ws, "ingest", "events", str(wide))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "\nerror: " in "\n" + res.stderr
+    assert "[ingest] max_columns" in " ".join(res.stderr.split())  # not eaten as markup

@@ -325,3 +325,24 @@ def test_a_new_item_is_recommended_before_any_retraining(server):
         .json()
     )
     assert "fresh-jazz" not in [x["item_id"] for x in only_rock["items"]]
+
+
+def test_implausible_event_times_and_ids_are_rejected_per_event(server):
+    """Bug #16: far-future times (year 2999, milliseconds) and NUL ids were stored and broke the
+    next training; each is now rejected with its reason and the rest of the batch kept."""
+    w = server.client(WRITE)
+    events = [
+        {"user_id": "fz1", "item_id": "s1", "event": "play", "timestamp": 32_000_000_000},
+        {"user_id": "fz1", "item_id": "s1", "event": "play", "timestamp": "2999-01-01T00:00:00"},
+        {"user_id": "fz\u00001", "item_id": "s1", "event": "play"},
+        {"user_id": "fz1", "item_id": "s\n2", "event": "play"},
+        {"user_id": "fz1", "item_id": "s1", "event": "play", "timestamp": 1_700_000_000},
+    ]
+    r = w.post("/v1/events", json={"events": events})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["accepted"] == 1 and got["rejected"] == 4
+    reasons = [x["reason"] for x in got["results"]]
+    assert "outside the accepted window" in reasons[0] and "outside" in reasons[1]
+    assert "control character" in reasons[2] and "control character" in reasons[3]
+    assert got["results"][4]["status"] == "accepted"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from avrec import __version__
 from avrec.cli import datasets, ingest
@@ -122,7 +123,7 @@ def main() -> None:
     except AvrecError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except typer.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
