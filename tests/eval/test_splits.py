@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from avrec.data.dataset import Dataset
 from avrec.data.weighting import EventWeighting
@@ -143,3 +145,26 @@ def test_fixed_split_file_with_a_byte_order_mark(ds, tmp_path):
     row = f"{ds.users.id(u)}\t{ds.items.id(v)}\t{ds.items.id(t)}"
     p.write_bytes(("\ufeffuser_id\tvalid_item\ttest_item\r\n" + row + "\r\n").encode())
     assert FixedSplit(p).split(ds).masks["test"].sum() == 1
+
+
+_SPLIT_TOKENS = [
+    *(b"u0", b"u1", b"u7", b"i1", b"i2", b"i29", b"tie-a", b"nope", b"user_id"),
+    *(b"\t", b"\t", b"\n", b"\r\n", b" ", b"\xff", b"\x00", b"\xef\xbb\xbf", b"#"),
+]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.sampled_from(_SPLIT_TOKENS), max_size=40), st.binary(max_size=20))
+def test_split_file_fuzz_never_raises_anything_but_data_error(ds, tmp_path, tokens, tail):
+    """Any split file is a split or one DataError naming the file, never another exception."""
+    p = tmp_path / "s.tsv"
+    p.write_bytes(b"".join(tokens) + tail)
+    try:
+        res = FixedSplit(p).split(ds)
+    except DataError as exc:
+        assert "s.tsv" in str(exc)
+    else:
+        assert res.masks["test"].sum() >= 1
+        _no_leak(res)
