@@ -91,3 +91,24 @@ def test_ingest_public_is_idempotent(data_dir, store):
     again = ingest_public(store, data)
     assert again[-1].inserted == 0 and again[-1].duplicates == 100_000
     assert store.counts()["events"] == 100_000
+
+
+def test_kuairec_captions_rejoins_the_broken_records_and_says_so(data_dir, store):
+    """Bug #17: four records are broken by a line break inside an unquoted caption; each is
+    rejoined and reported with its lines, none swallowed, none guessed."""
+    data = get_loader("kuairec-captions").load(data_dir)
+    assert data.items.height == 10_728 and data.events.height == 0
+    assert data.items["item_id"].n_unique() == 10_728
+    lines = sorted(int(n.split(":")[0].removeprefix("line ")) for n in data.notes)
+    assert lines == [1380, 1616, 5914, 6336]
+    row = data.items.filter(data.items["item_id"] == "1378").row(0, named=True)
+    assert row["description"].endswith("王朝\n！”")
+    assert '"明星娱乐"' in row["categories"]
+    # hashtags join the topic tags; mentioned accounts are the item's people
+    tagged = data.items.filter(data.items["item_id"] == "4").row(0, named=True)
+    assert tagged["title"] == "五爱街最美美女 一天1q"
+    assert {"搞笑", "五爱市场"} <= set(__import__("json").loads(tagged["tags"]))
+    assert data.items["people"].str.contains('"role": "guest"').sum() > 1000
+    reports = ingest_public(store, data)
+    assert reports[0].accepted == 10_728 and reports[0].rejected == 0
+    assert store.counts()["events"] == 0

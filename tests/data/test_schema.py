@@ -70,3 +70,15 @@ def test_event_needs_item_unless_search():
     assert Event(user_id="u", event="search", text="cats", timestamp=1).item_id is None
     with pytest.raises(ValidationError, match="needs an item_id"):
         Event(user_id="u", event="play", timestamp=1)
+
+
+def test_caption_entities_reads_hashtags_and_mentions():
+    from avrec.data.loaders.kuairec import caption_entities
+
+    text, tags, people = caption_entities(
+        "#搞笑 #五爱市场 这真是完美搭配啊！@小王(O123456) @Young heben(O5) #话题# 结尾"
+    )
+    assert tags == ["搞笑", "五爱市场", "话题"]
+    assert people == ["小王", "Young"]
+    assert "完美搭配" in text and "#" not in text and "@" not in text
+    assert caption_entities(None) == ("", [], [])

@@ -46,9 +46,14 @@ def _data(ctx: typer.Context, dataset: str | None) -> tuple[object, object | Non
     }
     data = Dataset.from_store(ws.store, ws.config.weighting)
     data.store_marks = marks  # type: ignore[attr-defined]
-    if data.n_events == 0:
+    if data.n_events == 0 and data.n_items == 0:
         ws.close()
-        raise ConfigError("the workspace has no events to train on; ingest some first")
+        raise ConfigError("the workspace is empty: ingest a catalogue or events first")
+    if data.n_events == 0:
+        console.print(
+            "no events yet: training the catalogue (search, ask, content and fresh items);"
+            " train again once events arrive for the full pipeline"
+        )
     return data, ws
 
 

@@ -5,7 +5,8 @@ Every reader yields batches as polars DataFrames whose columns are the file's co
 file; the row number for Parquet) and ``__error`` (why the reader could not read the row, else
 ``None``).
 
-Memory is bounded by ``chunk_bytes`` and ``max_row_bytes``, not by the file: text is read in
+Memory is bounded by ``chunk_bytes`` (less for wide files: see :data:`CELLS_PER_BATCH`) and
+``max_row_bytes``, not by the file: text is read in
 blocks of whole lines (gzip decompressed block by block), and a line longer than
 ``max_row_bytes`` is never held: it is skipped up to its newline and stands in its block as one
 :data:`OVERLONG` marker line, which becomes a reject with its line number and reason. A header
@@ -233,15 +234,32 @@ def read_batches(
 
 
 # -- blocks of whole lines ---------------------------------------------------------------------
-def _line_blocks(src: _Source, chunk_bytes: int, max_row_bytes: int) -> Iterator[bytes]:
+#: cells (rows x columns) per batch: a batch's frames cost about 100 bytes a cell in all,
+#: so wide files get proportionally shorter blocks and memory stays bounded by width too
+CELLS_PER_BATCH = 2_000_000
+
+
+def _block_bytes(chunk_bytes: int, columns: int) -> int:
+    """Bytes per block for a file of ``columns`` columns: ``chunk_bytes`` for narrow files,
+    less for wide ones (at 16 columns and up), never under 256 KiB."""
+    return max(min(chunk_bytes, 256 * 1024), chunk_bytes * 16 // max(columns, 16))
+
+
+def _batch_rows(columns: int) -> int:
+    return max(1_000, CELLS_PER_BATCH // max(columns, 1))
+
+
+def _line_blocks(src: _Source, chunk_bytes: int | list[int], max_row_bytes: int) -> Iterator[bytes]:
     """Blocks of whole lines (the last may lack its newline), in which every line longer than
     ``max_row_bytes`` is replaced by the :data:`OVERLONG` marker. Holds at most one block plus
-    ``max_row_bytes`` of a line in progress."""
+    ``max_row_bytes`` of a line in progress. ``chunk_bytes`` may be a one-element list the
+    caller changes between blocks (JSON lines learn their width from the first block)."""
+    size = chunk_bytes if isinstance(chunk_bytes, list) else [chunk_bytes]
     carry = b""
     skipping = False  # inside an over-long line: drop bytes up to its newline
     pending = b""
     while True:
-        block = src.read(chunk_bytes)
+        block = src.read(size[0])
         if not block:
             if skipping:
                 yield pending + _OVERLONG_B
@@ -324,9 +342,9 @@ def _read_delimited(
     """Blocks without quote characters take the fast path (polars + numpy line numbers); from
     the first block with a quote on, the rest of the file goes through one ``csv`` reader fed
     line by line, which handles quoted newlines, stray quotes and broken rows exactly."""
-    batch_rows = max(10_000, chunk_bytes // 64)
+    batch_rows = _batch_rows(len(header))
     line = 2
-    blocks = _line_blocks(src, chunk_bytes, max_row_bytes)
+    blocks = _line_blocks(src, _block_bytes(chunk_bytes, len(header)), max_row_bytes)
     for block in blocks:
         if b'"' in block:
             yield from _exact_rows(
@@ -469,10 +487,12 @@ def _read_jsonl(
     src: _Source, chunk_bytes: int, max_row_bytes: int, max_columns: int
 ) -> Iterator[pl.DataFrame]:
     line = 1
-    for chunk in _line_blocks(src, chunk_bytes, max_row_bytes):
+    size = [_block_bytes(chunk_bytes, 64)]  # until the first block shows the width
+    for chunk in _line_blocks(src, size, max_row_bytes):
         batch = None if _OVERLONG_B in chunk else _parse_jsonl_fast(chunk, line, max_columns)
         if batch is None:
             batch = _parse_jsonl_slow(chunk, line, max_row_bytes, max_columns)
+        size[0] = _block_bytes(chunk_bytes, batch.width - 2)
         if batch.height:
             yield batch
         line += chunk.count(b"\n")
@@ -569,7 +589,7 @@ def _read_parquet(
     pf = _parquet_file(path)
     _check_width(len(pf.schema_arrow.names), path, max_columns)
     row = 1
-    batch_rows = max(10_000, chunk_bytes // 64)
+    batch_rows = _batch_rows(len(pf.schema_arrow.names))
     total_rows = max(pf.metadata.num_rows, 1)
     size = path.stat().st_size
     batches = pf.iter_batches(batch_size=batch_rows)

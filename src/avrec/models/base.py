@@ -223,8 +223,10 @@ class Recommender(abc.ABC):
         user_vocab, _ = self._check()
         assert self._seen is not None
         idx = user_vocab.index(list(users), missing="ignore")
-        known = np.where(idx >= 0, idx, 0)
-        history = self._seen[known].tocsr()
+        if self._seen.shape[0] == 0:  # trained on a catalogue without events: all strangers
+            history = sp.csr_matrix((len(idx), self._seen.shape[1]), dtype=self._seen.dtype)
+        else:
+            history = self._seen[np.where(idx >= 0, idx, 0)].tocsr()
         if (idx < 0).any():
             mask = sp.diags((idx >= 0).astype(np.float32))
             history = (mask @ history).tocsr()

@@ -32,6 +32,7 @@ SOURCE_KINDS = {
     "trending": "trending",
     "fresh": "fresh",
     "popular": "popular",
+    "catalogue": "catalogue",
 }
 SEQUENTIAL_MODELS = {"markov", "sasrec"}
 CONTENT_MODELS = {"content"}
@@ -101,6 +102,7 @@ _EN = {
     "trending": "it is trending now",
     "fresh": "it is new",
     "popular": "it is popular",
+    "catalogue": "it is an editor's pick or new in the catalogue",
 }
 _ZH = {
     "collaborative": "口味相近的人喜欢它",
@@ -110,6 +112,7 @@ _ZH = {
     "trending": "最近很热门",
     "fresh": "新上线",
     "popular": "很受欢迎",
+    "catalogue": "编辑推荐或新上架",
 }
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError, DataError, NotFittedError
 from avrec.models.base import ItemList, ModelConfig, Recommender, UserBatch, register_model
+from avrec.pipeline.catalogue import CatalogueSource  # noqa: F401 - registers "catalogue"
 from avrec.pipeline.explain import Explanation, Reason, source_label, tag_counts, top_tags
 from avrec.pipeline.filters import ItemFacts, ItemFilter
 from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
@@ -154,6 +155,12 @@ class Pipeline(Recommender):
         c = self.config
         if not c.sources:
             raise ConfigError("a pipeline needs at least one candidate source")
+        if dataset.n_events == 0 and not any(s.kind == "catalogue" for s in c.sources):
+            # a catalogue without behaviour: its own order (editorial picks, new items, dealt
+            # across categories) answers anyone until a training with events replaces it
+            c = self.config = c.model_copy(
+                update={"sources": [*c.sources, SourceConfig(kind="catalogue", n=100)]}
+            )
         self.titles = dataset.item_field("title")
         self.item_tag_lists = [
             [*t, *g] for t, g in zip(dataset.item_tags, dataset.item_categories, strict=True)

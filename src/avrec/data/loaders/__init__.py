@@ -6,6 +6,7 @@ from pathlib import Path
 
 from avrec.data.dataset import Dataset
 from avrec.data.loaders.base import DatasetFile, PublicData, PublicDataset
+from avrec.data.loaders.kuairec import KuaiRecCaptions
 from avrec.data.loaders.lastfm import LastFM2K
 from avrec.data.loaders.microlens import MicroLens50K
 from avrec.data.loaders.movielens import MovieLens100K
@@ -31,7 +32,7 @@ def register_dataset(loader: PublicDataset) -> None:
     DATASETS[loader.name] = loader
 
 
-for _loader in (MovieLens100K(), MicroLens50K(), LastFM2K()):
+for _loader in (MovieLens100K(), MicroLens50K(), LastFM2K(), KuaiRecCaptions()):
     register_dataset(_loader)
 
 
