@@ -66,10 +66,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 QUERIES = ROOT / "benchmarks" / "data" / "movielens-100k-queries.tsv"
-PARAPHRASE_MODES = ("semantic", "keyword", "hybrid (equal)", "hybrid (default)", "ask")
-LEXICAL_MODES = (*PARAPHRASE_MODES, "ask + person")
+#: the request sets written for each catalogue, and the catalogue's own language
+QUERY_FILES = {
+    "movielens-100k": (QUERIES, "en"),
+    "kuairec-captions": (ROOT / "benchmarks" / "data" / "kuairec-captions-queries.tsv", "zh"),
+}
+PARAPHRASE_MODES = (
+    "semantic", "multilingual", "keyword", "hybrid (equal)", "hybrid (default)", "ask",
+)  # fmt: skip
+LEXICAL_MODES = (
+    "semantic", "keyword", "hybrid (equal)", "hybrid (default)", "ask", "ask + person",
+)  # fmt: skip
 #: the semantic weights the development half chooses from (keyword 1.0, title 0.5)
 SEMANTIC_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+#: the multilingual (USE) weights the development halves of both catalogues choose from
+MULTILINGUAL_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEPTH = 100
 
 #: lexical queries: a word of the description -> another way to say it
@@ -129,6 +140,7 @@ def read_paraphrases(path: Path = QUERIES) -> list[dict]:
     if len(set(ids)) != len(ids):
         raise SystemExit(f"{path}: query_id repeats")
     for r in rows:
+        r.setdefault("names_person", "0")  # the KuaiRec set does not mark them
         if r["lang"] not in ("en", "zh") or r["names_person"] not in ("0", "1"):
             raise SystemExit(f"{path}: bad row {r}")
         if r["split"] != half(r["query_id"]):
@@ -203,7 +215,7 @@ def text_vectors(dataset, name: str) -> np.ndarray:  # noqa: ANN001
 
 def answer(asker: Asker, query: str, mode: str, user: str | None, k: int) -> list[int]:
     """The item indexes ``mode`` returns for ``query``, best first (``k`` of them at most)."""
-    if mode in ("semantic", "keyword"):
+    if mode in ("semantic", "keyword", "multilingual"):
         return [h.item for h in asker.search.search(query, k=k, mode=mode, explain=k <= 10)]
     if mode.startswith("hybrid"):
         return [h.item for h in asker.search.search(query, k=k, explain=k <= 10)]
@@ -213,31 +225,44 @@ def answer(asker: Asker, query: str, mode: str, user: str | None, k: int) -> lis
 
 
 def run_mode(
-    asker: Asker, queries: list, mode: str, weight: float, k: int = DEPTH, timed: bool = False
+    asker: Asker,
+    queries: list,
+    mode: str,
+    weight: float | dict,
+    k: int = DEPTH,
+    timed: bool = False,
 ) -> tuple:
     """The target's rank (0: not within ``k``) for each ``(query, user, target)``, and the
-    seconds they took, the hybrid modes at semantic ``weight``. Untimed runs reuse the e5
-    query vectors of earlier runs (:class:`QueryVectors`); a ``timed`` one encodes every
-    query afresh, as a served request does."""
+    seconds each took, the hybrid modes at semantic ``weight`` (or at the ``weight`` dict's
+    retriever weights). Untimed runs reuse the e5 and USE query vectors of earlier runs
+    (:class:`QueryVectors`); a ``timed`` one encodes every query afresh, as a served request
+    does."""
     saved = dict(asker.search.weights)
     if mode.startswith("hybrid") or mode.startswith("ask"):
-        asker.search.weights.update(semantic=weight)
+        asker.search.weights.update(weight if isinstance(weight, dict) else {"semantic": weight})
     search = asker.search
     memo = search.__dict__.pop("encode_query", None)  # the QueryVectors, if any
+    mmemo = search.__dict__.pop("encode_multilingual_query", None)
     if not timed:
         search.encode_query = memo or QueryVectors(search.encode_query)
+        search.encode_multilingual_query = mmemo or QueryVectors(search.encode_multilingual_query)
     search._encoded.clear()
-    ranks = []
-    t = time.perf_counter()
+    search._m_encoded.clear()
+    ranks, times = [], []
     try:
         for q, user, target in queries:
+            t = time.perf_counter()
             found = answer(asker, q, mode, user, k)
+            times.append(time.perf_counter() - t)
             ranks.append(found.index(target) + 1 if target in found else 0)
     finally:
+        search.weights.clear()
         search.weights.update(saved)
         if memo is not None:
             search.encode_query = memo
-    return ranks, time.perf_counter() - t
+        if mmemo is not None:
+            search.encode_multilingual_query = mmemo
+    return ranks, times
 
 
 class QueryVectors:
@@ -265,14 +290,30 @@ def scores(ranks: list, seconds: float | None = None) -> dict:
     return out
 
 
-def mode_weight(mode: str, default: float) -> float:
-    return 1.0 if mode == "hybrid (equal)" else default
+def mode_weight(mode: str, default: float) -> float | dict:
+    """The retriever weights a mode runs at: ``hybrid (equal)`` has every meaning leg weigh as
+    much as the keyword one; the others keep the defaults."""
+    return {"semantic": 1.0, "multilingual": 1.0} if mode == "hybrid (equal)" else default
+
+
+def _timing(times: list[float]) -> dict:
+    ms = np.asarray(times) * 1000
+    if not len(ms):
+        return {"ms_per_query": 0.0, "p50_ms": 0.0, "p99_ms": 0.0}
+    return {
+        "ms_per_query": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 # -- the two sets ------------------------------------------------------------------------------
-def paraphrase(asker: Asker, data, default: float) -> dict:  # noqa: ANN001
-    """Choose the semantic weight on the development half, then every mode on both halves."""
-    rows = read_paraphrases()
+def paraphrase(asker: Asker, data, name: str, defaults: dict) -> dict:  # noqa: ANN001
+    """Every mode on both halves of ``name``'s request set, and the development half's MRR
+    for each semantic and multilingual weight (the weights are chosen in :func:`main` over
+    every catalogue's development half together)."""
+    path, catalogue_lang = QUERY_FILES[name]
+    rows = read_paraphrases(path)
     items = data.items.index([r["item_id"] for r in rows])
     for r, i in zip(rows, items.tolist(), strict=True):
         r["target"] = int(i)
@@ -285,27 +326,22 @@ def paraphrase(asker: Asker, data, default: float) -> dict:  # noqa: ANN001
     def triples(rs: list[dict]) -> list:
         return [(r["query"], None, r["target"]) for r in rs]
 
-    # the development half chooses: the best mean MRR over the two languages at the precision
-    # reported (three decimals; a difference below that is one query's rank moving far down
-    # the list), a tie going to the smaller weight
-    grid = {}
-    for w in SEMANTIC_WEIGHTS:
-        per = {
-            lang: scores(run_mode(asker, triples(halves[lang, "dev"]), "hybrid", w)[0])
-            for lang in ("en", "zh")
-        }
-        grid[str(w)] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
-        print(f"    dev, semantic weight {w}: mean MRR {grid[str(w)]['mean_mrr']:.3f}", flush=True)
-    chosen = max(SEMANTIC_WEIGHTS, key=lambda w: (round(grid[str(w)]["mean_mrr"], 3), -w))
-    if chosen != default:
-        print(
-            f"    !! the development half chooses semantic weight {chosen}, the default is "
-            f"{default}: change the default",
-            flush=True,
-        )
+    grids: dict = {}
+    for leg, values in (("semantic", SEMANTIC_WEIGHTS), ("multilingual", MULTILINGUAL_WEIGHTS)):
+        grid = {}
+        for w in values:
+            per = {
+                lang: scores(run_mode(asker, triples(halves[lang, "dev"]), "hybrid", {leg: w})[0])
+                for lang in ("en", "zh")
+            }
+            grid[str(w)] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
+            print(f"    dev, {leg} weight {w}: mean MRR {grid[str(w)]['mean_mrr']:.3f}", flush=True)
+        grids[leg] = grid
     out: dict = {
-        "file": str(QUERIES.relative_to(ROOT)),
-        "semantic_weight": {"default": default, "chosen_on_dev": chosen, "dev_grid": grid},
+        "file": str(path.relative_to(ROOT)),
+        "catalogue_language": catalogue_lang,
+        "defaults": defaults,
+        "dev_grids": grids,
         "examples": {
             lang: [r["query"] for r in rows if r["lang"] == lang][:2] for lang in ("en", "zh")
         },
@@ -314,25 +350,37 @@ def paraphrase(asker: Asker, data, default: float) -> dict:  # noqa: ANN001
     for (lang, h), rs in halves.items():
         res: dict = {"queries": len(rs), "names_person": sum(r["names_person"] == "1" for r in rs)}
         for mode in PARAPHRASE_MODES:
-            w = mode_weight(mode, default)
+            w = mode_weight(mode, {})
             ranks, _ = run_mode(asker, triples(rs), mode.split(" (")[0], w)
-            _, s10 = run_mode(asker, triples(rs), mode.split(" (")[0], w, k=10, timed=True)
+            _, t10 = run_mode(asker, triples(rs), mode.split(" (")[0], w, k=10, timed=True)
             flag = np.asarray([r["names_person"] == "1" for r in rs])
             rk = np.asarray(ranks)
             res[mode] = {
                 **scores(ranks),
-                "ms_per_query": s10 / max(1, len(rs)) * 1000,
+                **_timing(t10),
                 "no_person_named": scores(rk[~flag].tolist()),
                 "person_named": scores(rk[flag].tolist()),
                 "ranks": {r["query_id"]: int(x) for r, x in zip(rs, ranks, strict=True)},
             }
             print(
-                f"    {lang} {h} {mode}: R@10 {res[mode]['recall@10']:.3f} "
-                f"MRR {res[mode]['mrr']:.3f}",
+                f"    {lang}->{catalogue_lang} {h} {mode}: R@10 {res[mode]['recall@10']:.3f} "
+                f"MRR {res[mode]['mrr']:.3f} p50 {res[mode]['p50_ms']:.0f} ms",
                 flush=True,
             )
         out["halves"][f"{lang} {h}"] = res
     return out
+
+
+def choose(results: list[dict], leg: str) -> tuple[float, dict]:
+    """The ``leg`` weight with the best mean development MRR over every direction of every
+    catalogue in ``results`` (at three decimals; a tie goes to the smaller weight)."""
+    means: dict[str, list[float]] = {}
+    for res in results:
+        for w, g in res["paraphrase"]["dev_grids"][leg].items():
+            means.setdefault(w, []).extend([g["en"]["mrr"], g["zh"]["mrr"]])
+    table = {w: float(np.mean(v)) for w, v in means.items()}
+    best = max(table, key=lambda w: (round(table[w], 3), -float(w)))
+    return float(best), table
 
 
 def lexical(
@@ -369,25 +417,39 @@ def lexical(
 def run(name: str, n_queries: int) -> dict:
     settings = Settings()
     data = load_dataset(name, settings=settings)
-    split = FixedSplit(Path(settings.data_dir) / "splits" / f"{name}.loo.tsv").split(data)
-    seen = data.select(~split.masks["test"], name=f"{name}:seen")
+    split = None
+    if data.n_events:  # fitted on the split's training events, as served
+        split = FixedSplit(Path(settings.data_dir) / "splits" / f"{name}.loo.tsv").split(data)
+        seen = data.select(~split.masks["test"], name=f"{name}:seen")
+    else:  # a catalogue without events (KuaiRec captions): the cold pipeline
+        seen = data
     seen.set_item_features("text", text_vectors(data, name))
+    cache = None
+    from avrec.content.store import ContentStore
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = ContentStore(CACHE / f"{name}-search.db")  # USE sentence vectors, by text
     t = time.perf_counter()
-    pipe = Pipeline(**PipelineConfig(search_encode_max=0).model_dump()).fit(seen)
+    pipe = Pipeline(**PipelineConfig(search_encode_max=0).model_dump())
+    pipe.text_cache = cache  # type: ignore[attr-defined]
+    pipe.fit(seen)
+    del pipe.text_cache  # type: ignore[attr-defined]
+    cache.close()
     fit_s = time.perf_counter() - t
     print(f"  pipeline fitted in {fit_s:.0f}s", flush=True)
     asker = Asker(pipe)
-    default = float(PipelineConfig().search_params["weights"]["semantic"])
-    assert asker.search.weights["semantic"] == default
+    defaults = {k: float(v) for k, v in PipelineConfig().search_params["weights"].items()}
+    assert asker.search.weights == defaults, (asker.search.weights, defaults)
     out = {
         "dataset": name,
         "fit_s": fit_s,
         "search_weights": dict(asker.search.weights),
         "person_weight": asker.personal_weight,
     }
-    if name == "movielens-100k":
-        out["paraphrase"] = paraphrase(asker, data, default)
-    out["lexical"] = lexical(asker, data, split, name, n_queries, default)
+    if name in QUERY_FILES:
+        out["paraphrase"] = paraphrase(asker, data, name, defaults)
+    if split is not None:
+        out["lexical"] = lexical(asker, data, split, name, n_queries, defaults["semantic"])
     return out
 
 
@@ -396,59 +458,75 @@ def _cell(r: dict) -> str:
     return f"{r['recall@10']:.3f} / {r['mrr']:.3f}"
 
 
-def update_markdown(results: list[dict]) -> None:
+def update_markdown(results: list[dict], chosen: dict) -> None:
     lines: list[str] = []
     para = [r for r in results if "paraphrase" in r]
-    for res in para:
-        p = res["paraphrase"]
-        sw = p["semantic_weight"]
+    if para:
+        defaults = para[0]["paraphrase"]["defaults"]
         lines += [
-            f"**Paraphrase queries** (`{p['file']}`, {res['dataset']}; measured {res['date']} "
-            f"at commit `{res['commit']}` on {res['machine']}, `python -m benchmarks.language`): "
-            "written from general knowledge of well-known films without the catalogue's text, "
-            "split by a hash of the query id. Recall@10 / MRR (reciprocal rank within the first "
-            f"100); ms per query at k = 10 as served. `hybrid (default)` is semantic weight "
-            f"{sw['default']}, the weight the development half chose from "
-            f"{', '.join(map(str, SEMANTIC_WEIGHTS))}: {sw['chosen_on_dev']}. `ask` is anonymous "
-            "(these queries have no user).",
+            "**Requests in words, in both languages, over both catalogues** (measured with "
+            "`python -m benchmarks.language`; each row names its date and commit). The "
+            "requests were written without copying the catalogue's text (`benchmarks/data/"
+            "README.md` says how) and split by a hash of the query id. Recall@10 / MRR "
+            "(reciprocal rank within the first 100). `semantic`: multilingual-e5 alone; "
+            "`multilingual`: Universal Sentence Encoder (multilingual v3) sentence vectors "
+            "alone; `keyword`: BM25 alone; `hybrid (equal)`: every leg fused by reciprocal "
+            "rank at weight 1; `hybrid (default)`: the default weights "
+            f"({', '.join(f'{k} {v:g}' for k, v in defaults.items())}); `ask`: the request "
+            "parsed, searched and ranked by the pipeline, anonymous (no user).",
             "",
-            "| Language | Half | Queries | " + " | ".join(PARAPHRASE_MODES) + " |",
-            "|---|---|---|" + "---|" * len(PARAPHRASE_MODES),
+            "| Catalogue | Request → catalogue | Half | Queries | "
+            + " | ".join(PARAPHRASE_MODES)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(PARAPHRASE_MODES),
         ]
-        for key, r in p["halves"].items():
-            lang, h = key.split(" ")
-            cells = [_cell(r[m]) for m in PARAPHRASE_MODES]
-            lines.append(f"| {lang} | {h} | {r['queries']} | " + " | ".join(cells) + " |")
-        n = sum(r["queries"] for r in p["halves"].values())
-        ms = " | ".join(
-            f"{sum(r[m]['ms_per_query'] * r['queries'] for r in p['halves'].values()) / n:.0f}"
-            for m in PARAPHRASE_MODES
-        )
-        lines += [f"| ms per query | | | {ms} |", ""]
+        for res in para:
+            p = res["paraphrase"]
+            cat = p["catalogue_language"]
+            for key, r in p["halves"].items():
+                lang, h = key.split(" ")
+                cells = [_cell(r[m]) for m in PARAPHRASE_MODES]
+                lines.append(
+                    f"| {res['dataset']} | {lang} → {cat} | {h} | {r['queries']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
         lines += [
-            "Held-out half by whether the query names a person (an actor, a director), "
-            "Recall@10 / MRR:",
             "",
-            "| Language | Names a person | Queries | " + " | ".join(PARAPHRASE_MODES) + " |",
-            "|---|---|---|" + "---|" * len(PARAPHRASE_MODES),
+            "Time per request at k = 10 as served (each query encoded afresh), p50 / p99 ms "
+            "over both halves and languages:",
+            "",
+            "| Catalogue | " + " | ".join(PARAPHRASE_MODES) + " | measured |",
+            "|---|" + "---|" * len(PARAPHRASE_MODES) + "---|",
         ]
-        for lang in ("en", "zh"):
-            r = p["halves"][f"{lang} held-out"]
-            for sub, label in (("no_person_named", "no"), ("person_named", "yes")):
-                cells = [_cell(r[m][sub]) for m in PARAPHRASE_MODES]
-                n = r[PARAPHRASE_MODES[0]][sub]["queries"]
-                lines.append(f"| {lang} | {label} | {n} | " + " | ".join(cells) + " |")
-        grid = sw["dev_grid"]
-        lines += [
-            "",
-            "Development half, hybrid MRR by semantic weight (en / zh / mean): "
-            + "; ".join(
-                f"{w}: {g['en']['mrr']:.3f} / {g['zh']['mrr']:.3f} / {g['mean_mrr']:.3f}"
-                for w, g in grid.items()
+        for res in para:
+            hs = res["paraphrase"]["halves"].values()
+            cells = []
+            for m in PARAPHRASE_MODES:
+                n = sum(r["queries"] for r in hs)
+                p50 = sum(r[m]["p50_ms"] * r["queries"] for r in hs) / max(n, 1)
+                p99 = max(r[m]["p99_ms"] for r in hs)
+                cells.append(f"{p50:.0f} / {p99:.0f}")
+            lines.append(
+                f"| {res['dataset']} | "
+                + " | ".join(cells)
+                + f" | {res['date']}, `{res['commit']}`, {res['machine']} |"
             )
-            + ".",
+        lines += [
+            "",
+            "(p50: the request-weighted mean of the halves' medians; p99: the largest of theirs.)",
             "",
         ]
+        for leg in ("semantic", "multilingual"):
+            w, table = chosen[leg]
+            lines.append(
+                f"Development halves, mean hybrid MRR over every direction by {leg} weight "
+                f"({', '.join(res['dataset'] for res in para)}): "
+                + "; ".join(f"{k}: {v:.3f}" for k, v in table.items())
+                + f". Chosen: {w:g} (default {defaults[leg]:g})."
+            )
+            lines.append("")
+    lex = [r for r in results if "lexical" in r]
     lines += [
         "**Lexical queries (rule-made from the target's own words)**, kept for reference only; "
         "nothing is chosen on them. For each sampled user of the fixed leave-one-out split, "
@@ -460,16 +538,16 @@ def update_markdown(results: list[dict]) -> None:
         "| Dataset | Language | Queries | " + " | ".join(LEXICAL_MODES) + " | measured |",
         "|---|---|---|" + "---|" * len(LEXICAL_MODES) + "---|",
     ]
-    for res in results:
+    for res in lex:
         for lang, r in res["lexical"].items():
-            cells = [_cell(r[m]) for m in LEXICAL_MODES]
+            cells = [_cell(r[m]) if m in r else "-" for m in LEXICAL_MODES]
             lines.append(
                 f"| {res['dataset']} | {lang} | {r['queries']} | "
                 + " | ".join(cells)
                 + f" | {res['date']}, `{res['commit']}` |"
             )
     lines.append("")
-    for res in results:
+    for res in lex:
         for lang, r in res["lexical"].items():
             ex = "; ".join(f"`{q}`" for q in r["examples"])
             lines.append(f"- {res['dataset']} ({lang}), e.g. {ex}")
@@ -478,7 +556,7 @@ def update_markdown(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="movielens-100k,microlens-50k")
+    ap.add_argument("--dataset", default="movielens-100k,kuairec-captions,microlens-50k")
     ap.add_argument("--queries", type=int, default=500, help="lexical queries per language")
     args = ap.parse_args()
     if Settings().data_dir is None:
@@ -503,10 +581,17 @@ def main() -> None:
     done = {r["dataset"] for r in results}
     for path in sorted(RESULTS.glob("language-*.json")):
         old = json.loads(path.read_text())
-        if old.get("dataset") not in done and "lexical" in old:
+        if old.get("dataset") not in done and ("lexical" in old or "paraphrase" in old):
             results.append(old)
     results.sort(key=lambda r: r["dataset"], reverse=True)
-    update_markdown(results)
+    # the weights are chosen over every catalogue's development half together
+    para = [r for r in results if "dev_grids" in r.get("paraphrase", {})]
+    chosen = {leg: choose(para, leg) for leg in ("semantic", "multilingual")} if para else {}
+    for leg, (w, _) in chosen.items():
+        default = float(PipelineConfig().search_params["weights"][leg])
+        if w != default:
+            print(f"!! the development halves choose {leg} weight {w}, the default is {default}")
+    update_markdown(results, chosen)
 
 
 if __name__ == "__main__":

