@@ -77,10 +77,13 @@ PARAPHRASE_MODES = (
 LEXICAL_MODES = (
     "semantic", "keyword", "hybrid (equal)", "hybrid (default)", "ask", "ask + person",
 )  # fmt: skip
-#: the semantic weights the development half chooses from (keyword 1.0, title 0.5)
-SEMANTIC_WEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
-#: the multilingual (USE) weights the development halves of both catalogues choose from
-MULTILINGUAL_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: the semantic (e5) and multilingual (USE) weights the development halves of every catalogue
+#: choose from together (keyword 1.0, title 0.5)
+SEMANTIC_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
+MULTILINGUAL_WEIGHTS = (0.5, 1.0, 2.0, 3.0, 4.0)
+#: how deep each leg's list goes before fusion (an item below it in one leg gets nothing
+#: from that leg)
+DEPTHS = (100, 300)
 DEPTH = 100
 
 #: lexical queries: a word of the description -> another way to say it
@@ -326,22 +329,32 @@ def paraphrase(asker: Asker, data, name: str, defaults: dict) -> dict:  # noqa: 
     def triples(rs: list[dict]) -> list:
         return [(r["query"], None, r["target"]) for r in rs]
 
-    grids: dict = {}
-    for leg, values in (("semantic", SEMANTIC_WEIGHTS), ("multilingual", MULTILINGUAL_WEIGHTS)):
-        grid = {}
-        for w in values:
-            per = {
-                lang: scores(run_mode(asker, triples(halves[lang, "dev"]), "hybrid", {leg: w})[0])
-                for lang in ("en", "zh")
-            }
-            grid[str(w)] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
-            print(f"    dev, {leg} weight {w}: mean MRR {grid[str(w)]['mean_mrr']:.3f}", flush=True)
-        grids[leg] = grid
+    grid: dict = {}
+    saved_depth = asker.search.depth
+    for depth in DEPTHS:
+        asker.search.depth = depth
+        for ws in SEMANTIC_WEIGHTS:
+            for wm in MULTILINGUAL_WEIGHTS:
+                weights = {"semantic": ws, "multilingual": wm}
+                per = {
+                    lang: scores(
+                        run_mode(asker, triples(halves[lang, "dev"]), "hybrid", weights)[0]
+                    )
+                    for lang in ("en", "zh")
+                }
+                key = f"{depth},{ws:g},{wm:g}"
+                grid[key] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
+            row = ", ".join(
+                f"{wm:g}: {grid[f'{depth},{ws:g},{wm:g}']['mean_mrr']:.3f}"
+                for wm in MULTILINGUAL_WEIGHTS
+            )
+            print(f"    dev, depth {depth}, semantic {ws:g}: by multilingual {row}", flush=True)
+    asker.search.depth = saved_depth
     out: dict = {
         "file": str(path.relative_to(ROOT)),
         "catalogue_language": catalogue_lang,
         "defaults": defaults,
-        "dev_grids": grids,
+        "dev_grid": grid,
         "examples": {
             lang: [r["query"] for r in rows if r["lang"] == lang][:2] for lang in ("en", "zh")
         },
@@ -371,16 +384,18 @@ def paraphrase(asker: Asker, data, name: str, defaults: dict) -> dict:  # noqa: 
     return out
 
 
-def choose(results: list[dict], leg: str) -> tuple[float, dict]:
-    """The ``leg`` weight with the best mean development MRR over every direction of every
-    catalogue in ``results`` (at three decimals; a tie goes to the smaller weight)."""
+def choose(results: list[dict]) -> tuple[dict, dict]:
+    """The (depth, semantic, multilingual) setting with the best mean development MRR over
+    every direction of every catalogue in ``results`` (at three decimals; a tie goes to the
+    smaller values), and the table of means."""
     means: dict[str, list[float]] = {}
     for res in results:
-        for w, g in res["paraphrase"]["dev_grids"][leg].items():
-            means.setdefault(w, []).extend([g["en"]["mrr"], g["zh"]["mrr"]])
-    table = {w: float(np.mean(v)) for w, v in means.items()}
-    best = max(table, key=lambda w: (round(table[w], 3), -float(w)))
-    return float(best), table
+        for key, g in res["paraphrase"]["dev_grid"].items():
+            means.setdefault(key, []).extend([g["en"]["mrr"], g["zh"]["mrr"]])
+    table = {k: float(np.mean(v)) for k, v in means.items()}
+    best = max(table, key=lambda k: (round(table[k], 3), *(-float(x) for x in k.split(","))))
+    depth, ws, wm = (float(x) for x in best.split(","))
+    return {"depth": int(depth), "semantic": ws, "multilingual": wm}, table
 
 
 def lexical(
@@ -458,7 +473,7 @@ def _cell(r: dict) -> str:
     return f"{r['recall@10']:.3f} / {r['mrr']:.3f}"
 
 
-def update_markdown(results: list[dict], chosen: dict) -> None:
+def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
     lines: list[str] = []
     para = [r for r in results if "paraphrase" in r]
     if para:
@@ -517,15 +532,29 @@ def update_markdown(results: list[dict], chosen: dict) -> None:
             "(p50: the request-weighted mean of the halves' medians; p99: the largest of theirs.)",
             "",
         ]
-        for leg in ("semantic", "multilingual"):
-            w, table = chosen[leg]
-            lines.append(
-                f"Development halves, mean hybrid MRR over every direction by {leg} weight "
-                f"({', '.join(res['dataset'] for res in para)}): "
-                + "; ".join(f"{k}: {v:.3f}" for k, v in table.items())
-                + f". Chosen: {w:g} (default {defaults[leg]:g})."
-            )
-            lines.append("")
+        best, table = chosen
+        params = PipelineConfig().search_params
+        lines += [
+            "Development halves, mean hybrid MRR over every direction of "
+            f"{' and '.join(res['dataset'] for res in para)}, by each leg's depth, semantic "
+            "(rows) and multilingual (columns) weight. Chosen: depth "
+            f"{best['depth']}, semantic {best['semantic']:g}, multilingual "
+            f"{best['multilingual']:g} (the defaults: depth {params.get('depth', 100)}, "
+            f"{defaults['semantic']:g}, {defaults['multilingual']:g}).",
+            "",
+            "| depth, semantic \\ multilingual | "
+            + " | ".join(f"{w:g}" for w in MULTILINGUAL_WEIGHTS)
+            + " |",
+            "|---|" + "---|" * len(MULTILINGUAL_WEIGHTS),
+        ]
+        for depth in DEPTHS:
+            for ws in SEMANTIC_WEIGHTS:
+                cells = [
+                    f"{table.get(f'{depth},{ws:g},{wm:g}', float('nan')):.3f}"
+                    for wm in MULTILINGUAL_WEIGHTS
+                ]
+                lines.append(f"| {depth}, {ws:g} | " + " | ".join(cells) + " |")
+        lines.append("")
     lex = [r for r in results if "lexical" in r]
     lines += [
         "**Lexical queries (rule-made from the target's own words)**, kept for reference only; "
@@ -585,12 +614,14 @@ def main() -> None:
             results.append(old)
     results.sort(key=lambda r: r["dataset"], reverse=True)
     # the weights are chosen over every catalogue's development half together
-    para = [r for r in results if "dev_grids" in r.get("paraphrase", {})]
-    chosen = {leg: choose(para, leg) for leg in ("semantic", "multilingual")} if para else {}
-    for leg, (w, _) in chosen.items():
-        default = float(PipelineConfig().search_params["weights"][leg])
-        if w != default:
-            print(f"!! the development halves choose {leg} weight {w}, the default is {default}")
+    para = [r for r in results if "dev_grid" in r.get("paraphrase", {})]
+    chosen = choose(para) if para else ({}, {})
+    params = PipelineConfig().search_params
+    defaults = {**params["weights"], "depth": params.get("depth", 100)}
+    for leg, w in chosen[0].items():
+        if w != float(defaults[leg]):
+            print(f"!! the development halves choose {leg} weight {w:g}, the default is "
+                  f"{defaults[leg]:g}: change the default")  # fmt: skip
     update_markdown(results, chosen)
 
 

@@ -219,10 +219,24 @@ def test_the_multilingual_leg_crosses_languages_both_ways(lang_ds, index):
 def test_multilingual_passages_are_short_sentences():
     from avrec.language.search import multilingual_passages
 
-    doc = {"title": "Toy Story", "tag_list": "animation, toys",
-           "description": "A cowboy doll is jealous. A spaceman toy arrives!  Ok.  新玩具来了。好"}  # fmt: skip
+    doc = {
+        "title": "Toy Story",
+        "tag_list": "animation, toys",
+        "description": "A cowboy doll is jealous. A spaceman toy arrives!  Ok.  新玩具来了。好",
+    }
     assert multilingual_passages(doc) == [
         "Toy Story", "animation, toys", "A cowboy doll is jealous.", "A spaceman toy arrives!",
         "新玩具来了。",
     ]  # fmt: skip
     assert len(multilingual_passages({"description": "word. " * 50}, max_passages=3)) == 1
+
+
+def test_matches_quote_the_catalogues_own_tag_names():
+    """Issue #17: explanations said 标签含有"fi, sci, war" for the genres Sci-Fi and War."""
+    docs = [
+        {"title": "Star Wars", "tags": "Sci-Fi War Action", "tag_names": "Sci-Fi|War|Action"},
+        {"title": "Babe", "tags": "Children's Comedy", "tag_names": "Children's|Comedy"},
+    ]
+    ix = SearchIndex().fit(docs)
+    hits = ix.search("sci-fi war", k=1, mode="keyword")
+    assert hits[0].item == 0 and hits[0].matched["tags"] == ["Sci-Fi", "War"]

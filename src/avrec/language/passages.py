@@ -77,6 +77,8 @@ def item_documents(dataset: Any, texts: dict[str, dict[str, str]] | None = None)
             # the free tags alone, for their own vector (genres are shared by too many items
             # to tell them apart, and the query parser filters by them)
             "tag_list": ", ".join(dataset.item_tags[i]),
+            # every tag and genre whole, for explanations that quote the catalogue's names
+            "tag_names": "|".join([*dataset.item_tags[i], *dataset.item_categories[i]]),
             "people": " ".join(p.get("name", "") for p in dataset.item_people[i]),
             "description": descs[i] or "",
         }

@@ -1,6 +1,6 @@
 """Catalogue search: BM25 over the items' words, vector search over their meaning, fused.
 
-:class:`SearchIndex` answers a query three ways and fuses the ranked lists by reciprocal rank
+:class:`SearchIndex` answers a query four ways and fuses the ranked lists by reciprocal rank
 fusion (each list weighted):
 
 - **keyword**: BM25 (``bm25s``) over each item's fields, the title and tags counting more (each
@@ -15,6 +15,11 @@ fusion (each list weighted):
   description) and, as separate rows, vectors of its tags and of passages of its transcript and
   on-screen text (:func:`encode_segments`); an item counts by its closest row, so a line said
   in a clip is found even when the clip's description is about something else.
+- **multilingual**: the query encoded with the Universal Sentence Encoder (multilingual v3)
+  against USE vectors of each item's title, tags and sentences
+  (:func:`~avrec.language.passages.encode_multilingual`); an item counts by its closest
+  sentence. e5 keeps to the query's language (a Chinese request over an English catalogue
+  found hub items); USE was trained on translation pairs and crosses languages both ways.
 - **title**: fuzzy matching of the whole query against whole titles (``rapidfuzz`` ratio >= 80,
   leading articles and the year left out), for people who type a title, misspelt; catalogues
   above ``fuzzy_titles_max`` items skip it (the per-word correction still applies).
@@ -565,10 +570,17 @@ class SearchIndex:
         ``item`` (``query`` may be its :meth:`query_words`)."""
         by_stem = self.query_words(query) if isinstance(query, str) else query
         out = {}
+        doc = self.docs[item]
         for name in FIELDS:
-            text = self.docs[item].get(name)
+            text = doc.get(name)
             if text and by_stem:
                 found = sorted({by_stem[t] for t in tokenize(text) if t in by_stem})
+                if found and name == "tags" and doc.get("tag_names"):
+                    # the catalogue's own tag and genre names ("Sci-Fi"), not the words
+                    # they were split into ("fi, sci")
+                    names = [n for n in doc["tag_names"].split("|") if n]
+                    whole = [n for n in names if any(t in by_stem for t in tokenize(n))]
+                    found = whole or found
                 if found:
                     out[name] = found
         return out
