@@ -79,8 +79,8 @@ LEXICAL_MODES = (
 )  # fmt: skip
 #: the semantic (e5) and multilingual (USE) weights the development halves of every catalogue
 #: choose from together (keyword 1.0, title 0.5)
-SEMANTIC_WEIGHTS = (0.25, 0.5, 1.0, 1.5)
-MULTILINGUAL_WEIGHTS = (0.5, 1.0, 2.0, 3.0, 4.0)
+SEMANTIC_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)
+MULTILINGUAL_WEIGHTS = (1.0, 2.0, 3.0, 4.0, 6.0)
 #: how deep each leg's list goes before fusion (an item below it in one leg gets nothing
 #: from that leg)
 DEPTHS = (100, 300)
