@@ -127,9 +127,9 @@ class SearchIndex:
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
         self.weights = {
             "keyword": 1.0,
-            "semantic": 1.5,
+            "semantic": 3.0,
             "title": 0.5,
-            "multilingual": 3.0,
+            "multilingual": 6.0,
             **(weights or {}),
         }
         unknown = set(self.weights) - set(RETRIEVERS)
