@@ -111,6 +111,46 @@ def run_child(db: Path, data: Path | None, kind: str, rejects: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def update_markdown(out: dict) -> None:
+    from benchmarks._markdown import replace_block
+
+    lines = [
+        f"Measured {out['date']} at commit `{out['commit']}` on {out['machine']} "
+        f"(`python -m benchmarks.hostile`; load average {out['load_at_end']} at the end). "
+        "Each file ingested with the default settings into a fresh SQLite store in its own "
+        "process; peak RSS is that process' high-water mark (VmHWM); the baseline process "
+        f"(importing avrec, opening a store) peaks at {out['baseline_peak_rss_mb']} MB.",
+        "",
+        "| file | size on disk | time | peak RSS | outcome |",
+        "|---|---|---|---|---|",
+    ]
+    for c in out["cases"]:
+        if "error" in c:
+            outcome = f"refused: `{c['error']}`"
+        elif "traceback" in c:
+            outcome = f"**traceback** {c['traceback']}"
+        else:
+            why = "; ".join(f"{n:,}: {r}" for r, n in c["reasons"].items())
+            outcome = f"{c['accepted']:,} accepted, {c['rejected']:,} rejected" + (
+                f" ({why})" if why else ""
+            )
+        lines.append(
+            f"| {c['case']} | {c['file_mb']:,} MB | {c.get('seconds', 0):.2f} s | "
+            f"{c.get('peak_rss_mb', 0):,.0f} MB | {outcome} |"
+        )
+    lines += [
+        "",
+        f"Largest peak: {out['max_peak_rss_mb']:,} MB; tracebacks: {out['tracebacks']}.",
+    ]
+    if out.get("fuzz"):
+        f = out["fuzz"]
+        lines.append(
+            f"Fuzz suite (`tests/ingest/test_fuzz.py`) at {f['examples_per_property']:,} "
+            f"examples per property: {f['summary']} ({f['seconds']:.0f} s)."
+        )
+    replace_block("hostile", lines, "## Hostile input (issue 16)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="rows of the large file")
@@ -188,6 +228,7 @@ def main() -> None:
         "load_at_end": load(),
     }
     RESULTS.mkdir(exist_ok=True)
+    update_markdown(out)
     path = RESULTS / "hostile.json"
     path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     print(f"max peak RSS {out['max_peak_rss_mb']:,} MB, tracebacks {out['tracebacks']}")

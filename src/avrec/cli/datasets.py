@@ -10,7 +10,8 @@ from avrec.data.loaders import DATASETS, get_loader
 from avrec.ingest.pipeline import ingest_public
 
 app = typer.Typer(
-    help="Public datasets: MovieLens-100K, MicroLens-50k, Last.fm 2K.", no_args_is_help=True
+    help="Public datasets: MovieLens-100K, MicroLens-50k, Last.fm 2K, KuaiRec captions.",
+    no_args_is_help=True,
 )
 
 
