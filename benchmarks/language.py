@@ -79,8 +79,13 @@ LEXICAL_MODES = (
 )  # fmt: skip
 #: the semantic (e5) and multilingual (USE) weights the development halves of every catalogue
 #: choose from together (keyword 1.0, title 0.5)
-SEMANTIC_WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)
-MULTILINGUAL_WEIGHTS = (1.0, 2.0, 3.0, 4.0, 6.0)
+SEMANTIC_WEIGHTS = (1.0, 3.0)
+MULTILINGUAL_WEIGHTS = (2.0, 6.0)
+#: the keyword list's weight when its best match holds the request's words (1: no boost)
+EVIDENCE = (1.0, 4.0, 16.0)
+#: rule-made requests from the words of the split's validation items (not its test items),
+#: a development set for people who type an item's own words
+LEXICAL_DEV = 200
 #: how deep each leg's list goes before fusion (an item below it in one leg gets nothing
 #: from that leg)
 DEPTHS = (100, 300)
@@ -311,11 +316,9 @@ def _timing(times: list[float]) -> dict:
 
 
 # -- the two sets ------------------------------------------------------------------------------
-def paraphrase(asker: Asker, data, name: str, defaults: dict) -> dict:  # noqa: ANN001
-    """Every mode on both halves of ``name``'s request set, and the development half's MRR
-    for each semantic and multilingual weight (the weights are chosen in :func:`main` over
-    every catalogue's development half together)."""
-    path, catalogue_lang = QUERY_FILES[name]
+def request_halves(data, name: str) -> tuple[list[dict], dict]:  # noqa: ANN001
+    """The request set's rows (with their target item) and its halves by language."""
+    path, _ = QUERY_FILES[name]
     rows = read_paraphrases(path)
     items = data.items.index([r["item_id"] for r in rows])
     for r, i in zip(rows, items.tolist(), strict=True):
@@ -325,31 +328,50 @@ def paraphrase(asker: Asker, data, name: str, defaults: dict) -> dict:  # noqa: 
         for lang in ("en", "zh")
         for h in ("dev", "held-out")
     }
+    return rows, halves
 
-    def triples(rs: list[dict]) -> list:
-        return [(r["query"], None, r["target"]) for r in rs]
 
+def triples(rs: list[dict]) -> list:
+    return [(r["query"], None, r["target"]) for r in rs]
+
+
+def dev_grid(asker: Asker, data, name: str, lexical_dev: dict | None = None) -> dict:  # noqa: ANN001
+    """The development sets' MRR for each depth, keyword evidence, semantic and multilingual
+    weight (chosen in :func:`main` over every catalogue's development sets together): the
+    request set's development half and, where there is a split, ``lexical_dev`` (rule-made
+    from the validation items' words)."""
+    _, halves = request_halves(data, name)
+    dev_sets = {lang: triples(halves[lang, "dev"]) for lang in ("en", "zh")}
+    for lang, qs in (lexical_dev or {}).items():
+        dev_sets[f"lexical {lang}"] = [(q, None, t) for q, _, t in qs]
     grid: dict = {}
-    saved_depth = asker.search.depth
+    saved = asker.search.depth, asker.search.keyword_evidence
     for depth in DEPTHS:
         asker.search.depth = depth
-        for ws in SEMANTIC_WEIGHTS:
-            for wm in MULTILINGUAL_WEIGHTS:
-                weights = {"semantic": ws, "multilingual": wm}
-                per = {
-                    lang: scores(
-                        run_mode(asker, triples(halves[lang, "dev"]), "hybrid", weights)[0]
-                    )
-                    for lang in ("en", "zh")
-                }
-                key = f"{depth},{ws:g},{wm:g}"
-                grid[key] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
-            row = ", ".join(
-                f"{wm:g}: {grid[f'{depth},{ws:g},{wm:g}']['mean_mrr']:.3f}"
-                for wm in MULTILINGUAL_WEIGHTS
-            )
-            print(f"    dev, depth {depth}, semantic {ws:g}: by multilingual {row}", flush=True)
-    asker.search.depth = saved_depth
+        for ev in EVIDENCE:
+            asker.search.keyword_evidence = ev
+            for ws in SEMANTIC_WEIGHTS:
+                for wm in MULTILINGUAL_WEIGHTS:
+                    weights = {"semantic": ws, "multilingual": wm}
+                    per = {
+                        k: scores(run_mode(asker, qs, "hybrid", weights)[0])
+                        for k, qs in dev_sets.items()
+                    }
+                    key = f"{depth},{ev:g},{ws:g},{wm:g}"
+                    grid[key] = {
+                        **per,
+                        "mean_mrr": float(np.mean([p["mrr"] for p in per.values()])),
+                    }
+                    print(f"    dev {key}: mean MRR {grid[key]['mean_mrr']:.3f}", flush=True)
+    asker.search.depth, asker.search.keyword_evidence = saved
+    return grid
+
+
+def paraphrase(asker: Asker, data, name: str, defaults: dict, grid: dict) -> dict:  # noqa: ANN001
+    """Every mode on both halves of ``name``'s request set, at the index's current
+    settings (``defaults``)."""
+    path, catalogue_lang = QUERY_FILES[name]
+    rows, halves = request_halves(data, name)
     out: dict = {
         "file": str(path.relative_to(ROOT)),
         "catalogue_language": catalogue_lang,
@@ -391,21 +413,27 @@ def choose(results: list[dict]) -> tuple[dict, dict]:
     means: dict[str, list[float]] = {}
     for res in results:
         for key, g in res["paraphrase"]["dev_grid"].items():
-            means.setdefault(key, []).extend([g["en"]["mrr"], g["zh"]["mrr"]])
+            means.setdefault(key, []).extend(v["mrr"] for k, v in g.items() if isinstance(v, dict))
     table = {k: float(np.mean(v)) for k, v in means.items()}
     best = max(table, key=lambda k: (round(table[k], 3), *(-float(x) for x in k.split(","))))
-    depth, ws, wm = (float(x) for x in best.split(","))
-    return {"depth": int(depth), "semantic": ws, "multilingual": wm}, table
+    depth, ev, ws, wm = (float(x) for x in best.split(","))
+    return {
+        "depth": int(depth),
+        "keyword_evidence": ev,
+        "semantic": ws,
+        "multilingual": wm,
+    }, table
 
 
-def lexical(
-    asker: Asker, data, split, name: str, n_queries: int, default: float, seed: int = 0
+def lexical_queries(
+    data, split, name: str, n_queries: int, stage: str = "test", seed: int = 0
 ) -> dict:  # noqa: ANN001
-    """The rule-made queries of ``n_queries`` sampled test users per language."""
+    """Rule-made queries of ``n_queries`` sampled users per language, each from the words of
+    the user's ``stage`` item (``test``: the reference table; ``valid``: a development set)."""
     titles = name.startswith("microlens")
     docs = item_documents(data)
-    test = split.masks["test"]
-    users, targets = data.user_index[test], data.item_index[test]
+    mask = split.masks[stage]
+    users, targets = data.user_index[mask], data.item_index[mask]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(users))
     cats = [[*t, *g] for t, g in zip(data.item_tags, data.item_categories, strict=True)]
@@ -419,6 +447,16 @@ def lexical(
                 queries.append((q, data.users.lookup([int(users[j])])[0], item))
             if len(queries) >= n_queries:
                 break
+        out[lang] = queries
+    return out
+
+
+def lexical(
+    asker: Asker, data, split, name: str, n_queries: int, default: float, seed: int = 0
+) -> dict:  # noqa: ANN001
+    """The rule-made queries of ``n_queries`` sampled test users per language."""
+    out: dict = {}
+    for lang, queries in lexical_queries(data, split, name, n_queries, "test", seed).items():
         print(f"  lexical {lang}: {len(queries)} queries, e.g. {queries[0][0]!r}", flush=True)
         res: dict = {"queries": len(queries), "examples": [q for q, _, _ in queries[:2]]}
         for mode in LEXICAL_MODES:
@@ -429,7 +467,9 @@ def lexical(
     return out
 
 
-def run(name: str, n_queries: int) -> dict:
+def prepare(name: str) -> dict:
+    """Fit the pipeline the service would serve for ``name`` and measure the development
+    grid; the tables come after the settings are chosen (:func:`finish`)."""
     settings = Settings()
     data = load_dataset(name, settings=settings)
     split = None
@@ -439,7 +479,6 @@ def run(name: str, n_queries: int) -> dict:
     else:  # a catalogue without events (KuaiRec captions): the cold pipeline
         seen = data
     seen.set_item_features("text", text_vectors(data, name))
-    cache = None
     from avrec.content.store import ContentStore
 
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -453,22 +492,39 @@ def run(name: str, n_queries: int) -> dict:
     fit_s = time.perf_counter() - t
     print(f"  pipeline fitted in {fit_s:.0f}s", flush=True)
     asker = Asker(pipe)
-    defaults = {k: float(v) for k, v in PipelineConfig().search_params["weights"].items()}
-    assert asker.search.weights == defaults, (asker.search.weights, defaults)
+    ctx = {"name": name, "data": data, "split": split, "asker": asker, "fit_s": fit_s}
+    if name in QUERY_FILES:
+        dev = None
+        if split is not None and split.masks["valid"].any():
+            dev = lexical_queries(data, split, name, LEXICAL_DEV, "valid", seed=1)
+        ctx["grid"] = dev_grid(asker, data, name, dev)
+    return ctx
+
+
+def finish(ctx: dict, settings: dict, n_queries: int) -> dict:
+    """Every table of ``ctx``'s dataset at ``settings`` (the chosen or the default search
+    settings: weights, depth, keyword evidence)."""
+    asker, data, name = ctx["asker"], ctx["data"], ctx["name"]
+    s = asker.search
+    s.weights.update({k: v for k, v in settings.items() if k in s.weights})
+    s.depth = int(settings.get("depth", s.depth))
+    s.keyword_evidence = float(settings.get("keyword_evidence", s.keyword_evidence))
     out = {
         "dataset": name,
-        "fit_s": fit_s,
-        "search_weights": dict(asker.search.weights),
+        "fit_s": ctx["fit_s"],
+        "search_weights": dict(s.weights),
+        "search_depth": s.depth,
+        "keyword_evidence": s.keyword_evidence,
         "person_weight": asker.personal_weight,
     }
-    if name in QUERY_FILES:
-        out["paraphrase"] = paraphrase(asker, data, name, defaults)
-    if split is not None:
-        out["lexical"] = lexical(asker, data, split, name, n_queries, defaults["semantic"])
+    used = {**s.weights, "depth": s.depth, "keyword_evidence": s.keyword_evidence}
+    if "grid" in ctx:
+        out["paraphrase"] = paraphrase(asker, data, name, used, ctx["grid"])
+    if ctx["split"] is not None:
+        out["lexical"] = lexical(asker, data, ctx["split"], name, n_queries, s.weights["semantic"])
     return out
 
 
-# -- the tables --------------------------------------------------------------------------------
 def _cell(r: dict) -> str:
     return f"{r['recall@10']:.3f} / {r['mrr']:.3f}"
 
@@ -535,25 +591,28 @@ def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
         best, table = chosen
         params = PipelineConfig().search_params
         lines += [
-            "Development halves, mean hybrid MRR over every direction of "
-            f"{' and '.join(res['dataset'] for res in para)}, by each leg's depth, semantic "
-            "(rows) and multilingual (columns) weight. Chosen: depth "
-            f"{best['depth']}, semantic {best['semantic']:g}, multilingual "
-            f"{best['multilingual']:g} (the defaults: depth {params.get('depth', 100)}, "
+            "Development sets (each catalogue's development half in both languages and, for "
+            "MovieLens-100K, 200 rule-made requests per language from the words of the "
+            "split's validation items), mean hybrid MRR by each leg's depth, the keyword "
+            "evidence boost, the semantic weight (rows) and the multilingual weight (columns). "
+            f"Chosen: depth {best['depth']}, keyword evidence {best['keyword_evidence']:g}, "
+            f"semantic {best['semantic']:g}, multilingual {best['multilingual']:g} (the "
+            f"defaults: {params.get('depth', 100)}, {params.get('keyword_evidence', 1.0):g}, "
             f"{defaults['semantic']:g}, {defaults['multilingual']:g}).",
             "",
-            "| depth, semantic \\ multilingual | "
+            "| depth, evidence, semantic \\ multilingual | "
             + " | ".join(f"{w:g}" for w in MULTILINGUAL_WEIGHTS)
             + " |",
             "|---|" + "---|" * len(MULTILINGUAL_WEIGHTS),
         ]
         for depth in DEPTHS:
-            for ws in SEMANTIC_WEIGHTS:
-                cells = [
-                    f"{table.get(f'{depth},{ws:g},{wm:g}', float('nan')):.3f}"
-                    for wm in MULTILINGUAL_WEIGHTS
-                ]
-                lines.append(f"| {depth}, {ws:g} | " + " | ".join(cells) + " |")
+            for ev in EVIDENCE:
+                for ws in SEMANTIC_WEIGHTS:
+                    cells = [
+                        f"{table.get(f'{depth},{ev:g},{ws:g},{wm:g}', float('nan')):.3f}"
+                        for wm in MULTILINGUAL_WEIGHTS
+                    ]
+                    lines.append(f"| {depth}, {ev:g}, {ws:g} | " + " | ".join(cells) + " |")
         lines.append("")
     lex = [r for r in results if "lexical" in r]
     lines += [
@@ -587,22 +646,49 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="movielens-100k,kuairec-captions,microlens-50k")
     ap.add_argument("--queries", type=int, default=500, help="lexical queries per language")
+    ap.add_argument(
+        "--apply-chosen",
+        action="store_true",
+        help="measure the tables at the settings the development sets choose (then make "
+        "them the defaults), not at the current defaults",
+    )
     args = ap.parse_args()
     if Settings().data_dir is None:
         raise SystemExit("set AVREC_DATA_DIR to ../shared/datasets")
-    results = []
-    for name in [x.strip() for x in args.dataset.split(",") if x.strip()]:
+    names = [x.strip() for x in args.dataset.split(",") if x.strip()]
+    started = time.perf_counter()
+    ctxs = []
+    for name in names:
         print(name, flush=True)
-        t = time.perf_counter()
-        res = run(name, args.queries)
+        ctxs.append(prepare(name))
+    # the settings are chosen over every catalogue's development sets measured in this run
+    grids = [{"paraphrase": {"dev_grid": c["grid"]}} for c in ctxs if "grid" in c]
+    chosen = choose(grids) if grids else ({}, {})
+    params = PipelineConfig().search_params
+    defaults = {
+        **params["weights"],
+        "depth": params.get("depth", 100),
+        "keyword_evidence": params.get("keyword_evidence", 1.0),
+    }
+    for leg, w in chosen[0].items():
+        if w != float(defaults[leg]):
+            print(f"!! the development sets choose {leg} {w:g}, the default is "
+                  f"{defaults[leg]:g}: change the default")  # fmt: skip
+    applied = chosen[0] if args.apply_chosen and chosen[0] else defaults
+    results = []
+    for ctx in ctxs:
+        print(f"{ctx['name']}: tables at {applied}", flush=True)
+        res = finish(ctx, applied, args.queries)
+        res["settings_applied"] = "chosen on the development sets" if (
+            args.apply_chosen and chosen[0]) else "the defaults"  # fmt: skip
         res["machine"], res["date"] = provenance.machine(), time.strftime("%Y-%m-%d")
         res["commit"] = provenance.commit(("src", "configs", "benchmarks/language.py",
                                            "benchmarks/data"))  # fmt: skip
-        res["run_s"] = time.perf_counter() - t
+        res["run_s"] = time.perf_counter() - started
         # above the core count, the times are contaminated by other work on the machine
         res["load_average_1min"] = provenance.load()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"language-{name}.json").write_text(
+        (RESULTS / f"language-{ctx['name']}.json").write_text(
             json.dumps(res, indent=2, ensure_ascii=False) + "\n"
         )
         results.append(res)
@@ -610,18 +696,10 @@ def main() -> None:
     done = {r["dataset"] for r in results}
     for path in sorted(RESULTS.glob("language-*.json")):
         old = json.loads(path.read_text())
-        if old.get("dataset") not in done and ("lexical" in old or "paraphrase" in old):
+        if old.get("dataset") not in done and "lexical" in old:
+            old.pop("paraphrase", None)  # its grid was not chosen with this run's
             results.append(old)
     results.sort(key=lambda r: r["dataset"], reverse=True)
-    # the weights are chosen over every catalogue's development half together
-    para = [r for r in results if "dev_grid" in r.get("paraphrase", {})]
-    chosen = choose(para) if para else ({}, {})
-    params = PipelineConfig().search_params
-    defaults = {**params["weights"], "depth": params.get("depth", 100)}
-    for leg, w in chosen[0].items():
-        if w != float(defaults[leg]):
-            print(f"!! the development halves choose {leg} weight {w:g}, the default is "
-                  f"{defaults[leg]:g}: change the default")  # fmt: skip
     update_markdown(results, chosen)
 
 

@@ -240,3 +240,24 @@ def test_matches_quote_the_catalogues_own_tag_names():
     ix = SearchIndex().fit(docs)
     hits = ix.search("sci-fi war", k=1, mode="keyword")
     assert hits[0].item == 0 and hits[0].matched["tags"] == ["Sci-Fi", "War"]
+
+
+def test_a_request_made_of_an_items_words_finds_that_item(lang_ds, index):
+    """Fusion by evidence (issue #17): when the best keyword match holds the request's words,
+    the keyword list's weight is multiplied by ``keyword_evidence``."""
+    v1 = lang_ds.items.index(["v1"])[0]
+    assert index.coverage(v1, "cats falling off sofas") == 1.0
+    assert index.coverage(v1, "cats") == 0.0  # one word is too little evidence
+    assert index.coverage(v1, "cats playing piano") == pytest.approx(1 / 3)
+    boosted = SearchIndex(keyword_evidence=16.0).fit(
+        index.docs, index.vectors, multilingual=(index.m_items, index.m_vectors)
+    )
+    plain = SearchIndex(keyword_evidence=1.0).fit(
+        index.docs, index.vectors, multilingual=(index.m_items, index.m_vectors)
+    )
+    q = "cats falling off sofas"
+    a, b = boosted.search(q, k=3), plain.search(q, k=3)
+    assert a[0].item == v1 and a[0].score > b[[h.item for h in b].index(v1)].score
+    # a request whose words no item holds together is fused as before
+    q = "cats playing piano"
+    assert [h.score for h in boosted.search(q, k=3)] == [h.score for h in plain.search(q, k=3)]

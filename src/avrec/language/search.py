@@ -112,6 +112,9 @@ class SearchIndex:
         depth: how deep each retriever's list goes before fusion (at least ``k``).
         fuzzy_titles_max: the largest catalogue whose titles are fuzzy-matched whole.
         k1, b: BM25 parameters.
+        keyword_evidence: the keyword list's weight is multiplied by this when the best
+            keyword match holds at least ``evidence_coverage`` of the request's words (the
+            fusion by evidence: a request made of an item's own words finds that item).
     """
 
     def __init__(
@@ -122,6 +125,8 @@ class SearchIndex:
         fuzzy_titles_max: int = 200_000,
         k1: float = 1.2,
         b: float = 0.75,
+        keyword_evidence: float = 1.0,
+        evidence_coverage: float = 0.75,
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
@@ -137,6 +142,8 @@ class SearchIndex:
             raise ConfigError(f"unknown retrievers {sorted(unknown)}: {', '.join(RETRIEVERS)}")
         self.rrf_k = rrf_k
         self.depth = depth
+        self.keyword_evidence = keyword_evidence
+        self.evidence_coverage = evidence_coverage
         self.fuzzy_titles_max = fuzzy_titles_max
         self.k1, self.b = k1, b
         self.bm25 = None
@@ -536,7 +543,17 @@ class SearchIndex:
             lists["multilingual"] = self.multilingual(query, depth, allowed)[0]
         if mode == "hybrid" and self.weights["title"] > 0:
             lists["title"] = self.title(query, depth, allowed)
-        return self._fuse(query, lists, k, explain, near)
+        weights = dict(self.weights)
+        if (
+            mode == "hybrid"
+            and self.keyword_evidence != 1.0
+            and len(lists.get("keyword", ()))
+            and self.coverage(int(lists["keyword"][0]), query) >= self.evidence_coverage
+        ):
+            # the request's own words are all in the best keyword match: people who type an
+            # item's words mean that item, and the meaning legs' other guesses must not bury it
+            weights["keyword"] *= self.keyword_evidence
+        return self._fuse(query, lists, k, explain, near, weights)
 
     def _fuse(
         self,
@@ -545,10 +562,11 @@ class SearchIndex:
         k: int,
         explain: bool = True,
         near: dict[int, str] | None = None,
+        weights: dict[str, float] | None = None,
     ) -> list[SearchHit]:
         hits: dict[int, SearchHit] = {}
         for name, items in lists.items():
-            w = self.weights[name]
+            w = (weights or self.weights)[name]
             for r, item in enumerate(items.tolist(), start=1):
                 hit = hits.setdefault(item, SearchHit(item, 0.0, near=(near or {}).get(item, "")))
                 hit.score += w / (self.rrf_k + r)
@@ -559,6 +577,20 @@ class SearchIndex:
             for h in best:
                 h.matched = self.matches(h.item, words)
         return best
+
+    def coverage(self, item: int, query: str) -> float:
+        """The share of ``query``'s distinct words (as searched: corrected, stemmed, without
+        stop words) that ``item``'s fields contain; 0 for a query of fewer than two words
+        (one word is too little evidence)."""
+        words = set(self.query_tokens(query))
+        if len(words) < 2:
+            return 0.0
+        doc = self.docs[item]
+        have: set[str] = set()
+        for name in FIELDS:
+            if doc.get(name):
+                have.update(tokenize(doc[name]))
+        return len(words & have) / len(words)
 
     def query_words(self, query: str) -> dict[str, str]:
         """Stem -> word (as corrected) of each of ``query``'s words, for :meth:`matches`."""
