@@ -125,16 +125,16 @@ class SearchIndex:
         fuzzy_titles_max: int = 200_000,
         k1: float = 1.2,
         b: float = 0.75,
-        keyword_evidence: float = 1.0,
+        keyword_evidence: float = 16.0,
         evidence_coverage: float = 0.75,
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
         self.weights = {
             "keyword": 1.0,
-            "semantic": 3.0,
+            "semantic": 1.0,
             "title": 0.5,
-            "multilingual": 6.0,
+            "multilingual": 2.0,
             **(weights or {}),
         }
         unknown = set(self.weights) - set(RETRIEVERS)
