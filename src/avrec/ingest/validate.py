@@ -223,15 +223,11 @@ def validate_events(
         ev.alias("__event"), ts.alias("__ts"), value.alias("__value"), value_raw.alias("__vraw")
     )
     reason = pl.when(pl.col(ERROR).is_not_null()).then(pl.col(ERROR))
-    if text_cols:  # one pass over the columns, however many (a when-chain grows quadratically)
-        broken = pl.coalesce(
-            [
-                pl.when(pl.col(c).str.contains(REPLACEMENT, literal=True)).then(pl.lit(c))
-                for c in text_cols
-            ]
-        )
-        reason = reason.when(broken.is_not_null()).then(
-            pl.format("invalid UTF-8 in column '{}'", broken)
+    if text_cols:  # one expression over every column; the column is named in Python only
+        # for the rare rows that have one (a when-chain per column grew quadratically)
+        work = work.with_columns(_broken_column(work, text_cols))
+        reason = reason.when(pl.col("__broken").is_not_null()).then(
+            pl.format("invalid UTF-8 in column '{}'", pl.col("__broken"))
         )
     user = pl.col("user_id") if "user_id" in cols else pl.lit(None, pl.String)
     item = pl.col("item_id") if "item_id" in cols else pl.lit(None, pl.String)
@@ -285,6 +281,19 @@ def validate_events(
     return events, rejects
 
 
+def _broken_column(df: pl.DataFrame, cols: list[str]) -> pl.Series:
+    """Per row, the first of ``cols`` holding U+FFFD (invalid UTF-8 decoded), else null."""
+    hit = df.select(
+        pl.any_horizontal(pl.col(cols).str.contains(REPLACEMENT, literal=True)).fill_null(False)
+    ).to_series()
+    names: list[str | None] = [None] * df.height
+    rows = hit.arg_true().to_list()
+    if rows:
+        for j, values in zip(rows, df[rows].select(cols).iter_rows(), strict=True):
+            names[j] = next(c for c, v in zip(cols, values, strict=True) if v and REPLACEMENT in v)
+    return pl.Series("__broken", names, dtype=pl.String)
+
+
 def _check_context(work: pl.DataFrame) -> pl.DataFrame:
     reasons = work["__reason"].to_list()
     for i, raw in enumerate(work["context"].to_list()):
@@ -307,7 +316,7 @@ def _merge_context(good: pl.DataFrame, extra: list[str]) -> pl.Expr:
         return pl.col("context") if has_ctx else pl.lit(None, pl.String)
     if not has_ctx:
         return (
-            pl.when(pl.any_horizontal([pl.col(c).is_not_null() for c in extra]))
+            pl.when(pl.any_horizontal(pl.col(extra).is_not_null()))
             .then(pl.struct(extra).struct.json_encode())
             .otherwise(None)
         )
