@@ -78,7 +78,8 @@ def test_count_mismatch_names_the_file(data_dir, tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ConfigError, match="known: kuairec-captions, lastfm-2k, microlens-50k, movielens-100k"):
+    known = "known: kuairec-captions, lastfm-2k, microlens-50k, movielens-100k"
+    with pytest.raises(ConfigError, match=known):
         get_loader("netflix")
 
 
