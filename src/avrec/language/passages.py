@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_SEGMENTS",
     "FIELDS",
     "SEGMENT_FIELDS",
+    "cached_encode",
     "document_text",
     "encode_multilingual",
     "encode_segments",
@@ -98,6 +99,36 @@ def document_text(doc: dict[str, str], max_chars: int = 600) -> str:
     return "\n".join(p for p in parts if p)[:max_chars]
 
 
+def cached_encode(
+    enc: Any,
+    texts: Sequence[str],
+    tag: str,
+    cache: Any = None,
+    progress: Any = None,
+    what: str = "encoding",
+    batch: int = 64,
+) -> tuple[dict[str, np.ndarray], int]:
+    """``enc``'s vector of each distinct text of ``texts``: read from ``cache`` (the
+    workspace's ContentStore, ``get_segments``/``put_segments``) where it holds one under
+    ``tag``, the encoder's version and the text, encoded in batches (shortest first) and
+    kept there otherwise. ``progress(what, total)`` is a context manager yielding
+    ``advance(n)`` (the CLI's bar). Returns text -> vector and how many were encoded now."""
+    key = {t: hashlib.sha256(f"{tag}|{enc.version}|{t}".encode()).hexdigest() for t in texts}
+    found = cache.get_segments(list(set(key.values()))) if cache is not None else {}
+    missing = sorted({t for t, k in key.items() if k not in found}, key=len)
+    if missing:
+        bar = progress(what, len(missing)) if progress else None
+        with bar if bar is not None else nullcontext(lambda n: None) as advance:
+            for lo in range(0, len(missing), batch):
+                part = missing[lo : lo + batch]
+                new = dict(zip((key[t] for t in part), enc.encode(part), strict=True))
+                if cache is not None:
+                    cache.put_segments(new)
+                found.update(new)
+                advance(len(part))
+    return {t: found[k] for t, k in key.items()}, len(missing)
+
+
 def fill_text_vectors(
     docs: Sequence[dict[str, str]],
     vectors: np.ndarray | None,
@@ -123,27 +154,12 @@ def fill_text_vectors(
         return vectors, 0
     x = np.array(x, np.float32)
     texts = {i: document_text(docs[i]) for i in todo}
-    keys = {
-        i: hashlib.sha256(f"search|{enc.version}|{t}".encode()).hexdigest()
-        for i, t in texts.items()
-    }
-    found = cache.get_segments(list(keys.values())) if cache is not None else {}
-    missing = [i for i in todo if keys[i] not in found]
-    if missing:
-        bar = progress("encoding item text for search", len(missing)) if progress else None
-        with bar if bar is not None else nullcontext(lambda n: None) as advance:
-            for lo in range(0, len(missing), 64):
-                part = missing[lo : lo + 64]
-                new = dict(
-                    zip((keys[i] for i in part), enc.encode([texts[i] for i in part]), strict=True)
-                )
-                if cache is not None:
-                    cache.put_segments(new)
-                found.update(new)
-                advance(len(part))
+    found, n = cached_encode(
+        enc, list(texts.values()), "search", cache, progress, "encoding item text for search"
+    )
     for i in todo:
-        x[i] = found[keys[i]]
-    return x, len(missing)
+        x[i] = found[texts[i]]
+    return x, n
 
 
 def segment_texts(
@@ -211,26 +227,19 @@ def encode_segments(
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros((0, 0), np.float32)
     enc = E5TextEncoder()
-    key = {t: hashlib.sha256(f"search-seg|{enc.version}|{t}".encode()).hexdigest()
-           for _, _, t in rows}  # fmt: skip
-    found = cache.get_segments(list(set(key.values()))) if cache is not None else {}
-    missing = sorted({t for t, k in key.items() if k not in found}, key=len)
-    if missing:
-        what = "encoding tags and transcripts for search"
-        bar = progress(what, len(missing)) if progress else None
-        with bar if bar is not None else nullcontext(lambda n: None) as advance:
-            for lo in range(0, len(missing), 64):
-                part = missing[lo : lo + 64]
-                new = dict(zip((key[t] for t in part), enc.encode(part), strict=True))
-                if cache is not None:
-                    cache.put_segments(new)
-                found.update(new)
-                advance(len(part))
+    found, _ = cached_encode(
+        enc,
+        [t for _, _, t in rows],
+        "search-seg",
+        cache,
+        progress,
+        "encoding tags and transcripts for search",
+    )
     from avrec.features.base import l2_normalise
 
     items = np.asarray([i for i, _, _ in rows], np.int64)
     fields = np.asarray([SEGMENT_FIELDS.index(f) for _, f, _ in rows], np.int8)
-    vectors = l2_normalise(np.stack([found[key[t]] for _, _, t in rows]).astype(np.float32))
+    vectors = l2_normalise(np.stack([found[t] for _, _, t in rows]).astype(np.float32))
     return items, fields, vectors
 
 
@@ -282,22 +291,17 @@ def encode_multilingual(
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, UseTextEncoder.dim), np.float32)
     enc = UseTextEncoder()
-    key = {t: hashlib.sha256(f"search-use|{enc.version}|{t}".encode()).hexdigest()
-           for _, t in rows}  # fmt: skip
-    found = cache.get_segments(list(set(key.values()))) if cache is not None else {}
-    missing = sorted({t for t, k in key.items() if k not in found}, key=len)
-    if missing:
-        bar = progress("encoding item sentences (multilingual)", len(missing)) if progress else None
-        with bar if bar is not None else nullcontext(lambda n: None) as advance:
-            for lo in range(0, len(missing), 256):
-                part = missing[lo : lo + 256]
-                new = dict(zip((key[t] for t in part), enc.encode(part), strict=True))
-                if cache is not None:
-                    cache.put_segments(new)
-                found.update(new)
-                advance(len(part))
+    found, _ = cached_encode(
+        enc,
+        [t for _, t in rows],
+        "search-use",
+        cache,
+        progress,
+        "encoding item sentences (multilingual)",
+        batch=256,
+    )
     from avrec.features.base import l2_normalise
 
     items = np.asarray([i for i, _ in rows], np.int64)
-    vectors = l2_normalise(np.stack([found[key[t]] for _, t in rows]).astype(np.float32))
+    vectors = l2_normalise(np.stack([found[t] for _, t in rows]).astype(np.float32))
     return items, vectors

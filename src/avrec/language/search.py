@@ -227,19 +227,12 @@ class SearchIndex:
     def _set_rows(
         self, rows: np.ndarray, x: np.ndarray, index_bytes: bytes | None = None, kind: str = ""
     ) -> None:
-        from avrec.retrieval import VectorIndex
-
         self.rows = np.asarray(rows, np.int64)
         self.row_vectors = np.ascontiguousarray(x, np.float32)
         self.row_of = np.full(self.n_items, -1, np.int64)
         self.row_of[self.rows] = np.arange(len(self.rows))
         self.has_vector = self.row_of >= 0
-        if not len(self.rows):
-            self.vindex = None
-        elif index_bytes is not None:  # a graph index is kept, not rebuilt
-            self.vindex = VectorIndex.from_bytes(index_bytes, kind)
-        else:
-            self.vindex = VectorIndex().build(self.row_vectors)
+        self.vindex = _vector_index(self.row_vectors, index_bytes, kind)
 
     def set_segments(self, items: np.ndarray, fields: np.ndarray, vectors: np.ndarray) -> None:
         """Vectors of parts of items (their tags, passages of their transcript and on-screen
@@ -261,16 +254,9 @@ class SearchIndex:
         index_bytes: bytes | None = None,
         kind: str = "",
     ) -> None:
-        from avrec.retrieval import VectorIndex
-
         self.seg_items, self.seg_fields = items, fields
         self.seg_vectors = None if x is None else np.ascontiguousarray(x, np.float32)
-        if self.seg_vectors is None or not len(items):
-            self.sindex = None
-        elif index_bytes is not None:
-            self.sindex = VectorIndex.from_bytes(index_bytes, kind)
-        else:
-            self.sindex = VectorIndex().build(self.seg_vectors)
+        self.sindex = _vector_index(self.seg_vectors, index_bytes, kind)
 
     def set_multilingual(self, items: np.ndarray, vectors: np.ndarray) -> None:
         """USE vectors of items' sentences for the ``multilingual`` leg: row ``r`` belongs to
@@ -289,16 +275,9 @@ class SearchIndex:
         index_bytes: bytes | None = None,
         kind: str = "",
     ) -> None:
-        from avrec.retrieval import VectorIndex
-
         self.m_items = items
         self.m_vectors = None if x is None else np.ascontiguousarray(x, np.float32)
-        if self.m_vectors is None or not len(items):
-            self.mindex = None
-        elif index_bytes is not None:
-            self.mindex = VectorIndex.from_bytes(index_bytes, kind)
-        else:
-            self.mindex = VectorIndex().build(self.m_vectors)
+        self.mindex = _vector_index(self.m_vectors, index_bytes, kind)
 
     @property
     def has_semantic(self) -> bool:
@@ -701,6 +680,18 @@ class SearchIndex:
                 str(vec.get("m_index_kind", "")),
             )
         return self
+
+
+def _vector_index(x: np.ndarray | None, index_bytes: bytes | None, kind: str) -> Any:
+    """A vector index over the rows of ``x`` (``None`` without rows): a saved graph index is
+    read back from ``index_bytes``, not rebuilt."""
+    from avrec.retrieval import VectorIndex
+
+    if x is None or not len(x):
+        return None
+    if index_bytes is not None:
+        return VectorIndex.from_bytes(index_bytes, kind)
+    return VectorIndex().build(x)
 
 
 def _bm25s():  # noqa: ANN202
