@@ -72,7 +72,8 @@ QUERY_FILES = {
     "kuairec-captions": (ROOT / "benchmarks" / "data" / "kuairec-captions-queries.tsv", "zh"),
 }
 PARAPHRASE_MODES = (
-    "semantic", "multilingual", "keyword", "hybrid (equal)", "hybrid (default)", "ask",
+    "semantic", "multilingual", "translated", "keyword", "hybrid (equal)",
+    "hybrid (untranslated)", "hybrid (default)", "ask",
 )  # fmt: skip
 LEXICAL_MODES = (
     "semantic", "keyword", "hybrid (equal)", "hybrid (default)", "ask", "ask + person",
@@ -81,14 +82,19 @@ LEXICAL_MODES = (
 #: choose from together (keyword 1.0, title 0.5)
 SEMANTIC_WEIGHTS = (1.0, 3.0)
 MULTILINGUAL_WEIGHTS = (2.0, 6.0)
-#: the keyword list's weight when its best match holds the request's words (1: no boost)
-EVIDENCE = (1.0, 4.0, 16.0)
+#: the keyword list's weight when its best match holds the request's words (1, no boost, lost
+#: to 4 and 16 in every cell of the 2026-12-07 grid, ``a0a45df``; 16 was at that grid's edge)
+EVIDENCE = (4.0, 16.0, 64.0)
+#: the weight of e5 over the request's word-by-word translation (0: no such leg), and whether
+#: the translation's words join the keyword leg's
+TRANSLATED_WEIGHTS = (0.0, 1.0, 2.0)
+TRANSLATE_KEYWORDS = (False, True)
 #: rule-made requests from the words of the split's validation items (not its test items),
 #: a development set for people who type an item's own words
 LEXICAL_DEV = 200
 #: how deep each leg's list goes before fusion (an item below it in one leg gets nothing
 #: from that leg)
-DEPTHS = (100, 300)
+DEPTHS = (300,)  # 300 beat 100 in 9 of the 12 cells of the 2026-12-07 grid (a0a45df)
 DEPTH = 100
 
 #: lexical queries: a word of the description -> another way to say it
@@ -223,7 +229,7 @@ def text_vectors(dataset, name: str) -> np.ndarray:  # noqa: ANN001
 
 def answer(asker: Asker, query: str, mode: str, user: str | None, k: int) -> list[int]:
     """The item indexes ``mode`` returns for ``query``, best first (``k`` of them at most)."""
-    if mode in ("semantic", "keyword", "multilingual"):
+    if mode in ("semantic", "keyword", "multilingual", "translated"):
         return [h.item for h in asker.search.search(query, k=k, mode=mode, explain=k <= 10)]
     if mode.startswith("hybrid"):
         return [h.item for h in asker.search.search(query, k=k, explain=k <= 10)]
@@ -246,8 +252,12 @@ def run_mode(
     (:class:`QueryVectors`); a ``timed`` one encodes every query afresh, as a served request
     does."""
     saved = dict(asker.search.weights)
-    if mode.startswith("hybrid") or mode.startswith("ask"):
-        asker.search.weights.update(weight if isinstance(weight, dict) else {"semantic": weight})
+    saved_tk = asker.search.translate_keywords
+    w = dict(weight) if isinstance(weight, dict) else {"semantic": weight}
+    if "translate_keywords" in w:
+        asker.search.translate_keywords = bool(w.pop("translate_keywords"))
+    if mode.startswith("hybrid") or mode.startswith("ask") or mode == "translated":
+        asker.search.weights.update(w)
     search = asker.search
     memo = search.__dict__.pop("encode_query", None)  # the QueryVectors, if any
     mmemo = search.__dict__.pop("encode_multilingual_query", None)
@@ -266,6 +276,7 @@ def run_mode(
     finally:
         search.weights.clear()
         search.weights.update(saved)
+        search.translate_keywords = saved_tk
         if memo is not None:
             search.encode_query = memo
         if mmemo is not None:
@@ -300,8 +311,15 @@ def scores(ranks: list, seconds: float | None = None) -> dict:
 
 def mode_weight(mode: str, default: float) -> float | dict:
     """The retriever weights a mode runs at: ``hybrid (equal)`` has every meaning leg weigh as
-    much as the keyword one; the others keep the defaults."""
-    return {"semantic": 1.0, "multilingual": 1.0} if mode == "hybrid (equal)" else default
+    much as the keyword one; ``hybrid (untranslated)`` is the default without the request's
+    translation (the ablation); the others keep the defaults."""
+    if mode == "hybrid (equal)":
+        return {"semantic": 1.0, "multilingual": 1.0, "translated": 1.0}
+    if mode == "hybrid (untranslated)":
+        return {"translated": 0.0, "translate_keywords": False}
+    if mode == "translated":
+        return {"translated": 1.0}
+    return default
 
 
 def _timing(times: list[float]) -> dict:
@@ -346,25 +364,31 @@ def dev_grid(asker: Asker, data, name: str, lexical_dev: dict | None = None) -> 
         dev_sets[f"lexical {lang}"] = [(q, None, t) for q, _, t in qs]
     grid: dict = {}
     saved = asker.search.depth, asker.search.keyword_evidence
-    for depth in DEPTHS:
+    cells = [
+        (d, ev, ws, wm, wt, tk)
+        for d in DEPTHS
+        for ev in EVIDENCE
+        for ws in SEMANTIC_WEIGHTS
+        for wm in MULTILINGUAL_WEIGHTS
+        for wt in TRANSLATED_WEIGHTS
+        for tk in TRANSLATE_KEYWORDS
+    ]
+    for depth, ev, ws, wm, wt, tk in cells:
         asker.search.depth = depth
-        for ev in EVIDENCE:
-            asker.search.keyword_evidence = ev
-            for ws in SEMANTIC_WEIGHTS:
-                for wm in MULTILINGUAL_WEIGHTS:
-                    weights = {"semantic": ws, "multilingual": wm}
-                    per = {
-                        k: scores(run_mode(asker, qs, "hybrid", weights)[0])
-                        for k, qs in dev_sets.items()
-                    }
-                    key = f"{depth},{ev:g},{ws:g},{wm:g}"
-                    grid[key] = {
-                        **per,
-                        "mean_mrr": float(np.mean([p["mrr"] for p in per.values()])),
-                    }
-                    print(f"    dev {key}: mean MRR {grid[key]['mean_mrr']:.3f}", flush=True)
+        asker.search.keyword_evidence = ev
+        weights = {"semantic": ws, "multilingual": wm, "translated": wt, "translate_keywords": tk}
+        per = {k: scores(run_mode(asker, qs, "hybrid", weights)[0]) for k, qs in dev_sets.items()}
+        key = grid_key(depth, ev, ws, wm, wt, tk)
+        grid[key] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
+        print(f"    dev {key}: mean MRR {grid[key]['mean_mrr']:.3f}", flush=True)
     asker.search.depth, asker.search.keyword_evidence = saved
     return grid
+
+
+def grid_key(depth: int, ev: float, ws: float, wm: float, wt: float, tk: bool) -> str:
+    """A development grid cell's name: depth, evidence, semantic, multilingual, translated
+    weights and keyword translation (0 or 1)."""
+    return f"{depth},{ev:g},{ws:g},{wm:g},{wt:g},{int(tk)}"
 
 
 def paraphrase(asker: Asker, data, name: str, defaults: dict, grid: dict) -> dict:  # noqa: ANN001
@@ -416,12 +440,14 @@ def choose(results: list[dict]) -> tuple[dict, dict]:
             means.setdefault(key, []).extend(v["mrr"] for k, v in g.items() if isinstance(v, dict))
     table = {k: float(np.mean(v)) for k, v in means.items()}
     best = max(table, key=lambda k: (round(table[k], 3), *(-float(x) for x in k.split(","))))
-    depth, ev, ws, wm = (float(x) for x in best.split(","))
+    depth, ev, ws, wm, wt, tk = (float(x) for x in best.split(","))
     return {
         "depth": int(depth),
         "keyword_evidence": ev,
         "semantic": ws,
         "multilingual": wm,
+        "translated": wt,
+        "translate_keywords": bool(tk),
     }, table
 
 
@@ -509,15 +535,22 @@ def finish(ctx: dict, settings: dict, n_queries: int) -> dict:
     s.weights.update({k: v for k, v in settings.items() if k in s.weights})
     s.depth = int(settings.get("depth", s.depth))
     s.keyword_evidence = float(settings.get("keyword_evidence", s.keyword_evidence))
+    s.translate_keywords = bool(settings.get("translate_keywords", s.translate_keywords))
     out = {
         "dataset": name,
         "fit_s": ctx["fit_s"],
         "search_weights": dict(s.weights),
         "search_depth": s.depth,
         "keyword_evidence": s.keyword_evidence,
+        "translate_keywords": s.translate_keywords,
         "person_weight": asker.personal_weight,
     }
-    used = {**s.weights, "depth": s.depth, "keyword_evidence": s.keyword_evidence}
+    used = {
+        **s.weights,
+        "depth": s.depth,
+        "keyword_evidence": s.keyword_evidence,
+        "translate_keywords": s.translate_keywords,
+    }
     if "grid" in ctx:
         out["paraphrase"] = paraphrase(asker, data, name, used, ctx["grid"])
     if ctx["split"] is not None:
@@ -589,30 +622,35 @@ def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
             "",
         ]
         best, table = chosen
-        params = PipelineConfig().search_params
         lines += [
             "Development sets (each catalogue's development half in both languages and, for "
             "MovieLens-100K, 200 rule-made requests per language from the words of the "
-            "split's validation items), mean hybrid MRR by each leg's depth, the keyword "
-            "evidence boost, the semantic weight (rows) and the multilingual weight (columns). "
-            f"Chosen: depth {best['depth']}, keyword evidence {best['keyword_evidence']:g}, "
-            f"semantic {best['semantic']:g}, multilingual {best['multilingual']:g} (the "
-            f"defaults: {params.get('depth', 100)}, {params.get('keyword_evidence', 1.0):g}, "
-            f"{defaults['semantic']:g}, {defaults['multilingual']:g}).",
+            "split's validation items), mean hybrid MRR by the keyword evidence boost, the "
+            "semantic and multilingual weights, whether the request's word-by-word "
+            "translation joins the keyword leg (rows), and the weight of e5 over that "
+            f"translation (columns; 0: no such leg), each leg read {DEPTHS[-1]} deep. Chosen: "
+            + ", ".join(f"{k} {v:g}" for k, v in best.items())
+            + " (the defaults: "
+            + ", ".join(f"{k} {float(defaults.get(k, 0)):g}" for k in best)
+            + ").",
             "",
-            "| depth, evidence, semantic \\ multilingual | "
-            + " | ".join(f"{w:g}" for w in MULTILINGUAL_WEIGHTS)
+            "| evidence, semantic, multilingual, translated keywords \\ translated | "
+            + " | ".join(f"{w:g}" for w in TRANSLATED_WEIGHTS)
             + " |",
-            "|---|" + "---|" * len(MULTILINGUAL_WEIGHTS),
+            "|---|" + "---|" * len(TRANSLATED_WEIGHTS),
         ]
         for depth in DEPTHS:
             for ev in EVIDENCE:
                 for ws in SEMANTIC_WEIGHTS:
-                    cells = [
-                        f"{table.get(f'{depth},{ev:g},{ws:g},{wm:g}', float('nan')):.3f}"
-                        for wm in MULTILINGUAL_WEIGHTS
-                    ]
-                    lines.append(f"| {depth}, {ev:g}, {ws:g} | " + " | ".join(cells) + " |")
+                    for wm in MULTILINGUAL_WEIGHTS:
+                        for tk in TRANSLATE_KEYWORDS:
+                            keys = [grid_key(depth, ev, ws, wm, t, tk) for t in TRANSLATED_WEIGHTS]
+                            cells = [f"{table.get(k, float('nan')):.3f}" for k in keys]
+                            lines.append(
+                                f"| {ev:g}, {ws:g}, {wm:g}, {'yes' if tk else 'no'} | "
+                                + " | ".join(cells)
+                                + " |"
+                            )
         lines.append("")
     lex = [r for r in results if "lexical" in r]
     lines += [
@@ -669,9 +707,10 @@ def main() -> None:
         **params["weights"],
         "depth": params.get("depth", 100),
         "keyword_evidence": params.get("keyword_evidence", 1.0),
+        "translate_keywords": params.get("translate_keywords", False),
     }
     for leg, w in chosen[0].items():
-        if w != float(defaults[leg]):
+        if w != defaults.get(leg, 0.0):
             print(f"!! the development sets choose {leg} {w:g}, the default is "
                   f"{defaults[leg]:g}: change the default")  # fmt: skip
     applied = chosen[0] if args.apply_chosen and chosen[0] else defaults

@@ -20,6 +20,10 @@ fusion (each list weighted):
   (:func:`~avrec.language.passages.encode_multilingual`); an item counts by its closest
   sentence. e5 keeps to the query's language (a Chinese request over an English catalogue
   found hub items); USE was trained on translation pairs and crosses languages both ways.
+- **translated**: a request in the other language than (part of) the catalogue, rendered word
+  by word through CC-CEDICT (:mod:`avrec.language.lexicon`) and searched by e5 in the
+  catalogue's language; with ``translate_keywords``, the rendering's words also join the
+  keyword leg's (words the catalogue uses, uncorrected).
 - **title**: fuzzy matching of the whole query against whole titles (``rapidfuzz`` ratio >= 80,
   leading articles and the year left out), for people who type a title, misspelt; catalogues
   above ``fuzzy_titles_max`` items skip it (the per-word correction still applies).
@@ -72,7 +76,9 @@ __all__ = [
 ]
 
 #: the retrievers a search fuses, each with its weight
-RETRIEVERS: tuple[str, ...] = ("keyword", "semantic", "title", "multilingual")
+RETRIEVERS: tuple[str, ...] = ("keyword", "semantic", "title", "multilingual", "translated")
+#: the least share of the catalogue in the other language for which a request is translated
+TRANSLATE_MIN_SHARE = 0.1
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
@@ -115,6 +121,8 @@ class SearchIndex:
         keyword_evidence: the keyword list's weight is multiplied by this when the best
             keyword match holds at least ``evidence_coverage`` of the request's words (the
             fusion by evidence: a request made of an item's own words finds that item).
+        translate_keywords: add the request's word-by-word translation to the keyword leg's
+            words when the request's language differs from (part of) the catalogue's.
     """
 
     def __init__(
@@ -127,6 +135,7 @@ class SearchIndex:
         b: float = 0.75,
         keyword_evidence: float = 16.0,
         evidence_coverage: float = 0.75,
+        translate_keywords: bool = False,
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
@@ -135,6 +144,7 @@ class SearchIndex:
             "semantic": 1.0,
             "title": 0.5,
             "multilingual": 2.0,
+            "translated": 0.0,
             **(weights or {}),
         }
         unknown = set(self.weights) - set(RETRIEVERS)
@@ -144,6 +154,7 @@ class SearchIndex:
         self.depth = depth
         self.keyword_evidence = keyword_evidence
         self.evidence_coverage = evidence_coverage
+        self.translate_keywords = translate_keywords
         self.fuzzy_titles_max = fuzzy_titles_max
         self.k1, self.b = k1, b
         self.bm25 = None
@@ -197,6 +208,7 @@ class SearchIndex:
             self.bm25 = bm25s.BM25(k1=self.k1, b=self.b)
             self.bm25.index(corpus, show_progress=False)
         self._fitted = True
+        self.zh_share = _zh_share(self.docs)
         # most used first: a typo as close to two words is read as the commoner one
         words = sorted(df, key=lambda w: (-df[w], w))
         self._prepare([_title_key(d.get("title", "")) for d in self.docs], words)
@@ -212,6 +224,7 @@ class SearchIndex:
         self.title_keys = title_keys
         self._encoded: dict[str, np.ndarray] = {}
         self._m_encoded: dict[str, np.ndarray] = {}
+        self._translated: dict[str, str] = {}
 
     def set_vectors(self, vectors: np.ndarray) -> None:
         """Text vectors for semantic search, one row per item (zero rows: none). Only the
@@ -342,18 +355,39 @@ class SearchIndex:
         """The BM25 tokens of ``query``: its words, corrected, stemmed."""
         return stem(self.correct(tokenize(query, stem=False)))
 
-    def keyword(self, query: str, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
-        """Items by BM25 score, best first (only items that contain a query word)."""
+    def keyword(
+        self, query: str, n: int, allowed: np.ndarray | None = None, extra: str = ""
+    ) -> np.ndarray:
+        """Items by BM25 score, best first (only items that contain a query word). ``extra``
+        (a translation of the query) adds its words that the catalogue uses, uncorrected."""
         self._check()
         if self.bm25 is None:
             return np.zeros(0, np.int64)
         toks = [t for t in self.query_tokens(query) if t in self.bm25.vocab_dict]
+        toks += [t for t in tokenize(extra) if t in self.bm25.vocab_dict]
         if not toks:
             return np.zeros(0, np.int64)
         scores = np.asarray(self.bm25.get_scores(toks), np.float32)
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0)
         return _top_positive(scores, n)
+
+    def translation(self, query: str) -> str:
+        """``query`` rendered word by word into the catalogue's other language, when at least
+        :data:`TRANSLATE_MIN_SHARE` of the catalogue is in that language and not the
+        request's; ``""`` otherwise (kept for the last few queries)."""
+        from avrec.language.lexicon import lexicon, request_language
+
+        hit = self._translated.get(query)
+        if hit is None:
+            target = "en" if request_language(query) == "zh" else "zh"
+            share = getattr(self, "zh_share", 0.0)
+            share = share if target == "zh" else 1.0 - share
+            hit = lexicon().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
+            if len(self._translated) > 256:
+                self._translated.pop(next(iter(self._translated)))
+            self._translated[query] = hit
+        return hit
 
     def encode_query(self, query: str) -> np.ndarray:
         """The query's e5 vector (kept for the last few queries)."""
@@ -494,9 +528,10 @@ class SearchIndex:
         query = clip_query(query)[0]
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
-        if mode not in ("hybrid", "keyword", "semantic", "multilingual"):
+        if mode not in ("hybrid", *RETRIEVERS) or mode == "title":
             raise ConfigError(
-                f"unknown search mode {mode!r}: hybrid, keyword, semantic or multilingual"
+                f"unknown search mode {mode!r}: hybrid, keyword, semantic, multilingual or "
+                "translated"
             )
         if allowed is not None:
             allowed = np.asarray(allowed, bool)
@@ -509,8 +544,14 @@ class SearchIndex:
         depth = max(self.depth, k)
         lists: dict[str, np.ndarray] = {}
         near: dict[int, str] = {}
+        translated = ""
+        if (mode in ("hybrid", "translated") and self.weights["translated"] > 0) or (
+            mode in ("hybrid", "keyword") and self.translate_keywords
+        ):
+            translated = self.translation(query)
         if mode in ("hybrid", "keyword") and self.weights["keyword"] > 0:
-            lists["keyword"] = self.keyword(query, depth, allowed)
+            extra = translated if self.translate_keywords else ""
+            lists["keyword"] = self.keyword(query, depth, allowed, extra)
         if mode in ("hybrid", "semantic") and self.weights["semantic"] > 0:
             found, cos, parts = self.semantic(query, depth, allowed, near=True)
             if semantic_margin is not None and len(cos):
@@ -520,6 +561,13 @@ class SearchIndex:
             near = dict(zip(found.tolist(), parts.tolist(), strict=True))
         if mode in ("hybrid", "multilingual") and self.weights["multilingual"] > 0:
             lists["multilingual"] = self.multilingual(query, depth, allowed)[0]
+        if (
+            mode in ("hybrid", "translated")
+            and self.weights["translated"] > 0
+            and translated
+            and self.has_semantic
+        ):
+            lists["translated"] = self.semantic(translated, depth, allowed)[0]
         if mode == "hybrid" and self.weights["title"] > 0:
             lists["title"] = self.title(query, depth, allowed)
         weights = dict(self.weights)
@@ -613,6 +661,7 @@ class SearchIndex:
             "docs_at": at,
             "titles": json_array(self.title_keys),
             "words": json_array(self.words),
+            "zh_share": np.asarray(self.zh_share, np.float32),
         }
         if self.vindex is not None:
             arrays["rows"] = self.rows
@@ -646,11 +695,15 @@ class SearchIndex:
             self.docs = JsonRows(npz["docs"], npz["docs_at"])  # parsed when read
             titles = from_json_array(npz["titles"])
             words = from_json_array(npz["words"])
-            vec = {k: npz[k] for k in npz.files if k not in ("docs", "docs_at", "titles", "words")}
+            zh_share = float(npz["zh_share"]) if "zh_share" in npz.files else None
+            skip = ("docs", "docs_at", "titles", "words", "zh_share")
+            vec = {k: npz[k] for k in npz.files if k not in skip}
         self.bm25 = None
         if (path / "bm25").is_dir():
             self.bm25 = bm25s.BM25.load(path / "bm25", show_progress=False, verbosity=0)
         self._fitted = True
+        # an index saved before the languages were counted: count them now
+        self.zh_share = _zh_share(self.docs) if zh_share is None else zh_share
         self._prepare(titles, words)
         if "rows" in vec:
             data = vec.get("index_bytes")
@@ -680,6 +733,18 @@ class SearchIndex:
                 str(vec.get("m_index_kind", "")),
             )
         return self
+
+
+def _zh_share(docs: Sequence[dict[str, str]]) -> float:
+    """The share of ``docs`` whose title and description are written in Chinese."""
+    from avrec.language.lexicon import request_language
+
+    if not len(docs):
+        return 0.0
+    zh = sum(
+        request_language(f"{d.get('title', '')} {d.get('description', '')}") == "zh" for d in docs
+    )
+    return zh / len(docs)
 
 
 def _vector_index(x: np.ndarray | None, index_bytes: bytes | None, kind: str) -> Any:
