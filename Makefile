@@ -16,7 +16,7 @@ export AVREC_DATA_DIR := $(abspath ../shared/datasets)
 endif
 endif
 
-.PHONY: install dev fonts browser demo test test-fast lint format bench bench-pipeline clean
+.PHONY: install dev fonts browser postgres demo test test-fast lint format bench bench-pipeline clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,16 @@ browser:
 	    || echo "chromium could not be installed: the web page test will be skipped"; \
 	  else echo "no chromium and no apt-get as root: the web page test will be skipped"; fi; }
 
+# The PostgreSQL store's tests start a throwaway server from Debian's postgresql (as the
+# postgres user; the server refuses root); installed when missing and apt-get is usable.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1)) \
+	    || echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"; \
+	  else echo "no postgresql and no apt-get as root: the PostgreSQL store tests will be skipped"; fi; }
+
 dev: $(VENV)/.dev
 
 demo: install $(VENV)/.llm
@@ -78,7 +88,7 @@ demo: install $(VENV)/.llm
 	@# last: the API and the web page, open on loopback (dev mode); DEMO_SERVE=0 stops before
 	$(if $(filter 0,$(DEMO_SERVE)),@echo "DEMO_SERVE=0: not serving",$(BIN)/avrec --workspace demo-workspace serve --dev --host 127.0.0.1 --port 8000)
 
-test: dev fonts browser
+test: dev fonts browser postgres
 	$(BIN)/python -m pytest
 
 test-fast: dev

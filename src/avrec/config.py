@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     workspace: Path | None = Field(None, description="default workspace (AVREC_WORKSPACE)")
     cache_dir: Path = Field(Path.home() / ".cache" / "avrec", description="downloads and caches")
     offline: bool = Field(False, description="never download public datasets")
+    store_url: str | None = Field(
+        None, description="the store, over the workspace's [store] url (AVREC_STORE_URL)"
+    )
     log_level: str = "WARNING"
 
 
@@ -42,7 +45,11 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field("sqlite:///avrec.db", description="relative paths are inside the workspace")
+    url: str = Field(
+        "sqlite:///avrec.db",
+        description="relative paths are inside the workspace; postgresql://user:password@host"
+        ":port/database for several serving nodes on one database (AVREC_STORE_URL wins)",
+    )
 
 
 class EventsConfig(BaseModel):

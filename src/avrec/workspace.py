@@ -162,7 +162,9 @@ class Workspace:
 
     @property
     def store_url(self) -> str:
-        url = self.config.store.url
+        """The store's URL: ``AVREC_STORE_URL`` when set, else ``[store] url`` (a relative
+        SQLite path is inside the workspace)."""
+        url = Settings().store_url or self.config.store.url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             rel = url[len("sqlite:///") :]
             if rel != ":memory:":

@@ -7,18 +7,10 @@ import polars as pl
 import pytest
 
 from avrec.errors import StoreError
-from avrec.storage import open_store
 
 
 def events(rows):
     return pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row")
-
-
-@pytest.fixture()
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path / 'a.db'}")
-    yield s
-    s.close()
 
 
 def test_idempotency_keys_make_retries_safe(store):

@@ -38,11 +38,13 @@ def test_open_by_url(tmp_path):
     mem = open_store("sqlite:///:memory:")
     assert mem.counts()["users"] == 0
     assert "sqlite" in registered_schemes()
-    with pytest.raises(StoreError, match="known schemes: sqlite"):
+    with pytest.raises(StoreError, match="known schemes: postgres, postgresql, sqlite"):
         open_store("mongodb://localhost/x")
 
 
 def test_wal_mode(store):
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite only")
     assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -143,3 +145,15 @@ def test_user_texts_are_their_searches_and_comments_newest_first(tmp_path):
     assert store.user_texts("a", types=("search",), limit=1) == ["calm piano"]
     assert store.user_texts("nobody") == []
     store.close()
+
+
+def test_the_same_event_twice_in_one_batch_keeps_the_last(store):
+    ev = events(2).with_columns(
+        item_id=pl.Series(["i0", "i0"]), ts=pl.Series([1.0, 1.0]), value=pl.Series([1.0, 2.0])
+    )
+    res = store.add_events(ev)
+    assert (res.inserted, res.duplicates) == (1, 1)
+    assert store.events()["value"].to_list() == [2.0]
+    again = store.add_events(ev.with_columns(value=pl.Series([3.0, 4.0])))
+    assert (again.inserted, again.duplicates) == (0, 2)
+    assert store.events()["value"].to_list() == [4.0]

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from avrec.cli._common import console
+from avrec.storage.base import redact_url
 from avrec.workspace import Workspace
 
 
@@ -16,5 +17,5 @@ def init(
 ) -> None:
     """Create a workspace: avrec.toml, the store and the artifacts folder."""
     ws = Workspace.init(path, exist_ok=exist_ok)
-    console.print(f"workspace ready at [bold]{ws.root}[/] (store: {ws.store_url})")
+    console.print(f"workspace ready at [bold]{ws.root}[/] (store: {redact_url(ws.store_url)})")
     ws.close()

@@ -9,6 +9,7 @@ backend is a new module that calls :func:`register_backend`, not an edit to call
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "ModelRecord",
     "Store",
     "open_store",
+    "redact_url",
     "register_backend",
     "registered_schemes",
 ]
@@ -276,6 +278,11 @@ class Store(abc.ABC):
 _BACKENDS: dict[str, Callable[[str], Store]] = {}
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password as ``***`` (for messages, logs and ``Store.url``)."""
+    return re.sub(r"^([\w+.-]+://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:
     """Register a backend for URLs starting with ``scheme://``."""
     _BACKENDS[scheme] = factory
@@ -288,7 +295,7 @@ def registered_schemes() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from avrec.storage import sqlite  # noqa: F401  (registers itself)
+    from avrec.storage import postgres, sqlite  # noqa: F401  (each registers itself)
 
 
 def open_store(url: str) -> Store:
