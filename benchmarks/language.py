@@ -83,8 +83,9 @@ LEXICAL_MODES = (
 SEMANTIC_WEIGHTS = (1.0, 3.0)
 MULTILINGUAL_WEIGHTS = (2.0, 6.0)
 #: the keyword list's weight when its best match holds the request's words (1, no boost, lost
-#: to 4 and 16 in every cell of the 2026-12-07 grid, ``a0a45df``; 16 was at that grid's edge)
-EVIDENCE = (4.0, 16.0, 64.0)
+#: to 4 and 16 in every cell of the 2026-12-07 grid, ``a0a45df``; 16 was at that grid's edge,
+#: and 64 at the edge of the next one, ``85cb821``, where 4 lost in every cell)
+EVIDENCE = (16.0, 64.0, 256.0)
 #: the weight of e5 over the request's word-by-word translation (0: no such leg), and whether
 #: the translation's words join the keyword leg's
 TRANSLATED_WEIGHTS = (0.0, 1.0, 2.0)
@@ -712,7 +713,7 @@ def main() -> None:
     for leg, w in chosen[0].items():
         if w != defaults.get(leg, 0.0):
             print(f"!! the development sets choose {leg} {w:g}, the default is "
-                  f"{defaults[leg]:g}: change the default")  # fmt: skip
+                  f"{float(defaults.get(leg, 0)):g}: change the default")  # fmt: skip
     applied = chosen[0] if args.apply_chosen and chosen[0] else defaults
     results = []
     for ctx in ctxs:

@@ -81,6 +81,20 @@ class Store(abc.ABC):
 
     url: str
 
+    # -- schema -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The version the store's schema is at (0: none yet)."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Bring the schema to this avrec's version (opening a store does it); returns the
+        versions run, oldest first.
+
+        Raises:
+            StoreError: the store was written by a newer avrec.
+        """
+
     # -- transactions -------------------------------------------------------------------------
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -260,6 +274,19 @@ class Store(abc.ABC):
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete the user, their events and their conversations (the right to be
         forgotten); returns how many of each went."""
+
+    # -- whole tables (avrec store copy) -------------------------------------------------------
+    @abc.abstractmethod
+    def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
+        """Every row of table ``name`` (one of :data:`avrec.storage.copy.TABLES`) with its
+        own keys, in key order, in frames of at most ``batch`` rows."""
+
+    @abc.abstractmethod
+    def load_table(self, name: str, rows: pl.DataFrame) -> None:
+        """Insert rows as :meth:`dump_table` gives them (keys kept) into table ``name``."""
+
+    def after_load(self) -> None:  # noqa: B027 - optional
+        """Make the store ready after :meth:`load_table` (sequences past the copied keys)."""
 
     def set_durable(self, durable: bool = True) -> None:  # noqa: B027 - optional
         """Make every commit reach the disk before it returns (backends that can choose)."""

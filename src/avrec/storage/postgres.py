@@ -821,6 +821,44 @@ class PostgresStore(Store):
                 yield pl.DataFrame(rows, schema=self._EVENT_SCHEMA, orient="row")
             cur.close()
 
+    def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
+        from avrec.storage.copy import TABLES
+
+        schema, key = TABLES[name]
+        cols = ", ".join(f"{c}::int" if t == pl.Int8 else c for c, t in schema.items())
+        if not key:  # a small table
+            yield self._copy_out(f"SELECT {cols} FROM {name}", schema)
+            return
+        last = None
+        while True:  # keyset pages: each one an index range
+            where = "" if last is None else f"WHERE {key} > {int(last)}"
+            df = self._copy_out(
+                f"SELECT {cols} FROM {name} {where} ORDER BY {key} LIMIT {int(batch)}", schema
+            )
+            if not df.height:
+                return
+            yield df
+            last = df[key][-1]
+
+    def load_table(self, name: str, rows: pl.DataFrame) -> None:
+        if not rows.height:
+            return
+        if name == "events":
+            self._ensure_partitions(self._months(rows["ts"]))
+        with self.transaction(), self._cx() as conn:
+            self._copy(conn, name, rows)
+
+    def after_load(self) -> None:
+        with self.transaction():
+            for table, col, seq in (
+                ("items", "idx", "pg_get_serial_sequence('items', 'idx')"),
+                ("users", "idx", "pg_get_serial_sequence('users', 'idx')"),
+                ("events", "id", "'events_id_seq'"),
+                ("ingests", "id", "pg_get_serial_sequence('ingests', 'id')"),
+                ("changes", "id", "pg_get_serial_sequence('changes', 'id')"),
+            ):
+                self._exec(f"SELECT setval({seq}, coalesce(max({col}), 0) + 1, false) FROM {table}")
+
     def counts(self) -> dict[str, int]:
         row = self._one(
             "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), "

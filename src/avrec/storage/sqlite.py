@@ -30,7 +30,6 @@ from avrec.storage.base import (
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
 
 _ITEM_FIELDS = (
     "title",
@@ -114,6 +113,14 @@ CREATE TABLE IF NOT EXISTS models (
 """
 
 
+#: the schema's versions, in order; each runs once, in one transaction (``meta``'s
+#: ``schema_version``). Version 1 is the layout every release so far has written.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "items, users, events, ingest log, states, counters, changes, models", _DDL),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
 class SQLiteStore(Store):
     """SQLite store. ``path`` may be ``":memory:"`` for tests.
 
@@ -133,11 +140,7 @@ class SQLiteStore(Store):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
             self._conn.execute("PRAGMA busy_timeout=10000")
-            self._conn.executescript(_DDL)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            self.migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._depth = 0
@@ -145,6 +148,40 @@ class SQLiteStore(Store):
         self._counters_swept = 0.0
         self._user_map: pl.DataFrame | None = None
         self._item_map: pl.DataFrame | None = None
+
+    # -- schema -------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The version the file's schema is at (0: none yet)."""
+        has_meta = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not has_meta:
+            return 0
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self) -> list[int]:
+        """Run the migrations the file has not had, in order, each in one transaction.
+        Returns the versions run.
+
+        Raises:
+            StoreError: the file was written by a newer avrec.
+        """
+        have = self.schema_version()
+        if have > SCHEMA_VERSION:
+            raise StoreError(
+                f"the SQLite store {self.path} is at schema version {have}, newer than this "
+                f"avrec's {SCHEMA_VERSION}: upgrade avrec"
+            )
+        done = []
+        for version, _name, sql in MIGRATIONS:
+            if version > have:
+                self._conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nINSERT OR REPLACE INTO meta(key, value) "
+                    f"VALUES ('schema_version', '{int(version)}');\nCOMMIT;"
+                )
+                done.append(version)
+        return done
 
     # -- transactions -------------------------------------------------------------------------
     @contextmanager
@@ -728,6 +765,38 @@ class SQLiteStore(Store):
             if rec.active:
                 return rec
         raise UnknownEntityError(f"no active model named {name!r}")
+
+    def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
+        from avrec.storage.copy import TABLES
+
+        schema, key = TABLES[name]
+        cols = ", ".join(schema)
+        if not key:  # a small table
+            yield self._frame(f"SELECT {cols} FROM {name}", schema)
+            return
+        last = None
+        while True:  # keyset pages: each one an index range, never an OFFSET scan
+            where, params = ("", ()) if last is None else (f"WHERE {key} > ?", (last,))
+            df = self._frame(
+                f"SELECT {cols} FROM {name} {where} ORDER BY {key} LIMIT ?",
+                schema,
+                (*params, int(batch)),
+            )
+            if not df.height:
+                return
+            yield df
+            last = df[key][-1]
+
+    def load_table(self, name: str, rows: pl.DataFrame) -> None:
+        if not rows.height:
+            return
+        cols = ", ".join(rows.columns)
+        with self.transaction():
+            self._conn.executemany(
+                f"INSERT INTO {name} ({cols}) VALUES ({', '.join('?' * rows.width)})",
+                rows.iter_rows(),
+            )
+        self._user_map = self._item_map = None
 
     def integrity_check(self) -> str:
         """SQLite's own consistency check; ``"ok"`` when the file is sound."""
