@@ -15,6 +15,7 @@ __all__ = [
     "MediaError",
     "NotFittedError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownEntityError",
 ]
 
@@ -37,6 +38,11 @@ class DatasetNotFoundError(DataError):
 
 class StoreError(AvrecError):
     """The store could not be opened, or a write could not be completed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server cannot be reached now (down, restarting): try again shortly. The
+    service answers 503 with ``Retry-After``."""
 
 
 class NotFittedError(AvrecError):

@@ -171,10 +171,14 @@ class Workspace:
                 return f"sqlite:///{(self.root / rel)}"
         return url
 
+    #: how long opening the store waits for a database server that cannot be reached yet
+    #: (``avrec serve`` sets it; a command fails at once)
+    store_wait_s: float = 0.0
+
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.store_url)
+            self._store = open_store(self.store_url, wait_s=self.store_wait_s)
         return self._store
 
     @property

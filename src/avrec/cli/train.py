@@ -166,9 +166,16 @@ def train(
     path = m.save(output)
     console.print(f"saved to {path}")
     if ws is not None:
-        rec = ws.store.register_model(  # type: ignore[attr-defined]
-            name, m.name, str(path), m.config.model_dump(), {"fit_seconds": seconds, **marks}
-        )
+        store = ws.store  # type: ignore[attr-defined]
+        rec = store.register_model(
+            name, m.name, str(path), m.config.model_dump(), {"fit_seconds": seconds, **marks},
+            activate=False,
+        )  # fmt: skip
+        # a shared store keeps the bundle's files too, for serving nodes on other machines;
+        # it becomes active (and every node swaps to it) only once they are there
+        if store.put_bundle(name, rec.version, path):
+            console.print(f"bundle stored in {store.url} for every serving node")
+        store.activate_model(name, rec.version)
         console.print(f"registered as {rec.name} v{rec.version} (active)")
         ws.close()  # type: ignore[attr-defined]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avrec import __version__
-from avrec.errors import AvrecError, ConfigError, DataError, UnknownEntityError
+from avrec.errors import (
+    AvrecError,
+    ConfigError,
+    DataError,
+    StoreUnavailableError,
+    UnknownEntityError,
+)
 from avrec.service.deps import scrub_paths
 from avrec.service.metrics import LATENCY
 from avrec.service.settings import ServiceSettings
@@ -184,6 +191,7 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     from avrec.service.routes import catalogue, events, health, language, recommend, tokens
     from avrec.service.security import AuthFailures, KeyRing, RateLimiter, UserTokens
     from avrec.service.state import ServiceState
+    from avrec.storage import open_store
     from avrec.workspace import Workspace
 
     cfg = settings or ServiceSettings()
@@ -192,6 +200,7 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
         if cfg.workspace is None:
             raise ConfigError("no workspace: pass --workspace or set AVREC_WORKSPACE")
         ws = Workspace(cfg.workspace)
+        ws.store_wait_s = cfg.store_wait_s
         state = ServiceState(
             ws, model=cfg.model, durable=cfg.durable, refresh_s=cfg.refresh_s,
             cache_s=cfg.cache_s,
@@ -224,16 +233,15 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     app.state.settings = cfg
     app.state.service = state
     app.state.keys = keys
-    app.state.limiter = RateLimiter(cfg.rate_limit)
+    # with a shared store, the limits are counted there: they hold across every node
+    app.state.limiter = RateLimiter(
+        cfg.rate_limit, open_store(state.ws.store_url) if state.store.shared else None
+    )
     app.state.tokens = UserTokens.for_workspace(
         state.ws.root, cfg.token_secret, cfg.token_max_ttl_s
     )
     # a connection of its own: the check runs before every request, and must not queue
     # behind the process lock that the event writer holds through each commit's fsync
-    import threading
-
-    from avrec.storage import open_store
-
     app.state.auth_failures = AuthFailures(
         open_store(state.ws.store_url), threading.Lock(), cfg.auth_fail_limit,
         cfg.auth_fail_window_s,
@@ -263,6 +271,13 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
             return _error(request, 404, "unknown", scrub_paths(str(exc)))
         if isinstance(exc, (ConfigError, DataError)):  # an argument the request gave
             return _error(request, 400, "bad_request", scrub_paths(str(exc)))
+        if isinstance(exc, StoreUnavailableError):  # the database is restarting: retry
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return _error(
+                request, 503, "store_unavailable",
+                "the store is unavailable for a moment; retry shortly",
+                headers={"Retry-After": "1"},
+            )  # fmt: skip
         # anything else (a broken bundle, the store) is the server's fault
         return _internal(request, exc, "request failed")
 
@@ -299,7 +314,6 @@ def _schedule(state: Any, every_s: float) -> None:
     """Retrain every ``every_s`` seconds; with several processes, the one that takes the
     store's lease for this period does it. A failing turn (the store busy or broken) is
     logged and the next period tries again: the thread never dies."""
-    import threading
 
     def loop() -> None:
         while True:

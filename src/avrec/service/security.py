@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,13 +167,18 @@ def _plain(entry: str, where: str, dev: bool) -> tuple[str, str, str]:
 
 
 class RateLimiter:
-    """A moving-window limit per client (``limits`` in memory: per process).
+    """A limit per client: a moving window in memory (``limits``: per process), or, given a
+    shared ``store`` (a database that several serving nodes use), fixed windows counted in
+    the store (``Store.count_hit``), so the limit holds across every node.
 
     Args:
         rule: e.g. ``"2000/second"`` or ``"100/minute;10/second"``.
+        store: the shared store to count in (its own connection), or ``None``.
     """
 
-    def __init__(self, rule: str) -> None:
+    KIND = "rate"
+
+    def __init__(self, rule: str, store: object | None = None) -> None:
         from limits import parse_many
         from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter
@@ -182,15 +188,34 @@ class RateLimiter:
         except ValueError as exc:
             raise ConfigError(f"AVREC_RATE_LIMIT {rule!r}: {exc}") from None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.store = store
+        self._lock = threading.Lock()
 
     def hit(self, who: str) -> float | None:
         """Count one request of ``who``; ``None`` when allowed, else seconds to wait."""
+        if self.store is not None:
+            return self._hit_shared(who)
         for item in self.items:
             if not self._limiter.hit(item, who):
                 reset, _ = self._limiter.get_window_stats(item, who)
                 import time
 
                 return max(0.0, reset - time.time())
+        return None
+
+    def _hit_shared(self, who: str) -> float | None:
+        import time
+
+        now = time.time()
+        for item in self.items:
+            span = float(item.get_expiry())
+            w = int(now // span)
+            with self._lock:
+                n = self.store.count_hit(  # type: ignore[attr-defined]
+                    f"{self.KIND}:{item}", who, w, ttl_s=span * 2
+                )
+            if n > item.amount:
+                return (w + 1) * span - now
         return None
 
 

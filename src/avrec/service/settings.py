@@ -73,4 +73,10 @@ class ServiceSettings(BaseSettings):
         4, ge=1, le=256, description="requests one process works on at once (the rest queue)"
     )
     model: str = Field("pipeline", description="the registered model served")
+    store_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="how long a starting process waits for a database store that cannot be "
+        "reached yet (down or starting), saying so",
+    )
     log_json: bool = Field(True, description="structured (JSON) request logs")

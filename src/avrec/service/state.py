@@ -24,7 +24,7 @@ import numpy as np
 
 from avrec.data.schema import split_list
 from avrec.data.weighting import EventWeighting
-from avrec.errors import UnknownEntityError
+from avrec.errors import StoreError, UnknownEntityError
 from avrec.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,8 @@ class EventWriter:
                 # a key repeated across requests of one batch: the first one counts
                 with self.state.lock, self.state.write_turn():
                     _, dup = self.state.store.add_events_once(df, keys)
+                if self.state.watch is not None:  # this process' next read must see them
+                    self.state.watch.mark()
                 at = 0
                 for part, _, fut in batch:
                     fut.set_result(dup[at : at + part.height])
@@ -311,6 +313,9 @@ class ServiceState:
         self.model_name = model
         self.store = workspace.store
         self.store.set_durable(durable)
+        # a database store tells every node what the others wrote (LISTEN/NOTIFY): a
+        # request then reads the event and change logs only when something was written
+        self.watch = self.store.watch()
         self.lock = threading.RLock()  # one SQLite connection: one user at a time
         self.locked_store = LockedStore(self.store, self.lock)
         self.refresh_s = refresh_s
@@ -348,7 +353,7 @@ class ServiceState:
         ):
             return False
         t = time.perf_counter()
-        model = load_model(rec.path)
+        model = load_model(self._bundle_path(rec))
         last = int(rec.metrics.get("last_event_id", 0) or 0)
         changes_at = int(rec.metrics.get("last_change_id", 0) or 0)
         bundle = Bundle(model, rec.name, rec.version, rec.path)
@@ -370,11 +375,32 @@ class ServiceState:
         log.info("loaded %s in %.2fs", bundle.label, time.perf_counter() - t)
         return True
 
+    def _bundle_path(self, rec: Any) -> str:
+        """Where ``rec``'s bundle is on this machine: its registered path, or, for a node on
+        another machine, a copy fetched from the shared store into the workspace."""
+        from pathlib import Path
+
+        if Path(rec.path).exists():
+            return rec.path
+        local = self.ws.root / "artifacts" / "store-bundles" / rec.name / str(rec.version)
+        if not local.exists():
+            with self.lock:
+                got = self.store.get_bundle(rec.name, rec.version, local)
+            if got is None:
+                raise StoreError(
+                    f"bundle {rec.name} v{rec.version} is neither at {rec.path} nor in the store"
+                )
+        return str(local)
+
     def maybe_reload(self) -> None:
-        """Look for a newer active bundle at most every ``refresh_s``; load it in the
-        background, so requests go on with the old one meanwhile."""
+        """Look for a newer active bundle at most every ``refresh_s`` (at once when the store
+        says a model was registered); load it in the background, so requests go on with the
+        old one meanwhile."""
         now = time.monotonic()
-        if now - self._checked_at < self.refresh_s or self._loading.locked():
+        told = self.watch is not None and self.watch.take("models")
+        if (not told and now - self._checked_at < self.refresh_s) or self._loading.locked():
+            if told:
+                self.watch.mark()  # type: ignore[union-attr]  # a load is under way: look again
             return
         self._checked_at = now
 
@@ -388,13 +414,25 @@ class ServiceState:
         threading.Thread(target=run, name="avrec-reload", daemon=True).start()
 
     # -- what others wrote ----------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Read the changes and events written since the last look (by any process)."""
-        with self.lock:
-            changes = self.store.changes_after(self._change_cursor)
-            if changes and self.bundle is not None:
-                self._apply_changes(self.bundle, changes)
-            self._read_events()
+    def refresh(self, force: bool = False) -> None:
+        """Read the changes and events written since the last look (by any process); with
+        a store that notifies, only when it said something was written (``force``: this
+        process wrote, and must see it before the notification comes back)."""
+        w = self.watch
+        if w is not None and not force:
+            events, changes = w.take("events"), w.take("changes")
+            if not (events or changes):
+                return
+        try:
+            with self.lock:
+                changes = self.store.changes_after(self._change_cursor)
+                if changes and self.bundle is not None:
+                    self._apply_changes(self.bundle, changes)
+                self._read_events()
+        except Exception:
+            if w is not None:
+                w.mark()  # not read: the next request tries again
+            raise
         self.new_items.encode_pending()
 
     def _apply_changes(self, bundle: Bundle, changes: list[tuple]) -> None:
@@ -514,6 +552,9 @@ class ServiceState:
         would poll with sleeps of up to 100 ms."""
         import contextlib
         import fcntl
+
+        if self.store.shared:  # the database orders its writers itself, across machines
+            return contextlib.nullcontext()
 
         @contextlib.contextmanager
         def turn() -> Any:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -24,6 +25,7 @@ __all__ = [
     "IngestRecord",
     "ModelRecord",
     "Store",
+    "Watch",
     "open_store",
     "redact_url",
     "register_backend",
@@ -275,6 +277,25 @@ class Store(abc.ABC):
         """Delete the user, their events and their conversations (the right to be
         forgotten); returns how many of each went."""
 
+    # -- several processes on several machines ------------------------------------------------
+    #: whether processes on other machines may share this store (a database server): the
+    #: service then keeps no file lock and counts rate limits in the store
+    shared: bool = False
+
+    def watch(self) -> Watch | None:
+        """Notifications of other processes' writes (``None``: the backend has none; read
+        ``events_after`` and ``changes_after`` each time)."""
+        return None
+
+    def put_bundle(self, name: str, version: int, folder: str | Path) -> bool:
+        """Keep a model bundle's files in the store, for processes on other machines
+        (``False``: this backend keeps none; they read ``ModelRecord.path``)."""
+        return False
+
+    def get_bundle(self, name: str, version: int, dest: str | Path) -> Path | None:
+        """Write the bundle kept by :meth:`put_bundle` into ``dest``; ``None`` if none."""
+        return None
+
     # -- whole tables (avrec store copy) -------------------------------------------------------
     @abc.abstractmethod
     def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
@@ -302,7 +323,24 @@ class Store(abc.ABC):
         self.close()
 
 
-_BACKENDS: dict[str, Callable[[str], Store]] = {}
+class Watch(abc.ABC):
+    """What other processes wrote, as notifications (``Store.watch``)."""
+
+    @abc.abstractmethod
+    def take(self, kind: str) -> bool:
+        """Whether ``kind`` (``events``, ``changes``, ``models``) may have changed since the
+        last ``take`` of it: notified, or the notifications are down (read anyway)."""
+
+    @abc.abstractmethod
+    def mark(self) -> None:
+        """Flag every kind (a read that failed must be tried again)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening."""
+
+
+_BACKENDS: dict[str, Callable[..., Store]] = {}
 
 
 def redact_url(url: str) -> str:
@@ -310,8 +348,9 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([\w+.-]+://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def register_backend(scheme: str, factory: Callable[[str], Store]) -> None:
-    """Register a backend for URLs starting with ``scheme://``."""
+def register_backend(scheme: str, factory: Callable[..., Store]) -> None:
+    """Register a backend for URLs starting with ``scheme://``: ``factory(url, wait_s=...)``
+    (options a backend has no use for it ignores)."""
     _BACKENDS[scheme] = factory
 
 
@@ -325,8 +364,10 @@ def _load_builtin() -> None:
     from avrec.storage import postgres, sqlite  # noqa: F401  (each registers itself)
 
 
-def open_store(url: str) -> Store:
-    """Open a store by URL, e.g. ``sqlite:///path/avrec.db`` or ``sqlite:///:memory:``.
+def open_store(url: str, wait_s: float = 0.0) -> Store:
+    """Open a store by URL, e.g. ``sqlite:///path/avrec.db``, ``sqlite:///:memory:`` or
+    ``postgresql://user:password@host:port/database``; a server that cannot be reached yet
+    is waited for up to ``wait_s`` seconds (``avrec serve``).
 
     Raises:
         StoreError: the scheme has no backend, or the store cannot be opened.
@@ -338,4 +379,4 @@ def open_store(url: str) -> Store:
         raise StoreError(
             f"no store backend for {url!r}; known schemes: {', '.join(sorted(_BACKENDS))}"
         )
-    return factory(url)
+    return factory(url, wait_s=wait_s)

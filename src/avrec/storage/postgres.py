@@ -22,26 +22,31 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from avrec.data.schema import ITEM_STORE_SCHEMA
-from avrec.errors import StoreError, UnknownEntityError
+from avrec.errors import StoreError, StoreUnavailableError, UnknownEntityError
 from avrec.storage.base import (
     EventWriteResult,
     IngestRecord,
     ModelRecord,
     Store,
+    Watch,
     redact_url,
     register_backend,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
@@ -130,7 +135,26 @@ CREATE TABLE models (
 """,
     ),
 ]
+MIGRATIONS.append(
+    (
+        2,
+        "model bundles' files, for nodes on other machines",
+        """
+CREATE TABLE bundle_files (
+    name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, part INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (name, version, file, part)
+);
+""",
+    )
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: the channel writes are announced on (payload: events, changes or models)
+CHANNEL = "avrec"
+#: a bundle file is kept in parts of this many bytes
+BUNDLE_PART = 8 << 20
+#: server answers worth waiting through: it is starting, stopping or out of connections
+_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 _STAGE_EVENTS = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_events (seq BIGINT, user_id TEXT, item_id TEXT, "
@@ -159,6 +183,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _transient(exc: BaseException) -> bool:
+    """A connection failure that waiting may cure: no answer from the server (refused, down)
+    or one saying it is starting or stopping; not a password or a database that is
+    wrong."""
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state in _TRANSIENT_STATES
+
+
 class PostgresStore(Store):
     """PostgreSQL store.
 
@@ -166,33 +198,55 @@ class PostgresStore(Store):
         url: ``postgresql://user:password@host:port/database`` (libpq's URL form; its
             query parameters, ``sslmode=require`` say, pass through).
         pool_size: most connections this process holds.
-        connect_timeout: seconds to wait for the server when opening.
+        connect_timeout: seconds one connection attempt may take.
+        wait_s: how long to wait for a server that cannot be reached yet (down, starting),
+            saying so every few seconds; 0 (the CLI's default): fail at once. A password or
+            database that is wrong fails at once either way.
     """
 
-    def __init__(self, url: str, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    shared = True
+
+    def __init__(
+        self, url: str, pool_size: int = 4, connect_timeout: float = 5.0, wait_s: float = 0.0
+    ) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
         self.url = redact_url(url)
+        self._raw_url = url
         self._local = threading.local()
         self._durable = True
         self._partitions: set[tuple[int, int]] = set()
         self._counters_swept = 0.0
         self._staged: set[int] = set()  # backend pids whose temp staging tables exist
-        try:  # one direct connection first: a clear error for a bad URL or credentials
-            psycopg.connect(url, connect_timeout=int(connect_timeout)).close()
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to the PostgreSQL store {self.url}: {_first_line(exc)}"
-            ) from None
-        except ValueError as exc:  # a URL libpq cannot read
-            raise StoreError(f"bad PostgreSQL URL {self.url}: {_first_line(exc)}") from None
+        deadline, said = time.monotonic() + wait_s, 0.0
+        while True:  # one direct connection first: a clear error for a bad URL or credentials
+            try:
+                psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()
+                break
+            except psycopg.Error as exc:
+                if not _transient(exc) or time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"cannot connect to the PostgreSQL store {self.url}: {_first_line(exc)}"
+                    ) from None
+                if time.monotonic() - said > 5:
+                    log.warning(
+                        "waiting for the PostgreSQL store %s (%s); %.0f s left",
+                        self.url, _first_line(exc), deadline - time.monotonic(),
+                    )  # fmt: skip
+                    said = time.monotonic()
+                time.sleep(0.5)
+            except ValueError as exc:  # a URL libpq cannot read
+                raise StoreError(f"bad PostgreSQL URL {self.url}: {_first_line(exc)}") from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "connect_timeout": int(connect_timeout)},
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            # a request waits this long for a connection, then answers 503
             timeout=connect_timeout,
+            # a connection that broke while idle (a server restart) is replaced, not used
+            check=ConnectionPool.check_connection,
             open=True,
             name="avrec",
         )
@@ -212,8 +266,10 @@ class PostgresStore(Store):
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"the PostgreSQL store {self.url}: {_first_line(exc)}") from exc
+        except psycopg.OperationalError as exc:  # the server went away (PoolTimeout too)
+            raise StoreUnavailableError(
+                f"the PostgreSQL store {self.url} is unavailable: {_first_line(exc)}"
+            ) from exc
 
     def _rows(self, sql: str, params: Any = None) -> list[tuple]:
         with self._cx() as conn:
@@ -251,7 +307,9 @@ class PostgresStore(Store):
                 finally:
                     self._local.conn, self._local.depth = None, 0
         except psycopg.OperationalError as exc:
-            raise StoreError(f"the PostgreSQL store {self.url}: {_first_line(exc)}") from exc
+            raise StoreUnavailableError(
+                f"the PostgreSQL store {self.url} is unavailable: {_first_line(exc)}"
+            ) from exc
 
     # -- schema -------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -480,6 +538,8 @@ class PostgresStore(Store):
                 "SELECT count(*) FILTER (WHERE id > %s) FROM ins",
                 (before,),
             ).fetchone()[0]
+            # delivered to every listening node when this transaction commits
+            conn.execute("SELECT pg_notify(%s, 'events')", (CHANNEL,))
         inserted = int(inserted)
         return EventWriteResult(
             inserted, events.height - inserted, int(new_users or 0), int(new_items or 0)
@@ -578,6 +638,7 @@ class PostgresStore(Store):
             self._exec(
                 "UPDATE models SET active = (version = %s) WHERE name = %s", (int(version), name)
             )
+            self._exec("SELECT pg_notify(%s, 'models')", (CHANNEL,))
 
     # -- short-lived state --------------------------------------------------------------------
     def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
@@ -664,6 +725,7 @@ class PostgresStore(Store):
             "SELECT %s, %s, coalesce(max(id), 0), %s FROM events",
             (kind, key, time.time()),
         )
+        self._exec("SELECT pg_notify(%s, 'changes')", (CHANNEL,))
 
     def record_change(self, kind: str, key: str) -> None:
         with self.transaction():
@@ -731,6 +793,63 @@ class PostgresStore(Store):
             )
             self._change("user_erased", user_id)
         return out
+
+    # -- nodes on other machines ------------------------------------------------------------
+    def watch(self) -> PostgresWatch:
+        return PostgresWatch(self._raw_url, self.url)
+
+    def put_bundle(self, name: str, version: int, folder: str | Path) -> bool:
+        root = Path(folder)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        with self.transaction(), self._cx() as conn:
+            conn.execute(
+                "DELETE FROM bundle_files WHERE name = %s AND version = %s", (name, int(version))
+            )
+            for f in files:
+                rel = f.relative_to(root).as_posix()
+                with f.open("rb") as fh:
+                    part = 0
+                    while True:
+                        data = fh.read(BUNDLE_PART)
+                        if not data and part:
+                            break
+                        conn.execute(
+                            "INSERT INTO bundle_files VALUES (%s, %s, %s, %s, %s)",
+                            (name, int(version), rel, part, data),
+                        )
+                        part += 1
+                        if len(data) < BUNDLE_PART:
+                            break
+        return True
+
+    def get_bundle(self, name: str, version: int, dest: str | Path) -> Path | None:
+        dest = Path(dest)
+        files = self._rows(
+            "SELECT DISTINCT file FROM bundle_files WHERE name = %s AND version = %s ORDER BY file",
+            (name, int(version)),
+        )
+        if not files:
+            return None
+        tmp = dest.with_name(dest.name + f".part{threading.get_ident()}")
+        for (rel,) in files:
+            target = (tmp / rel).resolve()
+            if not target.is_relative_to(tmp.resolve()):  # a stored name must stay inside
+                raise StoreError(f"bundle {name} v{version}: file name {rel!r} leaves its folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                for (data,) in self._rows(
+                    "SELECT data FROM bundle_files WHERE name = %s AND version = %s "
+                    "AND file = %s ORDER BY part",
+                    (name, int(version), rel),
+                ):
+                    out.write(data)
+        import shutil
+
+        if dest.exists():  # another thread fetched it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+        return dest
 
     def set_durable(self, durable: bool = True) -> None:
         # synchronous_commit off: a commit returns before its WAL reaches the disk; a server
@@ -906,8 +1025,63 @@ class PostgresStore(Store):
             pool.close()
 
 
-def _open(url: str) -> PostgresStore:
-    return PostgresStore(url)
+class PostgresWatch(Watch):
+    """``LISTEN`` on a connection of its own, in a thread; while it is down (the server
+    restarting), every ``take`` says yes, so the service reads as it would without it."""
+
+    KINDS = ("events", "changes", "models")
+
+    def __init__(self, url: str, label: str) -> None:
+        self._url, self._label = url, label
+        self._flags = dict.fromkeys(self.KINDS, True)
+        self._lock = threading.Lock()
+        self.healthy = False
+        self.notified = threading.Event()  # set at each notification (tests, benchmarks)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="avrec-listen", daemon=True)
+        self._thread.start()
+
+    def take(self, kind: str) -> bool:
+        with self._lock:
+            hit = self._flags.get(kind, True) or not self.healthy
+            self._flags[kind] = False
+        return hit
+
+    def mark(self) -> None:
+        with self._lock:
+            self._flags = dict.fromkeys(self.KINDS, True)
+
+    def _run(self) -> None:
+        import psycopg
+
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    with self._lock:  # anything may have happened while it was not listening
+                        self._flags = dict.fromkeys(self.KINDS, True)
+                    self.healthy, backoff = True, 0.2
+                    while not self._stop.is_set():
+                        for n in conn.notifies(timeout=0.5):
+                            with self._lock:
+                                self._flags[n.payload] = True
+                            self.notified.set()
+            except psycopg.Error as exc:
+                if self.healthy:
+                    log.warning("notifications from %s stopped (%s); reading each time "
+                                "until they are back", self._label, _first_line(exc))  # fmt: skip
+                self.healthy = False
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _open(url: str, wait_s: float = 0.0) -> PostgresStore:
+    return PostgresStore(url, wait_s=wait_s)
 
 
 register_backend("postgresql", _open)

@@ -809,7 +809,7 @@ class SQLiteStore(Store):
             pass
 
 
-def _open(url: str) -> SQLiteStore:
+def _open(url: str, wait_s: float = 0.0) -> SQLiteStore:  # a file: nothing to wait for
     path = url.split("://", 1)[1]
     # sqlite:///relative.db -> "/relative.db"; sqlite:////abs.db -> "//abs.db"; keep SQLAlchemy's
     # convention: three slashes then a relative path, four for an absolute one.
