@@ -9,7 +9,7 @@ DOCS = [
     {"title": "Whiskers", "description": "a cat chases a red ball around the kitchen"},
     {"title": "Harbour", "description": "a banker sent to prison digs a tunnel and escapes"},
     {"title": "Night drive", "description": "neon city streets and electronic music"},
-    {"title": "小猫", "description": "一只小猫在厨房里追球"},  # a tenth of the catalogue or more: zh
+    {"title": "小猫", "description": "一只小猫在厨房里追球"},  # a Chinese quarter
 ]
 
 
