@@ -21,7 +21,7 @@ fusion (each list weighted):
   sentence. e5 keeps to the query's language (a Chinese request over an English catalogue
   found hub items); USE was trained on translation pairs and crosses languages both ways.
 - **translated**: a request in the other language than (part of) the catalogue, rendered word
-  by word through CC-CEDICT (:mod:`avrec.language.lexicon`) and searched by e5 in the
+  by word through CC-CEDICT (:mod:`avrec.language.translate`) and searched by e5 in the
   catalogue's language; with ``translate_keywords``, the rendering's words also join the
   keyword leg's (words the catalogue uses, uncorrected).
 - **title**: fuzzy matching of the whole query against whole titles (``rapidfuzz`` ratio >= 80,
@@ -113,7 +113,8 @@ class SearchIndex:
 
     Args:
         weights: how much each retriever's list counts in the fusion (``keyword`` 1,
-            ``semantic`` 1, ``title`` 0.5 by default); 0 turns one off.
+            ``semantic`` 3, ``title`` 0.5, ``multilingual`` 6, ``translated`` 1 by default,
+            chosen on development sets); 0 turns one off.
         rrf_k: the reciprocal rank fusion constant (``1 / (rrf_k + rank)``).
         depth: how deep each retriever's list goes before fusion (at least ``k``).
         fuzzy_titles_max: the largest catalogue whose titles are fuzzy-matched whole.
@@ -133,18 +134,18 @@ class SearchIndex:
         fuzzy_titles_max: int = 200_000,
         k1: float = 1.2,
         b: float = 0.75,
-        keyword_evidence: float = 16.0,
+        keyword_evidence: float = 256.0,
         evidence_coverage: float = 0.75,
-        translate_keywords: bool = False,
+        translate_keywords: bool = True,
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
         self.weights = {
             "keyword": 1.0,
-            "semantic": 1.0,
+            "semantic": 3.0,
             "title": 0.5,
-            "multilingual": 2.0,
-            "translated": 0.0,
+            "multilingual": 6.0,
+            "translated": 1.0,
             **(weights or {}),
         }
         unknown = set(self.weights) - set(RETRIEVERS)
@@ -376,14 +377,14 @@ class SearchIndex:
         """``query`` rendered word by word into the catalogue's other language, when at least
         :data:`TRANSLATE_MIN_SHARE` of the catalogue is in that language and not the
         request's; ``""`` otherwise (kept for the last few queries)."""
-        from avrec.language.lexicon import lexicon, request_language
+        from avrec.language.translate import dictionary, request_language
 
         hit = self._translated.get(query)
         if hit is None:
             target = "en" if request_language(query) == "zh" else "zh"
             share = getattr(self, "zh_share", 0.0)
             share = share if target == "zh" else 1.0 - share
-            hit = lexicon().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
+            hit = dictionary().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
             if len(self._translated) > 256:
                 self._translated.pop(next(iter(self._translated)))
             self._translated[query] = hit
@@ -737,7 +738,7 @@ class SearchIndex:
 
 def _zh_share(docs: Sequence[dict[str, str]]) -> float:
     """The share of ``docs`` whose title and description are written in Chinese."""
-    from avrec.language.lexicon import request_language
+    from avrec.language.translate import request_language
 
     if not len(docs):
         return 0.0

@@ -95,12 +95,20 @@ class PipelineConfig(ModelConfig):
     search: bool = Field(True, description="build the catalogue search index (search, ask)")
     search_params: dict[str, Any] = Field(
         default_factory=lambda: {
-            # semantic, multilingual and depth: chosen together on the development halves of
-            # both catalogues' request sets (benchmarks/language.py, BENCHMARKS.md)
-            "weights": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 2.0},
+            # semantic, multilingual, translated, depth, the evidence boost and the keyword
+            # translation: chosen together on the development sets of both catalogues'
+            # request sets in both languages (benchmarks/language.py, BENCHMARKS.md)
+            "weights": {
+                "keyword": 1.0,
+                "semantic": 3.0,
+                "title": 0.5,
+                "multilingual": 6.0,
+                "translated": 1.0,
+            },  # fmt: skip
             "rrf_k": 60.0,
             "depth": 300,
-            "keyword_evidence": 16.0,
+            "keyword_evidence": 256.0,
+            "translate_keywords": True,
         },
         description="SearchIndex parameters (weights, rrf_k, depth ...)",
     )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from avrec.language.lexicon import cjk_share, lexicon, request_language
 from avrec.language.search import SearchIndex
+from avrec.language.translate import cjk_share, dictionary, request_language
 
 DOCS = [
     {"title": "Whiskers", "description": "a cat chases a red ball around the kitchen"},
@@ -21,7 +21,7 @@ def test_languages_of_requests():
 
 
 def test_both_directions():
-    lex = lexicon()
+    lex = dictionary()
     en = lex.translate("银行家被冤枉入狱，挖地道越狱", "en")
     assert "banker" in en and "tunnel" in en and "prison" in en
     assert "quilt" not in en  # 被 is a function word here, not its first gloss
@@ -32,7 +32,9 @@ def test_both_directions():
 
 
 def test_translated_words_join_the_keyword_leg_only_when_asked():
-    idx = SearchIndex(weights={"semantic": 0, "multilingual": 0}).fit(DOCS)
+    idx = SearchIndex(weights={"semantic": 0, "multilingual": 0}, translate_keywords=False).fit(
+        DOCS
+    )
     assert idx.search("银行家挖地道", k=3, mode="keyword") == []  # no Chinese word in the plots
     idx.translate_keywords = True
     hits = idx.search("银行家挖地道", k=3, mode="keyword")

