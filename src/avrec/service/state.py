@@ -336,6 +336,16 @@ class ServiceState:
         self.writer = EventWriter(self)
         self._rows = PageCache(300.0, 100_000)  # catalogue rows for display
         self.load_active()
+        if self.watch is not None:  # nodes swap to a new model without waiting for traffic
+            threading.Thread(target=self._follow_models, name="avrec-models", daemon=True).start()
+
+    def _follow_models(self) -> None:
+        while True:
+            time.sleep(max(0.2, min(self.refresh_s, 2.0)))
+            try:
+                self.maybe_reload()
+            except Exception:  # noqa: BLE001 - the store may be restarting: try next turn
+                log.debug("model check failed", exc_info=True)
 
     # -- the bundle -----------------------------------------------------------------------------
     def load_active(self) -> bool:
