@@ -157,3 +157,15 @@ def test_the_same_event_twice_in_one_batch_keeps_the_last(store):
     again = store.add_events(ev.with_columns(value=pl.Series([3.0, 4.0])))
     assert (again.inserted, again.duplicates) == (0, 2)
     assert store.events()["value"].to_list() == [4.0]
+
+
+def test_several_batches_in_one_transaction(store):
+    """Regression (PostgreSQL): an ingest writes a file's chunks in one transaction; the
+    staging table must not carry one chunk into the next."""
+    with store.transaction():
+        r1 = store.add_events(events(3))
+        r2 = store.add_events(events(2, "v"))
+        store.upsert_items(pl.DataFrame({"item_id": ["i0"], "title": ["Zero"]}))
+        n_new, n_old = store.upsert_items(pl.DataFrame({"item_id": ["i1"], "title": ["One"]}))
+    assert (r1.inserted, r2.inserted, r2.duplicates, r2.new_users) == (3, 2, 0, 1)
+    assert store.counts()["events"] == 5 and (n_new, n_old) == (0, 1)

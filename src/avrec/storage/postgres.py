@@ -406,12 +406,16 @@ class PostgresStore(Store):
                     gone += 1
         return gone
 
-    def _stage(self, conn: Any) -> None:
+    def _stage(self, conn: Any, table: str) -> None:
+        """An empty staging ``table`` on ``conn``: made once per connection; emptied here
+        because a transaction spanning several batches (an ingest's file) keeps them all
+        until it commits."""
         pid = conn.info.backend_pid
         if pid not in self._staged:
             conn.execute(_STAGE_EVENTS)
             conn.execute(_STAGE_ITEMS)
             self._staged.add(pid)
+        conn.execute(f"TRUNCATE {table}")
 
     @staticmethod
     def _copy(conn: Any, table: str, df: pl.DataFrame) -> None:
@@ -433,7 +437,7 @@ class PostgresStore(Store):
             *(pl.col(f).cast(pl.Float64 if f in _FLOAT_FIELDS else pl.String) for f in fields),
         )
         with self.transaction(), self._cx() as conn:
-            self._stage(conn)
+            self._stage(conn, "stage_items")
             self._copy(conn, "stage_items", df)
             existing = conn.execute(
                 "SELECT count(*) FROM stage_items s JOIN items i ON i.item_id = s.item_id"
@@ -498,7 +502,7 @@ class PostgresStore(Store):
             # ids are drawn and committed one writer at a time: a reader of events_after
             # never passes an id that a slower transaction commits later
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
-            self._stage(conn)
+            self._stage(conn, "stage_events")
             self._copy(conn, "stage_events", df)
             now = time.time()
             new_users = conn.execute(
