@@ -114,3 +114,23 @@ def test_durable_off_still_commits(pg_url):
     s.close()
     with open_store(pg_url) as again:
         assert again.counts()["events"] == 1
+
+
+def test_a_new_month_inside_an_open_transaction(pg_url):
+    """Regression: an ingest's transaction had written to events when a later chunk needed
+    a new month; creating it on a second connection waited for the first forever."""
+    s = open_store(pg_url)
+    jan, feb = 1704067200.0, 1706745600.0
+    with s.transaction():
+        s.add_events(events([("u", "a", "play", jan + 5)]))
+        s.add_events(events([("u", "b", "play", feb + 5)]))  # a month not there yet
+    assert s.counts()["events"] == 2
+    try:  # a rolled-back transaction's new month is forgotten, and made again when needed
+        with s.transaction():
+            s.add_events(events([("u", "c", "play", feb + 40 * 86400)]))  # March
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    s.add_events(events([("u", "c", "play", feb + 40 * 86400)]))
+    assert s.counts()["events"] == 3
+    s.close()

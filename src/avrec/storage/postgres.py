@@ -20,6 +20,7 @@ same answers as :mod:`avrec.storage.sqlite` (the store tests run against both):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -299,11 +300,15 @@ class PostgresStore(Store):
         try:
             with self._pool.connection() as conn:
                 self._local.conn, self._local.depth = conn, 1
+                self._local.new_parts = set()
                 try:
                     with conn.transaction():
                         if not self._durable:
                             conn.execute("SET LOCAL synchronous_commit = off")
                         yield
+                except BaseException:
+                    self._partitions -= self._local.new_parts  # rolled back with it
+                    raise
                 finally:
                     self._local.conn, self._local.depth = None, 0
         except psycopg.OperationalError as exc:
@@ -361,20 +366,24 @@ class PostgresStore(Store):
                 self._partitions.add((int(m.group(1)), int(m.group(2))))
 
     def _ensure_partitions(self, months: set[tuple[int, int]]) -> None:
-        """Create the monthly partitions of ``months`` that do not exist yet, each in a short
-        transaction of its own (under the schema lock) before the write that needs it."""
+        """Create the monthly partitions of ``months`` that do not exist yet (under the schema
+        lock): in a short transaction of their own, or, inside an open transaction (an
+        ingest's file), in that one, since it may already hold a lock on ``events`` that a
+        second connection would wait for."""
         missing = sorted(months - self._partitions)
         if not missing:
             return
         import psycopg
 
-        with self._pool.connection() as conn:
+        outer = getattr(self._local, "conn", None)
+        with contextlib.ExitStack() as stack:
+            conn = outer if outer is not None else stack.enter_context(self._pool.connection())
             for year, month in missing:
                 lo = _month_start(year, month)
                 hi = _month_start(year + (month == 12), month % 12 + 1)
                 hi_sql = "MAXVALUE" if hi == float("inf") else repr(hi)
                 try:
-                    with conn.transaction():
+                    with conn.transaction():  # a savepoint inside an open transaction
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                         conn.execute(
                             f"CREATE TABLE IF NOT EXISTS events_y{year:04d}m{month:02d} "
@@ -383,6 +392,8 @@ class PostgresStore(Store):
                 except psycopg.errors.DuplicateTable:  # pragma: no cover - another node won
                     pass
                 self._partitions.add((year, month))
+                if outer is not None:  # forgotten again if that transaction rolls back
+                    self._local.new_parts.add((year, month))
 
     def _months(self, ts: pl.Series) -> set[tuple[int, int]]:
         t = ts.drop_nulls()
