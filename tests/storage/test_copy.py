@@ -49,9 +49,19 @@ def test_sqlite_to_postgres_and_back(tmp_path, pg_url):
         assert s2.events_after(0) == s1.events_after(0)  # the same ids
         assert s2.active_model("pipeline").metrics == {"last_event_id": 4}
         assert s2.get_state("conversation", "c1") == {"user": "u1", "turns": ["hi"]}
+        assert s2.last_event_id() == s3.last_event_id() == s1.last_event_id()
         # the copy goes on where the source stopped: new keys above the copied ones
-        s2.add_events(pl.DataFrame({"user_id": ["u9"], "item_id": ["z"], "event": ["play"],
-                                    "ts": [5.0]}))  # fmt: skip
+        res = s2.add_events(
+            pl.DataFrame(
+                {
+                    "user_id": ["u9", "u1"],
+                    "item_id": ["z", "a"],
+                    "event": ["play", "play"],
+                    "ts": [5.0, 3.0],
+                }
+            )
+        )
+        assert (res.inserted, res.duplicates) == (1, 1)  # (u1, a, play, 3.0) was copied
         assert s2.events_after(s1.last_event_id())[0][1:3] == ("u9", "z")
         assert s2.counts()["users"] == s1.counts()["users"] + 1
 

@@ -100,7 +100,7 @@ CREATE TABLE events (
     context TEXT,
     UNIQUE (ts, user_idx, item_idx, type)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX events_id ON events (id);
+CREATE INDEX events_id ON events USING brin (id);  -- ids grow with insertion: BRIN is tiny
 CREATE INDEX events_user ON events (user_idx);
 CREATE INDEX events_item ON events (item_idx);
 CREATE TABLE ingests (
@@ -150,6 +150,11 @@ CREATE TABLE bundle_files (
     )
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: the last event id drawn (an id drawn by a transaction that rolled back counts too: ids are
+#: never reused, so "the events after it" is still exact)
+_LAST_EVENT_ID = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM events_id_seq"
+)
 #: the channel writes are announced on (payload: events, changes or models)
 CHANNEL = "avrec"
 #: a bundle file is kept in parts of this many bytes
@@ -513,6 +518,8 @@ class PostgresStore(Store):
             # ids are drawn and committed one writer at a time: a reader of events_after
             # never passes an id that a slower transaction commits later
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+            if df.height > 10_000:  # a bulk batch: its sorts and joins in memory, not on disk
+                conn.execute("SET LOCAL work_mem = '256MB'")
             self._stage(conn, "stage_events")
             self._copy(conn, "stage_events", df)
             now = time.time()
@@ -532,9 +539,7 @@ class PostgresStore(Store):
                 (now,),
             ).rowcount
             # rows that update keep their id; new ones draw ids above the sequence's last
-            before = conn.execute(
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq"
-            ).fetchone()[0]
+            before = conn.execute(_LAST_EVENT_ID).fetchone()[0]
             cols = ["value", *optional]
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
             extra = "".join(f", {c}" for c in optional)
@@ -715,7 +720,9 @@ class PostgresStore(Store):
 
     # -- serving ------------------------------------------------------------------------------
     def last_event_id(self) -> int:
-        row = self._one("SELECT coalesce(max(id), 0) FROM events")
+        # the sequence, not max(id): the id index is BRIN (cheap to keep at ingest), which
+        # answers ranges, not the largest value
+        row = self._one(_LAST_EVENT_ID)
         return int(row[0]) if row else 0
 
     def events_after(self, event_id: int, limit: int = 1_000_000) -> list[tuple]:
@@ -736,8 +743,7 @@ class PostgresStore(Store):
 
     def _change(self, kind: str, key: str) -> None:
         self._exec(
-            "INSERT INTO changes (kind, key, floor, at) "
-            "SELECT %s, %s, coalesce(max(id), 0), %s FROM events",
+            f"INSERT INTO changes (kind, key, floor, at) SELECT %s, %s, ({_LAST_EVENT_ID}), %s",
             (kind, key, time.time()),
         )
         self._exec("SELECT pg_notify(%s, 'changes')", (CHANNEL,))
