@@ -42,7 +42,11 @@ def test_translated_words_join_the_keyword_leg_only_when_asked():
     # a catalogue with no Chinese at all is not searched in Chinese for an English request
     en_only = SearchIndex(translate_keywords=True).fit(DOCS[:3])
     assert en_only.zh_share == 0.0 and en_only.translation("a cat") == ""
-    assert idx.translation("a cat") != ""  # this one is a quarter Chinese
+    # a request is translated into the catalogue's majority language only: this one is a
+    # quarter Chinese, so an English request is not; a mostly Chinese one translates it
+    assert idx.translation("a cat") == ""
+    zh = SearchIndex().fit([DOCS[3]] * 3 + [DOCS[0]])
+    assert "猫" in zh.translation("a cat") and zh.translation("小猫") == ""
 
 
 def test_the_language_share_survives_save_and_load(tmp_path):
