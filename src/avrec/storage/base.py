@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from avrec.errors import StoreError
+from avrec.errors import StoreError, UnknownEntityError
 
 __all__ = [
     "EventWriteResult",
@@ -31,6 +31,31 @@ __all__ = [
     "register_backend",
     "registered_schemes",
 ]
+
+
+#: the catalogue's columns as every backend stores them (besides ``item_id``)
+ITEM_FIELDS = (
+    "title", "description", "tags", "categories", "language", "duration", "created_at",
+    "video", "audio", "image", "subtitles", "people", "available_from", "available_until",
+    "attributes",
+)  # fmt: skip
+
+#: events as every backend reads them back: external ids, in the file's field names
+EVENT_SQL = (
+    "SELECT u.user_id, i.item_id, e.type, e.value, e.ts, e.session_id, e.text, e.context "
+    "FROM events e JOIN users u ON u.idx = e.user_idx "
+    "LEFT JOIN items i ON i.idx = e.item_idx "
+)
+EVENT_SCHEMA = {
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "event": pl.String,
+    "value": pl.Float64,
+    "ts": pl.Float64,
+    "session_id": pl.String,
+    "text": pl.String,
+    "context": pl.String,
+}
 
 
 @dataclass(frozen=True)
@@ -184,13 +209,16 @@ class Store(abc.ABC):
     def models(self, name: str | None = None) -> list[ModelRecord]:
         """Registry entries, optionally of one model name."""
 
-    @abc.abstractmethod
     def active_model(self, name: str) -> ModelRecord:
         """The active version of ``name``.
 
         Raises:
             UnknownEntityError: no such model.
         """
+        for rec in self.models(name):
+            if rec.active:
+                return rec
+        raise UnknownEntityError(f"no active model named {name!r}")
 
     @abc.abstractmethod
     def user_texts(

@@ -18,15 +18,10 @@ import polars as pl
 
 from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import StoreError
-from avrec.storage.base import Store
+from avrec.storage.base import ITEM_FIELDS, Store
 
 __all__ = ["TABLES", "CopyReport", "copy_store", "table_checksum"]
 
-_ITEM_FIELDS = (
-    "title", "description", "tags", "categories", "language", "duration", "created_at",
-    "video", "audio", "image", "subtitles", "people", "available_from", "available_until",
-    "attributes",
-)  # fmt: skip
 
 #: every copied table: its columns with their types (booleans as 0/1) and its key column
 TABLES: dict[str, tuple[dict[str, pl.DataType], str]] = {
@@ -34,7 +29,7 @@ TABLES: dict[str, tuple[dict[str, pl.DataType], str]] = {
         {
             "idx": pl.Int64,
             "item_id": pl.String,
-            **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS},
+            **{f: ITEM_STORE_SCHEMA[f] for f in ITEM_FIELDS},
             "placeholder": pl.Int8,
             "updated_at": pl.Float64,
         },

@@ -38,6 +38,9 @@ import polars as pl
 from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import StoreError, StoreUnavailableError, UnknownEntityError
 from avrec.storage.base import (
+    EVENT_SCHEMA,
+    EVENT_SQL,
+    ITEM_FIELDS,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -56,11 +59,6 @@ EVENT_LOCK = 0x61767265  # "avre"
 #: the advisory lock of schema changes (migrations, new partitions)
 SCHEMA_LOCK = 0x61767266
 
-_ITEM_FIELDS = (
-    "title", "description", "tags", "categories", "language", "duration", "created_at",
-    "video", "audio", "image", "subtitles", "people", "available_from", "available_until",
-    "attributes",
-)  # fmt: skip
 _FLOAT_FIELDS = frozenset({"duration", "created_at", "available_from", "available_until"})
 
 #: the schema's versions, in order; each runs once, in its own transaction (``schema_version``)
@@ -169,7 +167,7 @@ _STAGE_EVENTS = (
 )
 _STAGE_ITEMS = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_items (seq BIGINT, item_id TEXT, "
-    + ", ".join(f"{f} {'DOUBLE PRECISION' if f in _FLOAT_FIELDS else 'TEXT'}" for f in _ITEM_FIELDS)
+    + ", ".join(f"{f} {'DOUBLE PRECISION' if f in _FLOAT_FIELDS else 'TEXT'}" for f in ITEM_FIELDS)
     + ") ON COMMIT DELETE ROWS"
 )
 
@@ -447,7 +445,7 @@ class PostgresStore(Store):
     def upsert_items(self, items: pl.DataFrame) -> tuple[int, int]:
         if items.height == 0:
             return 0, 0
-        fields = [f for f in _ITEM_FIELDS if f in items.columns]
+        fields = [f for f in ITEM_FIELDS if f in items.columns]
         df = items.select(
             pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"),
             pl.col("item_id").cast(pl.String),
@@ -760,9 +758,8 @@ class PostgresStore(Store):
 
     def user_events(self, user_id: str, limit: int = 100, offset: int = 0) -> pl.DataFrame:
         return self._frame(
-            self._EVENT_SQL + "WHERE u.user_id = %s ORDER BY e.ts DESC, e.id DESC "
-            "LIMIT %s OFFSET %s",
-            self._EVENT_SCHEMA,
+            EVENT_SQL + "WHERE u.user_id = %s ORDER BY e.ts DESC, e.id DESC LIMIT %s OFFSET %s",
+            EVENT_SCHEMA,
             (user_id, int(limit), int(offset)),
         )
 
@@ -791,9 +788,9 @@ class PostgresStore(Store):
         return int(row[0]) if row else 0
 
     def get_items(self, item_ids: list[str]) -> pl.DataFrame:
-        schema = {"item_id": pl.String, **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS}}
+        schema = {"item_id": pl.String, **{f: ITEM_STORE_SCHEMA[f] for f in ITEM_FIELDS}}
         return self._frame(
-            f"SELECT item_id, {', '.join(_ITEM_FIELDS)} FROM items "
+            f"SELECT item_id, {', '.join(ITEM_FIELDS)} FROM items "
             "WHERE NOT placeholder AND item_id = ANY(%s) ORDER BY idx",
             schema,
             (list(item_ids),),
@@ -935,12 +932,12 @@ class PostgresStore(Store):
     def items(self, include_placeholders: bool = True) -> pl.DataFrame:
         schema = {
             "item_id": pl.String,
-            **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS},
+            **{f: ITEM_STORE_SCHEMA[f] for f in ITEM_FIELDS},
             "placeholder": pl.Boolean,
         }
         where = "" if include_placeholders else "WHERE NOT placeholder"
         return self._copy_out(
-            f"SELECT item_id, {', '.join(_ITEM_FIELDS)}, placeholder::int FROM items {where} "
+            f"SELECT item_id, {', '.join(ITEM_FIELDS)}, placeholder::int FROM items {where} "
             "ORDER BY idx",
             schema,
         )
@@ -956,34 +953,18 @@ class PostgresStore(Store):
             },
         )
 
-    _EVENT_SQL = (
-        "SELECT u.user_id, i.item_id, e.type, e.value, e.ts, e.session_id, e.text, e.context "
-        "FROM events e JOIN users u ON u.idx = e.user_idx "
-        "LEFT JOIN items i ON i.idx = e.item_idx "
-    )
-    _EVENT_SCHEMA = {
-        "user_id": pl.String,
-        "item_id": pl.String,
-        "event": pl.String,
-        "value": pl.Float64,
-        "ts": pl.Float64,
-        "session_id": pl.String,
-        "text": pl.String,
-        "context": pl.String,
-    }
-
     def events(self, include_excluded: bool = True) -> pl.DataFrame:
         where = "" if include_excluded else "WHERE NOT u.excluded "
-        return self._copy_out(self._EVENT_SQL + where + "ORDER BY e.ts, e.id", self._EVENT_SCHEMA)
+        return self._copy_out(EVENT_SQL + where + "ORDER BY e.ts, e.id", EVENT_SCHEMA)
 
     def iter_events(self, batch_size: int = 1_000_000) -> Iterator[pl.DataFrame]:
         # a server-side cursor: the events are never all in this process
         with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor(name="avrec_iter_events")
             cur.itersize = min(batch_size, 100_000)
-            cur.execute(self._EVENT_SQL + "ORDER BY e.ts, e.id")
+            cur.execute(EVENT_SQL + "ORDER BY e.ts, e.id")
             while rows := cur.fetchmany(batch_size):
-                yield pl.DataFrame(rows, schema=self._EVENT_SCHEMA, orient="row")
+                yield pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row")
             cur.close()
 
     def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
@@ -1058,12 +1039,6 @@ class PostgresStore(Store):
             ModelRecord(n, v, k, p, json.loads(c), json.loads(m), t, bool(a))
             for n, v, k, p, c, m, t, a in rows
         ]
-
-    def active_model(self, name: str) -> ModelRecord:
-        for rec in self.models(name):
-            if rec.active:
-                return rec
-        raise UnknownEntityError(f"no active model named {name!r}")
 
     def close(self) -> None:
         pool = getattr(self, "_pool", None)

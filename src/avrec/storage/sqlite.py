@@ -21,6 +21,9 @@ import polars as pl
 from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import StoreError, UnknownEntityError
 from avrec.storage.base import (
+    EVENT_SCHEMA,
+    EVENT_SQL,
+    ITEM_FIELDS,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -30,24 +33,6 @@ from avrec.storage.base import (
 
 __all__ = ["SQLiteStore"]
 
-
-_ITEM_FIELDS = (
-    "title",
-    "description",
-    "tags",
-    "categories",
-    "language",
-    "duration",
-    "created_at",
-    "video",
-    "audio",
-    "image",
-    "subtitles",
-    "people",
-    "available_from",
-    "available_until",
-    "attributes",
-)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,7 +231,7 @@ class SQLiteStore(Store):
     def upsert_items(self, items: pl.DataFrame) -> tuple[int, int]:
         if items.height == 0:
             return 0, 0
-        fields = [f for f in _ITEM_FIELDS if f in items.columns]
+        fields = [f for f in ITEM_FIELDS if f in items.columns]
         with self.transaction():
             before = self._map("items")
             existing = items["item_id"].is_in(before["item_id"].implode()).sum()
@@ -413,13 +398,13 @@ class SQLiteStore(Store):
     def user_events(self, user_id: str, limit: int = 100, offset: int = 0) -> pl.DataFrame:
         row = self._conn.execute("SELECT idx FROM users WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
-            return pl.DataFrame(schema=self._EVENT_SCHEMA)
+            return pl.DataFrame(schema=EVENT_SCHEMA)
         # the user's own rows through the (ts, user, ...) index would scan it all: events
         # carry the user's key, so an index-free filter on user_idx is one pass; fine for
         # the API's pages, and the overlay never reads this way
         return self._frame(
-            self._EVENT_SQL + "WHERE e.user_idx = ? ORDER BY e.ts DESC, e.id DESC LIMIT ? OFFSET ?",
-            self._EVENT_SCHEMA,
+            EVENT_SQL + "WHERE e.user_idx = ? ORDER BY e.ts DESC, e.id DESC LIMIT ? OFFSET ?",
+            EVENT_SCHEMA,
             (row[0], int(limit), int(offset)),
         )
 
@@ -442,12 +427,12 @@ class SQLiteStore(Store):
         return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0])
 
     def get_items(self, item_ids: list[str]) -> pl.DataFrame:
-        schema = {"item_id": pl.String, **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS}}
+        schema = {"item_id": pl.String, **{f: ITEM_STORE_SCHEMA[f] for f in ITEM_FIELDS}}
         rows = []
         for lo in range(0, len(item_ids), 500):
             part = item_ids[lo : lo + 500]
             rows += self._conn.execute(
-                f"SELECT item_id, {', '.join(_ITEM_FIELDS)} FROM items "
+                f"SELECT item_id, {', '.join(ITEM_FIELDS)} FROM items "
                 f"WHERE placeholder = 0 AND item_id IN ({','.join('?' * len(part))})",
                 part,
             ).fetchall()
@@ -673,12 +658,12 @@ class SQLiteStore(Store):
     def items(self, include_placeholders: bool = True) -> pl.DataFrame:
         schema = {
             "item_id": pl.String,
-            **{f: ITEM_STORE_SCHEMA[f] for f in _ITEM_FIELDS},
+            **{f: ITEM_STORE_SCHEMA[f] for f in ITEM_FIELDS},
             "placeholder": pl.Boolean,
         }
         where = "" if include_placeholders else "WHERE placeholder = 0"
         df = self._frame(
-            f"SELECT item_id, {', '.join(_ITEM_FIELDS)}, placeholder FROM items {where} "
+            f"SELECT item_id, {', '.join(ITEM_FIELDS)}, placeholder FROM items {where} "
             "ORDER BY idx",
             schema,
         )
@@ -695,30 +680,14 @@ class SQLiteStore(Store):
             },
         )
 
-    _EVENT_SQL = (
-        "SELECT u.user_id, i.item_id, e.type, e.value, e.ts, e.session_id, e.text, e.context "
-        "FROM events e JOIN users u ON u.idx = e.user_idx "
-        "LEFT JOIN items i ON i.idx = e.item_idx "
-    )
-    _EVENT_SCHEMA = {
-        "user_id": pl.String,
-        "item_id": pl.String,
-        "event": pl.String,
-        "value": pl.Float64,
-        "ts": pl.Float64,
-        "session_id": pl.String,
-        "text": pl.String,
-        "context": pl.String,
-    }
-
     def events(self, include_excluded: bool = True) -> pl.DataFrame:
         where = "" if include_excluded else "WHERE u.excluded = 0 "
-        return self._frame(self._EVENT_SQL + where + "ORDER BY e.ts, e.id", self._EVENT_SCHEMA)
+        return self._frame(EVENT_SQL + where + "ORDER BY e.ts, e.id", EVENT_SCHEMA)
 
     def iter_events(self, batch_size: int = 1_000_000) -> Iterator[pl.DataFrame]:
-        cur = self._conn.execute(self._EVENT_SQL + "ORDER BY e.ts, e.id")
+        cur = self._conn.execute(EVENT_SQL + "ORDER BY e.ts, e.id")
         while rows := cur.fetchmany(batch_size):
-            yield pl.DataFrame(rows, schema=self._EVENT_SCHEMA, orient="row")
+            yield pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row")
 
     def counts(self) -> dict[str, int]:
         q = self._conn.execute
@@ -759,12 +728,6 @@ class SQLiteStore(Store):
             ModelRecord(n, v, k, p, json.loads(c), json.loads(m), t, bool(a))
             for n, v, k, p, c, m, t, a in rows
         ]
-
-    def active_model(self, name: str) -> ModelRecord:
-        for rec in self.models(name):
-            if rec.active:
-                return rec
-        raise UnknownEntityError(f"no active model named {name!r}")
 
     def dump_table(self, name: str, batch: int = 500_000) -> Iterator[pl.DataFrame]:
         from avrec.storage.copy import TABLES
