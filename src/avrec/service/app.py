@@ -10,6 +10,7 @@ unexpected error is a logged 500 with the request id, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -233,18 +234,18 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     app.state.settings = cfg
     app.state.service = state
     app.state.keys = keys
-    # with a shared store, the limits are counted there: they hold across every node
-    app.state.limiter = RateLimiter(
-        cfg.rate_limit, open_store(state.ws.store_url) if state.store.shared else None
-    )
+    # the counters' store: a connection of its own, since the checks run before every request
+    # and must not queue behind the process lock that the event writer holds through each
+    # commit's fsync; a shared store (a database) also counts the rate limit, so that it
+    # holds across every node, and is safe across threads without a lock
+    counters = open_store(state.ws.store_url)
+    app.state.limiter = RateLimiter(cfg.rate_limit, counters if counters.shared else None)
     app.state.tokens = UserTokens.for_workspace(
         state.ws.root, cfg.token_secret, cfg.token_max_ttl_s
     )
-    # a connection of its own: the check runs before every request, and must not queue
-    # behind the process lock that the event writer holds through each commit's fsync
     app.state.auth_failures = AuthFailures(
-        open_store(state.ws.store_url), threading.Lock(), cfg.auth_fail_limit,
-        cfg.auth_fail_window_s,
+        counters, contextlib.nullcontext() if counters.shared else threading.Lock(),
+        cfg.auth_fail_limit, cfg.auth_fail_window_s,
     )  # fmt: skip
 
     @app.exception_handler(StarletteHTTPException)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +188,6 @@ class RateLimiter:
             raise ConfigError(f"AVREC_RATE_LIMIT {rule!r}: {exc}") from None
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self.store = store
-        self._lock = threading.Lock()
 
     def hit(self, who: str) -> float | None:
         """Count one request of ``who``; ``None`` when allowed, else seconds to wait."""
@@ -210,10 +208,9 @@ class RateLimiter:
         for item in self.items:
             span = float(item.get_expiry())
             w = int(now // span)
-            with self._lock:
-                n = self.store.count_hit(  # type: ignore[attr-defined]
-                    f"{self.KIND}:{item}", who, w, ttl_s=span * 2
-                )
+            n = self.store.count_hit(  # type: ignore[attr-defined]
+                f"{self.KIND}:{item}", who, w, ttl_s=span * 2
+            )
             if n > item.amount:
                 return (w + 1) * span - now
         return None

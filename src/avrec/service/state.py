@@ -264,8 +264,6 @@ class EventWriter:
                 # a key repeated across requests of one batch: the first one counts
                 with self.state.lock, self.state.write_turn():
                     _, dup = self.state.store.add_events_once(df, keys)
-                if self.state.watch is not None:  # this process' next read must see them
-                    self.state.watch.mark()
                 at = 0
                 for part, _, fut in batch:
                     fut.set_result(dup[at : at + part.height])
@@ -336,6 +334,11 @@ class ServiceState:
         self.writer = EventWriter(self)
         self._rows = PageCache(300.0, 100_000)  # catalogue rows for display
         self.load_active()
+        # the request translation's dictionary (about 1.5 s and 50 MB) is read now, in the
+        # background, not by the first request in the other language
+        from avrec.language.translate import dictionary
+
+        threading.Thread(target=dictionary, name="avrec-dictionary", daemon=True).start()
         if self.watch is not None:  # nodes swap to a new model without waiting for traffic
             threading.Thread(target=self._follow_models, name="avrec-models", daemon=True).start()
 
@@ -393,13 +396,12 @@ class ServiceState:
         if Path(rec.path).exists():
             return rec.path
         local = self.ws.root / "artifacts" / "store-bundles" / rec.name / str(rec.version)
-        if not local.exists():
-            with self.lock:
-                got = self.store.get_bundle(rec.name, rec.version, local)
-            if got is None:
-                raise StoreError(
-                    f"bundle {rec.name} v{rec.version} is neither at {rec.path} nor in the store"
-                )
+        # fetched without the process lock: requests go on meanwhile (only a shared store,
+        # which is safe across threads, keeps bundles)
+        if not local.exists() and self.store.get_bundle(rec.name, rec.version, local) is None:
+            raise StoreError(
+                f"bundle {rec.name} v{rec.version} is neither at {rec.path} nor in the store"
+            )
         return str(local)
 
     def maybe_reload(self) -> None:
@@ -410,7 +412,7 @@ class ServiceState:
         told = self.watch is not None and self.watch.take("models")
         if (not told and now - self._checked_at < self.refresh_s) or self._loading.locked():
             if told:
-                self.watch.mark()  # type: ignore[union-attr]  # a load is under way: look again
+                self.watch.mark("models")  # type: ignore[union-attr]  # loading: look again
             return
         self._checked_at = now
 
@@ -424,12 +426,12 @@ class ServiceState:
         threading.Thread(target=run, name="avrec-reload", daemon=True).start()
 
     # -- what others wrote ----------------------------------------------------------------------
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self) -> None:
         """Read the changes and events written since the last look (by any process); with
-        a store that notifies, only when it said something was written (``force``: this
-        process wrote, and must see it before the notification comes back)."""
+        a store that notifies, only when it said something was written (this process'
+        own writes included: the store marks its watches when it commits)."""
         w = self.watch
-        if w is not None and not force:
+        if w is not None:
             events, changes = w.take("events"), w.take("changes")
             if not (events or changes):
                 return

@@ -360,8 +360,8 @@ class Watch(abc.ABC):
         last ``take`` of it: notified, or the notifications are down (read anyway)."""
 
     @abc.abstractmethod
-    def mark(self) -> None:
-        """Flag every kind (a read that failed must be tried again)."""
+    def mark(self, kind: str | None = None) -> None:
+        """Flag ``kind``, or every kind (a read that failed must be tried again)."""
 
     @abc.abstractmethod
     def close(self) -> None:

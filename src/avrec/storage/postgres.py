@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -172,11 +173,6 @@ _STAGE_ITEMS = (
 )
 
 
-def _month(ts: float) -> tuple[int, int]:
-    d = datetime.fromtimestamp(ts, UTC)
-    return d.year, d.month
-
-
 def _month_start(year: int, month: int) -> float:
     if year > 9999:
         return float("inf")
@@ -222,7 +218,10 @@ class PostgresStore(Store):
         self._durable = True
         self._partitions: set[tuple[int, int]] = set()
         self._counters_swept = 0.0
-        self._staged: set[int] = set()  # backend pids whose temp staging tables exist
+        # connections whose temporary staging tables exist (a replaced connection, after a
+        # server restart, is a new object: its tables are made again)
+        self._staged: weakref.WeakSet = weakref.WeakSet()
+        self._watches: weakref.WeakSet = weakref.WeakSet()  # this process' own, marked on writes
         deadline, said = time.monotonic() + wait_s, 0.0
         while True:  # one direct connection first: a clear error for a bad URL or credentials
             try:
@@ -303,7 +302,7 @@ class PostgresStore(Store):
         try:
             with self._pool.connection() as conn:
                 self._local.conn, self._local.depth = conn, 1
-                self._local.new_parts = set()
+                self._local.new_parts, self._local.notes = set(), set()
                 try:
                     with conn.transaction():
                         if not self._durable:
@@ -314,10 +313,26 @@ class PostgresStore(Store):
                     raise
                 finally:
                     self._local.conn, self._local.depth = None, 0
+                self._mark_watches(self._local.notes)  # committed
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(
                 f"the PostgreSQL store {self.url} is unavailable: {_first_line(exc)}"
             ) from exc
+
+    def _notify(self, conn: Any, kind: str) -> None:
+        """Announce a write of ``kind`` to every node (delivered when the transaction
+        commits), and to this process' own watches once it has committed: the writer's next
+        request must not wait for its own notification to come back."""
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, kind))
+        if getattr(self._local, "depth", 0):
+            self._local.notes.add(kind)
+        else:
+            self._mark_watches({kind})
+
+    def _mark_watches(self, kinds: set[str]) -> None:
+        for w in list(self._watches):
+            for kind in kinds:
+                w.mark(kind)
 
     # -- schema -------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -412,6 +427,7 @@ class PostgresStore(Store):
         gone = 0
         with self.transaction(), self._cx() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            self._load_partitions()  # another node may have made months since
             for year, month in sorted(self._partitions):
                 end = _month_start(year + (month == 12), month % 12 + 1)
                 if end <= ts:
@@ -425,11 +441,10 @@ class PostgresStore(Store):
         because a transaction spanning several batches (an ingest's file) keeps them all
         until it commits (``DELETE`` for a served batch: ``TRUNCATE`` makes a new file each
         time, which costs more than deleting a few rows)."""
-        pid = conn.info.backend_pid
-        if pid not in self._staged:
+        if conn not in self._staged:
             conn.execute(_STAGE_EVENTS)
             conn.execute(_STAGE_ITEMS)
-            self._staged.add(pid)
+            self._staged.add(conn)
         conn.execute(f"TRUNCATE {table}" if rows > 10_000 else f"DELETE FROM {table}")
 
     @staticmethod
@@ -550,37 +565,23 @@ class PostgresStore(Store):
             newest = conn.execute("SELECT max(ts) FROM events").fetchone()[0]
             if newest is None or float(df["ts"].min()) > newest:  # type: ignore[arg-type]
                 # the batch is newer than every stored event (a log read in time order, the
-                # usual ingest): no row can conflict, so a plain insert (about half the time
-                # of the upsert below)
+                # usual ingest): no row can conflict, so a plain insert
                 inserted = conn.execute(
                     f"INSERT INTO events (user_idx, item_idx, type, ts, value{extra}) {mapped}"
                 ).rowcount
-                conn.execute("SELECT pg_notify(%s, 'events')", (CHANNEL,))
-                return EventWriteResult(
-                    int(inserted), events.height - int(inserted), int(new_users or 0),
-                    int(new_items or 0),
-                )  # fmt: skip
-            # rows that update keep their id; new ones draw ids above the sequence's last
-            before = conn.execute(_LAST_EVENT_ID).fetchone()[0]
-            cols = ["value", *optional]
-            updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
-            inserted = conn.execute(
-                "WITH ins AS (INSERT INTO events (user_idx, item_idx, type, ts, value"
-                f"{extra}) SELECT user_idx, item_idx, type, ts, value{extra} FROM ("
-                "  SELECT DISTINCT ON (s.ts, u.idx, coalesce(i.idx, -1), s.type) s.seq, "
-                "  u.idx AS user_idx, coalesce(i.idx, -1) AS item_idx, s.type, s.ts, s.value"
-                f"{''.join(f', s.{c}' for c in optional)} FROM stage_events s "
-                "  JOIN users u ON u.user_id = s.user_id "
-                "  LEFT JOIN items i ON i.item_id = s.item_id "
-                "  ORDER BY s.ts, u.idx, coalesce(i.idx, -1), s.type, s.seq DESC"
-                ") d ORDER BY seq "
-                "ON CONFLICT (ts, user_idx, item_idx, type) "
-                f"DO UPDATE SET {updates} RETURNING id) "
-                "SELECT count(*) FILTER (WHERE id > %s) FROM ins",
-                (before,),
-            ).fetchone()[0]
-            # delivered to every listening node when this transaction commits
-            conn.execute("SELECT pg_notify(%s, 'events')", (CHANNEL,))
+            else:
+                # the batch holds each key once (above): an upsert, counting the rows that
+                # are new (an updated row keeps its id; new ones draw ids above the last)
+                before = conn.execute(_LAST_EVENT_ID).fetchone()[0]
+                updates = ", ".join(f"{c} = excluded.{c}" for c in ["value", *optional])
+                inserted = conn.execute(
+                    f"WITH ins AS (INSERT INTO events (user_idx, item_idx, type, ts, value"
+                    f"{extra}) {mapped} ON CONFLICT (ts, user_idx, item_idx, type) "
+                    f"DO UPDATE SET {updates} RETURNING id) "
+                    "SELECT count(*) FILTER (WHERE id > %s) FROM ins",
+                    (before,),
+                ).fetchone()[0]
+            self._notify(conn, "events")
         inserted = int(inserted)
         return EventWriteResult(
             inserted, events.height - inserted, int(new_users or 0), int(new_items or 0)
@@ -679,7 +680,8 @@ class PostgresStore(Store):
             self._exec(
                 "UPDATE models SET active = (version = %s) WHERE name = %s", (int(version), name)
             )
-            self._exec("SELECT pg_notify(%s, 'models')", (CHANNEL,))
+            with self._cx() as conn:
+                self._notify(conn, "models")
 
     # -- short-lived state --------------------------------------------------------------------
     def put_state(self, kind: str, key: str, value: Any, ttl_s: float | None = None) -> None:
@@ -768,7 +770,8 @@ class PostgresStore(Store):
             f"INSERT INTO changes (kind, key, floor, at) SELECT %s, %s, ({_LAST_EVENT_ID}), %s",
             (kind, key, time.time()),
         )
-        self._exec("SELECT pg_notify(%s, 'changes')", (CHANNEL,))
+        with self._cx() as conn:
+            self._notify(conn, "changes")
 
     def record_change(self, kind: str, key: str) -> None:
         with self.transaction():
@@ -839,7 +842,9 @@ class PostgresStore(Store):
 
     # -- nodes on other machines ------------------------------------------------------------
     def watch(self) -> PostgresWatch:
-        return PostgresWatch(self._raw_url, self.url)
+        w = PostgresWatch(self._raw_url, self.url)
+        self._watches.add(w)
+        return w
 
     def put_bundle(self, name: str, version: int, folder: str | Path) -> bool:
         root = Path(folder)
@@ -879,13 +884,19 @@ class PostgresStore(Store):
             if not target.is_relative_to(tmp.resolve()):  # a stored name must stay inside
                 raise StoreError(f"bundle {name} v{version}: file name {rel!r} leaves its folder")
             target.parent.mkdir(parents=True, exist_ok=True)
+            parts = self._rows(
+                "SELECT part FROM bundle_files WHERE name = %s AND version = %s AND file = %s "
+                "ORDER BY part",
+                (name, int(version), rel),
+            )
             with target.open("wb") as out:
-                for (data,) in self._rows(
-                    "SELECT data FROM bundle_files WHERE name = %s AND version = %s "
-                    "AND file = %s ORDER BY part",
-                    (name, int(version), rel),
-                ):
-                    out.write(data)
+                for (part,) in parts:  # one part (8 MB) in memory at a time
+                    row = self._one(
+                        "SELECT data FROM bundle_files WHERE name = %s AND version = %s "
+                        "AND file = %s AND part = %s",
+                        (name, int(version), rel, part),
+                    )
+                    out.write(row[0] if row else b"")
         import shutil
 
         if dest.exists():  # another thread fetched it meanwhile
@@ -1068,9 +1079,12 @@ class PostgresWatch(Watch):
             self._flags[kind] = False
         return hit
 
-    def mark(self) -> None:
+    def mark(self, kind: str | None = None) -> None:
         with self._lock:
-            self._flags = dict.fromkeys(self.KINDS, True)
+            if kind is None:
+                self._flags = dict.fromkeys(self.KINDS, True)
+            else:
+                self._flags[kind] = True
 
     def _run(self) -> None:
         import psycopg

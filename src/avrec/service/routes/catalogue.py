@@ -62,8 +62,6 @@ def _write_items(st: ServiceState, rows: list[dict[str, Any]]) -> tuple[int, int
         created, updated = st.store.upsert_items(df)
         for r in rows:
             st.store.record_change("item", r["item_id"])
-    if st.watch is not None:  # this process' next request reads them without waiting
-        st.watch.mark()
     return created, updated
 
 
@@ -150,7 +148,7 @@ def delete_item(
         out = st.store.delete_items([item_id])
     if not out["items"]:
         raise ApiError(404, "unknown_item", f"no item {item_id!r}")
-    st.refresh(force=True)
+    st.refresh()
     return {"item_id": item_id, "deleted": out}
 
 
@@ -221,7 +219,7 @@ def erase_user(
     process; and a retraining starts so that the items' parameters forget them too."""
     with st.lock:
         out: dict[str, Any] = st.store.erase_user(user_id)
-    st.refresh(force=True)  # this process forgets now, from the change log; the others when told
+    st.refresh()  # this process forgets now, from the change log; the others when told
     out["model"] = st.forgotten.pop(user_id, [])
     if not (out["events"] or out["user"] or out["conversations"]):
         raise ApiError(404, "unknown_user", f"no user {user_id!r}")
