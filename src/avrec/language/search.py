@@ -382,44 +382,28 @@ class SearchIndex:
         request's; ``""`` otherwise (kept for the last few queries)."""
         from avrec.language.translate import dictionary, request_language
 
-        hit = self._translated.get(query)
-        if hit is None:
+        def make() -> str:
             target = "en" if request_language(query) == "zh" else "zh"
-            share = getattr(self, "zh_share", 0.0)
-            share = share if target == "zh" else 1.0 - share
-            hit = dictionary().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
-            if len(self._translated) > 256:
-                self._translated.pop(next(iter(self._translated)))
-            self._translated[query] = hit
-        return hit
+            share = self.zh_share if target == "zh" else 1.0 - self.zh_share
+            return dictionary().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
+
+        return _remember(self._translated, query, make)
 
     def encode_query(self, query: str) -> np.ndarray:
         """The query's e5 vector (kept for the last few queries)."""
-        hit = self._encoded.get(query)
-        if hit is None:
-            if self.encoder is None:
-                from avrec.features.text import E5TextEncoder
+        if self.encoder is None:
+            from avrec.features.text import E5TextEncoder
 
-                self.encoder = E5TextEncoder()
-            hit = self.encoder.encode_queries([query])[0]
-            if len(self._encoded) > 256:
-                self._encoded.pop(next(iter(self._encoded)))
-            self._encoded[query] = hit
-        return hit
+            self.encoder = E5TextEncoder()
+        return _remember(self._encoded, query, lambda: self.encoder.encode_queries([query])[0])
 
     def encode_multilingual_query(self, query: str) -> np.ndarray:
         """The query's USE vector (kept for the last few queries)."""
-        hit = self._m_encoded.get(query)
-        if hit is None:
-            if self.mencoder is None:
-                from avrec.features.text import UseTextEncoder
+        if self.mencoder is None:
+            from avrec.features.text import UseTextEncoder
 
-                self.mencoder = UseTextEncoder()
-            hit = self.mencoder.encode_queries([query])[0]
-            if len(self._m_encoded) > 256:
-                self._m_encoded.pop(next(iter(self._m_encoded)))
-            self._m_encoded[query] = hit
-        return hit
+            self.mencoder = UseTextEncoder()
+        return _remember(self._m_encoded, query, lambda: self.mencoder.encode_queries([query])[0])
 
     def multilingual(
         self, query: str | np.ndarray, n: int, allowed: np.ndarray | None = None
@@ -737,6 +721,17 @@ class SearchIndex:
                 str(vec.get("m_index_kind", "")),
             )
         return self
+
+
+def _remember(cache: dict, key: str, make: Any) -> Any:
+    """``cache[key]``, made by ``make()`` the first time; past 256 entries the oldest goes
+    (the last few queries' vectors and translations)."""
+    if key in cache:
+        return cache[key]
+    hit = cache[key] = make()
+    if len(cache) > 256:
+        cache.pop(next(iter(cache)))
+    return hit
 
 
 def _zh_share(docs: Sequence[dict[str, str]]) -> float:

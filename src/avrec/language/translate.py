@@ -24,11 +24,12 @@ import threading
 from collections import defaultdict
 from functools import lru_cache
 
-from avrec.language.tokens import STOPWORDS_ZH, _jieba, _stop_en, stem
+from avrec.language.tokens import _CJK_RUN, STOPWORDS_ZH, _jieba, _stop_en, stem
 
 __all__ = ["Dictionary", "cjk_share", "dictionary", "request_language"]
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+#: text split into its runs of CJK ideographs (kept, at odd positions) and what lies between
+_CJK_SPLIT = re.compile(f"({_CJK_RUN.pattern})")
 _LATIN_WORD = re.compile(r"[a-z][a-z'-]*")
 _ENTRY = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
 _PAREN = re.compile(r"\([^)]*\)|\[[^\]]*\]")
@@ -53,7 +54,7 @@ _GLOSS_STOP = frozenset({"to", "a", "an", "the", "of", "be", "one's", "sb", "sth
 def cjk_share(text: str) -> float:
     """The share of ``text``'s letters that are CJK ideographs (0 when it has none)."""
     letters = sum(ch.isalpha() for ch in text)
-    return len(_CJK.findall(text)) / letters if letters else 0.0
+    return sum(map(len, _CJK_RUN.findall(text))) / letters if letters else 0.0
 
 
 def request_language(text: str) -> str:
@@ -64,7 +65,7 @@ def request_language(text: str) -> str:
 
 def _clean(gloss: str) -> str:
     g = _PAREN.sub(" ", gloss).strip()
-    if not g or _SKIP.match(gloss) or "|" in g or _CJK.search(g):
+    if not g or _SKIP.match(gloss) or "|" in g or _CJK_RUN.search(g):
         return ""
     words = [w for w in re.split(r"[\s/,;:!?.]+", g.lower()) if w]
     return " ".join(w for w in words if w not in _GLOSS_STOP)
@@ -93,7 +94,7 @@ class Dictionary:
             / "cedict_1_0_ts_utf-8_mdbg.txt"
         )
         zh_en: dict[str, list[str]] = defaultdict(list)
-        en_zh: dict[str, set[str]] = defaultdict(set)
+        pairs: list[tuple[str, str]] = []  # (English word, headword), stemmed together below
         with path.open(encoding="utf-8") as f:
             for line in f:
                 m = _ENTRY.match(line)
@@ -104,9 +105,12 @@ class Dictionary:
                     continue
                 clean = [c for c in (_clean(g) for g in glosses) if c]
                 zh_en[simp].extend(c for c in clean if c not in zh_en[simp])
-                for c in clean[:3]:
-                    if " " not in c and c.isascii() and c.isalpha():
-                        en_zh[stem([c])[0]].add(simp)
+                pairs += [
+                    (c, simp) for c in clean[:3] if " " not in c and c.isascii() and c.isalpha()
+                ]
+        en_zh: dict[str, set[str]] = defaultdict(set)
+        for s, (_, simp) in zip(stem([w for w, _ in pairs]), pairs, strict=True):
+            en_zh[s].add(simp)
         freq = _jieba().dt.FREQ
         self.zh_en = dict(zh_en)
         self.en_zh = {
@@ -118,7 +122,7 @@ class Dictionary:
         jieba = _jieba()
         out: list[str] = []
         for w in jieba.lcut(text):
-            if not _CJK.search(w) or w in STOPWORDS_ZH or w in _FUNCTION_ZH:
+            if not _CJK_RUN.search(w) or w in STOPWORDS_ZH or w in _FUNCTION_ZH:
                 continue
             if w in self.zh_en:
                 out.append(w)
@@ -134,8 +138,8 @@ class Dictionary:
         """The English glosses of ``text``'s Chinese content words, in order; its Latin words
         kept as they are."""
         parts: list[str] = []
-        for run in re.split(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)", text):
-            if _CJK.search(run):
+        for run in _CJK_SPLIT.split(text):
+            if _CJK_RUN.search(run):
                 for w in self._zh_words(run):
                     parts.extend(self.zh_en[w][: self.senses])
             elif run.strip():
@@ -147,8 +151,8 @@ class Dictionary:
         kept as it is."""
         parts: list[str] = []
         stop = _stop_en()
-        for run in re.split(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)", text):
-            if _CJK.search(run):
+        for run in _CJK_SPLIT.split(text):
+            if _CJK_RUN.search(run):
                 parts.append(run)
                 continue
             words = [w for w in _LATIN_WORD.findall(run.lower()) if w not in stop]
