@@ -134,3 +134,36 @@ def test_a_new_month_inside_an_open_transaction(pg_url):
     s.add_events(events([("u", "c", "play", feb + 40 * 86400)]))
     assert s.counts()["events"] == 3
     s.close()
+
+
+def test_a_store_opened_while_the_server_is_down_waits_and_says_so(caplog):
+    """``avrec serve`` opens its store with ``wait_s``: started before the database, it
+    waits, logs why, and opens once the server is up."""
+    import logging
+
+    from avrec.storage.pglocal import LocalPostgres
+
+    pg = LocalPostgres().start()
+    try:
+        url = pg.create_database("later")
+        pg.stop(remove=False)
+        with pytest.raises(StoreError, match="cannot connect"):  # a command fails at once
+            open_store(url)
+        threading.Timer(2.0, pg.start).start()
+        with caplog.at_level(logging.WARNING, logger="avrec.storage.postgres"):
+            s = open_store(url, wait_s=60)
+        assert s.counts()["events"] == 0
+        assert any("waiting for the PostgreSQL store" in r.getMessage() for r in caplog.records)
+        assert pg.password not in caplog.text
+        s.close()
+    finally:
+        pg.stop()
+
+
+def test_the_throwaway_server_asks_a_password_on_its_socket_too(pg_server):
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(host=str(pg_server.root), port=pg_server.port, user="avrec",
+                        dbname="postgres", connect_timeout=5)  # fmt: skip
+    assert oct(pg_server.root.stat().st_mode & 0o777) == "0o700"

@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL server in one folder, on loopback, from Debian's ``postgresql``.
 
 For the tests, the benchmarks and trying the PostgreSQL store on one machine: ``initdb`` into
-a fresh folder with a random password (SCRAM over TCP, nothing over the Unix socket but the
-folder's own), ``pg_ctl start`` on ``127.0.0.1`` and a free port, ``stop`` removes it all. The
+a fresh folder with a random password (SCRAM over TCP and over the Unix socket, which lies in
+the folder; the folder and the password file are private), ``pg_ctl start`` on
+``127.0.0.1`` and a free port, ``stop`` removes it all. The
 server refuses to run as root, so as root it runs as the ``postgres`` user and its folder is
 made under ``/tmp`` (the user must be able to reach it).
 
@@ -98,22 +99,24 @@ class LocalPostgres:
     def start(self) -> LocalPostgres:
         """initdb (the first time) and start; returns self."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
+        self.root.chmod(0o700)  # the server's user (and root) only
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
             pw = self.root / "pw"
+            pw.touch(mode=0o600)
             pw.write_text(self.password + "\n")
             if self.as_root:
                 shutil.chown(pw, "postgres", "postgres")
             res = self._run(
                 "initdb", "-D", str(self.data), "-U", self.user, f"--pwfile={pw}",
-                "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8",
+                "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8",
                 "--no-locale", "--no-sync", check=False,
             )  # fmt: skip
             pw.unlink()
             if res.returncode:
                 raise StoreError(f"initdb failed: {res.stderr.strip() or res.stdout.strip()}")
+            (self.root / "password").touch(mode=0o600)
             (self.root / "password").write_text(self.password)
         else:
             self.password = (self.root / "password").read_text()
