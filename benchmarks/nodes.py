@@ -42,6 +42,7 @@ import numpy as np
 import psutil
 
 from benchmarks import _provenance as provenance
+from benchmarks import service_load
 from benchmarks._markdown import replace_block
 from benchmarks.service_load import AVREC, KEY, _port, _titles_words, load, ml100k_workspace
 
@@ -75,27 +76,8 @@ http {{
 
 
 def serve(ws: Path, workers: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _port()
-    full = {**os.environ, "AVREC_API_KEYS": f"{KEY}:write", "AVREC_RATE_LIMIT": "1000000/second",
-            "AVREC_CACHE_S": "0", **env}  # fmt: skip
-    log = open(ws / f"node-{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [AVREC, "-w", str(ws), "serve", "--port", str(port), "--workers", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT, env=full, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((ws / f"node-{port}.log").read_text()[-3000:])
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                time.sleep(2)
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("a node did not get ready")
+    """``benchmarks.service_load``'s server, every page computed (the cold path)."""
+    return service_load.serve(ws, {"AVREC_CACHE_S": "0", **env}, workers=workers)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -176,13 +176,13 @@ def _titles_words(ws: Path, limit: int = 200) -> tuple[list[str], list[str], lis
     return users, ids, words or ["item"]
 
 
-def serve(ws: Path, extra: dict | None = None) -> tuple[subprocess.Popen, str]:
+def serve(ws: Path, extra: dict | None = None, workers: int = 2) -> tuple[subprocess.Popen, str]:
     port = _port()
     env = {**os.environ, "AVREC_API_KEYS": f"{KEY}:write", "AVREC_LOG_JSON": "1",
            "AVREC_RATE_LIMIT": "1000000/second", **(extra or {})}  # fmt: skip
     log = open(ws / "bench-server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [AVREC, "-w", str(ws), "serve", "--port", str(port), "--workers", "2"],
+        [AVREC, "-w", str(ws), "serve", "--port", str(port), "--workers", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
