@@ -38,3 +38,22 @@ def test_a_store_of_this_release_opens_after_an_upgrade(store_url, monkeypatch):
     # the older avrec refuses the newer store with one clear line
     with pytest.raises(StoreError, match="newer than this avrec"):
         open_store(store_url)
+
+
+def test_avrec_migrate_says_what_ran(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from avrec.cli.main import app
+    from avrec.storage import sqlite
+
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    res = runner.invoke(app, ["-w", str(ws), "migrate"])
+    assert res.exit_code == 0 and "up to date" in res.output
+    nxt = sqlite.SCHEMA_VERSION + 1
+    step = (nxt, "a column", "ALTER TABLE items ADD COLUMN rights TEXT;")
+    monkeypatch.setattr(sqlite, "MIGRATIONS", [*sqlite.MIGRATIONS, step])
+    monkeypatch.setattr(sqlite, "SCHEMA_VERSION", nxt)
+    res = runner.invoke(app, ["-w", str(ws), "migrate"])
+    assert res.exit_code == 0 and f"schema version {nxt} (ran {nxt})" in res.output

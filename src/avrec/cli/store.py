@@ -14,14 +14,13 @@ app = typer.Typer(help="The store: copy it between backends.", no_args_is_help=T
 
 
 def migrate(ctx: typer.Context) -> None:
-    """Bring the workspace's store to this avrec's schema version (opening it does the same;
-    this says what ran)."""
+    """Bring the workspace's store to this avrec's schema version and say what ran (any
+    command that opens the store does the same, silently)."""
     ws = state(ctx).open_workspace()
     store = ws.store  # opening runs what is missing
-    console.print(
-        f"{redact_url(ws.store_url)}: schema version {store.schema_version()} "
-        f"({'up to date' if not store.migrate() else 'migrated'})"
-    )
+    ran = store.migrated
+    done = f"ran {', '.join(map(str, ran))}" if ran else "up to date"
+    console.print(f"{redact_url(ws.store_url)}: schema version {store.schema_version()} ({done})")
     ws.close()
 
 

@@ -107,6 +107,8 @@ class Store(abc.ABC):
     """
 
     url: str
+    #: the schema versions that opening this store ran (empty: it was up to date)
+    migrated: list[int]
 
     # -- schema -------------------------------------------------------------------------------
     @abc.abstractmethod

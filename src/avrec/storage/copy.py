@@ -10,7 +10,7 @@ Rate-limit counters are not copied (they live for minutes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +155,7 @@ def copy_store(
             f"{have['items']:,} items, {have['users']:,} users): copy into a new one"
         )
     for name in TABLES:
-        for df in _batches(src, name, batch):
+        for df in src.dump_table(name, batch):
             dst.load_table(name, _typed(name, df))
             if progress is not None:
                 progress(name, df.height)
@@ -170,7 +170,3 @@ def copy_store(
             )
         rows[name], sums[name] = a
     return CopyReport(rows, sums)
-
-
-def _batches(src: Store, name: str, batch: int) -> Iterator[pl.DataFrame]:
-    yield from src.dump_table(name, batch)

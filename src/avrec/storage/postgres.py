@@ -253,7 +253,7 @@ class PostgresStore(Store):
             open=True,
             name="avrec",
         )
-        self.migrate()
+        self.migrated = self.migrate()
         self._load_partitions()
 
     # -- connections and transactions ---------------------------------------------------------

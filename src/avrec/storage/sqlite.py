@@ -125,7 +125,7 @@ class SQLiteStore(Store):
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA cache_size=-{int(cache_mb) * 1024}")
             self._conn.execute("PRAGMA busy_timeout=10000")
-            self.migrate()
+            self.migrated = self.migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         self._depth = 0
