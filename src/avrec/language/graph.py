@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,39 +233,49 @@ class KnowledgeGraph:
     def paths(self, sources: Sequence[int], target: int, max_paths: int = 5) -> list[GraphPath]:
         """Paths ``source -> entity <- target`` from any of ``sources`` (a user's liked
         items) to ``target``, strongest first (weight: the entity's weight squared, as both
-        edges carry it). Worked out on the CSR arrays at once: explanations ask for it for
-        every shown item no source anchored."""
+        edges carry it)."""
+        return self.paths_from(sources)(target, max_paths)
+
+    def paths_from(self, sources: Sequence[int]) -> Callable[[int, int], list[GraphPath]]:
+        """:meth:`paths` from ``sources`` to any target, the sources' edges gathered once
+        (explanations ask for every shown item no source anchored). Worked out on the CSR
+        arrays at once."""
         self._check()
         ptr, ind, dat = self.matrix.indptr, self.matrix.indices, self.matrix.data
-        t_lo, t_hi = int(ptr[target]), int(ptr[target + 1])
-        t_ent = ind[t_lo:t_hi]  # sorted: edges are stored by (item, entity)
-        src = np.fromiter(dict.fromkeys(int(x) for x in sources), np.int64)
-        src = src[(src >= 0) & (src < self.n_items) & (src != target)]
-        if not len(src) or t_hi == t_lo:
-            return []
-        starts, lens = ptr[src], ptr[src + 1] - ptr[src]
+        every = np.fromiter(dict.fromkeys(int(x) for x in sources), np.int64)
+        every = every[(every >= 0) & (every < self.n_items)]
+        starts, lens = ptr[every], ptr[every + 1] - ptr[every]
         # every edge of every source, in source order: positions into ind/dat
-        pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
-        ents = ind[pos]
-        at = np.searchsorted(t_ent, ents)
-        hit = (at < len(t_ent)) & (t_ent[np.minimum(at, len(t_ent) - 1)] == ents)
-        if not hit.any():
-            return []
-        pos, ents, at = pos[hit], ents[hit], at[hit]
-        who = np.repeat(src, lens)[hit]
-        weight = dat[pos] * dat[t_lo + at]
-        order = np.lexsort((ents, who, -weight))[:max_paths]
-        return [
-            GraphPath(
-                int(who[j]),
-                int(ents[j]),
-                int(target),
-                float(weight[j]),
-                self.edge_roles[int(pos[j])],
-                self.edge_roles[t_lo + int(at[j])],
-            )
-            for j in order
-        ]
+        all_pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        all_ents = ind[all_pos]
+        all_who = np.repeat(every, lens)
+
+        def find(target: int, max_paths: int = 5) -> list[GraphPath]:
+            t_lo, t_hi = int(ptr[target]), int(ptr[target + 1])
+            t_ent = ind[t_lo:t_hi]  # sorted: edges are stored by (item, entity)
+            if t_hi == t_lo or not len(all_ents):
+                return []
+            at = np.searchsorted(t_ent, all_ents)
+            hit = (at < len(t_ent)) & (t_ent[np.minimum(at, len(t_ent) - 1)] == all_ents)
+            hit &= all_who != target
+            if not hit.any():
+                return []
+            pos, ents, at, who = all_pos[hit], all_ents[hit], at[hit], all_who[hit]
+            weight = dat[pos] * dat[t_lo + at]
+            order = np.lexsort((ents, who, -weight))[:max_paths]
+            return [
+                GraphPath(
+                    int(who[j]),
+                    int(ents[j]),
+                    int(target),
+                    float(weight[j]),
+                    self.edge_roles[int(pos[j])],
+                    self.edge_roles[t_lo + int(at[j])],
+                )
+                for j in order
+            ]
+
+        return find
 
     def describe(self, path: GraphPath) -> str:
         """``"person:Steven Spielberg (director)"``: the entity a path goes through."""

@@ -77,8 +77,11 @@ class Markov(Recommender):
                 rows.append(r)
                 cols.append(int(item))
                 weights.append(c.decay**k)
-        last = sp.csr_matrix((np.asarray(weights, np.float32), (rows, cols)), shape=(len(seqs), n))
-        norm_last = last @ sp.diags(self.row_norm)
+        norm_last = sp.csr_matrix(
+            (np.asarray(weights, np.float32) * self.row_norm[np.asarray(cols, np.int64)],
+             (rows, cols)),
+            shape=(len(seqs), n),
+        )  # fmt: skip
         scores = np.asarray((norm_last @ self.transitions).todense(), dtype=np.float32)
         vote = np.asarray(norm_last.sum(axis=1)).ravel() * c.beta
         scores += vote[:, None] * self.popularity[None, :]

@@ -844,8 +844,9 @@ class Pipeline(Recommender):
         g = getattr(self, "graph", None)
         if g is None or not len(req.history):
             return
-        recent = req.history[::-1][:50]
-        for path in g.paths(recent, item, max_paths=5):
+        if "graph_paths" not in req.memo:  # the history's edges, gathered once per page
+            req.memo["graph_paths"] = g.paths_from(req.history[::-1][:50])
+        for path in req.memo["graph_paths"](item, 5):
             kind = str(g.types[path.entity])
             if kind not in ("person", "series"):
                 continue

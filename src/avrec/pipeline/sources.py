@@ -68,6 +68,8 @@ class Request:
     exclude: np.ndarray | None = None
     time: float | None = None
     allowed: np.ndarray | None = None
+    #: what sources work out from the request once and share (see :func:`_history_row`)
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.history = np.asarray(self.history, dtype=np.int64)
@@ -237,25 +239,29 @@ def _top_ranked(
     return top, scores[top]
 
 
+def _history_row(req: Request, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The request's history as one sparse row: item indices (sorted, each once) and their
+    summed weights; kept on the request, as every model source asks for it."""
+    key = ("history_row", n_items)
+    if key not in req.memo:
+        ok = (req.history >= 0) & (req.history < n_items)
+        h = req.history[ok]
+        w = np.asarray(req.weights, np.float32)[: len(req.history)][ok]
+        cols, inv = np.unique(h, return_inverse=True)
+        req.memo[key] = (cols, np.bincount(inv, weights=w, minlength=len(cols)).astype(np.float32))
+    return req.memo[key]
+
+
 def _history_matrix(requests: list[Request], n_items: int) -> sp.csr_matrix:
-    rows, cols, vals = [], [], []
-    for r, req in enumerate(requests):
-        h = req.history[(req.history >= 0) & (req.history < n_items)]
-        w = np.asarray(req.weights, np.float32)[: len(req.history)][
-            (req.history >= 0) & (req.history < n_items)
-        ]
-        rows.append(np.full(len(h), r))
-        cols.append(h)
-        vals.append(w)
+    rows = [_history_row(req, n_items) for req in requests]
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    indptr[1:] = np.cumsum([len(c) for c, _ in rows])
     if not rows:
         return sp.csr_matrix((0, n_items), dtype=np.float32)
-    m = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+    return sp.csr_matrix(
+        (np.concatenate([v for _, v in rows]), np.concatenate([c for c, _ in rows]), indptr),
         shape=(len(requests), n_items),
-        dtype=np.float32,
     )
-    m.sum_duplicates()
-    return m
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -729,6 +735,7 @@ class PeopleSource(Source):
         self.idf = idf
         self.weighted = (links @ sp.diags(idf)).tocsr()
         self.weighted.eliminate_zeros()  # links that lead nowhere cost nothing per request
+        self.by_link = self.weighted.T.tocsr()  # links x items: a request reads its links' rows
 
     def _state(self) -> dict[str, np.ndarray]:
         m = self.item_links
@@ -764,12 +771,13 @@ class PeopleSource(Source):
             if not len(h):
                 out.append(Candidates([], []))
                 continue
-            # contributions, anchors x items, kept sparse: only items sharing something count
-            contrib = (sp.diags(w) @ self.item_links[h] @ self.weighted.T).tocoo()
-            ok = contrib.data > 0
-            rows, cols, vals = contrib.row[ok], contrib.col[ok], contrib.data[ok]
-            touched, inv = np.unique(cols, return_inverse=True)
-            scores = np.bincount(inv, weights=vals, minlength=len(touched))
+            # each item's score: the history's weighted links, summed through the items'
+            # idf-weighted links (one sparse product over the links the history has)
+            via = self.item_links[h].T @ w.astype(np.float64)
+            linked = np.flatnonzero(via)
+            scores = self.by_link[linked].T @ via[linked]
+            touched = np.flatnonzero(scores > 0)
+            scores = scores[touched]
             keep = ~np.isin(touched, req.exclude)
             if req.allowed is not None:
                 keep &= req.allowed[touched]
@@ -781,13 +789,10 @@ class PeopleSource(Source):
             part = np.argpartition(-scores, m - 1)[:m] if m < len(touched) else np.arange(m)
             part = part[np.lexsort((touched[part], -scores[part]))]
             items = touched[part]
-            # the anchor of each chosen item: the history row contributing most to it
-            pick = np.isin(cols, items)
-            r, c, v = rows[pick], cols[pick], vals[pick]
-            order = np.lexsort((-v, c))  # by item, best contribution first
-            first = np.r_[True, c[order][1:] != c[order][:-1]]
-            best_row = dict(zip(c[order][first].tolist(), r[order][first].tolist(), strict=True))
-            anchors = np.asarray([h[best_row[int(i)]] for i in items], np.int64)
+            # the anchor of each chosen item: the history row contributing most to it (the
+            # first such row on a tie)
+            contrib = (self.item_links[h] @ self.weighted[items].T).toarray() * w[:, None]
+            anchors = h[np.argmax(contrib, axis=0)].astype(np.int64)
             out.append(Candidates(items, scores[part].astype(np.float32), anchors))
         return out
 
