@@ -10,7 +10,7 @@ import pytest
 
 from avrec.errors import StoreError
 from avrec.storage import open_store
-from avrec.storage.postgres import SCHEMA_VERSION, PostgresStore
+from avrec.storage.postgres import BULK_ROWS, SCHEMA_VERSION, PostgresStore
 
 
 def events(rows):
@@ -167,3 +167,75 @@ def test_the_throwaway_server_asks_a_password_on_its_socket_too(pg_server):
         psycopg.connect(host=str(pg_server.root), port=pg_server.port, user="avrec",
                         dbname="postgres", connect_timeout=5)  # fmt: skip
     assert oct(pg_server.root.stat().st_mode & 0o777) == "0o700"
+
+
+def _partition_indexes(s, name):
+    return {r[0] for r in s._rows(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = %s", (name,))}  # fmt: skip
+
+
+def test_a_bulk_load_into_new_months_is_indexed_and_attached_at_the_commit(pg_url):
+    import numpy as np
+
+    s = open_store(pg_url)
+    jan, feb = 1704067200.0, 1706745600.0  # 2024-01-01, 2024-02-01
+    n = 3 * BULK_ROWS
+    rng = np.random.default_rng(0)
+    ts = np.sort(jan + rng.random(n) * (feb - jan + 20 * 86400))  # January into February
+    batch = pl.DataFrame({"user_id": [f"u{x}" for x in rng.integers(0, 500, n)],
+                          "item_id": [f"i{x}" for x in rng.integers(0, 900, n)],
+                          "event": "play", "ts": ts, "value": rng.random(n)})  # fmt: skip
+    first, second = batch.slice(0, n // 2), batch.slice(n // 2)
+    with s.transaction():
+        a = s.add_events(first)
+        assert s._local.fresh  # went the bulk way: tables of their own, not yet attached
+        b = s.add_events(second)
+    assert not s._local.fresh
+    assert a.inserted + b.inserted == n and a.duplicates + b.duplicates == 0
+    assert a.new_users + b.new_users == batch["user_id"].n_unique()
+    got = s.events()
+    assert got.height == n
+    # ids follow the file's order, and every row kept its user, item and value
+    assert (
+        got["ts"].to_list() == ts.tolist()
+        and got["user_id"].to_list() == batch["user_id"].to_list()
+    )
+    assert got["value"].to_list() == batch["value"].to_list()
+    ids = [r[0] for r in s.events_after(0)]
+    assert ids == sorted(ids) and len(set(ids)) == n
+    for name in ("events_y2024m01", "events_y2024m02"):  # attached, with every index adopted
+        assert s._one("SELECT count(*) FROM pg_inherits WHERE inhrelid = %s::regclass",
+                      (name,))[0] == 1  # fmt: skip
+        defs = " ".join(_partition_indexes(s, name))
+        assert "UNIQUE" in defs and "brin (id)" in defs and "(user_idx)" in defs
+        assert "(item_idx)" in defs
+    # the same rows again: all duplicates, through the unique index the attach adopted
+    again = s.add_events(batch)
+    assert again.inserted == 0 and again.duplicates == n
+    # a served event after it lands in the attached month
+    s.add_events(events([("u1", "i1", "like", feb + 25 * 86400)]))
+    assert s.counts()["events"] == n + 1
+    s.close()
+
+
+def test_a_bulk_load_that_fails_leaves_nothing_and_an_older_batch_falls_back(pg_url):
+    import numpy as np
+
+    s = open_store(pg_url)
+    mar = 1709251200.0  # 2024-03-01
+    n = 2 * BULK_ROWS
+    batch = pl.DataFrame({"user_id": [f"u{x % 300}" for x in range(n)],
+                          "item_id": [f"i{x % 700}" for x in range(n)],
+                          "event": "play", "ts": mar + np.arange(n, dtype=float)})  # fmt: skip
+    with pytest.raises(RuntimeError), s.transaction():
+        s.add_events(batch)
+        raise RuntimeError("the ingest stopped")
+    assert s.counts()["events"] == 0
+    assert s._one("SELECT to_regclass('events_y2024m03')")[0] is None
+    with s.transaction():
+        s.add_events(batch.slice(n // 2))  # the newer half first: bulk
+        res = s.add_events(batch)  # older rows, half of them loaded: attaches, then upserts
+    assert res.inserted == n // 2 and res.duplicates == n // 2
+    assert s.counts()["events"] == n
+    assert sorted(s.events()["ts"].to_list()) == batch["ts"].to_list()
+    s.close()

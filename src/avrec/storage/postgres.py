@@ -166,6 +166,13 @@ _STAGE_EVENTS = (
     "type TEXT, ts DOUBLE PRECISION, value DOUBLE PRECISION, session_id TEXT, text TEXT, "
     "context TEXT) ON COMMIT DELETE ROWS"
 )
+_STAGE_KEYS = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_keys (seq BIGINT, key TEXT) ON COMMIT DELETE ROWS"
+)
+#: a batch of more events than this is a bulk one (its sorts and joins in memory); inside a
+#: transaction, newer than every stored event and into months no partition holds yet, it
+#: goes into tables of its own, indexed once and attached as partitions at the commit
+BULK_ROWS = 10_000
 _STAGE_ITEMS = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_items (seq BIGINT, item_id TEXT, "
     + ", ".join(f"{f} {'DOUBLE PRECISION' if f in _FLOAT_FIELDS else 'TEXT'}" for f in ITEM_FIELDS)
@@ -303,11 +310,13 @@ class PostgresStore(Store):
             with self._pool.connection() as conn:
                 self._local.conn, self._local.depth = conn, 1
                 self._local.new_parts, self._local.notes = set(), set()
+                self._local.fresh, self._local.fresh_newest = {}, None
                 try:
                     with conn.transaction():
                         if not self._durable:
                             conn.execute("SET LOCAL synchronous_commit = off")
                         yield
+                        self._attach_fresh(conn)
                 except BaseException:
                     self._partitions -= self._local.new_parts  # rolled back with it
                     raise
@@ -388,12 +397,14 @@ class PostgresStore(Store):
         lock): in a short transaction of their own, or, inside an open transaction (an
         ingest's file), in that one, since it may already hold a lock on ``events`` that a
         second connection would wait for."""
+        outer = getattr(self._local, "conn", None)
+        if outer is not None and months & set(getattr(self._local, "fresh", {})):
+            self._attach_fresh(outer)  # a month loaded in bulk gets rows another way
         missing = sorted(months - self._partitions)
         if not missing:
             return
         import psycopg
 
-        outer = getattr(self._local, "conn", None)
         with contextlib.ExitStack() as stack:
             conn = outer if outer is not None else stack.enter_context(self._pool.connection())
             for year, month in missing:
@@ -421,6 +432,118 @@ class PostgresStore(Store):
         pairs = pl.DataFrame({"y": d.dt.year(), "m": d.dt.month()}).unique()
         return {(int(y), int(m)) for y, m in pairs.iter_rows()}
 
+    def _bulk_months(self, conn: Any, df: pl.DataFrame, months: set[tuple[int, int]]) -> bool:
+        """Whether ``df`` (a bulk batch inside a transaction) can go into tables of its own:
+        it is newer than every event (stored or loaded so far in this transaction), so no row
+        can conflict, and each of its months is either loaded in bulk by this transaction
+        already or held by no partition yet (those are made here, standalone, without
+        indexes: building them once at the end costs far less than keeping them up to date
+        row by row)."""
+        fresh = self._local.fresh
+        newest = conn.execute("SELECT max(ts) FROM events").fetchone()[0]
+        loaded = self._local.fresh_newest
+        if loaded is not None:
+            newest = loaded if newest is None else max(newest, loaded)
+        if newest is not None and float(df["ts"].min()) <= newest:  # type: ignore[arg-type]
+            return False
+        if months <= set(fresh):
+            return True
+        if months & self._partitions:
+            return False
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        self._load_partitions()  # another node may have made months since
+        if months & self._partitions:
+            return False
+        for year, month in sorted(months - set(fresh)):
+            name = f"events_y{year:04d}m{month:02d}"
+            conn.execute(f"CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS)")
+            fresh[(year, month)] = name
+        return True
+
+    def _attach_fresh(self, conn: Any) -> None:
+        """Index the months loaded in bulk in this transaction and attach them as partitions
+        of ``events`` (the indexes match the partitioned ones, so attaching adopts them)."""
+        fresh = getattr(self._local, "fresh", None)
+        if not fresh:
+            return
+        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for (year, month), name in sorted(fresh.items()):
+            lo = _month_start(year, month)
+            hi = _month_start(year + (month == 12), month % 12 + 1)
+            conn.execute(f"ALTER TABLE {name} ADD UNIQUE (ts, user_idx, item_idx, type)")
+            conn.execute(f"CREATE INDEX ON {name} USING brin (id)")
+            conn.execute(f"CREATE INDEX ON {name} (user_idx)")
+            conn.execute(f"CREATE INDEX ON {name} (item_idx)")
+            conn.execute(
+                f"ALTER TABLE events ATTACH PARTITION {name} "
+                f"FOR VALUES FROM ({lo!r}) TO ({'MAXVALUE' if hi == float('inf') else repr(hi)})"
+            )
+            self._partitions.add((year, month))
+            self._local.new_parts.add((year, month))
+        fresh.clear()
+
+    def _keys(
+        self, conn: Any, table: str, column: str, keys: pl.Series, now: float
+    ) -> tuple[pl.DataFrame, int]:
+        """The store's index of each of ``keys`` (user or item ids, in order of first
+        appearance), the ones not stored yet added (an item as a placeholder): the mapping
+        as a frame (``column``, ``{table}_idx``), and how many were new."""
+        self._stage(conn, "stage_keys", len(keys))
+        self._copy(conn, "stage_keys", pl.DataFrame({"seq": pl.int_range(len(keys), eager=True),
+                                                     "key": keys}))  # fmt: skip
+        placeholder = ("placeholder, ", "true, ") if table == "items" else ("", "")
+        new = conn.execute(
+            f"INSERT INTO {table} ({column}, {placeholder[0]}updated_at) "
+            f"SELECT key, {placeholder[1]}%s FROM stage_keys s WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{table} t WHERE t.{column} = s.key) ORDER BY seq ON CONFLICT ({column}) DO NOTHING",
+            (now,),
+        ).rowcount
+        idx = f"{table[:-1]}_idx"
+        mapping = self._copy_out(
+            f"SELECT s.key, t.idx FROM stage_keys s JOIN {table} t ON t.{column} = s.key",
+            {column: pl.String, idx: pl.Int64},
+        )
+        return mapping, int(new or 0)
+
+    def _add_bulk(self, conn: Any, df: pl.DataFrame, optional: list[str]) -> EventWriteResult:
+        """:meth:`add_events` for a batch :meth:`_bulk_months` let through: ids mapped here
+        and ``COPY`` straight into the months' own tables, ids drawn as one block in the
+        batch's order."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        now = time.time()
+        users, new_users = self._keys(
+            conn, "users", "user_id", df["user_id"].unique(maintain_order=True), now
+        )
+        items, new_items = self._keys(
+            conn, "items", "item_id", df["item_id"].drop_nulls().unique(maintain_order=True), now
+        )
+        first = int(conn.execute(_LAST_EVENT_ID).fetchone()[0]) + 1
+        conn.execute("SELECT setval('events_id_seq', %s)", (first + df.height - 1,))
+        out = (
+            df.join(users, on="user_id", how="left", maintain_order="left")
+            .join(items, on="item_id", how="left", maintain_order="left")
+            .select(
+                pl.int_range(first, first + df.height, dtype=pl.Int64).alias("id"),
+                "user_idx",
+                pl.col("item_idx").fill_null(-1),
+                "type",
+                "ts",
+                "value",
+                *optional,
+            )  # fmt: skip
+        )
+        for (year, month), name in self._local.fresh.items():
+            lo = _month_start(year, month)
+            hi = _month_start(year + (month == 12), month % 12 + 1)
+            part = out.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+            if part.height:
+                self._copy(conn, name, part)
+        newest = float(df["ts"].max())  # type: ignore[arg-type]
+        self._local.fresh_newest = max(newest, self._local.fresh_newest or newest)
+        self._notify(conn, "events")
+        return EventWriteResult(df.height, 0, new_users, new_items)
+
     def drop_events_before(self, ts: float) -> int:
         """Drop the monthly partitions that end at or before ``ts`` (retention: old months
         go whole, without a row-by-row delete). Returns how many months went."""
@@ -444,6 +567,7 @@ class PostgresStore(Store):
         if conn not in self._staged:
             conn.execute(_STAGE_EVENTS)
             conn.execute(_STAGE_ITEMS)
+            conn.execute(_STAGE_KEYS)
             self._staged.add(conn)
         conn.execute(f"TRUNCATE {table}" if rows > 10_000 else f"DELETE FROM {table}")
 
@@ -530,12 +654,19 @@ class PostgresStore(Store):
         # the same event twice in one batch: the last one counts (as in SQLite)
         df = df.unique(subset=["ts", "user_id", "item_id", "type"], keep="last",
                        maintain_order=True)  # fmt: skip
-        self._ensure_partitions(self._months(df["ts"]))
+        months = self._months(df["ts"])
+        outer = getattr(self._local, "conn", None)
+        if outer is not None and df.height > BULK_ROWS and self._bulk_months(outer, df, months):
+            res = self._add_bulk(outer, df, optional)
+            return EventWriteResult(
+                res.inserted, events.height - res.inserted, res.new_users, res.new_items
+            )
+        self._ensure_partitions(months)
         with self.transaction(), self._cx() as conn:
             # ids are drawn and committed one writer at a time: a reader of events_after
             # never passes an id that a slower transaction commits later
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
-            if df.height > 10_000:  # a bulk batch: its sorts and joins in memory, not on disk
+            if df.height > BULK_ROWS:  # a bulk batch: its sorts and joins in memory, not on disk
                 conn.execute("SET LOCAL work_mem = '256MB'")
             self._stage(conn, "stage_events", df.height)
             self._copy(conn, "stage_events", df)
