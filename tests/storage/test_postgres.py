@@ -181,7 +181,9 @@ def test_a_bulk_load_into_new_months_is_indexed_and_attached_at_the_commit(pg_ur
     jan, feb = 1704067200.0, 1706745600.0  # 2024-01-01, 2024-02-01
     n = 3 * BULK_ROWS
     rng = np.random.default_rng(0)
-    ts = np.sort(jan + rng.random(n) * (feb - jan + 20 * 86400))  # January into February
+    # January into February, whole seconds: a second goes on from one batch to the next
+    ts = np.floor(np.sort(jan + rng.random(n) * (feb - jan + 20 * 86400)))
+    ts[n // 2 - 1 : n // 2 + 1] = ts[n // 2 - 1]
     batch = pl.DataFrame({"user_id": [f"u{x}" for x in rng.integers(0, 500, n)],
                           "item_id": [f"i{x}" for x in rng.integers(0, 900, n)],
                           "event": "play", "ts": ts, "value": rng.random(n)})  # fmt: skip
@@ -190,6 +192,7 @@ def test_a_bulk_load_into_new_months_is_indexed_and_attached_at_the_commit(pg_ur
         a = s.add_events(first)
         assert s._local.fresh  # went the bulk way: tables of their own, not yet attached
         b = s.add_events(second)
+        assert len(s._local.fresh) == 2  # the second batch went the bulk way too
     assert not s._local.fresh
     assert a.inserted + b.inserted == n and a.duplicates + b.duplicates == 0
     assert a.new_users + b.new_users == batch["user_id"].n_unique()
@@ -238,4 +241,19 @@ def test_a_bulk_load_that_fails_leaves_nothing_and_an_older_batch_falls_back(pg_
     assert res.inserted == n // 2 and res.duplicates == n // 2
     assert s.counts()["events"] == n
     assert sorted(s.events()["ts"].to_list()) == batch["ts"].to_list()
+    # an event of the last loaded second sent again in the next batch: an upsert decides
+    apr, m = mar + 40 * 86400, 3 * BULK_ROWS
+    tail = pl.DataFrame({"user_id": ["x"] * m, "item_id": [f"i{k}" for k in range(m)],
+                         "event": "play", "ts": apr + np.arange(m) // 1000,
+                         "value": 1.0})  # fmt: skip
+    with s.transaction():
+        s.add_events(tail.slice(0, m // 2))
+        assert s._local.fresh
+        again = tail.slice(m // 2 - 1).with_columns(pl.lit(2.0).alias("value"))
+        res = s.add_events(again)
+        assert not s._local.fresh  # attached first, then upserted
+    assert res.inserted == m - m // 2 and res.duplicates == 1
+    assert s.counts()["events"] == n + m
+    last = s.events().filter(pl.col("item_id") == f"i{m // 2 - 1}")
+    assert last["value"].to_list() == [2.0]  # the later copy of the event wins
     s.close()

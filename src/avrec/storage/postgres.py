@@ -311,6 +311,7 @@ class PostgresStore(Store):
                 self._local.conn, self._local.depth = conn, 1
                 self._local.new_parts, self._local.notes = set(), set()
                 self._local.fresh, self._local.fresh_newest = {}, None
+                self._local.fresh_tail = set()
                 try:
                     with conn.transaction():
                         if not self._durable:
@@ -319,6 +320,7 @@ class PostgresStore(Store):
                         self._attach_fresh(conn)
                 except BaseException:
                     self._partitions -= self._local.new_parts  # rolled back with it
+                    self._staged.discard(conn)  # its staging tables too, if made in it
                     raise
                 finally:
                     self._local.conn, self._local.depth = None, 0
@@ -434,18 +436,24 @@ class PostgresStore(Store):
 
     def _bulk_months(self, conn: Any, df: pl.DataFrame, months: set[tuple[int, int]]) -> bool:
         """Whether ``df`` (a bulk batch inside a transaction) can go into tables of its own:
-        it is newer than every event (stored or loaded so far in this transaction), so no row
-        can conflict, and each of its months is either loaded in bulk by this transaction
+        it is newer than every stored event and not older than those loaded so far in this
+        transaction (none of its rows in their last second is one of theirs), so no row can
+        conflict, and each of its months is either loaded in bulk by this transaction
         already or held by no partition yet (those are made here, standalone, without
         indexes: building them once at the end costs far less than keeping them up to date
         row by row)."""
         fresh = self._local.fresh
-        newest = conn.execute("SELECT max(ts) FROM events").fetchone()[0]
-        loaded = self._local.fresh_newest
-        if loaded is not None:
-            newest = loaded if newest is None else max(newest, loaded)
-        if newest is not None and float(df["ts"].min()) <= newest:  # type: ignore[arg-type]
+        oldest = float(df["ts"].min())  # type: ignore[arg-type]
+        stored = conn.execute("SELECT max(ts) FROM events").fetchone()[0]
+        if stored is not None and oldest <= stored:
             return False
+        loaded = self._local.fresh_newest
+        if loaded is not None and oldest < loaded:
+            return False
+        if loaded is not None and oldest == loaded:  # a log in time order: seconds repeat
+            edge = df.filter(pl.col("ts") == loaded).select("user_id", "item_id", "type")
+            if any(k in self._local.fresh_tail for k in edge.iter_rows()):
+                return False  # the same event again: an upsert decides
         if months <= set(fresh):
             return True
         if months & self._partitions:
@@ -539,8 +547,13 @@ class PostgresStore(Store):
             part = out.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
             if part.height:
                 self._copy(conn, name, part)
+        # the keys at the newest second: the next batch may start in that second
         newest = float(df["ts"].max())  # type: ignore[arg-type]
-        self._local.fresh_newest = max(newest, self._local.fresh_newest or newest)
+        tail = set(df.filter(pl.col("ts") == newest).select("user_id", "item_id", "type")
+                   .iter_rows())  # fmt: skip
+        if newest == self._local.fresh_newest:
+            tail |= self._local.fresh_tail
+        self._local.fresh_newest, self._local.fresh_tail = newest, tail
         self._notify(conn, "events")
         return EventWriteResult(df.height, 0, new_users, new_items)
 
