@@ -257,3 +257,27 @@ def test_a_bulk_load_that_fails_leaves_nothing_and_an_older_batch_falls_back(pg_
     last = s.events().filter(pl.col("item_id") == f"i{m // 2 - 1}")
     assert last["value"].to_list() == [2.0]  # the later copy of the event wins
     s.close()
+
+
+def test_an_erasure_waits_for_an_ingest_in_progress_and_erases_its_rows_too(pg_url):
+    """Regression: an erasure that ran while an ingest of the user's history was open left
+    the rows that ingest committed after it."""
+    a, b = open_store(pg_url), open_store(pg_url)
+    b.add_events(events([("u", "i0", "play", 1.0)]))
+    done = threading.Event()
+    result = {}
+
+    def erase():
+        result.update(b.erase_user("u"))
+        done.set()
+
+    with a.transaction():
+        a.add_events(events([("u", "i1", "play", 2.0), ("v", "i1", "play", 3.0)]))
+        t = threading.Thread(target=erase)
+        t.start()
+        assert not done.wait(1.0)  # it waits for the ingest to commit
+    t.join(10)
+    assert done.is_set() and result["events"] == 2 and result["user"] == 1
+    assert a.events()["user_id"].to_list() == ["v"]
+    a.close()
+    b.close()

@@ -173,6 +173,8 @@ _STAGE_KEYS = (
 #: transaction, newer than every stored event and into months no partition holds yet, it
 #: goes into tables of its own, indexed once and attached as partitions at the commit
 BULK_ROWS = 10_000
+#: at most this many user or item ids' indexes are kept per transaction (about 50 bytes each)
+KEY_MEMO = 5_000_000
 _STAGE_ITEMS = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_items (seq BIGINT, item_id TEXT, "
     + ", ".join(f"{f} {'DOUBLE PRECISION' if f in _FLOAT_FIELDS else 'TEXT'}" for f in ITEM_FIELDS)
@@ -311,7 +313,7 @@ class PostgresStore(Store):
                 self._local.conn, self._local.depth = conn, 1
                 self._local.new_parts, self._local.notes = set(), set()
                 self._local.fresh, self._local.fresh_newest = {}, None
-                self._local.fresh_tail = set()
+                self._local.fresh_tail, self._local.keys = set(), {}
                 try:
                     with conn.transaction():
                         if not self._durable:
@@ -495,23 +497,36 @@ class PostgresStore(Store):
     ) -> tuple[pl.DataFrame, int]:
         """The store's index of each of ``keys`` (user or item ids, in order of first
         appearance), the ones not stored yet added (an item as a placeholder): the mapping
-        as a frame (``column``, ``{table}_idx``), and how many were new."""
-        self._stage(conn, "stage_keys", len(keys))
-        self._copy(conn, "stage_keys", pl.DataFrame({"seq": pl.int_range(len(keys), eager=True),
-                                                     "key": keys}))  # fmt: skip
-        placeholder = ("placeholder, ", "true, ") if table == "items" else ("", "")
-        new = conn.execute(
-            f"INSERT INTO {table} ({column}, {placeholder[0]}updated_at) "
-            f"SELECT key, {placeholder[1]}%s FROM stage_keys s WHERE NOT EXISTS (SELECT 1 FROM "
-            f"{table} t WHERE t.{column} = s.key) ORDER BY seq ON CONFLICT ({column}) DO NOTHING",
-            (now,),
-        ).rowcount
+        as a frame (``column``, ``{table[:-1]}_idx``), and how many were new.
+
+        The mappings are kept for the rest of the transaction, so a batch asks the database
+        only for the ids earlier batches did not have. They cannot go stale: the transaction
+        holds the events lock, which erasure and item deletion take too."""
         idx = f"{table[:-1]}_idx"
-        mapping = self._copy_out(
-            f"SELECT s.key, t.idx FROM stage_keys s JOIN {table} t ON t.{column} = s.key",
-            {column: pl.String, idx: pl.Int64},
-        )
-        return mapping, int(new or 0)
+        known = self._local.keys.get(table)
+        ask = keys if known is None else keys.filter(~keys.is_in(known[column].implode()))
+        new = 0
+        if len(ask):
+            self._stage(conn, "stage_keys", len(ask))
+            staged = pl.DataFrame({"seq": pl.int_range(len(ask), eager=True), "key": ask})
+            self._copy(conn, "stage_keys", staged)
+            placeholder = ("placeholder, ", "true, ") if table == "items" else ("", "")
+            new = conn.execute(
+                f"INSERT INTO {table} ({column}, {placeholder[0]}updated_at) "
+                f"SELECT key, {placeholder[1]}%s FROM stage_keys s WHERE NOT EXISTS (SELECT 1 "
+                f"FROM {table} t WHERE t.{column} = s.key) ORDER BY seq "
+                f"ON CONFLICT ({column}) DO NOTHING",
+                (now,),
+            ).rowcount
+            got = self._copy_out(
+                f"SELECT s.key, t.idx FROM stage_keys s JOIN {table} t ON t.{column} = s.key",
+                {column: pl.String, idx: pl.Int64},
+            )
+            known = got if known is None else pl.concat([known, got])
+            if known.height <= KEY_MEMO:
+                self._local.keys[table] = known
+        assert known is not None
+        return known, int(new or 0)
 
     def _add_bulk(self, conn: Any, df: pl.DataFrame, optional: list[str]) -> EventWriteResult:
         """:meth:`add_events` for a batch :meth:`_bulk_months` let through: ids mapped here
@@ -945,7 +960,8 @@ class PostgresStore(Store):
 
     def delete_items(self, item_ids: list[str]) -> dict[str, int]:
         out = {"items": 0, "events": 0}
-        with self.transaction():
+        with self.transaction(), self._cx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
             for item in item_ids:
                 row = self._one("SELECT idx FROM items WHERE item_id = %s", (item,))
                 if row is None:
@@ -972,7 +988,9 @@ class PostgresStore(Store):
 
     def erase_user(self, user_id: str) -> dict[str, int]:
         out = {"events": 0, "conversations": 0, "user": 0}
-        with self.transaction():
+        with self.transaction(), self._cx() as conn:
+            # after any ingest in progress: its uncommitted rows of this user go too
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
             row = self._one("SELECT idx FROM users WHERE user_id = %s", (user_id,))
             if row is not None:
                 out["events"] = self._exec("DELETE FROM events WHERE user_idx = %s", (row[0],))
