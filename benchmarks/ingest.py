@@ -8,6 +8,7 @@ every row is a duplicate).
     python -m benchmarks.ingest                       # 10,000,000 events, CSV
     python -m benchmarks.ingest --events 2000000 --format parquet --reingest
     python -m benchmarks.ingest --store postgresql    # a throwaway PostgreSQL on loopback
+    python -m benchmarks.ingest --store both --reingest   # SQLite, then PostgreSQL, one file
 
 With ``--store postgresql`` the store is a fresh database on a PostgreSQL server started for
 the run (Debian's, default settings, on the same cores: the server's work is inside the
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from benchmarks import _provenance as provenance
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,13 +101,20 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv")
     ap.add_argument("--reingest", action="store_true", help="ingest the same file twice")
-    ap.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql", "both"],
+        default="sqlite",
+        help="both: SQLite, then PostgreSQL, on the same file in one run",
+    )
     args = ap.parse_args()
+    stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
     pg = None
-    if args.store == "postgresql":
+    if "postgresql" in stores:
         from avrec.storage.pglocal import LocalPostgres
 
         pg = LocalPostgres().start()
+    results = {}
     with tempfile.TemporaryDirectory(prefix="avrec-bench-") as tmp:
         data = Path(tmp) / f"events.{args.format}"
         t = time.perf_counter()
@@ -113,50 +123,62 @@ def main() -> None:
             f"generated {args.events:,} events ({data.stat().st_size / 1e6:.0f} MB) "
             f"in {time.perf_counter() - t:.1f}s"
         )
-        db = pg.create_database("bench") if pg else f"sqlite:///{Path(tmp) / 'avrec.db'}"
-        first, peak = run_child(db, data)
-        rate = first["rows"] / first["seconds"]
-        print(
-            f"ingest: {first['rows']:,} rows in {first['seconds']:.1f}s = {rate:,.0f} events/s,"
-            f" peak RSS {peak:,.0f} MB, inserted {first['inserted']:,},"
-            f" duplicates {first['duplicates']:,}"
-        )
-        result = {
-            "benchmark": "ingest",
-            "store": args.store,
-            "format": args.format,
-            "events": args.events,
-            "file_mb": round(data.stat().st_size / 1e6, 1),
-            "seconds": round(first["seconds"], 2),
-            "events_per_s": round(rate),
-            "peak_rss_mb": round(peak),
-            "inserted": first["inserted"],
-            "duplicates": first["duplicates"],
-        }
-        if args.reingest:
-            again, peak2 = run_child(db, data)
-            rate2 = again["rows"] / again["seconds"]
-            print(
-                f"re-ingest: {rate2:,.0f} events/s, duplicates {again['duplicates']:,}, "
-                f"inserted {again['inserted']:,}, peak RSS {peak2:,.0f} MB"
-            )
-            result.update(
-                reingest_seconds=round(again["seconds"], 2),
-                reingest_events_per_s=round(rate2),
-                reingest_peak_rss_mb=round(peak2),
-                reingest_duplicates=again["duplicates"],
-            )
+        for store in stores:
+            results[store] = _measure(store, pg, data, tmp, args)
     if pg is not None:
         pg.stop()
-    result.update(
-        date=time.strftime("%Y-%m-%d"),
-        machine=f"{platform.machine()}, {_cpus()} cores, Python {platform.python_version()}",
-    )
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if args.store == "sqlite" else f"-{args.store}"
-    out = RESULTS / f"ingest-{args.format}{suffix}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    for store, result in results.items():
+        result.update(
+            date=time.strftime("%Y-%m-%d"),
+            commit=provenance.commit(),
+            machine=f"{platform.machine()}, {_cpus()} cores, Python {platform.python_version()}",
+        )
+        suffix = "" if store == "sqlite" else f"-{store}"
+        out = RESULTS / f"ingest-{args.format}{suffix}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+
+
+def _measure(store: str, pg, data: Path, tmp: str, args: argparse.Namespace) -> dict:  # noqa: ANN001
+    db = (
+        pg.create_database("bench")
+        if store == "postgresql"
+        else f"sqlite:///{Path(tmp) / 'avrec.db'}"
+    )
+    first, peak = run_child(db, data)
+    rate = first["rows"] / first["seconds"]
+    print(
+        f"{store} ingest: {first['rows']:,} rows in {first['seconds']:.1f}s = {rate:,.0f} events/s,"
+        f" peak RSS {peak:,.0f} MB, inserted {first['inserted']:,},"
+        f" duplicates {first['duplicates']:,}"
+    )
+    result = {
+        "benchmark": "ingest",
+        "store": store,
+        "format": args.format,
+        "events": args.events,
+        "file_mb": round(data.stat().st_size / 1e6, 1),
+        "seconds": round(first["seconds"], 2),
+        "events_per_s": round(rate),
+        "peak_rss_mb": round(peak),
+        "inserted": first["inserted"],
+        "duplicates": first["duplicates"],
+    }
+    if args.reingest:
+        again, peak2 = run_child(db, data)
+        rate2 = again["rows"] / again["seconds"]
+        print(
+            f"{store} re-ingest: {rate2:,.0f} events/s, duplicates {again['duplicates']:,}, "
+            f"inserted {again['inserted']:,}, peak RSS {peak2:,.0f} MB"
+        )
+        result.update(
+            reingest_seconds=round(again["seconds"], 2),
+            reingest_events_per_s=round(rate2),
+            reingest_peak_rss_mb=round(peak2),
+            reingest_duplicates=again["duplicates"],
+        )
+    return result
 
 
 def _cpus() -> int:
