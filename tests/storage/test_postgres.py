@@ -3,6 +3,7 @@ on one database, migrations, and clear errors for bad URLs and credentials."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 import polars as pl
@@ -43,6 +44,13 @@ def test_events_go_to_monthly_partitions_and_old_months_drop_whole(pg_url):
     assert s.events()["ts"].to_list() == [feb + 5, mar + 5]
     s.add_events(events([("u", "c", "play", jan + 9)]))  # January comes back when written to
     assert s.counts()["events"] == 3
+    # the last instant of a month is that month's, in a served batch and in a bulk one
+    edge = math.nextafter(1717200000.0, 0)  # the float just before 2024-06-01: May
+    s.add_events(events([("u", "d", "play", edge)]))
+    s.add_events(pl.DataFrame({"user_id": "w", "item_id": [f"i{k}" for k in range(2000)],
+                               "event": "play", "ts": edge}))  # fmt: skip
+    assert s.counts()["events"] == 2004
+    assert s._one("SELECT count(*) FROM events_y2024m05 WHERE ts = %s", (edge,))[0] == 2001
     s.close()
 
 
@@ -218,6 +226,12 @@ def test_a_bulk_load_into_new_months_is_indexed_and_attached_at_the_commit(pg_ur
     # a served event after it lands in the attached month
     s.add_events(events([("u1", "i1", "like", feb + 25 * 86400)]))
     assert s.counts()["events"] == n + 1
+    # a batch between a served one and a bulk one, newer than every event: a plain insert
+    later = pl.DataFrame({"user_id": "u2", "item_id": [f"j{k}" for k in range(2000)],
+                          "event": "play", "ts": feb + 26 * 86400})  # fmt: skip
+    res = s.add_events(later)
+    assert (res.inserted, res.new_items) == (2000, 2000)
+    assert s.counts()["events"] == n + 2001
     s.close()
 
 

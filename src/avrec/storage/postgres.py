@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -173,6 +174,8 @@ _STAGE_KEYS = (
 #: transaction, newer than every stored event and into months no partition holds yet, it
 #: goes into tables of its own, indexed once and attached as partitions at the commit
 BULK_ROWS = 10_000
+#: a batch of at most this many events is a served one (:meth:`PostgresStore._add_small`)
+SMALL_ROWS = 1_000
 #: at most this many user or item ids' indexes are kept per transaction (about 50 bytes each)
 KEY_MEMO = 5_000_000
 _STAGE_ITEMS = (
@@ -428,11 +431,16 @@ class PostgresStore(Store):
                 if outer is not None:  # forgotten again if that transaction rolls back
                     self._local.new_parts.add((year, month))
 
-    def _months(self, ts: pl.Series) -> set[tuple[int, int]]:
+    def _months(self, ts: pl.Series | list[float]) -> set[tuple[int, int]]:
+        """The months (year, month) of these times, as the partitions' bounds place them
+        (whole seconds, rounded down: 23:59:59.9999999 is still the old month)."""
+        if isinstance(ts, list):  # a served batch: a few rows, no frame work
+            days = {datetime.fromtimestamp(math.floor(t), tz=UTC) for t in ts if t is not None}
+            return {(d.year, d.month) for d in days}
         t = ts.drop_nulls()
         if not len(t):
             return set()
-        d = pl.from_epoch((t * 1_000_000).round().cast(pl.Int64), time_unit="us")
+        d = pl.from_epoch(t.floor().cast(pl.Int64), time_unit="s")
         pairs = pl.DataFrame({"y": d.dt.year(), "m": d.dt.month()}).unique()
         return {(int(y), int(m)) for y, m in pairs.iter_rows()}
 
@@ -663,6 +671,8 @@ class PostgresStore(Store):
     def add_events(self, events: pl.DataFrame) -> EventWriteResult:
         if events.height == 0:
             return EventWriteResult(0, 0, 0, 0)
+        if events.height <= SMALL_ROWS:
+            return self._add_small(events)
         optional = [
             n
             for n in ("session_id", "text", "context")
@@ -746,34 +756,102 @@ class PostgresStore(Store):
             inserted, events.height - inserted, int(new_users or 0), int(new_items or 0)
         )
 
+    def _add_small(self, events: pl.DataFrame) -> EventWriteResult:
+        """:meth:`add_events` for a served batch: the rows as arrays in a few statements sent
+        at once (psycopg's pipeline mode: one round trip, not one per statement), no staging
+        table, no frame work; always an upsert, which costs nothing for a few rows."""
+        cols = {c: events[c].to_list() for c in events.columns}
+        n = events.height
+        users = [str(u) for u in cols["user_id"]]
+        items = [None if i is None else str(i) for i in cols["item_id"]]
+        types = [str(t) for t in cols["event"]]
+        ts = [float(t) for t in cols["ts"]]
+        value = cols.get("value", [None] * n)
+        optional = [c for c in ("session_id", "text", "context")
+                    if c in cols and any(v is not None for v in cols[c])]  # fmt: skip
+        # the same event twice in one batch: the last one counts (as in SQLite)
+        last = {(ts[j], users[j], items[j], types[j]): j for j in range(n)}
+        keep = sorted(last.values())
+        arrays = [
+            keep,
+            [users[j] for j in keep],
+            [items[j] for j in keep],
+            [types[j] for j in keep],
+            [ts[j] for j in keep],
+            [None if value[j] is None else float(value[j]) for j in keep],
+            *([None if cols[c][j] is None else str(cols[c][j]) for j in keep] for c in optional),
+        ]
+        self._ensure_partitions(self._months(arrays[4]))
+        names = ["seq", "user_id", "item_id", "type", "ts", "value", *optional]
+        kinds = ["bigint", "text", "text", "text", "float8", "float8", *["text"] * len(optional)]
+        rows = (
+            "SELECT * FROM unnest("
+            + ", ".join(f"%s::{k}[]" for k in kinds)
+            + f") AS s({', '.join(names)})"
+        )
+        extra = "".join(f", {c}" for c in optional)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ["value", *optional])
+        now = time.time()
+        with self.transaction(), self._cx() as conn, conn.pipeline():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+            new_users = conn.execute(
+                "INSERT INTO users (user_id, updated_at) SELECT u, %s FROM "
+                "(SELECT u, min(n) AS first FROM unnest(%s::text[]) WITH ORDINALITY AS x(u, n) "
+                "GROUP BY u) s WHERE NOT EXISTS (SELECT 1 FROM users WHERE user_id = s.u) "
+                "ORDER BY first ON CONFLICT (user_id) DO NOTHING",
+                (now, arrays[1]),
+            )
+            new_items = conn.execute(
+                "INSERT INTO items (item_id, placeholder, updated_at) SELECT i, true, %s FROM "
+                "(SELECT i, min(n) AS first FROM unnest(%s::text[]) WITH ORDINALITY AS x(i, n) "
+                "WHERE i IS NOT NULL GROUP BY i) s WHERE NOT EXISTS "
+                "(SELECT 1 FROM items WHERE item_id = s.i) ORDER BY first "
+                "ON CONFLICT (item_id) DO NOTHING",
+                (now, arrays[2]),
+            )
+            # one snapshot for the whole statement: "stored" sees the table before the insert,
+            # so the rows it finds are the ones the upsert updates (the lock keeps others out)
+            written = conn.execute(
+                f"WITH s AS ({rows}), m AS (SELECT s.*, u.idx AS uidx, "
+                "coalesce(i.idx, -1) AS iidx FROM s JOIN users u ON u.user_id = s.user_id "
+                "LEFT JOIN items i ON i.item_id = s.item_id), "
+                "stored AS (SELECT count(*) AS n FROM m JOIN events e ON e.ts = m.ts "
+                "AND e.user_idx = m.uidx AND e.item_idx = m.iidx AND e.type = m.type), "
+                f"ins AS (INSERT INTO events (user_idx, item_idx, type, ts, value{extra}) "
+                f"SELECT uidx, iidx, type, ts, value{extra} FROM m ORDER BY seq "
+                f"ON CONFLICT (ts, user_idx, item_idx, type) DO UPDATE SET {updates} "
+                "RETURNING 1) SELECT (SELECT count(*) FROM ins) - (SELECT n FROM stored)",
+                arrays,
+            )
+            self._notify(conn, "events")
+        inserted = int(written.fetchone()[0])
+        return EventWriteResult(
+            inserted, n - inserted, int(new_users.rowcount or 0), int(new_items.rowcount or 0)
+        )
+
     def add_events_once(
         self, events: pl.DataFrame, keys: list[str | None]
     ) -> tuple[EventWriteResult, list[bool]]:
         if len(keys) != events.height:
             raise StoreError(f"{len(keys)} idempotency keys for {events.height} events")
-        given = [k for k in keys if k]
-        self._ensure_partitions(self._months(events["ts"]) if events.height else set())
+        given = sorted({k for k in keys if k})
         with self.transaction(), self._cx() as conn:
-            # the same lock as add_events: two nodes given one key check it one at a time
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
-            known = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT key FROM idempotency WHERE key = ANY(%s)", (given,)
-                ).fetchall()
-            }
-            dup, fresh = [], set()
+            with conn.pipeline():
+                # the same lock as add_events: two nodes given one key check it one at a time
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
+                cur = conn.execute(
+                    "INSERT INTO idempotency (key, created_at) SELECT k, %s FROM "
+                    "unnest(%s::text[]) AS k ON CONFLICT (key) DO NOTHING RETURNING key",
+                    (time.time(), given),
+                )
+            new = {r[0] for r in cur.fetchall()}
+            dup, seen = [], set()
             for k in keys:  # a key twice in one batch: the second is the duplicate
-                dup.append(bool(k) and (k in known or k in fresh))
+                dup.append(bool(k) and (k not in new or k in seen))
                 if k:
-                    fresh.add(k)
+                    seen.add(k)
             keep = pl.Series([not d for d in dup])
             result = self.add_events(events.filter(keep)) if not all(dup) else None
-            conn.execute(
-                "INSERT INTO idempotency (key, created_at) SELECT k, %s FROM unnest(%s::text[]) "
-                "AS k ON CONFLICT (key) DO NOTHING",
-                (time.time(), sorted(fresh - known)),
-            )
         res = result or EventWriteResult(0, 0, 0, 0)
         total = EventWriteResult(
             res.inserted, res.duplicates + sum(dup), res.new_users, res.new_items
