@@ -8,6 +8,10 @@ batch of new rows newer than all (append again, on a table that holds rows). Eve
 that takes over 20 ms is timed, and the COPY. The same is run with the secondary indexes on
 ``events`` dropped (the item B-tree; the user and item B-trees), to price each one.
 
+Then the served path: 1,000 batches of one event each, each with an idempotency key, in
+the transaction the service opens for a request (``add_events_once``): wall milliseconds per
+event, and the CPU milliseconds of this process and of the server's processes.
+
     python -m benchmarks.pg_batch [--rows 500000]
 
 Writes ``benchmarks/results/pg-batch.json`` and the table between the ``pg-batch`` markers
@@ -111,6 +115,47 @@ def run(url: str, rows: int, drop: tuple[str, ...]) -> dict:
     return out
 
 
+def served(url: str, n: int = 1000) -> dict:
+    """One event per batch, as the service writes them: ms per event, wall and CPU."""
+    import psutil
+
+    from avrec.storage import open_store
+
+    store = open_store(url)
+    server = [p for p in psutil.process_iter(["username"]) if p.info["username"] == "postgres"]
+
+    def server_cpu() -> float:
+        total = 0.0
+        for p in server:
+            try:
+                total += sum(p.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def one(i: int) -> None:
+        ev = pl.DataFrame({"user_id": [f"u{i % 500}"], "item_id": [f"i{i % 900}"],
+                           "event": ["play"], "ts": [1.7e9 + i], "value": [0.9]})  # fmt: skip
+        with store.transaction():
+            store.add_events_once(ev, [f"k{i}"])
+
+    for i in range(100):  # connections, prepared statements, the month's partition
+        one(i)
+    me = psutil.Process()
+    c0, s0, t0 = sum(me.cpu_times()[:2]), server_cpu(), time.perf_counter()
+    for i in range(100, 100 + n):
+        one(i)
+    out = {
+        "events": n,
+        "wall_ms": (time.perf_counter() - t0) / n * 1000,
+        "client_cpu_ms": (sum(me.cpu_times()[:2]) - c0) / n * 1000,
+        "server_cpu_ms": (server_cpu() - s0) / n * 1000,
+    }
+    store.close()
+    print(f"served: {out}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=500_000)
@@ -122,6 +167,7 @@ def main() -> None:
         for i, (name, drop) in enumerate(VARIANTS.items()):
             print(name, flush=True)
             res["variants"][name] = run(pg.create_database(f"b{i}"), args.rows, drop)
+        res["served"] = served(pg.create_database("served"))
     res.update(
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         commit=provenance.commit(("src/avrec/storage", "benchmarks/pg_batch.py")),
@@ -142,6 +188,16 @@ def main() -> None:
         for name, r in passes.items():
             cells = [f"{r['steps'].get(s, 0.0):.2f}" for s in STEPS]
             lines.append(f"| {variant} | {name} | {r['seconds']:.2f} | " + " | ".join(cells) + " |")
+    sv = res["served"]
+    lines += [
+        "",
+        f"Served batches ({sv['events']:,} of one event each, with an idempotency key, one "
+        "transaction each, on an idle machine), milliseconds per event:",
+        "",
+        "| wall | CPU, this process | CPU, the server |",
+        "|---|---|---|",
+        f"| {sv['wall_ms']:.2f} | {sv['client_cpu_ms']:.2f} | {sv['server_cpu_ms']:.2f} |",
+    ]
     replace_block("pg-batch", lines, "### One bulk batch into PostgreSQL (issue 18)")
 
 
