@@ -295,3 +295,17 @@ def test_an_erasure_waits_for_an_ingest_in_progress_and_erases_its_rows_too(pg_u
     assert a.events()["user_id"].to_list() == ["v"]
     a.close()
     b.close()
+
+
+def test_a_month_another_node_dropped_is_made_again(pg_url):
+    """Regression: node b still listed a month node a had dropped, and its next write to
+    that month failed (no partition of relation "events" found for row)."""
+    a, b = open_store(pg_url), open_store(pg_url)
+    jan, feb = 1704067200.0, 1706745600.0
+    b.add_events(events([("u", "x", "play", jan + 1)]))  # b knows January
+    a.add_events(events([("u", "y", "play", feb + 1)]))
+    assert a.drop_events_before(feb) == 1  # a drops it
+    b.add_events(events([("v", "x", "play", jan + 2)]))  # a late event of January
+    assert sorted(a.events()["ts"].to_list()) == [jan + 2, feb + 1]
+    a.close()
+    b.close()

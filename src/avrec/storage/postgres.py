@@ -669,6 +669,23 @@ class PostgresStore(Store):
         return users.height - int(existing), int(existing)
 
     def add_events(self, events: pl.DataFrame) -> EventWriteResult:
+        import psycopg
+
+        try:
+            return self._add_events(events)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            # a month this process thought there was went (another node's retention): look
+            # again; outside a transaction write again, inside one the caller's retry will do
+            log.info("a month of events is gone; reading the partitions again")
+            self._partitions.clear()
+            self._load_partitions()
+            if getattr(self._local, "depth", 0):
+                raise
+            return self._add_events(events)
+
+    def _add_events(self, events: pl.DataFrame) -> EventWriteResult:
         if events.height == 0:
             return EventWriteResult(0, 0, 0, 0)
         if events.height <= SMALL_ROWS:
