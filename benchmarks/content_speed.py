@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from avrec.config import ContentConfig, Settings
-from avrec.content.analyze import ContentAnalyzer, ItemInput, _spread
+from avrec.content.analyze import ContentAnalyzer, ItemInput
+from avrec.content.media import _spread
 from avrec.content.store import ContentStore
 from avrec.media import audio_track, key_frames, load_image
 from benchmarks._markdown import replace_block

@@ -295,9 +295,9 @@ def _fake_analyze(self, paths):
 
 
 def _plain_init(config_json, threads):
-    from avrec.content import analyze as mod
+    from avrec.content import media
 
-    mod._WORKER = mod.MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads)
+    media._WORKER = media.MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads)
 
 
 @pytest.fixture
@@ -307,8 +307,8 @@ def fake_pool(monkeypatch):
     from avrec.content import analyze as mod
 
     monkeypatch.setattr(mod.MediaAnalyzer, "analyze", _fake_analyze)
-    monkeypatch.setattr(mod, "_worker_init", _plain_init)
-    monkeypatch.setattr(mod, "_mp_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(mod, "init_worker", _plain_init)
+    monkeypatch.setattr(mod, "spawn_context", lambda: mp.get_context("fork"))
     return mod
 
 

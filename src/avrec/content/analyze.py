@@ -19,10 +19,7 @@ it stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -31,10 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from avrec.config import ContentConfig
 from avrec.content.fusion import fuse
+from avrec.content.inputs import ItemInput, items_from_frame, workspace_inputs
+from avrec.content.media import (
+    ANALYZER_VERSION,
+    MEDIA_KINDS,
+    MediaAnalyzer,
+    analyze_isolated,
+    cores,
+    crash_result,
+    init_worker,
+    run_in_worker,
+    spawn_context,
+    stable_hash,
+)
 from avrec.content.store import ContentStore
 from avrec.content.tags import ZeroShotTagger
 from avrec.content.text import (
@@ -44,8 +53,7 @@ from avrec.content.text import (
     guess_script_language,
     subtitle_text,
 )
-from avrec.data.schema import split_list
-from avrec.errors import ConfigError, MediaError, StoreError
+from avrec.errors import MediaError
 from avrec.features.base import create_encoder, l2_normalise
 from avrec.media.source import MediaSource
 
@@ -56,358 +64,16 @@ __all__ = [
     "ItemInput",
     "MediaAnalyzer",
     "items_from_frame",
+    "workspace_analyzer",
+    "workspace_inputs",
 ]
 
 log = logging.getLogger(__name__)
 
-ANALYZER_VERSION = "1"
-MEDIA_KINDS = ("video", "audio", "image")
 SEGMENTS = ("primary", "transcript", "ocr", "comments")
 # tag evidence: source name -> the segment it reads
 TAG_SOURCES = {"text": "primary", "speech": "transcript", "ocr": "ocr", "visual": "labels"}
 Progress = Callable[[str, int, int], None]
-
-
-def _hash(*parts: object) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, ensure_ascii=False, default=str).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:32]
-
-
-def _cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-@dataclass
-class ItemInput:
-    """What the analyser reads of one catalogue item."""
-
-    item_id: str
-    title: str = ""
-    description: str = ""
-    tags: list[str] = field(default_factory=list)
-    categories: list[str] = field(default_factory=list)
-    people: list[dict[str, str]] = field(default_factory=list)
-    language: str | None = None
-    media: dict[str, str] = field(default_factory=dict)  # video/audio/image/subtitles -> uri
-    comments: list[str] = field(default_factory=list)
-
-
-def _lenient_list(value: Any) -> list[str]:
-    try:
-        return split_list(value)
-    except ValueError:
-        return []  # ingest validates these; a malformed value from elsewhere counts as none
-
-
-def _lenient_people(value: Any) -> list[dict[str, str]]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else []
-        except json.JSONDecodeError:
-            return []
-    if not isinstance(value, list):
-        return []
-    return [
-        {"name": str(p["name"]).strip(), "role": str(p.get("role") or "creator")}
-        for p in value
-        if isinstance(p, dict) and p.get("name") and str(p["name"]).strip()
-    ]
-
-
-def items_from_frame(
-    items: pl.DataFrame, comments: dict[str, list[str]] | None = None
-) -> list[ItemInput]:
-    """Catalogue rows (store or loader schema) as analyser inputs (malformed list or people
-    fields count as empty rather than stopping the run)."""
-    comments = comments or {}
-    out = []
-    cols = set(items.columns)
-    for r in items.iter_rows(named=True):
-        media = {k: str(r[k]) for k in (*MEDIA_KINDS, "subtitles") if k in cols and r.get(k)}
-        out.append(
-            ItemInput(
-                item_id=str(r["item_id"]),
-                title=str(r.get("title") or ""),
-                description=str(r.get("description") or ""),
-                tags=_lenient_list(r.get("tags")),
-                categories=_lenient_list(r.get("categories")),
-                people=_lenient_people(r.get("people")),
-                language=r.get("language"),
-                media=media,
-                comments=[str(c) for c in comments.get(str(r["item_id"]), []) if c],
-            )
-        )
-    return out
-
-
-# -- stage 1: media -------------------------------------------------------------------------------
-class MediaAnalyzer:
-    """The media stage: models load on first use, once per process.
-
-    Args:
-        config: the ``[content]`` settings.
-        threads: CPU threads for the models (default: all cores).
-    """
-
-    def __init__(self, config: ContentConfig, threads: int | None = None) -> None:
-        self.config = config
-        self.threads = threads or _cores()
-        self._image = None
-        self._ocr = None
-        self._speech = None
-        self._audio = None
-
-    # Versions are read from the classes so that checking the cache loads no model.
-    @property
-    def version(self) -> str:
-        c = self.config
-        parts: list[object] = [ANALYZER_VERSION, self.image_encoder.version, c.max_frames]
-        parts.append(c.ocr_frames if c.ocr else None)
-        parts.append(c.max_audio_seconds)
-        if c.ocr:
-            from avrec.features.ocr import TextReader
-
-            parts.append(TextReader.version)
-        if c.speech:
-            from avrec.features.speech import WhisperSpeech
-
-            parts.append(WhisperSpeech.version)
-        if c.audio_features:
-            from avrec.features.audio import AudioFeatures
-
-            parts.append(AudioFeatures.version)
-        return _hash(*parts)
-
-    @property
-    def image_encoder(self):  # noqa: ANN201
-        if self._image is None:
-            self._image = create_encoder(self.config.image_encoder, threads=self.threads)
-        return self._image
-
-    @property
-    def ocr(self):  # noqa: ANN201
-        if self._ocr is None:
-            from avrec.features.ocr import TextReader
-
-            self._ocr = TextReader(threads=self.threads)
-        return self._ocr
-
-    @property
-    def speech(self):  # noqa: ANN201
-        if self._speech is None:
-            from avrec.features.speech import WhisperSpeech
-
-            self._speech = WhisperSpeech(threads=self.threads)
-        return self._speech
-
-    @property
-    def audio_features(self):  # noqa: ANN201
-        if self._audio is None:
-            from avrec.features.audio import AudioFeatures
-
-            self._audio = AudioFeatures(max_seconds=self.config.max_audio_seconds)
-        return self._audio
-
-    def analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Analyse one item's local media files (``video``/``audio``/``image`` -> path).
-
-        Never raises for a bad file: the reason goes to ``result["errors"]``.
-        """
-        from avrec.media.decode import audio_track, cover_image, key_frames, load_image, probe
-
-        c = self.config
-        res: dict[str, Any] = {"errors": [], "timings": {}, "media_seconds": 0.0}
-        vectors: dict[str, np.ndarray] = {}
-        frames: list[np.ndarray] = []
-        covers: list[np.ndarray] = []
-        audio: np.ndarray | None = None
-        damage: list[str] = []  # decoding that went on past damage in the file
-        timings = res["timings"]
-
-        def timed(stage: str, fn: Callable[[], Any]) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn()
-            finally:
-                timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-
-        if "video" in paths:
-            path = paths["video"]
-            info = None
-            try:
-                info = timed("decode", lambda: probe(path))
-            except MediaError as exc:
-                res["errors"].append(f"video: {exc}")
-            if info is not None:
-                res["duration"] = info.duration
-                res["media_seconds"] += info.duration or 0.0
-                # each stream on its own: a broken picture must not cost the sound, or back
-                if info.has_video:
-                    try:
-                        kf = timed(
-                            "decode",
-                            lambda: key_frames(
-                                path, max_frames=c.max_frames, size=960, problems=damage
-                            ),
-                        )
-                        frames += [f.image for f in kf]
-                    except MediaError as exc:
-                        res["errors"].append(f"video: {exc}")
-                if info.has_cover:
-                    try:
-                        cov = timed("decode", lambda: cover_image(path, size=960))
-                        if cov is not None:
-                            covers.append(cov.image)
-                    except MediaError as exc:
-                        res["errors"].append(f"cover: {exc}")
-                if info.has_audio and "audio" not in paths and (c.speech or c.audio_features):
-                    try:
-                        audio = timed(
-                            "decode",
-                            lambda: audio_track(
-                                path, max_seconds=c.max_audio_seconds, problems=damage
-                            ),
-                        )
-                    except MediaError as exc:
-                        res["errors"].append(f"video: {exc}")
-            res["errors"] += [f"video: {path}: corrupt or truncated: {d}" for d in damage]
-            damage.clear()
-        if "audio" in paths:
-            path = paths["audio"]
-            try:
-                info = timed("decode", lambda: probe(path))
-                res.setdefault("duration", info.duration)
-                if "video" not in paths:
-                    res["media_seconds"] += info.duration or 0.0
-                if info.has_cover:
-                    cov = timed("decode", lambda: cover_image(path, size=960))
-                    if cov is not None:
-                        covers.append(cov.image)
-                audio = timed(
-                    "decode",
-                    lambda: audio_track(path, max_seconds=c.max_audio_seconds, problems=damage),
-                )
-            except MediaError as exc:
-                res["errors"].append(f"audio: {exc}")
-            res["errors"] += [f"audio: {path}: corrupt or truncated: {d}" for d in damage]
-        if "image" in paths:
-            try:
-                covers.append(timed("decode", lambda: load_image(paths["image"], size=960).image))
-            except MediaError as exc:
-                res["errors"].append(f"image: {exc}")
-        res["frames"] = len(frames)
-        res["covers"] = len(covers)
-
-        images = frames + covers
-        if images:
-            self._images(images, len(frames), res, vectors, timed)
-        if audio is not None and len(audio):
-            self._audio_stage(audio, res, vectors, timed)
-        res["status"] = "ok" if not res["errors"] else ("partial" if vectors else "error")
-        return res, vectors
-
-    def _images(self, images, n_frames, res, vectors, timed) -> None:  # noqa: ANN001
-        enc = self.image_encoder
-        if hasattr(enc, "run"):
-            out = timed("image", lambda: enc.run(images))
-            vecs, probs = out.vectors, out.probabilities
-            mean_p = probs.mean(axis=0)
-            top = np.argsort(-mean_p)[:5]
-            from avrec.features.image import imagenet_label
-
-            res["labels"] = [
-                [imagenet_label(int(i)), round(float(mean_p[i]), 4)]
-                for i in top
-                if mean_p[i] >= 0.02
-            ]
-        else:
-            vecs = timed("image", lambda: enc.encode(images))
-            res["labels"] = []
-        parts = []
-        if n_frames:
-            parts.append(l2_normalise(vecs[:n_frames].mean(axis=0)))
-        if len(images) > n_frames:  # a cover or poster weighs as much as all frames together
-            parts.append(l2_normalise(vecs[n_frames:].mean(axis=0)))
-        vectors["visual"] = l2_normalise(np.sum(parts, axis=0))
-        if self.config.ocr:
-            picks = _spread(n_frames, self.config.ocr_frames)
-            chosen = [images[i] for i in picks] + images[n_frames:]
-            if chosen:
-                ocr = timed("ocr", lambda: self.ocr.read_frames(chosen))
-                res["ocr_text"] = ocr.text
-
-    def _audio_stage(self, audio, res, vectors, timed) -> None:  # noqa: ANN001
-        c = self.config
-        if c.speech:
-            sp = timed("speech", lambda: self.speech.analyze(audio))
-            res["transcript"] = sp.transcript
-            res["language"] = sp.language
-            res["language_probability"] = round(float(sp.language_probability), 4)
-            res["speech_ratio"] = round(float(sp.speech_ratio), 4)
-            res["speech_segments"] = [
-                [round(float(s), 2), round(float(e), 2), t] for s, e, t in sp.segments
-            ]
-            vectors["audio"] = np.asarray(sp.embedding, np.float32)
-        if c.audio_features:
-            af = self.audio_features
-            desc = timed("audio_features", lambda: af.describe(audio))
-            res["audio"] = {
-                k: round(float(v), 4)
-                for k, v in desc.__dict__.items()
-                if k != "vector" and isinstance(v, int | float)
-            }
-            vectors["audio_signal"] = l2_normalise(af.standardise(desc.vector))
-
-
-def _spread(n: int, k: int) -> list[int]:
-    """``min(n, k)`` indices evenly spread over ``range(n)``."""
-    if k <= 0 or n <= 0:
-        return []
-    if k >= n:
-        return list(range(n))
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, num=k)})
-
-
-# Worker processes keep one MediaAnalyzer each.
-_WORKER: MediaAnalyzer | None = None
-
-
-def _worker_init(config_json: str, threads: int) -> None:
-    global _WORKER
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    # numpy/librosa BLAS and OpenMP pools too, or N workers oversubscribe the cores
-    _worker_init.limits = threadpool_limits(threads)  # type: ignore[attr-defined]
-    _WORKER = MediaAnalyzer(ContentConfig.model_validate_json(config_json), threads=threads)
-
-
-def _worker_run(key: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], dict]:
-    assert _WORKER is not None
-    res, vecs = _isolated(_WORKER, paths)
-    return key, res, vecs
-
-
-def _isolated(
-    media: MediaAnalyzer, paths: dict[str, str]
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One item's media analysis; a failure on this item marks the item only.
-
-    Failures of the environment (a missing package or model, no memory, a broken store) stop
-    the run instead: every item would fail the same way.
-    """
-    try:
-        return media.analyze(paths)
-    except (ImportError, MemoryError, ConfigError, StoreError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the run
-        log.exception("media analysis failed for %s", paths)
-        reason = f"analysis failed: {type(exc).__name__}: {exc}"
-        return {"errors": [reason], "status": "error", "timings": {}, "retry": True}, {}
 
 
 # -- the analyser ---------------------------------------------------------------------------------
@@ -455,8 +121,8 @@ class ContentAnalyzer:
         self.store = store
         self.source = source or MediaSource()
         w = config.workers if workers is None else workers
-        self.workers = w if w > 0 else _cores()
-        self.threads = threads or max(1, _cores() // self.workers)
+        self.workers = w if w > 0 else cores()
+        self.threads = threads or max(1, cores() // self.workers)
         self.media = MediaAnalyzer(config, threads=self.threads)
         self._text = None
 
@@ -476,7 +142,7 @@ class ContentAnalyzer:
 
     def _settings_hash(self) -> str:
         c = self.config
-        return _hash(
+        return stable_hash(
             ANALYZER_VERSION,
             self.text_encoder.version,
             c.text_weights,
@@ -504,7 +170,7 @@ class ContentAnalyzer:
             except (MediaError, OSError) as exc:
                 errors.append(f"{kind}: {exc}")
                 hashes.append((kind, "unavailable", uri))
-        key = _hash("media", self.media.version, hashes) if paths else ""
+        key = stable_hash("media", self.media.version, hashes) if paths else ""
         return paths, errors, key
 
     def _run_media(
@@ -551,7 +217,7 @@ class ContentAnalyzer:
         for key, paths in suspects:
             _, crashed = self._pool_pass([(key, paths)], 1, finish)
             for k, _p in crashed:
-                finish(k, _crashed(), {})
+                finish(k, crash_result(), {})
 
     def _pool_pass(self, queue, workers: int, finish):  # noqa: ANN001, ANN202
         """Run ``queue`` in a fresh pool until it is done or a worker dies. Returns the jobs
@@ -560,15 +226,15 @@ class ContentAnalyzer:
         futures: dict[Future, tuple[str, dict[str, str]]] = {}
         with ProcessPoolExecutor(
             max_workers=min(workers, len(queue)),
-            initializer=_worker_init,
-            initargs=(self.config.model_dump_json(), max(1, _cores() // workers)),
-            mp_context=_mp_context(),
+            initializer=init_worker,
+            initargs=(self.config.model_dump_json(), max(1, cores() // workers)),
+            mp_context=spawn_context(),
         ) as pool:
             while queue or futures:
                 while queue and len(futures) < 2 * workers:
                     job = queue.pop(0)
                     try:
-                        futures[pool.submit(_worker_run, *job)] = job
+                        futures[pool.submit(run_in_worker, *job)] = job
                     except BrokenProcessPool:
                         return [job, *queue], list(futures.values())
                 ready, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -582,14 +248,14 @@ class ContentAnalyzer:
         return [], []
 
     def _safe_analyze(self, paths: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return _isolated(self.media, paths)
+        return analyze_isolated(self.media, paths)
 
     # -- stage 2 --------------------------------------------------------------------------------
     def _encode_segments(
         self, texts: Sequence[str], report: AnalyzeReport, progress: Progress | None
     ) -> dict[str, np.ndarray]:
         enc = self.text_encoder
-        keys = {t: _hash("seg", enc.version, t) for t in texts}
+        keys = {t: stable_hash("seg", enc.version, t) for t in texts}
         cached = self.store.get_segments(list(set(keys.values())))
         todo = sorted({t for t, k in keys.items() if k not in cached}, key=lambda t: (len(t), t))
         report.segments_cached += len(keys) - len(todo)
@@ -614,13 +280,13 @@ class ContentAnalyzer:
     def _encode_queries_cached(self, texts: list[str]) -> np.ndarray:
         """Query vectors (tags), cached in the segment store like passages."""
         enc = self.text_encoder
-        keys = [_hash("query", enc.version, t) for t in texts]
+        keys = [stable_hash("query", enc.version, t) for t in texts]
         cached = self.store.get_segments(keys)
         todo = [t for t, k in zip(texts, keys, strict=True) if k not in cached]
         if todo:
             encode = getattr(enc, "encode_queries", enc.encode)
             vecs = encode(todo)
-            new = {_hash("query", enc.version, t): v for t, v in zip(todo, vecs, strict=True)}
+            new = {stable_hash("query", enc.version, t): v for t, v in zip(todo, vecs, strict=True)}
             self.store.put_segments(new)
             cached.update(new)
         if not texts:
@@ -668,7 +334,9 @@ class ContentAnalyzer:
             media, mvecs = self._media_result(mkey)
             errors = list(errors)
             segs = self._segments(it, media, errors)
-            own = _hash("item", settings, mkey, segs, errors, it.language, it.people, it.comments)
+            own = stable_hash(
+                "item", settings, mkey, segs, errors, it.language, it.people, it.comments
+            )
             old = old_keys.get(it.item_id, "")
             if old == f"{own}:{ctx_key}":
                 report.unchanged += 1
@@ -711,13 +379,13 @@ class ContentAnalyzer:
         tagger = ctx.tagger
         enc = self.text_encoder
         dim = enc.dim
-        keys = [_hash("seg", enc.version, t) for t in ctx.primary_texts if t]
+        keys = [stable_hash("seg", enc.version, t) for t in ctx.primary_texts if t]
         catalogue_vecs = list(self.store.get_segments(keys).values())
         for source, seg in TAG_SOURCES.items():
             rows = [seg_vecs[segs[seg]] for _, _, _, segs, _, _ in todo if segs.get(seg)]
             if source == "text":
                 rows = catalogue_vecs or rows
-            key = _hash("tag-calibration", enc.version, tagger.vocabulary, source)
+            key = stable_hash("tag-calibration", enc.version, tagger.vocabulary, source)
             mat = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
             if tagger.calibrate(source, mat):
                 self.store.put_meta(key, tagger.offsets[source].tolist())
@@ -870,21 +538,6 @@ class ContentAnalyzer:
         return rows
 
 
-def _crashed() -> dict[str, Any]:
-    return {
-        "errors": ["analysis: the worker process crashed on this item"],
-        "status": "error",
-        "timings": {},
-        "retry": True,
-    }
-
-
-def _mp_context():  # noqa: ANN202
-    import multiprocessing as mp
-
-    return mp.get_context("spawn")
-
-
 @dataclass
 class _Context:
     """Catalogue-wide helpers for assembly, and a key that changes when they would."""
@@ -931,7 +584,7 @@ class _Context:
         # what changes an item's tags or people: the vocabulary and the known people. Keyword
         # statistics and tag calibration follow the catalogue's texts too, but drift slowly;
         # they are refreshed for every item by --force.
-        key = _hash("context", tagger.vocabulary, credits)[:16]
+        key = stable_hash("context", tagger.vocabulary, credits)[:16]
         return cls(
             tagger,
             KeywordExtractor(corpus),
@@ -941,30 +594,6 @@ class _Context:
             primary,
             key,
         )
-
-
-def workspace_inputs(workspace, item_ids: Sequence[str] | None = None):  # noqa: ANN001, ANN201
-    """Analyser inputs from a workspace's store: items (no placeholders) and their comments."""
-    store = workspace.store
-    items = store.items(include_placeholders=False)
-    events = store.events()
-    comments: dict[str, list[str]] = {}
-    if events.height:
-        com = events.filter((pl.col("event") == "comment") & pl.col("text").is_not_null())
-        for r in com.select("item_id", "text").iter_rows():
-            if r[0] is not None and r[1].strip():
-                comments.setdefault(r[0], []).append(r[1])
-    catalogue = items_from_frame(items, comments)
-    if item_ids is None:
-        return catalogue, catalogue
-    wanted = set(item_ids)
-    chosen = [it for it in catalogue if it.item_id in wanted]
-    missing = wanted - {it.item_id for it in chosen}
-    if missing:
-        from avrec.errors import UnknownEntityError
-
-        raise UnknownEntityError(f"unknown item(s): {', '.join(sorted(missing)[:5])}")
-    return chosen, catalogue
 
 
 def workspace_analyzer(workspace, workers: int | None = None) -> ContentAnalyzer:  # noqa: ANN001
