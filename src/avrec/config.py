@@ -52,6 +52,21 @@ class StoreConfig(BaseModel):
     )
 
 
+class ComputeConfig(BaseModel):
+    """``[compute]``: where the heavy commands run (``avrec analyze``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="local: processes on this machine; ray: a Ray cluster (the scale extra)",
+    )
+    address: str | None = Field(
+        None,
+        description="the Ray cluster to join (RAY_ADDRESS wins; neither: a local one)",
+    )
+
+
 class EventsConfig(BaseModel):
     """``[events]``: accepted event types."""
 
@@ -181,6 +196,7 @@ class WorkspaceConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     weighting: EventWeighting = Field(default_factory=EventWeighting)
     content: ContentConfig = Field(default_factory=ContentConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
 
     @classmethod

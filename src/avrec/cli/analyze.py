@@ -43,6 +43,15 @@ def analyze(
         None, min=1, help="analyse at most this many items (those never analysed first)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the report (or --show) as JSON"),
+    engine: str = typer.Option(
+        None,
+        "--engine",
+        help="local (processes here) or ray (a Ray cluster: RAY_ADDRESS, or a local one); "
+        "default: [compute] engine",
+    ),
+    address: str = typer.Option(
+        None, "--address", help="the Ray cluster to join (default: RAY_ADDRESS)"
+    ),
 ) -> None:
     """Turn items' video, audio, images and text into vectors, tags, transcripts and keywords.
 
@@ -55,7 +64,7 @@ def analyze(
     if show and not item:
         raise ConfigError("--show needs --item ID")
     items, catalogue = workspace_inputs(ws, item or None)
-    analyzer = workspace_analyzer(ws, workers=workers)
+    analyzer = workspace_analyzer(ws, workers=workers, engine=engine, address=address)
     if limit is not None:
         done = analyzer.store.item_keys()
         items = (

@@ -20,6 +20,7 @@ it stopped.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -53,7 +54,7 @@ from avrec.content.text import (
     guess_script_language,
     subtitle_text,
 )
-from avrec.errors import MediaError
+from avrec.errors import ConfigError, MediaError
 from avrec.features.base import create_encoder, l2_normalise
 from avrec.media.source import MediaSource
 
@@ -105,8 +106,11 @@ class ContentAnalyzer:
         config: the ``[content]`` settings.
         store: where results and caches go.
         source: resolves media references (roots, downloads).
-        workers: media processes (default: ``config.workers``; 0: one per core).
+        workers: media processes (default: ``config.workers``; 0: one per core); on Ray,
+            actors (default: one per CPU of the cluster).
         threads: model threads per process (default: cores / workers).
+        engine: ``local`` (this machine) or ``ray`` (:mod:`avrec.compute.ray`).
+        address: the Ray cluster to join (default: ``RAY_ADDRESS``, else a local one).
     """
 
     def __init__(
@@ -116,10 +120,16 @@ class ContentAnalyzer:
         source: MediaSource | None = None,
         workers: int | None = None,
         threads: int | None = None,
+        engine: str = "local",
+        address: str | None = None,
     ) -> None:
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"unknown engine {engine!r}: local or ray")
         self.config = config
         self.store = store
         self.source = source or MediaSource()
+        self.engine, self.address = engine, address
+        self.actors = workers or None  # on Ray: this many actors (default: one per CPU)
         w = config.workers if workers is None else workers
         self.workers = w if w > 0 else cores()
         self.threads = threads or max(1, cores() // self.workers)
@@ -201,6 +211,13 @@ class ContentAnalyzer:
             if progress:
                 progress("media", done, total)
 
+        if self.engine == "ray" and jobs:
+            from avrec.compute.ray import connect, run_media
+
+            connect(self.address)
+            run_media(self.config.model_dump_json(), list(jobs.items()), finish, crash_result,
+                      workers=self.actors)  # fmt: skip
+            return
         if self.workers <= 1:  # in this process (a decoder crash would end the run)
             for key, paths in jobs.items():
                 res, vecs = self._safe_analyze(paths)
@@ -596,8 +613,23 @@ class _Context:
         )
 
 
-def workspace_analyzer(workspace, workers: int | None = None) -> ContentAnalyzer:  # noqa: ANN001
-    """A :class:`ContentAnalyzer` on a workspace's ``content.db`` and media settings."""
+def workspace_analyzer(
+    workspace,  # noqa: ANN001
+    workers: int | None = None,
+    engine: str | None = None,
+    address: str | None = None,
+) -> ContentAnalyzer:
+    """A :class:`ContentAnalyzer` on a workspace's ``content.db`` and media settings, on the
+    engine of ``[compute]`` unless ``engine`` says otherwise."""
     c = workspace.config.content
+    compute = workspace.config.compute
     source = workspace.media_source()
-    return ContentAnalyzer(c, ContentStore(workspace.root / "content.db"), source, workers=workers)
+    return ContentAnalyzer(
+        c,
+        ContentStore(workspace.root / "content.db"),
+        source,
+        workers=workers,
+        engine=engine or compute.engine,
+        # --address, then RAY_ADDRESS, then [compute] address (then a local cluster)
+        address=address or os.environ.get("RAY_ADDRESS") or compute.address,
+    )

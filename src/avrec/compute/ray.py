@@ -1,0 +1,235 @@
+"""Heavy work on a Ray cluster: the media stage of ``avrec analyze`` as a pool of actors.
+
+Ray is an optional dependency (``pip install 'avrec[scale]'``). The driver (the ``avrec``
+process) joins the cluster named by ``address`` (or ``RAY_ADDRESS``), or starts a local one.
+Every node needs avrec installed (the same version) and must reach the media the driver
+resolved: the same paths (a shared file system) or the same media roots.
+
+One actor per CPU the cluster offers (or ``workers``), each holding one
+:class:`~avrec.content.media.MediaAnalyzer`, so the models load once per actor. Results come
+back as they finish and the caller commits each one (an interrupted run resumes from the
+cache). When an actor dies (its node went away, or a decoder killed its process) the items it
+held are run again one at a time at the end, on a fresh actor, so only an item that kills
+its actor a second time is marked failed; a replacement actor is started while the cluster
+has a CPU for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from avrec.errors import ConfigError
+
+__all__ = ["cluster_cpus", "connect", "run_media"]
+
+log = logging.getLogger(__name__)
+
+#: jobs sent to one actor ahead of its answers (one running, one waiting: no idle gap)
+IN_FLIGHT = 2
+#: seconds to wait for an actor's answer before looking at the cluster again
+POLL_S = 2.0
+#: seconds without any actor up before the run gives up
+NO_ACTOR_S = 120.0
+
+Finish = Callable[[str, dict[str, Any], dict[str, Any]], None]
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "the ray engine needs Ray: pip install 'avrec[scale]' (or pip install ray)"
+        ) from None
+    return ray
+
+
+def connect(address: str | None = None) -> str:
+    """Join the Ray cluster at ``address`` (default: ``RAY_ADDRESS``; neither: start a local
+    one for this process). Returns the address joined ("local" for a new local cluster)."""
+    ray = _ray()
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=target,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"cannot join the Ray cluster at {target}: {exc}") from None
+    return target or "local"
+
+
+def cluster_cpus() -> int:
+    """CPUs of the cluster's live nodes."""
+    ray = _ray()
+    return int(sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")))
+
+
+def _actor_class() -> Any:
+    ray = _ray()
+
+    @ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)
+    class MediaWorker:
+        """One media analyser per actor (models loaded once, on first use)."""
+
+        def __init__(self, config_json: str) -> None:
+            from avrec.content.media import init_worker
+
+            init_worker(config_json, 1)
+
+        def run(self, key: str, paths: dict[str, str]) -> tuple[str, dict, dict]:
+            from avrec.content.media import run_in_worker
+
+            return run_in_worker(key, paths)
+
+    return MediaWorker
+
+
+class _Pool:
+    """Actors, started and ready, with the jobs each ready one holds. Jobs go only to
+    actors that are up, so an actor that waits for a CPU (or never gets one, its node gone)
+    holds none."""
+
+    def __init__(self, config_json: str, workers: int | None, cap: int) -> None:
+        self.ray = _ray()
+        self.cls = _actor_class()
+        self.config_json = config_json
+        self.workers = workers
+        self.cap = cap  # no more actors than jobs
+        self.starting: dict[Any, Any] = {}  # actor -> its readiness ref
+        self.failed_starts = 0
+        self.held: dict[Any, list[tuple[Any, tuple[str, dict[str, str]]]]] = {}
+
+    def target(self) -> int:
+        return min(self.workers or cluster_cpus(), self.cap)
+
+    def top_up(self) -> None:
+        """Start actors up to the target (the CPUs of live nodes, or ``workers``)."""
+        while len(self.starting) + len(self.held) < self.target():
+            actor = self.cls.remote(self.config_json)
+            self.starting[actor] = actor.__ray_ready__.remote()
+
+    def promote(self, timeout: float = 0.0) -> None:
+        """Move started actors to the ready ones."""
+        if not self.starting:
+            return
+        refs = {ref: actor for actor, ref in self.starting.items()}
+        ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        for ref in ready:
+            actor = refs[ref]
+            del self.starting[actor]
+            try:
+                self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:  # it died starting: forget it
+                self.failed_starts += 1
+                log.warning("a media actor failed to start: %s", str(exc).splitlines()[0])
+                if self.failed_starts > 3 * max(1, self.target()):
+                    raise ConfigError(
+                        "media actors keep failing to start on the Ray cluster (is avrec "
+                        f"installed on every node?): {str(exc).splitlines()[0]}"
+                    ) from None
+                continue
+            self.held[actor] = []
+
+    def refs(self) -> dict[Any, tuple[Any, tuple[str, dict[str, str]]]]:
+        return {ref: (actor, job) for actor, jobs in self.held.items() for ref, job in jobs}
+
+    def submit(self, queue: list, limit: int, actors: int) -> None:
+        """Send queued jobs to the first ``actors`` ready actors, ``limit`` each."""
+        for actor in list(self.held)[:actors]:
+            jobs = self.held[actor]
+            while queue and len(jobs) < limit:
+                job = queue.pop(0)
+                jobs.append((actor.run.remote(*job), job))
+
+    def drop(self, actor: Any) -> list[tuple[str, dict[str, str]]]:
+        """Forget a dead actor; the jobs it held."""
+        jobs = [job for _, job in self.held.pop(actor, [])]
+        self.starting.pop(actor, None)
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is gone already
+            pass
+        return jobs
+
+    def close(self) -> None:
+        for actor in [*self.held, *self.starting]:
+            self.drop(actor)
+
+
+def run_media(
+    config_json: str,
+    jobs: list[tuple[str, dict[str, str]]],
+    finish: Finish,
+    crashed: Callable[[], dict[str, Any]],
+    workers: int | None = None,
+) -> None:
+    """Analyse ``jobs`` (media key, local paths) on the cluster; ``finish(key, result,
+    vectors)`` for each, in the order they finish (``crashed()``: the result of an item that
+    killed its actor twice). ``workers``: actors (default: one per CPU of the cluster)."""
+    ray = _ray()
+    if not jobs:
+        return
+    if (workers or cluster_cpus()) < 1:
+        raise ConfigError("the Ray cluster has no CPU to run the media stage on")
+    pool = _Pool(config_json, workers, len(jobs))
+    suspects: list[tuple[str, dict[str, str]]] = []
+    try:
+        _drain(ray, pool, list(jobs), finish, suspects, IN_FLIGHT, len(jobs))
+        # the jobs an actor held when it died: one at a time, so only a culprit is marked
+        for job in suspects:
+            again: list[tuple[str, dict[str, str]]] = []
+            _drain(ray, pool, [job], finish, again, 1, 1)
+            for key, _paths in again:
+                finish(key, crashed(), {})
+    finally:
+        pool.close()
+
+
+def _drain(
+    ray: Any,
+    pool: _Pool,
+    queue: list[tuple[str, dict[str, str]]],
+    finish: Finish,
+    suspects: list[tuple[str, dict[str, str]]],
+    limit: int,
+    actors: int,
+) -> None:
+    """Run ``queue`` on at most ``actors`` of ``pool``'s actors, ``limit`` jobs each in
+    flight, until every job finished or was set aside in ``suspects`` (held by an actor
+    that died)."""
+    idle_since = time.monotonic()
+    while queue or pool.refs():
+        pool.top_up()
+        pool.promote()
+        pool.submit(queue, limit, actors)
+        refs = pool.refs()
+        if not refs:  # no actor up yet (starting, or waiting for a CPU)
+            pool.promote(timeout=POLL_S)
+            if not pool.held and time.monotonic() - idle_since > NO_ACTOR_S:
+                raise ConfigError("no Ray node has come up to run the media stage on")
+            continue
+        idle_since = time.monotonic()
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            actor, _job = refs[ref]
+            try:
+                key, res, vecs = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.NodeDiedError):  # fmt: skip
+                held = pool.drop(actor)
+                log.warning("a media actor died holding %d item(s); they run again", len(held))
+                suspects += held
+                continue
+            if actor not in pool.held:  # its actor died meanwhile: it runs again with the rest
+                continue
+            pool.held[actor] = [(r, j) for r, j in pool.held[actor] if r != ref]
+            finish(key, res, vecs)

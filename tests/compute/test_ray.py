@@ -1,0 +1,82 @@
+"""The media stage of ``avrec analyze`` on a real two-node Ray cluster on this machine (one CPU
+each, Ray's own ``cluster_utils.Cluster``): the same results as this machine's engine, and a
+node killed during the run loses no finished item and the run finishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avrec.config import ContentConfig
+from avrec.content.analyze import ContentAnalyzer, ItemInput
+from avrec.content.store import ContentStore
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+POSTERS = SHARED / "datasets" / "movielens-100k" / "posters"
+pytestmark = [pytest.mark.realdata, pytest.mark.timeout(600)]
+CONFIG = ContentConfig(speech=False, ocr=False, audio_features=False)
+
+
+def _posters(n: int) -> list[ItemInput]:
+    if not POSTERS.is_dir():
+        pytest.skip("../shared/datasets/movielens-100k/posters not found")
+    files = sorted(POSTERS.glob("*.jpg"))[:n]
+    return [ItemInput(f.stem, title=f"Poster {f.stem}", media={"image": str(f)}) for f in files]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def test_two_nodes_give_the_results_of_this_machine(tmp_path, cluster):
+    items = _posters(8)
+    ids = [it.item_id for it in items]
+    with ContentStore(tmp_path / "ray.db") as store:
+        rep = ContentAnalyzer(CONFIG, store, engine="ray", address=cluster.address).run(items)
+        assert rep.media_analysed == len(items) and rep.analysed == len(items)
+        assert store.status_counts() == {"ok": len(items)}
+        on_ray = store.vectors("visual", ids), store.vectors("fused", ids)
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    assert len(alive) == 2
+    with ContentStore(tmp_path / "local.db") as store:
+        ContentAnalyzer(CONFIG, store, workers=1).run(items)
+        here = store.vectors("visual", ids), store.vectors("fused", ids)
+    np.testing.assert_allclose(on_ray[0], here[0], atol=1e-4)
+    np.testing.assert_allclose(on_ray[1], here[1], atol=1e-4)
+
+
+def test_a_node_killed_during_the_run_loses_nothing_and_the_run_finishes(tmp_path, cluster):
+    items = _posters(30)
+    worker = next(iter(cluster.worker_nodes))
+    seen: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "media":
+            seen.append(done)
+            if done == 4 and worker in cluster.worker_nodes:  # items committed, others held
+                cluster.remove_node(worker, allow_graceful=False)
+
+    with ContentStore(tmp_path / "c.db") as store:
+        analyzer = ContentAnalyzer(CONFIG, store, engine="ray", address=cluster.address)
+        rep = analyzer.run(items, progress=progress)
+        assert worker not in cluster.worker_nodes  # the kill happened mid-run
+        assert rep.media_analysed == len(items) and not rep.errors
+        assert store.status_counts() == {"ok": len(items)}
+        assert seen[-1] == len(items)
+    # the run again: everything is cached, nothing is analysed twice
+    with ContentStore(tmp_path / "c.db") as store:
+        again = ContentAnalyzer(CONFIG, store, engine="ray", address=cluster.address).run(items)
+        assert again.media_cached == len(items) and again.media_analysed == 0
+    cluster.add_node(num_cpus=1)  # for whatever runs after
+    cluster.wait_for_nodes()
