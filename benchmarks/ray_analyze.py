@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-POSTERS = ROOT.parent / "shared" / "datasets" / "movielens-100k" / "posters"
+DATA = Path(os.environ.get("AVREC_DATA_DIR", ROOT.parent / "shared" / "datasets"))
+POSTERS = DATA / "movielens-100k" / "posters"
 
 
 def _run(items: list, nodes: int, kill_at: float | None = None) -> dict:
