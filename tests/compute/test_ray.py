@@ -80,3 +80,30 @@ def test_a_node_killed_during_the_run_loses_nothing_and_the_run_finishes(tmp_pat
         assert again.media_cached == len(items) and again.media_analysed == 0
     cluster.add_node(num_cpus=1)  # for whatever runs after
     cluster.wait_for_nodes()
+
+
+def test_precompute_on_the_cluster_keeps_the_pages_this_process_would(tmp_path, cluster):
+    from avrec.models import load_model
+    from avrec.pipeline.precompute import PAGE_KIND, precompute
+    from avrec.storage import open_store
+    from avrec.workspace import Workspace
+    from tests.cli.test_cli import song_workspace
+
+    ws = Workspace.find(song_workspace(tmp_path))
+    rec = ws.store.active_model("pipeline")
+    model = load_model(rec.path)
+    label = f"{rec.name}-v{rec.version}"
+    users = list(model.users.ids)
+    stores = {name: open_store(f"sqlite:///{tmp_path / name}.db") for name in ("ray", "here")}
+    rep = precompute(model, stores["ray"], label, k=6, batch=7, engine="ray",
+                     bundle_path=str(rec.path), address=cluster.address)  # fmt: skip
+    assert rep.pages == len(users) == 40
+    precompute(model, stores["here"], label, k=6, batch=7)
+    for u in users:
+        a, b = (stores[n].get_state(PAGE_KIND, u) for n in ("ray", "here"))
+        assert a["ids"] == b["ids"] and a["model"] == label
+        assert a["explanation"] == b["explanation"]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+    for s in stores.values():
+        s.close()
+    ws.close()

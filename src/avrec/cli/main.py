@@ -18,7 +18,7 @@ from avrec.cli.anomalies import anomalies
 from avrec.cli.evaluate import evaluate
 from avrec.cli.init import init
 from avrec.cli.language import ask, graph, search
-from avrec.cli.recommend import playlist, recommend, similar
+from avrec.cli.recommend import playlist, precompute, recommend, similar
 from avrec.cli.serve import keys_app, serve
 from avrec.cli.stats import stats
 from avrec.cli.train import train, tune
@@ -71,6 +71,7 @@ app.command()(tune)
 app.command()(recommend)
 app.command()(similar)
 app.command()(playlist)
+app.command()(precompute)
 app.command()(search)
 app.command()(ask)
 app.command()(graph)

@@ -235,3 +235,67 @@ def similar(
             console.print(t)
     finally:
         ws.close()
+
+
+def precompute(
+    ctx: typer.Context,
+    k: int = typer.Option(50, min=1, max=200, help="items kept per user"),
+    lang: str = typer.Option("en", help="explanation language: en or zh"),
+    batch: int = typer.Option(256, min=1, help="users per batch"),
+    limit: int | None = typer.Option(None, min=1, help="only the first N users"),
+    engine: str = typer.Option(None, "--engine", help="local or ray (default: [compute] engine)"),
+    address: str | None = typer.Option(
+        None, "--address", help="the Ray cluster to join (default: RAY_ADDRESS)"
+    ),
+    workers: int | None = typer.Option(None, min=1, help="Ray actors (default: one per CPU)"),
+    model: str = typer.Option("pipeline", help="registered model name"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Every known user's page ahead of time, kept in the store: every serving node answers
+    those users from it until their next event (the answer says `precomputed`)."""
+    import os
+
+    from avrec.cli._common import count_progress
+    from avrec.errors import ConfigError
+    from avrec.pipeline.pipeline import Pipeline
+    from avrec.pipeline.precompute import precompute as run
+
+    if lang not in ("en", "zh"):
+        raise ConfigError(f"--lang must be en or zh, not {lang!r}")
+    ws = state(ctx).open_workspace()
+    try:
+        rec = ws.store.active_model(model)
+        from avrec.models import load_model
+
+        m = load_model(rec.path)
+        if not isinstance(m, Pipeline):
+            raise ConfigError("precompute needs a pipeline bundle (avrec train)")
+        compute = ws.config.compute
+        eng = engine or compute.engine
+        if eng not in ("local", "ray"):
+            raise ConfigError(f"unknown engine {eng!r}: local or ray")
+        users = list(m.users.ids)[:limit] if limit else None
+        total = len(users) if users is not None else len(m.users)
+        with count_progress("pages", total) as advance:
+            seen = {"n": 0}
+
+            def progress(done: int, _total: int) -> None:
+                advance(done - seen["n"])
+                seen["n"] = done
+
+            report = run(
+                m, ws.store, f"{rec.name}-v{rec.version}", k=k, lang=lang, users=users,
+                batch=batch, progress=progress, engine=eng, bundle_path=str(rec.path),
+                address=address or os.environ.get("RAY_ADDRESS") or compute.address,
+                workers=workers,
+            )  # fmt: skip
+    finally:
+        ws.close()
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        rate = report.pages / report.seconds if report.seconds else 0.0
+        console.print(
+            f"{report.pages:,} pages of {k} for {rec.name}-v{rec.version} in "
+            f"{report.seconds:.1f} s ({rate:,.0f} users/s, {report.engine})"
+        )

@@ -24,7 +24,7 @@ from typing import Any
 
 from avrec.errors import ConfigError
 
-__all__ = ["cluster_cpus", "connect", "run_media"]
+__all__ = ["cluster_cpus", "connect", "precompute_pages", "run_media"]
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +233,67 @@ def _drain(
                 continue
             pool.held[actor] = [(r, j) for r, j in pool.held[actor] if r != ref]
             finish(key, res, vecs)
+
+
+class _PageActor:
+    """A Ray Data actor: the bundle loaded once, pages for each batch of users (as JSON, so
+    Ray Data carries one string per batch whatever the pages hold)."""
+
+    def __init__(self, bundle_path: str, label: str, k: int, lang: str) -> None:
+        import threadpoolctl
+
+        from avrec.models import load_model
+
+        threadpoolctl.threadpool_limits(1)  # one CPU per actor
+        self.model = load_model(bundle_path)
+        self.label, self.k, self.lang = label, k, lang
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        import numpy as np
+
+        from avrec.pipeline.precompute import page_record
+
+        out = []
+        for users_json in batch["users"]:
+            users = json.loads(users_json)
+            lists = self.model.recommend_explained(users, k=self.k, lang=self.lang)
+            pages = [page_record(lst, self.label, self.k, self.lang) for lst in lists]
+            out.append(json.dumps(pages, ensure_ascii=False))
+        return {"users": batch["users"], "pages": np.asarray(out, dtype=object)}
+
+
+def precompute_pages(
+    bundle_path: str,
+    label: str,
+    users: list[str],
+    k: int,
+    lang: str,
+    batch: int,
+    address: str | None = None,
+    workers: int | None = None,
+) -> Any:
+    """Yield ``(users, pages)`` per batch of users as the cluster's actors finish them (Ray
+    Data ``map_batches`` over an actor pool, one actor per CPU or ``workers``)."""
+    import json
+
+    ray = _ray()
+    connect(address)
+    parts = [json.dumps(users[lo : lo + batch]) for lo in range(0, len(users), batch)]
+    if not parts:
+        return
+    size = max(1, min(workers or cluster_cpus(), len(parts)))
+    ds = ray.data.from_items([{"users": p} for p in parts], override_num_blocks=len(parts))
+    ds = ds.map_batches(
+        _PageActor,
+        fn_constructor_args=(bundle_path, label, k, lang),
+        batch_size=1,
+        num_cpus=1,
+        concurrency=size,
+        batch_format="numpy",
+    )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    for row in ds.iter_rows():
+        yield json.loads(row["users"]), json.loads(row["pages"])

@@ -49,6 +49,11 @@ class RecommendationResponse(BaseModel):
         False, description="the user is unknown: these are the fallback recommendations"
     )
     offset: int = 0
+    precomputed: bool = Field(
+        False,
+        description="the page was kept ahead by avrec precompute (the user has had no event "
+        "since), not computed for this request",
+    )
 
 
 class AnonymousEvent(BaseModel):

@@ -591,6 +591,31 @@ class ServiceState:
             return False
         return bool(b.model.users.index([user], missing="ignore")[0] >= 0)
 
+    def precomputed(self, b: Bundle, user: str, k: int, offset: int, lang: str) -> Any | None:
+        """The user's page from ``avrec precompute`` (an ``ItemList`` of ``offset + k``
+        items, then cut to the request), when nothing has made it stale: made by the served
+        bundle in this language and long enough; no event of the user since training, no
+        erasure, no new item (those pages mix new items in); deleted items left out."""
+        if (
+            user in self.erased
+            or user in self.live.positive
+            or user in self.live.negative
+            or len(self.new_items)
+        ):
+            return None
+        from avrec.pipeline.precompute import PAGE_KIND, page_list
+
+        with self.lock:
+            rec = self.store.get_state(PAGE_KIND, user)
+        if not rec or rec.get("model") != b.label or rec.get("lang") != lang:
+            return None
+        lst = page_list(rec, self.deleted)
+        if len(lst) < offset + k and len(rec["ids"]) >= int(rec["k"]):
+            return None  # the request reaches past what was kept (a full page: more exist)
+        lst.ids, lst.scores = lst.ids[offset : offset + k], lst.scores[offset : offset + k]
+        lst.fields = {f: v[offset : offset + k] for f, v in lst.fields.items()}
+        return lst
+
     def excluded_items(self, user: str | None) -> list[str]:
         out = list(self.deleted)
         if user is not None:

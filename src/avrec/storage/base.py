@@ -233,6 +233,12 @@ class Store(abc.ABC):
         """Keep ``value`` (JSON-able) under ``(kind, key)``, replacing what was there, for
         ``ttl_s`` seconds (``None``: until deleted). Conversations and sessions live here."""
 
+    def put_states(self, kind: str, values: dict[str, Any], ttl_s: float | None = None) -> None:
+        """:meth:`put_state` for many keys of one kind, in one transaction."""
+        with self.transaction():
+            for key, value in values.items():
+                self.put_state(kind, key, value, ttl_s)
+
     @abc.abstractmethod
     def get_state(self, kind: str, key: str) -> Any | None:
         """The value under ``(kind, key)``; ``None`` when there is none or it expired."""

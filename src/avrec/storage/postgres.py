@@ -951,6 +951,18 @@ class PostgresStore(Store):
                 ),
             )  # fmt: skip
 
+    def put_states(self, kind: str, values: dict[str, Any], ttl_s: float | None = None) -> None:
+        now = time.time()
+        expires = None if ttl_s is None else now + ttl_s
+        with self.transaction(), self._cx() as conn:
+            conn.cursor().executemany(  # psycopg sends them at once (pipeline mode)
+                "INSERT INTO states VALUES (%s,%s,%s,%s,%s) ON CONFLICT (kind, key) DO UPDATE "
+                "SET value = excluded.value, updated_at = excluded.updated_at, "
+                "expires_at = excluded.expires_at",
+                [(kind, k, json.dumps(v, ensure_ascii=False), now, expires)
+                 for k, v in values.items()],
+            )  # fmt: skip
+
     def get_state(self, kind: str, key: str) -> Any | None:
         row = self._one(
             "SELECT value, expires_at FROM states WHERE kind = %s AND key = %s", (kind, key)
@@ -1082,7 +1094,7 @@ class PostgresStore(Store):
         }
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        out = {"events": 0, "conversations": 0, "user": 0}
+        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0}
         with self.transaction(), self._cx() as conn:
             # after any ingest in progress: its uncommitted rows of this user go too
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
@@ -1093,6 +1105,9 @@ class PostgresStore(Store):
             out["conversations"] = self._exec(
                 "DELETE FROM states WHERE kind = 'conversation' AND (value::jsonb ->> 'user') = %s",
                 (user_id,),
+            )
+            out["pages"] = self._exec(
+                "DELETE FROM states WHERE kind = 'page' AND key = %s", (user_id,)
             )
             self._change("user_erased", user_id)
         return out

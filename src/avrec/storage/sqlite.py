@@ -473,7 +473,7 @@ class SQLiteStore(Store):
         }
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        out = {"events": 0, "conversations": 0, "user": 0}
+        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0}
         with self.transaction():
             row = self._conn.execute(
                 "SELECT idx FROM users WHERE user_id = ?", (user_id,)
@@ -490,6 +490,9 @@ class SQLiteStore(Store):
                 "DELETE FROM states WHERE kind = 'conversation' "
                 "AND json_extract(value, '$.user') = ?",
                 (user_id,),
+            ).rowcount
+            out["pages"] = self._conn.execute(
+                "DELETE FROM states WHERE kind = 'page' AND key = ?", (user_id,)
             ).rowcount
             self._change("user_erased", user_id)
         return out
@@ -601,6 +604,16 @@ class SQLiteStore(Store):
                     None if ttl_s is None else now + ttl_s,
                 ),
             )
+
+    def put_states(self, kind: str, values: dict[str, Any], ttl_s: float | None = None) -> None:
+        now = time.time()
+        expires = None if ttl_s is None else now + ttl_s
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO states VALUES (?,?,?,?,?)",
+                [(kind, k, json.dumps(v, ensure_ascii=False), now, expires)
+                 for k, v in values.items()],
+            )  # fmt: skip
 
     def get_state(self, kind: str, key: str) -> Any | None:
         row = self._conn.execute(

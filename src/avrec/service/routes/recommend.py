@@ -141,16 +141,23 @@ def user_recommendations(
     PAGES.labels(cache="hit" if hit is not None else "miss").inc()
     if hit is not None:
         return hit
-    lst, fallback = recommend_for(
-        st, b, user_id, [], k, offset, _split(exclude),
-        _filters(_split(category), _split(language)), explain, lang, diversity,
-    )  # fmt: skip
+    pre = None
+    if not (exclude or category or language or diversity):  # the default page: kept ahead?
+        pre = st.precomputed(b, user_id, k, offset, lang)
+    if pre is not None:
+        lst, fallback = pre, False
+    else:
+        lst, fallback = recommend_for(
+            st, b, user_id, [], k, offset, _split(exclude),
+            _filters(_split(category), _split(language)), explain, lang, diversity,
+        )  # fmt: skip
     out = RecommendationResponse(
         user_id=user_id,
         items=present(st, b, lst, explain),
         model_version=b.label,
         fallback=fallback,
         offset=offset,
+        precomputed=pre is not None,
     )
     st.pages.put(key, out)
     return out
