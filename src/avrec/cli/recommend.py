@@ -239,7 +239,7 @@ def similar(
 
 def precompute(
     ctx: typer.Context,
-    k: int = typer.Option(50, min=1, max=200, help="items kept per user"),
+    k: int = typer.Option(20, min=1, max=200, help="items kept per user (two pages of 10)"),
     lang: str = typer.Option("en", help="explanation language: en or zh"),
     batch: int = typer.Option(256, min=1, help="users per batch"),
     limit: int | None = typer.Option(None, min=1, help="only the first N users"),

@@ -77,7 +77,7 @@ def precompute(
     model: Any,
     store: Any,
     label: str,
-    k: int = 50,
+    k: int = 20,
     lang: str = "en",
     users: Sequence[str] | None = None,
     batch: int = 256,
