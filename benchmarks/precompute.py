@@ -118,8 +118,12 @@ def _serve(ws: Path, n: int) -> dict:
                 served += 1
             times.append(time.perf_counter() - t)
     ms = np.asarray(times) * 1000
-    out = {"requests": n, "served_from_kept_pages": served,
-           "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
+    out = {
+        "requests": n,
+        "served_from_kept_pages": served,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
     print(f"  served: {served} of {n} from kept pages, p50 {out['p50_ms']:.2f} ms, "
           f"p99 {out['p99_ms']:.2f} ms", flush=True)  # fmt: skip
     return out
