@@ -107,3 +107,19 @@ def test_precompute_on_the_cluster_keeps_the_pages_this_process_would(tmp_path, 
     for s in stores.values():
         s.close()
     ws.close()
+
+
+def test_tune_runs_its_trials_on_the_cluster(cluster):
+    from avrec.data.weighting import EventWeighting
+    from avrec.eval.splits import LeaveOneOut
+    from avrec.models.tuning import tune
+    from avrec.testing.contract import toy_dataset
+
+    split = LeaveOneOut().split(toy_dataset().with_weighting(EventWeighting.binary()))
+    res = tune("itemknn", split, n_trials=4, engine="ray", address=cluster.address)
+    assert len(res.trials) == 4 and all(t["value"] is not None for t in res.trials)
+    assert res.best_value == max(t["value"] for t in res.trials)
+    assert res.best_model is not None and res.best_model.is_fitted
+    assert res.best_model.tuned_["search"] == "optuna TPE on Ray"
+    here = tune("itemknn", split, n_trials=1, fixed=dict(res.best_params))  # the same values
+    assert abs(here.best_value - res.best_value) < 1e-9  # a trial on the cluster = one here

@@ -189,18 +189,35 @@ def tune(
         None, min=0, help="stop the search after this many seconds"
     ),
     fixed: str | None = typer.Option(None, help="parameters held constant, e.g. epochs=20"),
+    engine: str | None = typer.Option(
+        None, "--engine", help="local, or ray: trials in parallel on a Ray cluster"
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="the Ray cluster to join (default: RAY_ADDRESS)"
+    ),
 ) -> None:
     """Search hyperparameters on a leave-one-out validation split (the test items unseen)."""
+    import os
+
+    from avrec.config import ComputeConfig
     from avrec.data.weighting import EventWeighting
+    from avrec.errors import ConfigError
     from avrec.eval.splits import LeaveOneOut
     from avrec.models.tuning import tune as run_tune
 
     data, ws = _data(ctx, dataset)
+    compute = ws.config.compute if ws is not None else ComputeConfig()  # type: ignore[attr-defined]
     if ws is not None:
         ws.close()  # type: ignore[attr-defined]
+    eng = engine or compute.engine
+    if eng not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {eng!r}: local or ray")
     split = LeaveOneOut().split(data.with_weighting(EventWeighting.binary()))
-    with console.status(f"tuning {model}: {trials} trials ..."):
-        res = run_tune(model, split, trials, timeout, fixed=_params(fixed))
+    with console.status(f"tuning {model}: {trials} trials ({eng}) ..."):
+        res = run_tune(
+            model, split, trials, timeout, fixed=_params(fixed), engine=eng,
+            address=address or os.environ.get("RAY_ADDRESS") or compute.address,
+        )  # fmt: skip
     console.print(
         f"best valid {res.metric} = {res.best_value:.4f} after {len(res.trials)} "
         f"trials in {res.seconds:.0f}s"

@@ -24,7 +24,7 @@ from typing import Any
 
 from avrec.errors import ConfigError
 
-__all__ = ["cluster_cpus", "connect", "precompute_pages", "run_media"]
+__all__ = ["cluster_cpus", "connect", "precompute_pages", "run_media", "tune_trials"]
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,71 @@ def precompute_pages(
         batch_format="numpy",
     )
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # avrec shows its own; Ray Data's go quiet too
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     for row in ds.iter_rows():
         yield json.loads(row["users"]), json.loads(row["pages"])
+
+
+def _trial(name: str, params: dict[str, Any], split: Any, metric: str) -> float:
+    """One trial on a cluster CPU: fit on the training part, the mean validation metric."""
+    import threadpoolctl
+
+    from avrec.eval.evaluate import evaluate_model, metric_context
+    from avrec.eval.metrics import parse_metrics
+    from avrec.models.base import create_model
+
+    with threadpoolctl.threadpool_limits(1):
+        metrics = parse_metrics([metric])
+        valid = split.full.select(split.masks["valid"])
+        model = create_model(name, **params)
+        model.fit(split.train, valid)
+        ev = evaluate_model(model, split, metrics, stage="valid", ctx=metric_context(split))
+        return float(ev.per_user[metrics[0].name].mean()) if len(ev.users) else 0.0
+
+
+def tune_trials(
+    study: Any,
+    name: str,
+    space: dict[str, tuple],
+    fixed: dict[str, Any],
+    split: Any,
+    metric: str,
+    n_trials: int,
+    timeout_s: float | None,
+    suggest: Callable[[Any, str, tuple], Any],
+    address: str | None = None,
+    workers: int | None = None,
+) -> None:
+    """Run ``n_trials`` of ``study`` as Ray tasks, as many at once as the cluster has CPUs
+    (or ``workers``): ask a trial, send it, tell its value when it comes back. A trial whose
+    task fails is told failed and the search goes on."""
+    ray = _ray()
+    connect(address)
+    import optuna
+
+    task = ray.remote(num_cpus=1, max_retries=1)(_trial)
+    split_ref = ray.put(split)  # once, not once per trial
+    width = max(1, workers or cluster_cpus())
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    running: dict[Any, Any] = {}
+    asked = 0
+    while running or asked < n_trials:
+        while (asked < n_trials and len(running) < width
+               and (deadline is None or time.monotonic() < deadline)):  # fmt: skip
+            trial = study.ask()
+            params = {k: suggest(trial, k, v) for k, v in space.items()}
+            running[task.remote(name, {**params, **fixed}, split_ref, metric)] = trial
+            asked += 1
+        if not running:
+            break  # out of time before the next trial
+        ready, _ = ray.wait(list(running), num_returns=1)
+        for ref in ready:
+            trial = running.pop(ref)
+            try:
+                study.tell(trial, ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                log.warning("trial %d failed: %s", trial.number, str(exc).splitlines()[0])
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if deadline is not None and time.monotonic() >= deadline:
+            asked = n_trials  # ask no more; the running ones finish

@@ -102,12 +102,19 @@ def tune(
     fixed: dict[str, Any] | None = None,
     space: dict[str, tuple] | None = None,
     seed: int = 0,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> TuneResult:
     """Search ``name``'s hyperparameters with optuna's TPE sampler on the validation stage.
 
     Args:
         fixed: parameters held constant (e.g. a time budget for SASRec).
         space: overrides :data:`SEARCH_SPACES` for this model.
+        engine: ``local`` (trials one after another here) or ``ray``: trials in parallel on
+            the cluster, one per CPU (or ``workers``). The study stays in this process
+            (optuna's ask and tell; TPE told of running trials by a constant liar), the
+            split goes to the cluster once, and the best parameters are fitted again here.
 
     Raises:
         ConfigError: no search space for the model, or an unknown metric.
@@ -135,8 +142,21 @@ def tune(
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
+    if engine == "ray":
+        from avrec.compute.ray import tune_trials
+
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        tune_trials(study, name, space, fixed, split, metric, n_trials, timeout_s,
+                    _suggest, address, workers)  # fmt: skip
+        done = [t for t in study.trials if t.value is not None]
+        if done:  # the best trial's model, fitted here (the cluster's copies stay there)
+            objective(optuna.trial.FixedTrial(study.best_params))
+    else:
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+        )
+        study.optimize(objective, n_trials=n_trials, timeout=timeout_s)
     trials = [
         {"number": t.number, "value": t.value, **t.params}
         for t in study.trials
@@ -149,7 +169,7 @@ def tune(
             "params": params,
             f"valid_{metric}": study.best_value,
             "trials": len(trials),
-            "search": "optuna TPE",
+            "search": "optuna TPE" + (" on Ray" if engine == "ray" else ""),
             "seed": seed,
         }
     return TuneResult(
