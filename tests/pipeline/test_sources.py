@@ -210,7 +210,8 @@ def test_vector_sources_share_one_index_and_keep_a_graph_index(ds, tmp_path):
     path = p.save(tmp_path / "bundle")
     for name in ("neighbours", "factors"):
         with np.load(path / "sources" / name / "state.npz") as z:
-            assert "index_bytes" in z.files and str(z["index_kind"]) == "hnsw"
+            assert str(z["index_kind"]) == "hnsw"
+        assert (path / "sources" / name / "index.faiss").stat().st_size > 0
     from avrec.models import load_model
 
     again = load_model(path)
@@ -218,6 +219,38 @@ def test_vector_sources_share_one_index_and_keep_a_graph_index(ds, tmp_path):
     np.testing.assert_array_equal(again.score(users), p.score(users))
     assert again.sources[0][0].index is again.sources[1][0].index  # shared again in memory
     assert again.sources[3][0].index.built_kind == "hnsw"
+
+
+def test_an_inverted_file_in_a_bundle_is_memory_mapped_and_old_bundles_load(ds, tmp_path):
+    """A compressed inverted file is opened from index.faiss without reading it; a bundle
+    from before index.faiss (the index inside state.npz) still loads and answers the same."""
+    import io
+
+    from avrec.models import load_model
+    from avrec.pipeline.pipeline import Pipeline, SourceConfig
+
+    ivf = {"kind": "ivfsq8"}
+    p = Pipeline(
+        sources=[SourceConfig(kind="factors", n=5, params={"model": {"factors": 8}, "index": ivf})],
+        ranker_holdout=0,
+    ).fit(ds)
+    path = p.save(tmp_path / "bundle")
+    users = ["u0", "u1", "stranger"]
+    again = load_model(path)
+    idx = again.sources[0][0].index
+    assert idx.built_kind == "ivfsq8" and type(idx.index.invlists).__name__ != "ArrayInvertedLists"
+    np.testing.assert_array_equal(again.score(users), p.score(users))
+    # the format before: index_bytes in state.npz, no file beside it
+    folder = path / "sources" / "factors"
+    with np.load(folder / "state.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["index_bytes"] = np.frombuffer(p.sources[0][0].index.to_bytes(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (folder / "state.npz").write_bytes(buf.getvalue())
+    (folder / "index.faiss").unlink()
+    old = load_model(path)
+    np.testing.assert_array_equal(old.score(users), p.score(users))
 
 
 def test_a_bundle_of_another_format_is_refused_clearly(ds, tmp_path):

@@ -36,12 +36,63 @@ def test_exact_equals_brute_force(data):
     np.testing.assert_allclose(res.scores, np.take_along_axis(q @ x.T, res.indices, 1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfsq8"])
 def test_approximate_kinds_have_measured_recall(data, kind):
     x, q = data
     idx = VectorIndex(kind, nprobe=32).build(x)
     assert idx.built_kind == kind
     assert idx.recall(x, q, 10) >= 0.9
+
+
+def test_product_codes_trade_recall_for_memory(data):
+    x, q = data
+    pq = VectorIndex("ivfpq", memory_mb=5000 * 24 / 2**20, nprobe=32).build(x)
+    assert pq.built_kind == "ivfpq" and pq.index.pq.M == 16  # 16 bytes + 8 for the id fit
+    assert pq.recall(x, q, 10) >= 0.6  # lossy: measured, not assumed
+    small = VectorIndex("ivfpq", memory_mb=5000 * 12 / 2**20, nprobe=32).build(x)
+    assert small.index.pq.M == 4  # 8 bytes of codes would not fit with the id: the next down
+    assert small.recall(x, q, 10) < pq.recall(x, q, 10)
+
+
+def test_auto_fits_the_memory_budget():
+    """Exact while small, HNSW while its graph fits, then the largest codes that fit."""
+    idx = VectorIndex("auto", memory_mb=2048)
+    assert idx.choose_kind(40_000, 64) == "exact"
+    assert idx.choose_kind(1_000_000, 64) == "hnsw"
+    assert idx.choose_kind(3_000_000, 64) == "ivf"  # past hnsw_max: full floats fit in 0.8 GB
+    assert idx.choose_kind(10_000_000, 64) == "ivfsq8"  # floats 2.6 GB: 8-bit codes 0.7 GB
+    assert idx.choose_kind(40_000_000, 64) == "ivfpq"
+    assert VectorIndex("auto", memory_mb=400).choose_kind(1_000_000, 64) == "ivf"
+    assert VectorIndex("hnsw").choose_kind(10, 64) == "hnsw"  # a named kind is kept
+    with pytest.raises(ConfigError):
+        VectorIndex(memory_mb=0)
+
+
+def test_nprobe_is_calibrated_to_the_target_recall(data):
+    x, q = data
+    lo = VectorIndex("ivfsq8", target_recall=0.5).build(x)
+    hi = VectorIndex("ivfsq8", target_recall=0.97).build(x)
+    assert lo.calibration["recall"] >= 0.5 and hi.calibration["recall"] >= 0.97
+    assert lo.index.nprobe < hi.index.nprobe  # more recall: more lists, chosen by measuring
+    assert hi.recall(x, q, 10) >= 0.9  # and it holds on queries calibration never saw
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfsq8", "ivfpq"])
+def test_saved_inverted_file_is_memory_mapped(data, kind, tmp_path):
+    x, q = data
+    idx = VectorIndex(kind, memory_mb=1.0).build(x)
+    idx.save(tmp_path / "index.faiss")
+    again = VectorIndex.open(tmp_path / "index.faiss", kind)
+    assert type(again.index.invlists).__name__ != "ArrayInvertedLists"  # mapped, not read
+    assert again.index.nprobe == idx.index.nprobe  # the calibrated value travels
+    np.testing.assert_array_equal(again.search(q, 10).indices, idx.search(q, 10).indices)
+    rng = np.random.default_rng(3)
+    allowed = rng.random(len(x)) < 0.02  # few allowed: every list, the allowed items only
+    res = again.search(q[:5], 10, allowed=allowed)
+    assert (res.indices >= 0).all() and all(allowed[r].all() for r in res.indices)
+    with pytest.raises(DataError):
+        (tmp_path / "bad.faiss").write_bytes(b"not an index")
+        VectorIndex.open(tmp_path / "bad.faiss", kind)
 
 
 def test_auto_picks_exact_for_small_and_hnsw_for_large(data):
@@ -50,7 +101,7 @@ def test_auto_picks_exact_for_small_and_hnsw_for_large(data):
     assert VectorIndex("auto", exact_max=1000).build(x).built_kind == "hnsw"
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf", "ivfsq8"])
 def test_filters_never_cost_k(data, kind):
     x, q = data
     rng = np.random.default_rng(1)
@@ -112,7 +163,7 @@ def test_mistakes(data):
         idx.search(q, 3, allowed=np.ones(3, bool))
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfsq8"])
 def test_filtered_search_inside_faiss(data, kind):
     """Many allowed items: the bitmap selector path (not the exact subset), still full K."""
     x, q = data

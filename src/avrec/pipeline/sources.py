@@ -141,7 +141,8 @@ class Source(abc.ABC):
 
         path.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, __n_items=np.asarray(self.n_items), **self._state())
+        extra = self.save_extra(path)  # files beside it first: state.npz names them
+        np.savez(buf, __n_items=np.asarray(self.n_items), **self._state(), **extra)
         atomic_write_bytes(path / "state.npz", buf.getvalue())
 
     def load(self, path: Path) -> Self:
@@ -149,6 +150,7 @@ class Source(abc.ABC):
         with np.load(path / "state.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         self.n_items = int(arrays.pop("__n_items"))
+        self._folder = path  # files beside state.npz (a memory-mapped index)
         self._set_state(arrays)
         self._fitted = True
         return self
@@ -156,8 +158,39 @@ class Source(abc.ABC):
     def _state(self) -> dict[str, np.ndarray]:
         return {}
 
+    def save_extra(self, path: Path) -> dict[str, np.ndarray]:
+        """Write files beside state.npz (an index); returns arrays state.npz records of them."""
+        return {}
+
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
         pass
+
+
+#: an approximate index's file in a source's folder (inverted lists are memory-mapped from it)
+INDEX_FILE = "index.faiss"
+
+
+def _save_index(index: Any, path: Path) -> dict[str, np.ndarray]:
+    """Write an approximate index beside state.npz (a graph or inverted file takes minutes
+    to build for a large catalogue: kept, not rebuilt); what state.npz records of it."""
+    if index is None or index.built_kind == "exact":
+        return {}
+    index.save(path / INDEX_FILE)
+    return {"index_kind": np.asarray(index.built_kind)}
+
+
+def _kept_index(arrays: dict[str, np.ndarray], folder: Path | None, params: dict) -> Any:
+    """The index a bundle kept (``index.faiss``, or ``index_bytes`` from bundles before it);
+    None: none was kept, build it."""
+    from avrec.retrieval import VectorIndex
+
+    params = {k: v for k, v in params.items() if k != "kind"}
+    kind = str(arrays["index_kind"]) if "index_kind" in arrays else ""
+    if "index_bytes" in arrays:
+        return VectorIndex.from_bytes(arrays["index_bytes"].tobytes(), kind, **params)
+    if kind and folder is not None and (folder / INDEX_FILE).exists():
+        return VectorIndex.open(folder / INDEX_FILE, kind, **params)
+    return None
 
 
 SOURCES: dict[str, type[Source]] = {}
@@ -349,7 +382,7 @@ class FactorSource(Source):
         self.model.fit(dataset)
         self._prepare()
 
-    def _prepare(self, index_bytes: bytes | None = None, kind: str = "") -> None:
+    def _prepare(self, kept: Any = None) -> None:
         from avrec.retrieval import VectorIndex
 
         y = np.ascontiguousarray(self.model.item_factors, dtype=np.float32)
@@ -358,23 +391,14 @@ class FactorSource(Source):
         # items' factors took seconds at load
         gram = (y.T @ y).astype(np.float64)
         self.yty = gram + self.model.config.regularization * np.eye(y.shape[1])
-        if index_bytes is not None:  # a graph index is kept, not rebuilt (minutes at 1M)
-            params = {k: v for k, v in self.index_params.items() if k != "kind"}
-            self.index = VectorIndex.from_bytes(index_bytes, kind, **params)
-        else:
-            self.index = VectorIndex(**self.index_params).build(y)
+        self.index = kept if kept is not None else VectorIndex(**self.index_params).build(y)
 
     def save(self, path: Path) -> None:
         super().save(path)
         self.model.save(path / "model")
 
-    def _state(self) -> dict[str, np.ndarray]:
-        if self.index.built_kind == "exact":
-            return {}
-        return {
-            "index_bytes": np.frombuffer(self.index.to_bytes(), dtype=np.uint8),
-            "index_kind": np.asarray(self.index.built_kind),
-        }
+    def save_extra(self, path: Path) -> dict[str, np.ndarray]:
+        return _save_index(self.index, path)
 
     def load(self, path: Path) -> Self:
         from avrec.models import load_model
@@ -383,9 +407,7 @@ class FactorSource(Source):
         return super().load(path)
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        data = arrays.get("index_bytes")
-        kind = str(arrays["index_kind"]) if "index_kind" in arrays else ""
-        self._prepare(data.tobytes() if data is not None else None, kind)
+        self._prepare(_kept_index(arrays, getattr(self, "_folder", None), self.index_params))
 
     def user_vectors(self, requests: list[Request]) -> np.ndarray:
         """ALS fold-in of each request's history: ``(Y^T Y + Y_h^T (C - I) Y_h + lambda I) x =
@@ -483,9 +505,7 @@ class _VectorSource(Source):
         self.shares_with = other.name  # its bundle keeps no second copy
         return True
 
-    def _index_vectors(
-        self, x: np.ndarray, index_bytes: bytes | None = None, kind: str = ""
-    ) -> None:
+    def _index_vectors(self, x: np.ndarray, kept: Any = None) -> None:
         from avrec.retrieval import VectorIndex
 
         self.vectors = x
@@ -494,9 +514,8 @@ class _VectorSource(Source):
         self.rows = np.flatnonzero(self.has_vector)
         self.row_of = np.full(len(x), -1, np.int64)
         self.row_of[self.rows] = np.arange(len(self.rows))
-        if index_bytes is not None:
-            params = {k: v for k, v in self.index_params.items() if k != "kind"}
-            self.index = VectorIndex.from_bytes(index_bytes, kind, **params)
+        if kept is not None:
+            self.index = kept
         elif len(self.rows):
             self.index = VectorIndex(**self.index_params).build(x[self.rows])
         else:
@@ -505,21 +524,20 @@ class _VectorSource(Source):
     def _state(self) -> dict[str, np.ndarray]:
         if getattr(self, "shares_with", None):
             return {"shares_with": np.asarray(self.shares_with)}
-        out = {"vectors": self.vectors}
-        if self.index is not None and self.index.built_kind != "exact":
-            # a graph or IVF index takes minutes to build for a large catalogue: keep it
-            out["index_bytes"] = np.frombuffer(self.index.to_bytes(), dtype=np.uint8)
-            out["index_kind"] = np.asarray(self.index.built_kind)
-        return out
+        return {"vectors": self.vectors}
+
+    def save_extra(self, path: Path) -> dict[str, np.ndarray]:
+        if getattr(self, "shares_with", None):
+            return {}
+        return _save_index(self.index, path)
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         if "shares_with" in arrays:  # Pipeline.load hands it the other source's index
             self.shares_with = str(arrays["shares_with"])
             self.index = None
             return
-        data = arrays.get("index_bytes")
-        kind = str(arrays["index_kind"]) if "index_kind" in arrays else ""
-        self._index_vectors(arrays["vectors"], data.tobytes() if data is not None else None, kind)
+        kept = _kept_index(arrays, getattr(self, "_folder", None), self.index_params)
+        self._index_vectors(arrays["vectors"], kept)
 
     def _search_many(
         self,
