@@ -53,6 +53,18 @@ def _machine() -> str:
 def synthetic(n_items: int, n_users: int, per_user: int = 20, dim: int = 64, seed: int = 0):
     """Items in clusters with content vectors that follow them; users with one to three
     tastes playing popular items of their clusters (and a tenth from anywhere)."""
+    ev, cat, x = synthetic_frames(n_items, n_users, per_user, dim, seed)
+    ds = Dataset.from_events(ev, cat, weighting=EventWeighting.binary())
+    vec = np.zeros((ds.n_items, dim), np.float32)
+    vec[:] = x[np.asarray(ds.items.ids, dtype=np.int64)]
+    ds.set_item_features("fused", vec)
+    return ds
+
+
+def synthetic_frames(
+    n_items: int, n_users: int, per_user: int = 20, dim: int = 64, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """:func:`synthetic`'s events, catalogue and item vectors (row = item id)."""
     rng = np.random.default_rng(seed)
     clusters = 500
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
@@ -99,11 +111,7 @@ def synthetic(n_items: int, n_users: int, per_user: int = 20, dim: int = 64, see
             "duration": rng.uniform(10, 600, n_items).round(),
         }
     )
-    ds = Dataset.from_events(ev, cat, weighting=EventWeighting.binary())
-    vec = np.zeros((ds.n_items, dim), np.float32)
-    vec[:] = x[np.asarray(ds.items.ids, dtype=np.int64)]
-    ds.set_item_features("fused", vec)
-    return ds
+    return ev, cat, x
 
 
 def synthetic_config() -> PipelineConfig:

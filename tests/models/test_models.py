@@ -285,3 +285,18 @@ def test_sasrec_side_features_reach_cold_items(tmp_path):
     np.testing.assert_allclose(again.score(group_a[:3]), m.score(group_a[:3]), rtol=1e-5)
     with pytest.raises(ConfigError, match="side_features"):
         SASRec(side_features="nope", epochs=1).fit(ds)
+
+
+def test_ease_refuses_a_catalogue_it_cannot_hold_before_allocating():
+    """200,000 items: 480 GB of Gram matrices. A clear error, not an out-of-memory kill."""
+    import polars as pl
+
+    from avrec.data.dataset import Dataset
+
+    n = 200_000
+    ev = pl.DataFrame({"user_id": ["a", "b"] * 5, "item_id": ["0", "1"] * 5, "ts": range(10)})
+    cat = pl.DataFrame({"item_id": [str(i) for i in range(n)]})
+    ds = Dataset.from_events(ev, cat)
+    assert ds.n_items == n
+    with pytest.raises(ConfigError, match="ALS"):
+        EASE().fit(ds)

@@ -223,3 +223,19 @@ def test_pipeline_file_default_and_mistakes(tmp_path):
         PipelineConfig.from_toml(bad)
     with pytest.raises(ConfigError, match="pipeline file not found"):
         PipelineConfig.from_toml(tmp_path / "nope.toml")
+
+
+def test_a_catalogue_too_large_for_ease_gets_factors_instead():
+    """The default pipeline over more items than dense_max_items: EASE (n_items^2 floats)
+    gives way to the ALS factors source, and the pipeline still answers."""
+    from avrec.pipeline.pipeline import PipelineConfig
+
+    ds = catalogue_dataset()
+    small = Pipeline(dense_max_items=5, ranker_holdout=0).fit(ds)
+    names = [s.name for s, _ in small.sources]
+    assert "ease" not in names and "factors" in names
+    assert [s.kind for s in small.config.sources].count("factors") == 1  # saved as trained
+    assert len(small.recommend([ds.users.ids[0]], k=5)[0].ids) == 5
+    # within the limit the configured sources are kept as they are
+    big = Pipeline(sources=PipelineConfig().sources[:1], ranker_holdout=0).fit(ds)
+    assert [s.name for s, _ in big.sources] == ["ease"]

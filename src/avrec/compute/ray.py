@@ -16,6 +16,7 @@ has a CPU for it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -24,7 +25,14 @@ from typing import Any
 
 from avrec.errors import ConfigError
 
-__all__ = ["cluster_cpus", "connect", "precompute_pages", "run_media", "tune_trials"]
+__all__ = [
+    "cluster_cpus",
+    "connect",
+    "precompute_pages",
+    "run_media",
+    "train_sasrec",
+    "tune_trials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +257,6 @@ class _PageActor:
         self.label, self.k, self.lang = label, k, lang
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import json
-
         import numpy as np
 
         from avrec.pipeline.precompute import page_record
@@ -276,8 +282,6 @@ def precompute_pages(
 ) -> Any:
     """Yield ``(users, pages)`` per batch of users as the cluster's actors finish them (Ray
     Data ``map_batches`` over an actor pool, one actor per CPU or ``workers``)."""
-    import json
-
     ray = _ray()
     connect(address)
     parts = [json.dumps(users[lo : lo + batch]) for lo in range(0, len(users), batch)]
@@ -362,3 +366,109 @@ def tune_trials(
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if deadline is not None and time.monotonic() >= deadline:
             asked = n_trials  # ask no more; the running ones finish
+
+
+def _sasrec_worker(cfg: dict[str, Any]) -> None:
+    """One Ray Train worker of :func:`train_sasrec`: the same model and order as every other
+    worker, its share of each batch, gradients averaged by DDP; rank 0 validates, decides when
+    to stop and reports the best weights as the run's checkpoint."""
+    import tempfile
+
+    import numpy as np
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from avrec.models.sasrec import SASRecConfig, _build, train_loop
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    c = SASRecConfig(**cfg["config"])
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(c.seed)  # the same initial weights everywhere (DDP also broadcasts them)
+    windows, features, val = ray.get(cfg["data"])
+    net = ray.train.torch.prepare_model(_build(cfg["n_items"], c, features))
+
+    def stop_all(stop: bool) -> bool:
+        flag = torch.tensor([1 if stop else 0])
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    rng = np.random.default_rng(c.seed)  # the same order on every worker
+    best_epoch, best = train_loop(
+        net, c, cfg["n_items"], windows, val if rank == 0 else None, rng, rank, world, stop_all
+    )
+    inner = getattr(net, "module", net)
+    metrics = {"best_epoch": best_epoch or 0, "best": best,
+               "history": json.dumps(inner.history_)}  # fmt: skip
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(inner.state_dict(), os.path.join(tmp, "model.pt"))
+        with open(os.path.join(tmp, "result.json"), "w") as f:
+            json.dump(metrics, f)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_sasrec(
+    n_items: int,
+    config: Any,
+    windows: Any,
+    features: Any,
+    val: Any,
+    address: str | None = None,
+    storage: str | None = None,
+) -> tuple[dict, list[dict], int | None, float]:
+    """Train SASRec data-parallel with Ray Train: ``config.workers`` workers (default: one
+    per CPU of the cluster), one CPU each. Returns the best weights (a state dict), the
+    epochs' history, the best epoch and its validation NDCG@10 (-1: not validated).
+
+    ``storage`` is where Ray Train keeps the run and its checkpoint: a folder every node can
+    reach, or a URI such as ``s3://bucket/prefix`` (default: ``AVREC_RAY_STORAGE``, else a
+    temporary folder here, which serves a cluster on one machine)."""
+    import tempfile
+
+    ray = _ray()
+    connect(address)
+    import torch
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers = config.workers or max(1, cluster_cpus())
+    data = ray.put((windows, features, val))  # once, read by every worker
+    cfg = {
+        "config": config.model_dump(),
+        "n_items": n_items,
+        "data": data,
+        "threads": 1,
+    }
+    own = None
+    storage = storage or os.environ.get("AVREC_RAY_STORAGE")
+    if storage is None:
+        own = tempfile.TemporaryDirectory(prefix="avrec-train-")
+        storage = own.name
+    try:
+        trainer = TorchTrainer(
+            _sasrec_worker,
+            train_loop_config=cfg,
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}
+            ),  # fmt: skip
+            run_config=RunConfig(
+                storage_path=storage, name=f"sasrec-{os.getpid()}-{time.time_ns()}"
+            ),
+        )
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"Ray Train ended without a model: {result.error}")
+        with result.checkpoint.as_directory() as folder:
+            state = torch.load(os.path.join(folder, "model.pt"), weights_only=True)
+            with open(os.path.join(folder, "result.json")) as f:
+                metrics = json.load(f)
+    finally:
+        if own is not None:
+            own.cleanup()
+    best_epoch = int(metrics["best_epoch"]) or None
+    return state, json.loads(metrics["history"]), best_epoch, float(metrics["best"])

@@ -7,6 +7,7 @@ from pydantic import Field
 from scipy.linalg import lapack
 
 from avrec.data.dataset import Dataset
+from avrec.errors import ConfigError
 from avrec.models.base import ModelConfig, Recommender, UserBatch, register_model
 
 __all__ = ["EASE"]
@@ -32,6 +33,7 @@ class EASE(Recommender):
         x = dataset.binary() if self.config.binary else dataset.interactions
         n = x.shape[1]
         dtype = np.float64 if n <= 5000 else np.float32
+        _check_memory(n, np.dtype(dtype).itemsize)
         g = (x.T @ x).toarray().astype(dtype)
         g[np.diag_indices(n)] += self.config.l2
         p = _spd_inverse(g)
@@ -53,6 +55,25 @@ class EASE(Recommender):
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
+
+
+def _check_memory(n: int, itemsize: int) -> None:
+    """Refuse, before allocating, a fit that cannot fit: the Gram matrix, its inverse and the
+    weights are ``n_items^2`` floats each at the peak.
+
+    Raises:
+        ConfigError: more than the memory free now.
+    """
+    import psutil
+
+    need = 3 * n * n * itemsize
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise ConfigError(
+            f"EASE over {n:,} items needs about {need / 2**30:.1f} GB ({n:,}^2 floats, three "
+            f"times over) and {free / 2**30:.1f} GB is free: for a catalogue this size use ALS "
+            "(model als, or the pipeline's factors source)"
+        )
 
 
 def _spd_inverse(g: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ one. Details chosen for speed and accuracy on a CPU:
   calibrated binary cross-entropy with sampled negatives (``"gbce"``, Petrov and Macdonald, 2023);
 - early stopping on validation NDCG@10 (full ranking, training items excluded), keeping the best
   weights, within an optional wall-clock budget;
-- CPU threads set from the machine's cores.
+- CPU threads set from the machine's cores;
+- ``engine="ray"``: data-parallel on a Ray cluster with Ray Train (``TorchTrainer``, one
+  process per worker, gradients averaged by PyTorch DDP over gloo); every step splits the same
+  global batch across the workers, so the model sees what one process would.
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ class SASRecConfig(ModelConfig):
     threads: int | None = Field(None, gt=0, description="torch threads (default: all cores)")
     side_features: str | None = Field(
         None, description="name of the dataset's item vectors to add (projected) to item embeddings"
+    )
+    engine: str = Field(
+        "local", pattern="^(local|ray)$",
+        description="local: this process; ray: data-parallel on the Ray cluster (Ray Train)",
+    )  # fmt: skip
+    workers: int | None = Field(
+        None, gt=0, description="Ray Train workers (default: one per CPU of the cluster)"
     )
     seed: int = 0
 
@@ -171,7 +181,6 @@ class SASRec(Recommender):
 
     def _fit(self, dataset: Dataset, valid: Dataset | None) -> None:
         import torch
-        import torch.nn.functional as F
 
         c = self.config
         self._threads()
@@ -192,69 +201,22 @@ class SASRec(Recommender):
                 )
             f = np.asarray(dataset.item_features[c.side_features], np.float32)
             self.features_ = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        self.net = _build(n_items, c, self.features_)
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         val = self._validation_set(dataset, valid, seqs)
-        best, best_state, stale = -1.0, None, 0
-        self.history_: list[dict[str, float]] = []
         start = time.perf_counter()
-        for epoch in range(1, c.epochs + 1):
-            self.net.train()
-            order = rng.permutation(len(windows))
-            total, count = 0.0, 0
-            for lo in range(0, len(order), c.batch_size):
-                w = torch.from_numpy(windows[order[lo : lo + c.batch_size]])
-                x, y = w[:, :-1], w[:, 1:]
-                h = self.net(x)
-                keep = (x > 0) & (y > 0)  # no "padding -> first item" transitions
-                hk, yk = h[keep], y[keep] - 1
-                items = self.net.item_matrix()
-                if c.loss == "ce":
-                    loss = F.cross_entropy(hk @ items.T, yk)
-                else:
-                    neg = torch.from_numpy(rng.integers(0, n_items, c.negatives))
-                    pos_logit = (hk * items[yk]).sum(-1, keepdim=True)
-                    neg_logit = hk @ items[neg].T
-                    neg_logit = neg_logit.masked_fill(neg[None] == yk[:, None], -1e9)
-                    if c.loss == "sampled":
-                        loss = F.cross_entropy(
-                            torch.cat([pos_logit, neg_logit], 1),
-                            torch.zeros(len(yk), dtype=torch.long),
-                        )
-                    else:  # gBCE: calibrated positive probability
-                        alpha = c.negatives / max(n_items - 1, 1)
-                        beta = alpha * (c.gbce_t * (1 - 1 / alpha) + 1 / alpha)
-                        pos_prob = torch.sigmoid(pos_logit).clamp(1e-7, 1 - 1e-7)
-                        loss = -(
-                            torch.log(pos_prob.pow(beta)).mean()
-                            + F.logsigmoid(-neg_logit).sum(1).mean()
-                        )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(yk)
-                count += len(yk)
-            entry = {
-                "epoch": epoch,
-                "loss": total / max(count, 1),
-                "seconds": time.perf_counter() - start,
-            }
-            out_of_time = c.time_budget_s is not None and entry["seconds"] > c.time_budget_s
-            if val is not None and (epoch % c.eval_every == 0 or out_of_time or epoch == c.epochs):
-                ndcg = self._validate(*val)
-                entry["valid_ndcg@10"] = ndcg
-                if ndcg > best:
-                    best, stale = ndcg, 0
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                    self.best_epoch_ = epoch
-                else:
-                    stale += 1
-            self.history_.append(entry)
-            log.info("sasrec epoch %s", entry)
-            if stale >= c.patience or out_of_time:
-                break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+        if c.engine == "ray":
+            from avrec.compute.ray import train_sasrec
+
+            state, self.history_, best_epoch, best = train_sasrec(
+                n_items, c, windows, self.features_, val
+            )
+            self.net = _build(n_items, c, self.features_)
+            self.net.load_state_dict(state)
+        else:
+            self.net = _build(n_items, c, self.features_)
+            best_epoch, best = train_loop(self.net, c, n_items, windows, val, rng)
+            self.history_ = self.net.history_
+        if best_epoch is not None:
+            self.best_epoch_ = best_epoch
         self.net.eval()
         self.train_seconds_ = time.perf_counter() - start
         self.best_valid_ndcg_ = best if best >= 0 else None
@@ -273,27 +235,8 @@ class SASRec(Recommender):
         hist = train.seen[users]
         return [seqs[u] for u in users], hist, items
 
-    def _validate(self, seqs: list[np.ndarray], hist, targets: np.ndarray) -> float:
-        from avrec.models.base import mask_rows
-
-        total = 0.0
-        for lo in range(0, len(seqs), 1024):
-            s = self._scores(seqs[lo : lo + 1024])
-            mask_rows(s, hist[lo : lo + 1024])
-            t = targets[lo : lo + 1024]
-            st = s[np.arange(len(t)), t]
-            rank = (s >= st[:, None]).sum(1) - 1
-            total += float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).sum())
-        return total / max(len(seqs), 1)
-
     def _scores(self, seqs: list[np.ndarray]) -> np.ndarray:
-        import torch
-
-        x = torch.from_numpy(_pad_last(seqs, self.config.max_len))
-        with torch.no_grad():
-            self.net.eval()
-            h = self.net(x)[:, -1]
-            return (h @ self.net.item_matrix().T).numpy().astype(np.float32)
+        return _scores(self.net, self.config.max_len, seqs)
 
     def _score_batch(self, batch: UserBatch) -> np.ndarray:
         self._threads()
@@ -318,3 +261,127 @@ class SASRec(Recommender):
         }
         self.net.load_state_dict(state)
         self.net.eval()
+
+
+def batch_loss(net, w, c: SASRecConfig, n_items: int, rng: np.random.Generator):  # noqa: ANN001, ANN201
+    """The loss of one batch of windows ``w`` (a tensor) and the positions it covers.
+    ``net`` may be wrapped (DDP): the forward pass goes through it, the item matrix
+    through the module inside."""
+    import torch
+    import torch.nn.functional as F
+
+    inner = getattr(net, "module", net)
+    x, y = w[:, :-1], w[:, 1:]
+    h = net(x)
+    keep = (x > 0) & (y > 0)  # no "padding -> first item" transitions
+    hk, yk = h[keep], y[keep] - 1
+    items = inner.item_matrix()
+    if c.loss == "ce":
+        return F.cross_entropy(hk @ items.T, yk), len(yk)
+    neg = torch.from_numpy(rng.integers(0, n_items, c.negatives))
+    pos_logit = (hk * items[yk]).sum(-1, keepdim=True)
+    neg_logit = hk @ items[neg].T
+    neg_logit = neg_logit.masked_fill(neg[None] == yk[:, None], -1e9)
+    if c.loss == "sampled":
+        target = torch.zeros(len(yk), dtype=torch.long)
+        return F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), target), len(yk)
+    # gBCE: calibrated positive probability
+    alpha = c.negatives / max(n_items - 1, 1)
+    beta = alpha * (c.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+    pos_prob = torch.sigmoid(pos_logit).clamp(1e-7, 1 - 1e-7)
+    loss = -(torch.log(pos_prob.pow(beta)).mean() + F.logsigmoid(-neg_logit).sum(1).mean())
+    return loss, len(yk)
+
+
+def train_loop(
+    net,  # noqa: ANN001
+    c: SASRecConfig,
+    n_items: int,
+    windows: np.ndarray,
+    val: list | None,
+    rng: np.random.Generator,
+    rank: int = 0,
+    world: int = 1,
+    stop_all=None,  # noqa: ANN001
+) -> tuple[int | None, float]:
+    """Epochs of Adam over shuffled windows with early stopping on validation NDCG@10; the
+    best weights end in ``net`` (its history in ``net.history_``). Returns the best epoch
+    and value (-1: never validated).
+
+    Data-parallel (``world`` > 1): ``net`` is wrapped in DDP, every worker draws the same
+    order (the same seed) and takes its ``rank``-th share of each global batch; the worker of
+    rank 0 validates and ``stop_all(flag)`` tells every worker whether to stop."""
+    import torch
+
+    inner = getattr(net, "module", net)
+    opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    neg_rng = np.random.default_rng([c.seed, rank])  # negatives: each worker its own
+    best, best_state, stale, best_epoch = -1.0, None, 0, None
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(1, c.epochs + 1):
+        net.train()
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for lo in range(0, len(order), c.batch_size):
+            part = order[lo : lo + c.batch_size][rank::world]
+            if not len(part):
+                part = order[lo : lo + 1]  # every worker steps together (DDP all-reduce)
+            loss, n = batch_loss(net, torch.from_numpy(windows[part]), c, n_items, neg_rng)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * n
+            count += n
+        entry = {"epoch": epoch, "loss": total / max(count, 1),
+                 "seconds": time.perf_counter() - start}  # fmt: skip
+        out_of_time = c.time_budget_s is not None and entry["seconds"] > c.time_budget_s
+        validate = val is not None and (
+            epoch % c.eval_every == 0 or out_of_time or epoch == c.epochs
+        )
+        stop = out_of_time
+        if validate and rank == 0:
+            ndcg = _ndcg(inner, c.max_len, *val)
+            entry["valid_ndcg@10"] = ndcg
+            if ndcg > best:
+                best, stale, best_epoch = ndcg, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+            else:
+                stale += 1
+            stop = stop or stale >= c.patience
+        if stop_all is not None:
+            stop = stop_all(stop)
+        history.append(entry)
+        log.info("sasrec epoch %s", entry)
+        if stop:
+            break
+    if best_state is not None:
+        inner.load_state_dict(best_state)
+    inner.eval()
+    inner.history_ = history
+    return best_epoch, best
+
+
+def _scores(net, max_len: int, seqs: list[np.ndarray]) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    x = torch.from_numpy(_pad_last(seqs, max_len))
+    with torch.no_grad():
+        net.eval()
+        h = net(x)[:, -1]
+        return (h @ net.item_matrix().T).numpy().astype(np.float32)
+
+
+def _ndcg(net, max_len: int, seqs: list[np.ndarray], hist, targets: np.ndarray) -> float:  # noqa: ANN001
+    """Validation NDCG@10 over full rankings, training items excluded."""
+    from avrec.models.base import mask_rows
+
+    total = 0.0
+    for lo in range(0, len(seqs), 1024):
+        s = _scores(net, max_len, seqs[lo : lo + 1024])
+        mask_rows(s, hist[lo : lo + 1024])
+        t = targets[lo : lo + 1024]
+        st = s[np.arange(len(t)), t]
+        rank = (s >= st[:, None]).sum(1) - 1
+        total += float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).sum())
+    return total / max(len(seqs), 1)

@@ -9,6 +9,7 @@ reciprocal-rank fusion of the sources (no training needed).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from avrec.pipeline.ranker import FeatureBuilder, Merged, Ranker, merge
 from avrec.pipeline.rerank import Reranker, RerankRules
 from avrec.pipeline.sources import Request, Source, create_source
 from avrec.storage.artifacts import JsonRows
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BUNDLE_FORMAT", "Pipeline", "PipelineConfig", "SourceConfig"]
 
@@ -83,6 +86,13 @@ class PipelineConfig(ModelConfig):
         description="requests with fewer events than this are ranked by reciprocal-rank "
         "fusion of the sources, not by the ranker; None: the shortest history the ranker "
         "learned from; 0: the ranker ranks every request",
+    )
+    dense_max_items: int = Field(
+        30_000,
+        gt=0,
+        description="over a catalogue larger than this, an EASE source (n_items^2 floats, a "
+        "cubic solve: 11 GB and about an hour at 30,000 items here) is replaced by the ALS "
+        "factors source, searched through a vector index",
     )
     ranker_max_requests: int = Field(
         20_000,
@@ -159,6 +169,28 @@ class PipelineConfig(ModelConfig):
         return self.model_copy(update={"sources": [*self.sources, *extra]})
 
 
+def _fit_to_size(c: PipelineConfig, n_items: int) -> PipelineConfig:
+    """``c`` with its EASE sources replaced by ALS factors when the catalogue is larger than
+    ``dense_max_items`` (one factors source: an EASE source beside an existing one is
+    dropped)."""
+    dense = [s for s in c.sources if s.kind == "model" and s.params.get("model") == "ease"]
+    if n_items <= c.dense_max_items or not dense:
+        return c
+    has_factors = any(s.kind == "factors" for s in c.sources)
+    sources = []
+    for s in c.sources:
+        if s not in dense:
+            sources.append(s)
+        elif not has_factors:
+            sources.append(SourceConfig(kind="factors", name="factors", n=s.n))
+            has_factors = True
+    log.warning(
+        "%s items > dense_max_items %s: EASE replaced by the ALS factors source",
+        f"{n_items:,}", f"{c.dense_max_items:,}",
+    )  # fmt: skip
+    return c.model_copy(update={"sources": sources})
+
+
 @register_model
 class Pipeline(Recommender):
     """Several candidate sources, merged and ranked by LambdaMART."""
@@ -179,6 +211,7 @@ class Pipeline(Recommender):
             c = self.config = c.model_copy(
                 update={"sources": [*c.sources, SourceConfig(kind="catalogue", n=100)]}
             )
+        c = self.config = _fit_to_size(c, dataset.n_items)
         self.titles = dataset.item_field("title")
         self.item_tag_lists = [
             [*t, *g] for t, g in zip(dataset.item_tags, dataset.item_categories, strict=True)

@@ -255,15 +255,18 @@ class VectorIndex:
 
         # doubling until the target is reached, then halving the last step (recall grows
         # with nprobe, so the fewest lists lie between the last two tried)
-        lo, hi = 0, 1
-        got = measure(hi)
-        while got < self.target_recall and hi < nlist:
-            lo, hi = hi, min(nlist, hi * 2)
-            got = measure(hi)
+        tried = {1: measure(1)}
+        hi = 1
+        while tried[hi] < self.target_recall and hi < nlist:
+            hi = min(nlist, hi * 2)
+            tried[hi] = measure(hi)
         # codes too coarse to reach the target: the fewest lists within 1% of what every
         # list gives (beyond that, more lists cost time and buy nothing)
-        aim = self.target_recall if got >= self.target_recall else 0.99 * got
-        best = (hi, got)
+        reached = tried[hi] >= self.target_recall
+        aim = self.target_recall if reached else 0.99 * tried[hi]
+        hi = min(p for p, r in tried.items() if r >= aim)
+        lo = max([p for p in tried if p < hi], default=0)
+        best = (hi, tried[hi])
         while hi - lo > max(1, lo // 8):
             mid = (lo + hi) // 2
             r = measure(mid)
