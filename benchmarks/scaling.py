@@ -45,9 +45,7 @@ EPOCH = 1_700_000_000.0
 def _timed(*args: str) -> dict:
     """One ``avrec`` command in its own process: seconds and peak resident MB."""
     t = time.perf_counter()
-    r = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", AVREC, *args], capture_output=True, text=True
-    )
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", AVREC, *args], capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if r.returncode:
         raise RuntimeError(f"avrec {' '.join(args)}: {r.stderr[-3000:]}")
