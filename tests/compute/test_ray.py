@@ -148,3 +148,24 @@ def test_sasrec_trains_data_parallel_on_the_cluster(cluster, tmp_path):
     users = list(split.train.users.ids[:5])
     again = load_model(there.save(tmp_path / "sasrec"))
     np.testing.assert_allclose(again.score(users), there.score(users), rtol=1e-5)
+
+
+def test_text_is_encoded_on_the_cluster_as_here(tmp_path, cluster, monkeypatch):
+    """Text-only items: the passages go to the cluster's actors in batches, each actor with
+    its own encoder; the vectors are this machine's, and a second run encodes nothing."""
+    import avrec.content.analyze as analyze
+
+    monkeypatch.setattr(analyze, "RAY_TEXT_MIN", 8)  # a few dozen texts go to the cluster
+    items = [ItemInput(f"t{i}", title=f"Song {i}", description=f"A calm piano piece, number {i}")
+             for i in range(40)]  # fmt: skip
+    ids = [it.item_id for it in items]
+    with ContentStore(tmp_path / "ray.db") as store:
+        rep = ContentAnalyzer(CONFIG, store, engine="ray", address=cluster.address).run(items)
+        assert rep.segments_encoded >= 40 and not rep.errors
+        on_ray = store.vectors("text", ids)
+        again = ContentAnalyzer(CONFIG, store, engine="ray", address=cluster.address).run(items)
+        assert again.segments_encoded == 0
+    with ContentStore(tmp_path / "local.db") as store:
+        ContentAnalyzer(CONFIG, store, workers=1).run(items)
+        here = store.vectors("text", ids)
+    np.testing.assert_allclose(on_ray, here, atol=1e-3)

@@ -304,6 +304,64 @@ def precompute_pages(
         yield json.loads(row["users"]), json.loads(row["pages"])
 
 
+class _TextActor:
+    """A Ray Data actor: the text encoder loaded once, passage vectors for each batch of
+    texts (as JSON in, float32 bytes out)."""
+
+    def __init__(self, encoder: str) -> None:
+        import threadpoolctl
+
+        from avrec.features.base import create_encoder
+
+        threadpoolctl.threadpool_limits(1)  # one CPU per actor
+        self.encoder = create_encoder(encoder)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        out = []
+        for texts_json in batch["texts"]:
+            vecs = np.asarray(self.encoder.encode(json.loads(texts_json)), np.float32)
+            out.append(vecs.tobytes())
+        return {"texts": batch["texts"], "vectors": np.asarray(out, dtype=object)}
+
+
+def encode_texts(
+    encoder: str,
+    texts: list[str],
+    dim: int,
+    batch: int = 256,
+    address: str | None = None,
+    workers: int | None = None,
+) -> Any:
+    """Yield ``(texts, vectors)`` per batch as the cluster's actors encode them (Ray Data
+    ``map_batches`` over an actor pool, the encoder loaded once per actor; one actor per
+    CPU or ``workers``). Batches come back in the order they finish."""
+    import numpy as np
+
+    ray = _ray()
+    connect(address)
+    parts = [json.dumps(texts[lo : lo + batch]) for lo in range(0, len(texts), batch)]
+    if not parts:
+        return
+    size = max(1, min(workers or cluster_cpus(), len(parts)))
+    ds = ray.data.from_items([{"texts": p} for p in parts], override_num_blocks=len(parts))
+    ds = ds.map_batches(
+        _TextActor,
+        fn_constructor_args=(encoder,),
+        batch_size=1,
+        num_cpus=1,
+        concurrency=size,
+        batch_format="numpy",
+    )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for row in ds.iter_rows():
+        part = json.loads(row["texts"])
+        yield part, np.frombuffer(row["vectors"], np.float32).reshape(len(part), dim)
+
+
 def _trial(name: str, params: dict[str, Any], split: Any, metric: str) -> float:
     """One trial on a cluster CPU: fit on the training part, the mean validation metric."""
     import threadpoolctl

@@ -72,6 +72,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEGMENTS = ("primary", "transcript", "ocr", "comments")
+#: with the ray engine, texts to encode below this many are encoded here (starting actors
+#: that each load the encoder costs more than a few batches)
+RAY_TEXT_MIN = 1024
 # tag evidence: source name -> the segment it reads
 TAG_SOURCES = {"text": "primary", "speech": "transcript", "ocr": "ocr", "visual": "labels"}
 Progress = Callable[[str, int, int], None]
@@ -280,15 +283,27 @@ class ContentAnalyzer:
             progress("text", 0, len(todo))
         batch = 256
         t0 = time.perf_counter()
-        for lo in range(0, len(todo), batch):
-            part = todo[lo : lo + batch]
-            vecs = enc.encode(part)
+
+        def keep(part: Sequence[str], vecs: np.ndarray) -> None:
             new = {keys[t]: v for t, v in zip(part, vecs, strict=True)}
-            self.store.put_segments(new)
+            self.store.put_segments(new)  # committed as they come: a new run resumes
             cached.update(new)
             report.segments_encoded += len(part)
             if progress:
-                progress("text", min(lo + batch, len(todo)), len(todo))
+                progress("text", report.segments_encoded - done_before, len(todo))
+
+        done_before = report.segments_encoded
+        if self.engine == "ray" and len(todo) >= RAY_TEXT_MIN:
+            from avrec.compute.ray import encode_texts
+
+            # the encoder by name: each actor loads its own copy once
+            name = self.config.text_encoder
+            for part, vecs in encode_texts(name, todo, enc.dim, batch, self.address):
+                keep(part, vecs)
+        else:
+            for lo in range(0, len(todo), batch):
+                part = todo[lo : lo + batch]
+                keep(part, enc.encode(part))
         report.stage_seconds["text"] = report.stage_seconds.get("text", 0.0) + (
             time.perf_counter() - t0
         )
