@@ -195,9 +195,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        probes = f"{r['nprobe']} of {r['nlist']}" if r["nlist"] else "-"
         lines.append(
             f"| {r['items']:,} | {r['vectors']} | {r['memory_budget_mb']:g} MB | {r['kind']} | "
-            f"{r['nprobe']} of {r['nlist']} | {r['build_s']:.0f} | {r['index_mb']:,.0f} | "
+            f"{probes} | {r['build_s']:.0f} | {r['index_mb']:,.0f} | "
             f"{r['open_s']:.3f} | "
             f"{r['first_query_ms']:.1f} | **{r['recall_at_10']:.3f}** | {r['p50_ms']:.2f} | "
             f"**{r['p99_ms']:.2f}** | {r['exact_ms_per_query']:.1f} |"

@@ -5,11 +5,12 @@ in ``$AVREC_DATA_DIR/splits``), SASRec with the accuracy benchmark's settings fo
 fixed number of epochs (``--epochs``; early stopping on the validation items as usual), fitted
 twice in one run: in this process (torch on both cores), then on a Ray cluster of two nodes
 with one CPU each on this machine (``engine="ray"``: two Ray Train workers, each half of every
-batch, gradients averaged by DDP). Both are evaluated on the test items the same way (full
-ranking, paired bootstrap): NDCG@10 and HR@10 with 95% intervals, and whether the difference
-is significant.
+batch, gradients averaged by DDP), once per seed in ``--seeds``, so the gap between the two
+engines can be read against the gap between two seeds of the same engine. All are evaluated on
+the test items the same way (full ranking, paired bootstrap): NDCG@10 and HR@10 with 95%
+intervals, and whether each is significantly below the best.
 
-    python -m benchmarks.ray_train [--dataset microlens-50k] [--epochs 8]
+    python -m benchmarks.ray_train [--dataset microlens-50k] [--epochs 8] [--seeds 0,1]
 
 Writes ``benchmarks/results/ray-train.json`` and the table between the ``ray-train`` markers in
 BENCHMARKS.md.
@@ -33,7 +34,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="microlens-50k")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seeds", default="0,1")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     import ray
     from ray.cluster_utils import Cluster
 
@@ -53,10 +56,12 @@ def main() -> None:
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        models = {
-            "one process": create_model("sasrec", **params),
-            "Ray Train, two workers": create_model("sasrec", **params, engine="ray", workers=2),
-        }
+        models = {}
+        for seed in seeds:
+            models[f"one process, seed {seed}"] = create_model("sasrec", **params, seed=seed)
+            models[f"Ray Train, two workers, seed {seed}"] = create_model(
+                "sasrec", **params, seed=seed, engine="ray", workers=2
+            )
         res = Experiment(
             FixedSplit(Path(settings.data_dir) / "splits" / f"{args.dataset}.loo.tsv"),
             models,
@@ -84,6 +89,7 @@ def main() -> None:
     out = {
         "dataset": args.dataset,
         "params": params,
+        "seeds": seeds,
         "runs": rows,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": provenance.commit(),
@@ -94,7 +100,8 @@ def main() -> None:
     (RESULTS / "ray-train.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     lines = [
         f"Measured {out['date']} at commit `{out['commit']}` on {out['machine']} "
-        f"(`python -m benchmarks.ray_train --dataset {args.dataset} --epochs {args.epochs}`): "
+        f"(`python -m benchmarks.ray_train --dataset {args.dataset} --epochs {args.epochs} "
+        f"--seeds {args.seeds}`): "
         "the standard leave-one-out split, SASRec with the accuracy table's settings and at "
         f"most {args.epochs} epochs, test items ranked against the whole catalogue; 95% "
         "bootstrap intervals; the Ray cluster is two nodes of one CPU each on this machine.",

@@ -295,3 +295,45 @@ def test_people_source_follows_people_named_in_the_text_and_series():
     assert src.shared(idx["a"], idx["b"]) == ["p:Jane Doe"]
     got = src.retrieve([Request(0, np.asarray([idx["c"]]), exclude=np.asarray([idx["c"]]))], 5)[0]
     assert ds.items.lookup(got.items.tolist()) == ["d"]  # the same series
+
+
+@pytest.mark.parametrize("model", ["itemknn", "markov"])
+def test_sparse_candidates_are_the_dense_candidates(model):
+    """ItemKNN and Markov hand the source the few items with a score instead of a row over
+    the whole catalogue: the same items, scores and order as the dense row, with exclusions,
+    filters, short histories (the rest filled by popularity or index) and strangers."""
+    from avrec.models.base import UserBatch
+    from avrec.pipeline.sources import ModelSource, _history_matrix, _top
+    from avrec.testing.contract import toy_dataset
+
+    ds = toy_dataset(n_users=80)
+    params = {"model": model, "neighbours": 5} if model == "itemknn" else {"model": model}
+    src = create_source("model", **params).fit(ds)
+    assert isinstance(src, ModelSource) and hasattr(src.model, "_sparse_scores")
+    rng = np.random.default_rng(0)
+    reqs = []
+    for u in range(30):
+        hist = rng.choice(ds.n_items, rng.integers(0, 4), replace=False)
+        allowed = rng.random(ds.n_items) < 0.5 if u % 3 == 0 else None
+        exclude = np.concatenate([hist, rng.choice(ds.n_items, 3)]) if u % 2 else None
+        reqs.append(Request(u if u % 5 else -1, hist, exclude=exclude, allowed=allowed))
+    for n in (3, 25, ds.n_items + 5):
+        got = src.retrieve(reqs, n)
+        batch = UserBatch(np.asarray([r.user for r in reqs]), _history_matrix(reqs, ds.n_items),
+                          [r.history for r in reqs])  # fmt: skip
+        dense = np.asarray(src.model._score_batch(batch), np.float32)
+        for r, req in enumerate(reqs):
+            row = dense[r]
+            if row.max() == row.min():
+                assert len(got[r].items) == 0
+                continue
+            items, scores = _top(row, req.exclude, n, req.allowed)
+            np.testing.assert_array_equal(got[r].scores, scores)
+            # above the last score the items agree one for one; among the items tied with
+            # it the dense path's partition picks any (the sparse one takes the lowest ids)
+            above = scores > scores[-1]
+            np.testing.assert_array_equal(got[r].items[above], items[above])
+            tied = np.asarray(got[r].items)[~above]
+            assert (row[tied] == scores[-1]).all()
+            assert not np.isin(tied, req.exclude).any()
+            assert req.allowed is None or req.allowed[tied].all()

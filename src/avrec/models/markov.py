@@ -66,10 +66,9 @@ class Markov(Recommender):
         size = np.bincount(self.item_category, minlength=m).astype(np.float32)
         self.category_size = np.maximum(size, 1.0)
 
-    def _score_batch(self, batch: UserBatch) -> np.ndarray:
+    def _recent(self, seqs: list[np.ndarray]) -> tuple[sp.csr_matrix, list, list, list]:
+        """Each sequence's last ``window`` items, decayed and row-normalised (one row each)."""
         c = self.config
-        seqs = batch.sequence_list()
-        n = len(self.popularity)
         rows, cols, weights = [], [], []
         for r, seq in enumerate(seqs):
             recent = seq[-c.window :][::-1]
@@ -80,8 +79,28 @@ class Markov(Recommender):
         norm_last = sp.csr_matrix(
             (np.asarray(weights, np.float32) * self.row_norm[np.asarray(cols, np.int64)],
              (rows, cols)),
-            shape=(len(seqs), n),
+            shape=(len(seqs), len(self.popularity)),
         )  # fmt: skip
+        return norm_last, rows, cols, weights
+
+    def _sparse_scores(self, batch: UserBatch):  # noqa: ANN201
+        """:meth:`_score_batch` as ``transitions + vote * popularity`` without densifying:
+        the transition scores (sparse), the popularity vector and each row's vote; None
+        when category transitions are on (they touch every item)."""
+        c = self.config
+        if c.categories > 0 and len(self.category_transitions) > 1:
+            return None
+        seqs = batch.sequence_list()
+        norm_last, _, _, _ = self._recent(seqs)
+        scores = sp.csr_matrix(norm_last @ self.transitions, dtype=np.float32)
+        vote = np.asarray(norm_last.sum(axis=1)).ravel() * c.beta
+        vote[np.asarray([len(s) == 0 for s in seqs], bool)] = 1.0  # popularity, as below
+        return scores, self.popularity, vote
+
+    def _score_batch(self, batch: UserBatch) -> np.ndarray:
+        c = self.config
+        seqs = batch.sequence_list()
+        norm_last, rows, cols, weights = self._recent(seqs)
         scores = np.asarray((norm_last @ self.transitions).todense(), dtype=np.float32)
         vote = np.asarray(norm_last.sum(axis=1)).ravel() * c.beta
         scores += vote[:, None] * self.popularity[None, :]

@@ -335,7 +335,12 @@ class ModelSource(Source):
         users = np.asarray([r.user for r in requests], dtype=np.int64)
         hist = _history_matrix(requests, self.n_items)
         seqs = [r.history for r in requests] if self.model.uses_sequences else None
-        scores = np.asarray(self.model._score_batch(UserBatch(users, hist, seqs)), np.float32)
+        batch = UserBatch(users, hist, seqs)
+        sparse = getattr(self.model, "_sparse_scores", None)
+        got = sparse(batch) if sparse is not None else None
+        if got is not None:  # the few items with a score, not the whole catalogue
+            return self._retrieve_sparse(requests, n, *got)
+        scores = np.asarray(self.model._score_batch(batch), np.float32)
         out = []
         for i, req in enumerate(requests):
             row = scores[i]
@@ -345,6 +350,91 @@ class ModelSource(Source):
                 continue
             out.append(Candidates(*_top(row, req.exclude, n, req.allowed)))
         return out
+
+    def _retrieve_sparse(
+        self,
+        requests: list[Request],
+        n: int,
+        scores: sp.csr_matrix,
+        base: np.ndarray | None,
+        vote: np.ndarray | None,
+    ) -> list[Candidates]:
+        """The candidates the dense row ``scores + vote * base`` gives, from its few scored
+        items plus the best of the rest (``base`` order, or index order when they all tie at
+        zero): the same items and scores, ties broken the same way."""
+        flat = base is None or float(base.min()) == float(base.max())
+        if base is not None and getattr(self, "_base_for", None) is not base:
+            self._base_for = base  # the order of the unscored items, once per model
+            self._base_order = np.argsort(-base, kind="stable").astype(np.int64)
+        out = []
+        for r, req in enumerate(requests):
+            lo, hi = scores.indptr[r], scores.indptr[r + 1]
+            cols = scores.indices[lo:hi].astype(np.int64)
+            vals = scores.data[lo:hi].astype(np.float32)
+            w = np.float32(vote[r]) if vote is not None else np.float32(0.0)
+            if not np.any(vals != 0) and (w == 0 or flat):
+                out.append(Candidates([], []))  # no signal: every item scores the same
+                continue
+            weighted = base is not None and w != 0
+            if weighted:
+                vals = vals + w * base[cols]
+            order = self._base_order if weighted else None
+            fill = _unscored(order, self.n_items, cols, req.exclude, req.allowed, n)
+            fill_vals = w * base[fill] if weighted else np.zeros(len(fill), np.float32)
+            out.append(Candidates(*_top_of(
+                np.concatenate([cols, fill]), np.concatenate([vals, fill_vals]),
+                req.exclude, n, req.allowed,
+            )))  # fmt: skip
+        return out
+
+
+def _unscored(
+    order: np.ndarray | None,
+    n_items: int,
+    scored: np.ndarray,
+    exclude: np.ndarray,
+    allowed: np.ndarray | None,
+    n: int,
+) -> np.ndarray:
+    """Up to ``n`` items without a sparse score, best first by ``order`` (None: by index),
+    excluded, disallowed and scored items passed over."""
+    skip = np.concatenate([scored, exclude[(exclude >= 0) & (exclude < n_items)]])
+    found: list[np.ndarray] = []
+    got, start, step = 0, 0, max(64, 2 * (n + len(skip)))
+    while got < n and start < n_items:
+        part = (
+            order[start : start + step]
+            if order is not None
+            else np.arange(start, min(n_items, start + step), dtype=np.int64)
+        )
+        keep = part[~np.isin(part, skip)]
+        if allowed is not None:
+            keep = keep[allowed[keep]]
+        found.append(keep[: n - got])
+        got += len(found[-1])
+        start += step
+        step *= 2
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _top_of(
+    cols: np.ndarray,
+    vals: np.ndarray,
+    exclude: np.ndarray,
+    n: int,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_top` over the items ``cols`` with scores ``vals`` (the rest of the row left
+    out): the ``n`` best finite scores, excluded and disallowed items left out, ties by
+    index."""
+    ok = np.isfinite(vals)
+    if allowed is not None:
+        ok &= allowed[cols]
+    if len(exclude):
+        ok &= ~np.isin(cols, exclude)
+    cols, vals = cols[ok], vals[ok]
+    order = np.lexsort((cols, -vals))[:n]
+    return cols[order].astype(np.int64), vals[order].astype(np.float32)
 
 
 @register_source
