@@ -7,10 +7,12 @@ events of the fixed leave-one-out split:
   written as people write them, in English and in Chinese, from general knowledge of
   well-known films and without the catalogue's text (``benchmarks/data/README.md`` says how
   they were made). Each language is split by a hash of ``query_id`` into a development half
-  and a held-out half. The hybrid search's semantic weight is chosen on the development half
-  only (the best mean MRR over the two languages at three decimals, the smaller weight on a
-  tie; :data:`SEMANTIC_WEIGHTS`); the held-out half is reported beside it and chooses
-  nothing. These queries have no user, so ``ask`` runs anonymously.
+  and a held-out half. The hybrid search's fusion settings (the weights for requests in the
+  catalogue's own language, those for requests that cross languages, the keyword evidence
+  boost) are chosen on the development sets only (:mod:`benchmarks.language_grid`); the
+  held-out half is reported beside it and chooses nothing. These queries have no user, so
+  ``ask`` runs anonymously. The KuaiRec captions (Chinese short videos) have a request set
+  of their own, in both languages, made the same way.
 - **lexical (rule-made from the target's own words)**: the earlier queries, kept as a
   labelled reference for both datasets. For each sampled user of the split, a query made by
   rules from the user's test item: three content words of its IMDb plot (MovieLens-100K) or
@@ -19,11 +21,14 @@ events of the fixed leave-one-out split:
   text by construction, so they measure word overlap, and nothing is chosen on them.
 
 Each query is answered by:
-- ``semantic``: the e5 query vector against the items' e5 text vectors alone;
-- ``keyword``: BM25 alone (typo correction on);
-- ``hybrid (equal)``: BM25, e5 and fuzzy titles fused by reciprocal rank, the semantic list
-  weighing as much as the keyword one; ``hybrid (default)``: the same at the default weights
-  (``PipelineConfig.search_params``; ``avrec search``);
+- ``semantic``: the e5 query vector against the items' e5 text vectors (and transcript
+  passages) alone; ``description``: against the e5 vectors of the descriptions that say
+  more than the title; ``multilingual``: the Universal Sentence Encoder's sentence vectors;
+  ``translated``: e5 over the request's word-by-word translation; ``keyword``: BM25 alone
+  (typo correction on);
+- ``hybrid (equal)``: every leg fused by reciprocal rank at weight 1; ``hybrid
+  (untranslated)``: the defaults without the translation (the ablation); ``hybrid
+  (default)``: the default weights (``PipelineConfig.search_params``; ``avrec search``);
 - ``ask``: the request parsed (a genre it names becomes a filter), hybrid search, the
   pipeline's ranking and explanations (``avrec ask``), without the person (weight 0);
 - ``ask + person`` (lexical only, where each query has a user): blended with the user's
@@ -56,10 +61,11 @@ from avrec.config import Settings
 from avrec.data.loaders import load_dataset
 from avrec.eval import FixedSplit
 from avrec.language.ask import Asker
-from avrec.language.search import document_text, item_documents
+from avrec.language.search import SearchIndex, document_text, item_documents
 from avrec.language.tokens import _stop_en
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig
 from benchmarks import _provenance as provenance
+from benchmarks import language_grid
 from benchmarks._markdown import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,30 +78,17 @@ QUERY_FILES = {
     "kuairec-captions": (ROOT / "benchmarks" / "data" / "kuairec-captions-queries.tsv", "zh"),
 }
 PARAPHRASE_MODES = (
-    "semantic", "multilingual", "translated", "keyword", "hybrid (equal)",
+    "semantic", "description", "multilingual", "translated", "keyword", "hybrid (equal)",
     "hybrid (untranslated)", "hybrid (default)", "ask",
 )  # fmt: skip
 LEXICAL_MODES = (
     "semantic", "keyword", "hybrid (equal)", "hybrid (default)", "ask", "ask + person",
 )  # fmt: skip
-#: the semantic (e5) and multilingual (USE) weights the development halves of every catalogue
-#: choose from together (keyword 1.0, title 0.5)
-SEMANTIC_WEIGHTS = (1.0, 3.0)
-MULTILINGUAL_WEIGHTS = (2.0, 6.0)
-#: the keyword list's weight when its best match holds the request's words (1, no boost, lost
-#: to 4 and 16 in every cell of the 2026-12-07 grid, ``a0a45df``; 16 was at that grid's edge,
-#: and 64 at the edge of the next one, ``85cb821``, where 4 lost in every cell)
-EVIDENCE = (16.0, 64.0, 256.0)
-#: the weight of e5 over the request's word-by-word translation (0: no such leg), and whether
-#: the translation's words join the keyword leg's
-TRANSLATED_WEIGHTS = (0.0, 1.0, 2.0)
-TRANSLATE_KEYWORDS = (False, True)
 #: rule-made requests from the words of the split's validation items (not its test items),
 #: a development set for people who type an item's own words
 LEXICAL_DEV = 200
 #: how deep each leg's list goes before fusion (an item below it in one leg gets nothing
 #: from that leg)
-DEPTHS = (300,)  # 300 beat 100 in 9 of the 12 cells of the 2026-12-07 grid (a0a45df)
 DEPTH = 100
 
 #: lexical queries: a word of the description -> another way to say it
@@ -230,7 +223,7 @@ def text_vectors(dataset, name: str) -> np.ndarray:  # noqa: ANN001
 
 def answer(asker: Asker, query: str, mode: str, user: str | None, k: int) -> list[int]:
     """The item indexes ``mode`` returns for ``query``, best first (``k`` of them at most)."""
-    if mode in ("semantic", "keyword", "multilingual", "translated"):
+    if mode in ("semantic", "keyword", "multilingual", "translated", "description"):
         return [h.item for h in asker.search.search(query, k=k, mode=mode, explain=k <= 10)]
     if mode.startswith("hybrid"):
         return [h.item for h in asker.search.search(query, k=k, explain=k <= 10)]
@@ -252,13 +245,14 @@ def run_mode(
     retriever weights). Untimed runs reuse the e5 and USE query vectors of earlier runs
     (:class:`QueryVectors`); a ``timed`` one encodes every query afresh, as a served request
     does."""
-    saved = dict(asker.search.weights)
+    saved = dict(asker.search.weights), dict(asker.search.cross_weights)
     saved_tk = asker.search.translate_keywords
     w = dict(weight) if isinstance(weight, dict) else {"semantic": weight}
     if "translate_keywords" in w:
         asker.search.translate_keywords = bool(w.pop("translate_keywords"))
-    if mode.startswith("hybrid") or mode.startswith("ask") or mode == "translated":
-        asker.search.weights.update(w)
+    if mode.startswith("hybrid") or mode.startswith("ask"):
+        asker.search.weights.update({k: v for k, v in w.items() if k != "translated"})
+        asker.search.cross_weights.update(w)
     search = asker.search
     memo = search.__dict__.pop("encode_query", None)  # the QueryVectors, if any
     mmemo = search.__dict__.pop("encode_multilingual_query", None)
@@ -275,8 +269,9 @@ def run_mode(
             times.append(time.perf_counter() - t)
             ranks.append(found.index(target) + 1 if target in found else 0)
     finally:
-        search.weights.clear()
-        search.weights.update(saved)
+        for now, before in zip((search.weights, search.cross_weights), saved, strict=True):
+            now.clear()
+            now.update(before)
         search.translate_keywords = saved_tk
         if memo is not None:
             search.encode_query = memo
@@ -315,11 +310,9 @@ def mode_weight(mode: str, default: float) -> float | dict:
     much as the keyword one; ``hybrid (untranslated)`` is the default without the request's
     translation (the ablation); the others keep the defaults."""
     if mode == "hybrid (equal)":
-        return {"semantic": 1.0, "multilingual": 1.0, "translated": 1.0}
+        return {"semantic": 1.0, "multilingual": 1.0, "translated": 1.0, "description": 1.0}
     if mode == "hybrid (untranslated)":
         return {"translated": 0.0, "translate_keywords": False}
-    if mode == "translated":
-        return {"translated": 1.0}
     return default
 
 
@@ -355,41 +348,19 @@ def triples(rs: list[dict]) -> list:
 
 
 def dev_grid(asker: Asker, data, name: str, lexical_dev: dict | None = None) -> dict:  # noqa: ANN001
-    """The development sets' MRR for each depth, keyword evidence, semantic and multilingual
-    weight (chosen in :func:`main` over every catalogue's development sets together): the
-    request set's development half and, where there is a split, ``lexical_dev`` (rule-made
-    from the validation items' words)."""
+    """The development sets' MRR at every cell of the fusion grid
+    (:mod:`benchmarks.language_grid`; chosen in :func:`main` over every catalogue's
+    development sets together): the request set's development half in each language and,
+    where there is a split, ``lexical_dev`` (rule-made from the validation items' words)."""
     _, halves = request_halves(data, name)
     dev_sets = {lang: triples(halves[lang, "dev"]) for lang in ("en", "zh")}
     for lang, qs in (lexical_dev or {}).items():
         dev_sets[f"lexical {lang}"] = [(q, None, t) for q, _, t in qs]
-    grid: dict = {}
-    saved = asker.search.depth, asker.search.keyword_evidence
-    cells = [
-        (d, ev, ws, wm, wt, tk)
-        for d in DEPTHS
-        for ev in EVIDENCE
-        for ws in SEMANTIC_WEIGHTS
-        for wm in MULTILINGUAL_WEIGHTS
-        for wt in TRANSLATED_WEIGHTS
-        for tk in TRANSLATE_KEYWORDS
-    ]
-    for depth, ev, ws, wm, wt, tk in cells:
-        asker.search.depth = depth
-        asker.search.keyword_evidence = ev
-        weights = {"semantic": ws, "multilingual": wm, "translated": wt, "translate_keywords": tk}
-        per = {k: scores(run_mode(asker, qs, "hybrid", weights)[0]) for k, qs in dev_sets.items()}
-        key = grid_key(depth, ev, ws, wm, wt, tk)
-        grid[key] = {**per, "mean_mrr": float(np.mean([p["mrr"] for p in per.values()]))}
-        print(f"    dev {key}: mean MRR {grid[key]['mean_mrr']:.3f}", flush=True)
-    asker.search.depth, asker.search.keyword_evidence = saved
-    return grid
-
-
-def grid_key(depth: int, ev: float, ws: float, wm: float, wt: float, tk: bool) -> str:
-    """A development grid cell's name: depth, evidence, semantic, multilingual, translated
-    weights and keyword translation (0 or 1)."""
-    return f"{depth},{ev:g},{ws:g},{wm:g},{wt:g},{int(tk)}"
+    t = time.perf_counter()
+    grid = language_grid.measure(asker.search, dev_sets)
+    n = sum(len(g) for g in grid.values())
+    print(f"  development grid: {n} cells in {time.perf_counter() - t:.0f}s", flush=True)
+    return {"cells": grid, "sets": dev_sets}
 
 
 def paraphrase(asker: Asker, data, name: str, defaults: dict, grid: dict) -> dict:  # noqa: ANN001
@@ -401,7 +372,7 @@ def paraphrase(asker: Asker, data, name: str, defaults: dict, grid: dict) -> dic
         "file": str(path.relative_to(ROOT)),
         "catalogue_language": catalogue_lang,
         "defaults": defaults,
-        "dev_grid": grid,
+        "dev_grid": grid["cells"],
         "examples": {
             lang: [r["query"] for r in rows if r["lang"] == lang][:2] for lang in ("en", "zh")
         },
@@ -431,27 +402,6 @@ def paraphrase(asker: Asker, data, name: str, defaults: dict, grid: dict) -> dic
     return out
 
 
-def choose(results: list[dict]) -> tuple[dict, dict]:
-    """The (depth, semantic, multilingual) setting with the best mean development MRR over
-    every direction of every catalogue in ``results`` (at three decimals; a tie goes to the
-    smaller values), and the table of means."""
-    means: dict[str, list[float]] = {}
-    for res in results:
-        for key, g in res["paraphrase"]["dev_grid"].items():
-            means.setdefault(key, []).extend(v["mrr"] for k, v in g.items() if isinstance(v, dict))
-    table = {k: float(np.mean(v)) for k, v in means.items()}
-    best = max(table, key=lambda k: (round(table[k], 3), *(-float(x) for x in k.split(","))))
-    depth, ev, ws, wm, wt, tk = (float(x) for x in best.split(","))
-    return {
-        "depth": int(depth),
-        "keyword_evidence": ev,
-        "semantic": ws,
-        "multilingual": wm,
-        "translated": wt,
-        "translate_keywords": bool(tk),
-    }, table
-
-
 def lexical_queries(
     data, split, name: str, n_queries: int, stage: str = "test", seed: int = 0
 ) -> dict:  # noqa: ANN001
@@ -478,16 +428,14 @@ def lexical_queries(
     return out
 
 
-def lexical(
-    asker: Asker, data, split, name: str, n_queries: int, default: float, seed: int = 0
-) -> dict:  # noqa: ANN001
+def lexical(asker: Asker, data, split, name: str, n_queries: int, seed: int = 0) -> dict:  # noqa: ANN001
     """The rule-made queries of ``n_queries`` sampled test users per language."""
     out: dict = {}
     for lang, queries in lexical_queries(data, split, name, n_queries, "test", seed).items():
         print(f"  lexical {lang}: {len(queries)} queries, e.g. {queries[0][0]!r}", flush=True)
         res: dict = {"queries": len(queries), "examples": [q for q, _, _ in queries[:2]]}
         for mode in LEXICAL_MODES:
-            ranks, _ = run_mode(asker, queries, mode.split(" (")[0], mode_weight(mode, default))
+            ranks, _ = run_mode(asker, queries, mode.split(" (")[0], mode_weight(mode, {}))
             res[mode] = scores(ranks)
             print(f"    {lang} {mode}: {res[mode]}", flush=True)
         out[lang] = res
@@ -528,39 +476,95 @@ def prepare(name: str) -> dict:
     return ctx
 
 
+def current_settings(search) -> dict:  # noqa: ANN001
+    """The index's fusion settings in the grid's terms: the evidence boost, and per class
+    (same language, crossing) the weights the grid varies."""
+    same = {n: float(search.weights.get(n, 0.0)) for n in language_grid.PARAMS["same"]}
+    cross = {n: float(search.cross_weights.get(n, 0.0)) for n in language_grid.PARAMS["cross"]
+             if n != "translate_keywords"}  # fmt: skip
+    cross["translate_keywords"] = bool(search.translate_keywords)
+    return {"keyword_evidence": float(search.keyword_evidence), "same": same, "cross": cross}
+
+
 def finish(ctx: dict, settings: dict, n_queries: int) -> dict:
-    """Every table of ``ctx``'s dataset at ``settings`` (the chosen or the default search
-    settings: weights, depth, keyword evidence)."""
+    """Every table of ``ctx``'s dataset at ``settings`` (the chosen or the default fusion
+    settings, as :func:`current_settings` gives them)."""
     asker, data, name = ctx["asker"], ctx["data"], ctx["name"]
     s = asker.search
-    s.weights.update({k: v for k, v in settings.items() if k in s.weights})
-    s.depth = int(settings.get("depth", s.depth))
     s.keyword_evidence = float(settings.get("keyword_evidence", s.keyword_evidence))
-    s.translate_keywords = bool(settings.get("translate_keywords", s.translate_keywords))
+    s.weights.update({k: v for k, v in settings.get("same", {}).items() if k in s.weights})
+    cross = dict(settings.get("cross", {}))
+    s.translate_keywords = bool(cross.pop("translate_keywords", s.translate_keywords))
+    s.cross_weights.update({k: v for k, v in cross.items() if k in s.cross_weights})
     out = {
         "dataset": name,
         "fit_s": ctx["fit_s"],
         "search_weights": dict(s.weights),
+        "search_cross_weights": dict(s.cross_weights),
         "search_depth": s.depth,
         "keyword_evidence": s.keyword_evidence,
         "translate_keywords": s.translate_keywords,
         "person_weight": asker.personal_weight,
     }
-    used = {
-        **s.weights,
-        "depth": s.depth,
-        "keyword_evidence": s.keyword_evidence,
-        "translate_keywords": s.translate_keywords,
-    }
     if "grid" in ctx:
-        out["paraphrase"] = paraphrase(asker, data, name, used, ctx["grid"])
+        out["paraphrase"] = paraphrase(asker, data, name, current_settings(s), ctx["grid"])
+        out["paraphrase"]["grid_check"] = ctx.get("grid_check")
     if ctx["split"] is not None:
-        out["lexical"] = lexical(asker, data, ctx["split"], name, n_queries, s.weights["semantic"])
+        out["lexical"] = lexical(asker, data, ctx["split"], name, n_queries)
     return out
 
 
 def _cell(r: dict) -> str:
     return f"{r['recall@10']:.3f} / {r['mrr']:.3f}"
+
+
+def _settings_text(st: dict) -> str:
+    same = ", ".join(f"{k} {v:g}" for k, v in st.get("same", {}).items())
+    cross = ", ".join(f"{k} {float(v):g}" for k, v in st.get("cross", {}).items())
+    return (f"keyword 1, title 0.5, keyword_evidence {st.get('keyword_evidence', 0):g}; "
+            f"same language: {same}; crossing: {cross}")  # fmt: skip
+
+
+def grid_lines(chosen: tuple[dict, dict], defaults: dict) -> list[str]:
+    """The development grid in BENCHMARKS.md: each class's five best cells, and each
+    setting's effect with the others held at the chosen cell."""
+    best, means = chosen
+    lines = [
+        "Development sets (each catalogue's development half in both languages and, for "
+        "MovieLens-100K, 200 rule-made requests per language from the words of the split's "
+        "validation items), mean hybrid MRR over the sets of each class: requests in the "
+        "catalogue's own language (`weights`) and requests that cross languages "
+        "(`cross_weights`, which are also translated). The grid "
+        f"({sum(len(t) for t in means.values())} cells, `benchmarks/language_grid.py`) "
+        "varies the keyword evidence boost (one for both classes) and per class the "
+        "weights of e5 over the request (semantic), USE (multilingual) and e5 over the "
+        "descriptions (description); for crossing requests also e5 over the translation "
+        "(translated) and whether the translation's words join BM25. Chosen: "
+        f"{_settings_text(best)} (the defaults: {_settings_text(defaults)}).",
+        "",
+    ]
+    for kind, label in (("same", "same language"), ("cross", "crossing languages")):
+        table = means.get(kind, {})
+        if not table or kind not in best:
+            continue
+        names = ["evidence", *language_grid.PARAMS[kind]]
+        lines += [f"Best cells, {label}:", "", "| " + " | ".join(names) + " | mean MRR |",
+                  "|" + "---|" * (len(names) + 1)]  # fmt: skip
+        for k in sorted(table, key=lambda k: -table[k])[:5]:
+            lines.append("| " + " | ".join(k.split(",")) + f" | {table[k]:.3f} |")
+        lines += ["", f"One setting at a time, the others at the chosen cell ({label}):", ""]
+        at = {"evidence": best["keyword_evidence"], **best[kind]}
+        for i, name in enumerate(names):
+            values = language_grid.EVIDENCE if i == 0 else language_grid.VALUES[name]
+            cells = []
+            for v in values:
+                probe = dict(at, **{name: v})
+                k = ",".join(f"{float(probe[n]):g}" for n in names)
+                mark = "**" if float(v) == float(at[name]) else ""
+                cells.append(f"{v:g}: {mark}{table.get(k, float('nan')):.3f}{mark}")
+            lines.append(f"- {name}: " + ", ".join(cells))
+        lines.append("")
+    return lines
 
 
 def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
@@ -577,7 +581,7 @@ def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
             "`multilingual`: Universal Sentence Encoder (multilingual v3) sentence vectors "
             "alone; `keyword`: BM25 alone; `hybrid (equal)`: every leg fused by reciprocal "
             "rank at weight 1; `hybrid (default)`: the default weights "
-            f"({', '.join(f'{k} {v:g}' for k, v in defaults.items())}); `ask`: the request "
+            f"({_settings_text(defaults)}); `ask`: the request "
             "parsed, searched and ranked by the pipeline, anonymous (no user).",
             "",
             "| Catalogue | Request → catalogue | Half | Queries | "
@@ -622,36 +626,7 @@ def update_markdown(results: list[dict], chosen: tuple[dict, dict]) -> None:
             "(p50: the request-weighted mean of the halves' medians; p99: the largest of theirs.)",
             "",
         ]
-        best, table = chosen
-        lines += [
-            "Development sets (each catalogue's development half in both languages and, for "
-            "MovieLens-100K, 200 rule-made requests per language from the words of the "
-            "split's validation items), mean hybrid MRR by the keyword evidence boost, the "
-            "semantic and multilingual weights, whether the request's word-by-word "
-            "translation joins the keyword leg (rows), and the weight of e5 over that "
-            f"translation (columns; 0: no such leg), each leg read {DEPTHS[-1]} deep. Chosen: "
-            + ", ".join(f"{k} {v:g}" for k, v in best.items())
-            + " (the defaults: "
-            + ", ".join(f"{k} {float(defaults.get(k, 0)):g}" for k in best)
-            + ").",
-            "",
-            "| evidence, semantic, multilingual, translated keywords \\ translated | "
-            + " | ".join(f"{w:g}" for w in TRANSLATED_WEIGHTS)
-            + " |",
-            "|---|" + "---|" * len(TRANSLATED_WEIGHTS),
-        ]
-        for depth in DEPTHS:
-            for ev in EVIDENCE:
-                for ws in SEMANTIC_WEIGHTS:
-                    for wm in MULTILINGUAL_WEIGHTS:
-                        for tk in TRANSLATE_KEYWORDS:
-                            keys = [grid_key(depth, ev, ws, wm, t, tk) for t in TRANSLATED_WEIGHTS]
-                            cells = [f"{table.get(k, float('nan')):.3f}" for k in keys]
-                            lines.append(
-                                f"| {ev:g}, {ws:g}, {wm:g}, {'yes' if tk else 'no'} | "
-                                + " | ".join(cells)
-                                + " |"
-                            )
+        lines += grid_lines(chosen, defaults)
         lines.append("")
     lex = [r for r in results if "lexical" in r]
     lines += [
@@ -701,20 +676,19 @@ def main() -> None:
         print(name, flush=True)
         ctxs.append(prepare(name))
     # the settings are chosen over every catalogue's development sets measured in this run
-    grids = [{"paraphrase": {"dev_grid": c["grid"]}} for c in ctxs if "grid" in c]
-    chosen = choose(grids) if grids else ({}, {})
-    params = PipelineConfig().search_params
-    defaults = {
-        **params["weights"],
-        "depth": params.get("depth", 100),
-        "keyword_evidence": params.get("keyword_evidence", 1.0),
-        "translate_keywords": params.get("translate_keywords", False),
-    }
-    for leg, w in chosen[0].items():
-        if w != defaults.get(leg, 0.0):
-            print(f"!! the development sets choose {leg} {w:g}, the default is "
-                  f"{float(defaults.get(leg, 0)):g}: change the default")  # fmt: skip
+    grids = [c["grid"]["cells"] for c in ctxs if "grid" in c]
+    chosen = language_grid.choose(grids) if grids else ({}, {})
+    defaults = current_settings(SearchIndex(**PipelineConfig().search_params))
+    if chosen[0] and chosen[0] != defaults:
+        print(f"!! the development sets choose {chosen[0]}, the defaults are {defaults}: "
+              "change the defaults")  # fmt: skip
     applied = chosen[0] if args.apply_chosen and chosen[0] else defaults
+    for ctx in ctxs:
+        if "grid" in ctx and chosen[0]:
+            ctx["grid_check"] = language_grid.check(
+                ctx["asker"].search, ctx["grid"]["sets"], applied
+            )
+            print(f"  {ctx['name']}: grid against fuse {ctx['grid_check']}", flush=True)
     results = []
     for ctx in ctxs:
         print(f"{ctx['name']}: tables at {applied}", flush=True)

@@ -382,7 +382,8 @@ class Asker:
             ):
                 score[hit.item] = hit.score
                 # the part whose meaning matched ("text", "transcript" ...), or "" for none
-                reasons.semantic[hit.item] = (hit.near or "text") if "semantic" in hit.ranks else ""
+                meant = "semantic" in hit.ranks or "description" in hit.ranks
+                reasons.semantic[hit.item] = (hit.near or "text") if meant else ""
         like_idx = self.pipeline.items.index(list(like), missing="ignore")
         like_idx = like_idx[like_idx >= 0]
         vectors = self.pipeline.features.vectors  # content vectors, else the text's

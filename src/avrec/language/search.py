@@ -76,12 +76,28 @@ __all__ = [
 ]
 
 #: the retrievers a search fuses, each with its weight
-RETRIEVERS: tuple[str, ...] = ("keyword", "semantic", "title", "multilingual", "translated")
+RETRIEVERS: tuple[str, ...] = (
+    "keyword", "semantic", "title", "multilingual", "translated", "description",
+)  # fmt: skip
 #: the least share of the catalogue in the other language for which a request is translated:
 #: a request is translated into the catalogue's majority language only. On the development
 #: half, Chinese requests over the KuaiRec captions (a tenth of them not Chinese) lost MRR
 #: when translated too (0.643 without, 0.621 with, BENCHMARKS.md, run of 679c368)
 TRANSLATE_MIN_SHARE = 0.5
+
+_DESCRIPTION = SEGMENT_FIELDS.index("description")
+
+#: the fusion weights of a request in the catalogue's own language and of one that crosses
+#: languages, chosen on the development sets (``python -m benchmarks.language``,
+#: BENCHMARKS.md); keyword 1 and title 0.5 fixed
+SAME_LANGUAGE: dict[str, float] = {
+    "keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0, "translated": 0.0,
+    "description": 0.0,
+}  # fmt: skip
+CROSS_LANGUAGE: dict[str, float] = {
+    "keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0, "translated": 1.0,
+    "description": 0.0,
+}  # fmt: skip
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
@@ -111,13 +127,29 @@ class SearchHit:
     near: str = ""
 
 
+@dataclass
+class Legs:
+    """One query's ranked lists, one per retriever (item indexes, best first), before
+    fusion: which part of an item its meaning matched (``near``), whether the request
+    crosses languages, and whether the best keyword match holds the request's words."""
+
+    query: str
+    mode: str
+    lists: dict[str, np.ndarray]
+    near: dict[int, str]
+    crossing: bool
+    evidence: bool
+
+
 class SearchIndex:
     """Hybrid keyword + semantic search over a catalogue.
 
     Args:
-        weights: how much each retriever's list counts in the fusion (``keyword`` 1,
-            ``semantic`` 3, ``title`` 0.5, ``multilingual`` 6, ``translated`` 1 by default,
-            chosen on development sets); 0 turns one off.
+        weights: how much each retriever's list counts in the fusion of a request in the
+            catalogue's own language (:data:`SAME_LANGUAGE` by default, chosen on
+            development sets); 0 turns one off.
+        cross_weights: the same for a request in the other language than most of the
+            catalogue (:data:`CROSS_LANGUAGE`), which is also translated.
         rrf_k: the reciprocal rank fusion constant (``1 / (rrf_k + rank)``).
         depth: how deep each retriever's list goes before fusion (at least ``k``).
         fuzzy_titles_max: the largest catalogue whose titles are fuzzy-matched whole.
@@ -132,6 +164,7 @@ class SearchIndex:
     def __init__(
         self,
         weights: dict[str, float] | None = None,
+        cross_weights: dict[str, float] | None = None,
         rrf_k: float = 60.0,
         depth: int = 300,
         fuzzy_titles_max: int = 200_000,
@@ -143,15 +176,9 @@ class SearchIndex:
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
-        self.weights = {
-            "keyword": 1.0,
-            "semantic": 3.0,
-            "title": 0.5,
-            "multilingual": 6.0,
-            "translated": 1.0,
-            **(weights or {}),
-        }
-        unknown = set(self.weights) - set(RETRIEVERS)
+        self.weights = {**SAME_LANGUAGE, **(weights or {})}
+        self.cross_weights = {**CROSS_LANGUAGE, **(cross_weights or {})}
+        unknown = (set(self.weights) | set(self.cross_weights)) - set(RETRIEVERS)
         if unknown:
             raise ConfigError(f"unknown retrievers {sorted(unknown)}: {', '.join(RETRIEVERS)}")
         self.rrf_k = rrf_k
@@ -383,11 +410,21 @@ class SearchIndex:
         from avrec.language.translate import dictionary, request_language
 
         def make() -> str:
-            target = "en" if request_language(query) == "zh" else "zh"
-            share = self.zh_share if target == "zh" else 1.0 - self.zh_share
-            return dictionary().translate(query, target) if share >= TRANSLATE_MIN_SHARE else ""
+            if not self.crosses(query):
+                return ""
+            return dictionary().translate(query, "en" if request_language(query) == "zh" else "zh")
 
         return _remember(self._translated, query, make)
+
+    def crosses(self, query: str) -> bool:
+        """Whether ``query`` is in the other language than at least
+        :data:`TRANSLATE_MIN_SHARE` of the catalogue: such a request is translated and fused
+        at :attr:`cross_weights`."""
+        from avrec.language.translate import request_language
+
+        target = "en" if request_language(query) == "zh" else "zh"
+        share = self.zh_share if target == "zh" else 1.0 - self.zh_share
+        return share >= TRANSLATE_MIN_SHARE
 
     def encode_query(self, query: str) -> np.ndarray:
         """The query's e5 vector (kept for the last few queries)."""
@@ -459,24 +496,63 @@ class SearchIndex:
             for r, c in zip(res.indices[0].tolist(), res.scores[0].tolist(), strict=True):
                 if r >= 0 and c > min_score:
                     best[int(self.rows[r])] = (c, "text")
-        if self.sindex is not None:
-            ok = np.ones(len(self.seg_items), bool) if allowed is None else allowed[self.seg_items]
-            if len(exclude):
-                ok &= ~np.isin(self.seg_items, np.asarray(list(exclude), np.int64))
-            # several rows per item: look deeper so that n distinct items come back
-            res = self.sindex.search(q[None], min(len(self.seg_items), 3 * n), allowed=ok)
-            for r, c in zip(res.indices[0].tolist(), res.scores[0].tolist(), strict=True):
-                if r < 0 or c <= min_score:
-                    continue
-                item = int(self.seg_items[r])
-                if c > best.get(item, (-2.0, ""))[0]:
-                    best[item] = (c, SEGMENT_FIELDS[int(self.seg_fields[r])])
+        for item, (c, name) in self._segment_best(q, n, allowed, exclude, min_score).items():
+            if c > best.get(item, (-2.0, ""))[0]:
+                best[item] = (c, name)
         top = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
         items = np.asarray([i for i, _ in top], np.int64)
         cos = np.asarray([c for _, (c, _) in top], np.float32)
         if near:
             return items, cos, np.asarray([f for _, (_, f) in top], object)
         return items, cos
+
+    def _segment_best(
+        self,
+        q: np.ndarray,
+        n: int,
+        allowed: np.ndarray | None,
+        exclude: Sequence[int] = (),
+        min_score: float = 0.0,
+        description: bool = False,
+    ) -> dict[int, tuple[float, str]]:
+        """Item -> (cosine, field) of its closest segment row: the description's rows with
+        ``description``, every other field's without."""
+        if self.sindex is None:
+            return {}
+        own = self.seg_fields == _DESCRIPTION
+        ok = own.copy() if description else ~own
+        if not ok.any():
+            return {}
+        if allowed is not None:
+            ok &= allowed[self.seg_items]
+        if len(exclude):
+            ok &= ~np.isin(self.seg_items, np.asarray(list(exclude), np.int64))
+        # several rows per item: look deeper so that n distinct items come back
+        res = self.sindex.search(q[None], min(int(ok.sum()), 3 * n), allowed=ok)
+        best: dict[int, tuple[float, str]] = {}
+        for r, c in zip(res.indices[0].tolist(), res.scores[0].tolist(), strict=True):
+            if r < 0 or c <= min_score:
+                continue
+            item = int(self.seg_items[r])
+            if c > best.get(item, (-2.0, ""))[0]:
+                best[item] = (c, SEGMENT_FIELDS[int(self.seg_fields[r])])
+        return best
+
+    def description(
+        self, query: str | np.ndarray, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Items by the cosine between the query's e5 vector and their description's closest
+        passage, best first, and the cosines (the ``description`` leg; only items whose
+        description says more than their title have such passages)."""
+        if self.sindex is None or not (self.seg_fields == _DESCRIPTION).any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = self.encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
+        best = self._segment_best(q, n, allowed, description=True)
+        top = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+        return (
+            np.asarray([i for i, _ in top], np.int64),
+            np.asarray([c for _, (c, _) in top], np.float32),
+        )
 
     def title(self, query: str, n: int, allowed: np.ndarray | None = None) -> np.ndarray:
         """Items whose whole title resembles the whole query (ratio >= 80), best first."""
@@ -501,25 +577,44 @@ class SearchIndex:
         semantic_margin: float | None = None,
         explain: bool = True,
     ) -> list[SearchHit]:
-        """The ``k`` best items for ``query``: ``mode`` ``"hybrid"`` (every retriever, fused),
-        ``"keyword"`` or ``"semantic"`` (that one alone). ``semantic_margin`` keeps only the
-        semantic matches within that much cosine of the best one (e5's cosines crowd
-        together: a generic query is about as close to everything). ``explain`` False leaves
-        the hits' ``matched`` empty (:meth:`matches` gives it for the few that are shown).
-        A query over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length
+        """The ``k`` best items for ``query``: ``mode`` ``"hybrid"`` (every retriever, fused
+        at :attr:`weights`, or at :attr:`cross_weights` when the request crosses languages,
+        :meth:`crosses`) or one retriever's name (that one alone). ``semantic_margin`` keeps
+        only the semantic matches within that much cosine of the best one (e5's cosines
+        crowd together: a generic query is about as close to everything). ``explain`` False
+        leaves the hits' ``matched`` empty (:meth:`matches` gives it for the few that are
+        shown). A query over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length
         (:func:`~avrec.language.clip_query`).
 
         Raises:
             ConfigError: ``k`` is not positive or ``mode`` is unknown.
         """
+        legs = self.legs(query, k, allowed, exclude, mode, semantic_margin)
+        return self.fuse(legs, k, explain)
+
+    def legs(
+        self,
+        query: str,
+        k: int = 10,
+        allowed: np.ndarray | None = None,
+        exclude: Sequence[int] = (),
+        mode: str = "hybrid",
+        semantic_margin: float | None = None,
+        weights: dict[str, float] | None = None,
+        translate_keywords: bool | None = None,
+    ) -> Legs:
+        """Each retriever's ranked list for ``query``, before fusion: in ``"hybrid"`` mode
+        those whose weight is above 0 in ``weights`` (default: the weights that apply to the
+        query), else the one ``mode`` names. ``translate_keywords`` overrides the index's
+        setting. The benchmark fuses one query's legs at many weights (:meth:`fuse`)."""
         self._check()
         query = clip_query(query)[0]
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
         if mode not in ("hybrid", *RETRIEVERS) or mode == "title":
             raise ConfigError(
-                f"unknown search mode {mode!r}: hybrid, keyword, semantic, multilingual or "
-                "translated"
+                f"unknown search mode {mode!r}: hybrid, "
+                + ", ".join(r for r in RETRIEVERS if r != "title")
             )
         if allowed is not None:
             allowed = np.asarray(allowed, bool)
@@ -529,66 +624,77 @@ class SearchIndex:
             allowed = np.ones(self.n_items, bool) if allowed is None else allowed.copy()
             ex = np.asarray(list(exclude), np.int64)
             allowed[ex[(ex >= 0) & (ex < self.n_items)]] = False
+        crossing = self.crosses(query)
+        w = weights or (self.cross_weights if crossing else self.weights)
+        tk = self.translate_keywords if translate_keywords is None else translate_keywords
+
+        def wanted(name: str) -> bool:
+            return mode == name or (mode == "hybrid" and w.get(name, 0.0) > 0)
+
         depth = max(self.depth, k)
         lists: dict[str, np.ndarray] = {}
         near: dict[int, str] = {}
         translated = ""
-        if (mode in ("hybrid", "translated") and self.weights["translated"] > 0) or (
-            mode in ("hybrid", "keyword") and self.translate_keywords
-        ):
+        if crossing and (wanted("translated") or (wanted("keyword") and tk)):
             translated = self.translation(query)
-        if mode in ("hybrid", "keyword") and self.weights["keyword"] > 0:
-            extra = translated if self.translate_keywords else ""
-            lists["keyword"] = self.keyword(query, depth, allowed, extra)
-        if mode in ("hybrid", "semantic") and self.weights["semantic"] > 0:
+        if wanted("keyword"):
+            lists["keyword"] = self.keyword(query, depth, allowed, translated if tk else "")
+        if wanted("semantic"):
             found, cos, parts = self.semantic(query, depth, allowed, near=True)
             if semantic_margin is not None and len(cos):
                 keep = cos >= cos[0] - semantic_margin
                 found, parts = found[keep], parts[keep]
             lists["semantic"] = found
             near = dict(zip(found.tolist(), parts.tolist(), strict=True))
-        if mode in ("hybrid", "multilingual") and self.weights["multilingual"] > 0:
+        if wanted("description"):
+            lists["description"] = self.description(query, depth, allowed)[0]
+            for item in lists["description"].tolist():
+                near.setdefault(item, "description")
+        if wanted("multilingual"):
             lists["multilingual"] = self.multilingual(query, depth, allowed)[0]
-        if (
-            mode in ("hybrid", "translated")
-            and self.weights["translated"] > 0
-            and translated
-            and self.has_semantic
-        ):
+        if wanted("translated") and translated and self.has_semantic:
             lists["translated"] = self.semantic(translated, depth, allowed)[0]
-        if mode == "hybrid" and self.weights["title"] > 0:
+        if wanted("title"):
             lists["title"] = self.title(query, depth, allowed)
-        weights = dict(self.weights)
-        if (
+        evidence = (
             mode == "hybrid"
-            and self.keyword_evidence != 1.0
-            and len(lists.get("keyword", ()))
+            and len(lists.get("keyword", ())) > 0
             and self.coverage(int(lists["keyword"][0]), query) >= self.evidence_coverage
-        ):
-            # the request's own words are all in the best keyword match: people who type an
-            # item's words mean that item, and the meaning legs' other guesses must not bury it
-            weights["keyword"] *= self.keyword_evidence
-        return self._fuse(query, lists, k, explain, near, weights)
+        )
+        return Legs(query, mode, lists, near, crossing, evidence)
 
-    def _fuse(
+    def fuse(
         self,
-        query: str,
-        lists: dict[str, np.ndarray],
-        k: int,
+        legs: Legs,
+        k: int = 10,
         explain: bool = True,
-        near: dict[int, str] | None = None,
         weights: dict[str, float] | None = None,
+        keyword_evidence: float | None = None,
     ) -> list[SearchHit]:
+        """The ``k`` best items of ``legs`` by weighted reciprocal rank fusion: at ``weights``
+        (default: the weights that apply to the query), the keyword list's weight multiplied
+        by ``keyword_evidence`` (default the index's) when the best keyword match holds the
+        request's words (people who type an item's words mean that item, and the meaning
+        legs' other guesses must not bury it). A single retriever's list is taken as it is."""
+        if legs.mode != "hybrid":
+            weights = {legs.mode: 1.0}
+        w = dict(weights or (self.cross_weights if legs.crossing else self.weights))
+        if legs.evidence:
+            w["keyword"] = w.get("keyword", 0.0) * (
+                self.keyword_evidence if keyword_evidence is None else keyword_evidence
+            )
         hits: dict[int, SearchHit] = {}
-        for name, items in lists.items():
-            w = (weights or self.weights)[name]
+        for name, items in legs.lists.items():
+            weight = w.get(name, 0.0)
+            if weight <= 0:
+                continue
             for r, item in enumerate(items.tolist(), start=1):
-                hit = hits.setdefault(item, SearchHit(item, 0.0, near=(near or {}).get(item, "")))
-                hit.score += w / (self.rrf_k + r)
+                hit = hits.setdefault(item, SearchHit(item, 0.0, near=legs.near.get(item, "")))
+                hit.score += weight / (self.rrf_k + r)
                 hit.ranks[name] = r
         best = sorted(hits.values(), key=lambda h: (-h.score, h.item))[:k]
         if explain:
-            words = self.query_words(query)
+            words = self.query_words(legs.query)
             for h in best:
                 h.matched = self.matches(h.item, words)
         return best

@@ -130,8 +130,8 @@ _FIELD_ZH = {"title": "标题", "tags": "标签", "people": "演职人员", "des
 
 # which part of an item matched a request's meaning (search's SEGMENT_FIELDS)
 _NEAR_EN = {"transcript": "what is said in it is ", "ocr": "the text on screen is ",
-            "tags": "its tags are "}  # fmt: skip
-_NEAR_ZH = {"transcript": "台词", "ocr": "画面文字", "tags": "标签"}
+            "tags": "its tags are ", "description": "its description is "}  # fmt: skip
+_NEAR_ZH = {"transcript": "台词", "ocr": "画面文字", "tags": "标签", "description": "简介"}
 
 
 def _query_parts(exp: Explanation, zh: bool) -> list[str]:

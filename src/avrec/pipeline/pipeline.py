@@ -51,6 +51,23 @@ class SourceConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _search_defaults() -> dict[str, Any]:
+    """The search index's defaults: the fusion weights for requests in the catalogue's own
+    language and for those that cross languages, depth, the evidence boost and the keyword
+    translation, chosen together on the development sets of both catalogues' request sets
+    in both languages (benchmarks/language.py, BENCHMARKS.md)."""
+    from avrec.language.search import CROSS_LANGUAGE, SAME_LANGUAGE
+
+    return {
+        "weights": dict(SAME_LANGUAGE),
+        "cross_weights": dict(CROSS_LANGUAGE),
+        "rrf_k": 60.0,
+        "depth": 300,
+        "keyword_evidence": 256.0,
+        "translate_keywords": True,
+    }
+
+
 class PipelineConfig(ModelConfig):
     """A pipeline: its candidate sources, the ranker's parameters, the content feature."""
 
@@ -104,22 +121,7 @@ class PipelineConfig(ModelConfig):
     rrf_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant (no ranker)")
     search: bool = Field(True, description="build the catalogue search index (search, ask)")
     search_params: dict[str, Any] = Field(
-        default_factory=lambda: {
-            # semantic, multilingual, translated, depth, the evidence boost and the keyword
-            # translation: chosen together on the development sets of both catalogues'
-            # request sets in both languages (benchmarks/language.py, BENCHMARKS.md)
-            "weights": {
-                "keyword": 1.0,
-                "semantic": 3.0,
-                "title": 0.5,
-                "multilingual": 6.0,
-                "translated": 1.0,
-            },  # fmt: skip
-            "rrf_k": 60.0,
-            "depth": 300,
-            "keyword_evidence": 256.0,
-            "translate_keywords": True,
-        },
+        default_factory=lambda: _search_defaults(),
         description="SearchIndex parameters (weights, rrf_k, depth ...)",
     )
     search_encode_max: int = Field(
@@ -141,10 +143,11 @@ class PipelineConfig(ModelConfig):
         description="items whose title, tags and sentences get Universal Sentence Encoder "
         "vectors for the cross-lingual search leg, up to this many (0: none)",
     )
-    search_segment_fields: list[Literal["tags", "transcript", "ocr"]] = Field(
-        default_factory=lambda: ["transcript", "ocr"],
+    search_segment_fields: list[Literal["tags", "transcript", "ocr", "description"]] = Field(
+        default_factory=lambda: ["transcript", "ocr", "description"],
         description="the parts of items that get their own vectors (tags cost MRR on both "
-        "benchmark datasets, BENCHMARKS.md)",
+        "benchmark datasets; a description that says more than the title is the "
+        "description leg's, BENCHMARKS.md)",
     )
 
     @classmethod
