@@ -29,9 +29,9 @@ from avrec.language.search import RETRIEVERS
 #: of e5 over the request (semantic), USE (multilingual) and e5 over the descriptions; for
 #: requests that cross languages also e5 over the word-by-word translation (translated) and
 #: whether the translation's words join the keyword leg. keyword 1 and title 0.5 are fixed.
-EVIDENCE = (64.0, 256.0, 1024.0)
-SEMANTIC = (0.0, 1.0, 3.0, 6.0)
-MULTILINGUAL = (1.5, 3.0, 6.0)
+EVIDENCE = (256.0, 1024.0, 4096.0)
+SEMANTIC = (0.0, 1.0, 3.0, 6.0, 12.0)
+MULTILINGUAL = (0.75, 1.5, 3.0, 6.0)
 DESCRIPTION = (0.0, 1.0, 3.0, 6.0)
 TRANSLATED = (0.0, 1.0, 2.0, 4.0)
 TRANSLATE_KEYWORDS = (False, True)

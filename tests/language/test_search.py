@@ -262,3 +262,94 @@ def test_a_request_made_of_an_items_words_finds_that_item(lang_ds, index):
     # a request whose words no item holds together is fused as before
     q = "cats playing piano"
     assert [h.score for h in boosted.search(q, k=3)] == [h.score for h in plain.search(q, k=3)]
+
+
+PLOTS = [
+    {"title": "Toy Story (1995)", "tags": "Animation Children's Comedy",
+     "people": "Tom Hanks Tim Allen John Lasseter",
+     "description": "A cowboy doll is profoundly threatened and jealous when a new spaceman "
+     "figure supplants him as top toy in a boy's room."},
+    {"title": "Babe (1995)", "tags": "Children's Comedy Drama", "people": "James Cromwell",
+     "description": "A pig raised by sheepdogs learns to herd sheep with a little help."},
+    {"title": "Apollo 13 (1995)", "tags": "Action Drama Thriller", "people": "Tom Hanks",
+     "description": "NASA must devise a strategy to return the crew to Earth safely after "
+     "the spacecraft undergoes massive internal damage."},
+    {"title": "Heat (1995)", "tags": "Action Crime Thriller", "people": "Al Pacino",
+     "description": "A group of professional bank robbers start to feel the heat from the "
+     "police when they leave a clue at their latest heist."},
+    {"title": "你们吵的越狠 他们的手就握的越紧", "tags": "明星娱乐",
+     "description": "你们吵的越狠 他们的手就握的越紧 #文轩 #刘耀文"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def plots():
+    from avrec.language.search import encode_segments, fill_text_vectors
+
+    docs = [dict(d) for d in PLOTS]
+    vectors, _ = fill_text_vectors(docs, None, budget=100)
+    return docs, vectors, encode_segments(docs, budget=100)
+
+
+def test_a_description_that_says_more_than_its_title_gets_a_leg_of_its_own(plots, tmp_path):
+    """A plot gets a description row; a caption that repeats its title with hashtags does
+    not. A Chinese request about the plot finds the English film by its description, and
+    the semantic leg (the whole text vector) does not read those rows."""
+    from avrec.language.passages import SEGMENT_FIELDS, says_more
+
+    docs, vectors, segments = plots
+    items, fields, _ = segments
+    desc = SEGMENT_FIELDS.index("description")
+    assert sorted(items[fields == desc].tolist()) == [0, 1, 2, 3]  # not the caption (4)
+    assert not says_more(PLOTS[4]["description"], PLOTS[4]["title"])
+    assert says_more(PLOTS[1]["description"], PLOTS[1]["title"])
+
+    index = SearchIndex().fit(docs, vectors, segments)
+    query = "一只小猪跟着牧羊犬学会了赶羊"
+    assert index.description(query, 3)[0][0] == 1  # Babe
+    assert all(h.near != "description" for h in index.search(query, k=5, mode="semantic"))
+    hits = index.search(query, k=3, mode="description")
+    assert hits[0].item == 1 and hits[0].near == "description"
+    assert set(hits[0].ranks) == {"description"}
+    only_caption = np.zeros(len(docs), bool)
+    only_caption[4] = True  # a filter that no described item passes
+    assert index.search(query, k=3, mode="description", allowed=only_caption) == []
+    assert [h.item for h in index.search(query, k=3, allowed=only_caption)] in ([], [4])
+    only_caption = np.zeros(len(docs), bool)
+    only_caption[4] = True  # a filter that no described item passes
+    assert index.search(query, k=3, mode="description", allowed=only_caption) == []
+    assert [h.item for h in index.search(query, k=3, allowed=only_caption)] in ([], [4])
+    index.save(tmp_path / "s")
+    again = SearchIndex().load(tmp_path / "s")
+    assert [h.item for h in again.search(query, k=3, mode="description")] == [h.item for h in hits]
+
+
+def test_requests_that_cross_languages_are_fused_at_their_own_weights(plots):
+    """``cross_weights`` decide which legs a request in the catalogue's other language
+    runs and how they count; ``weights`` decide for one in its own language; fusing the
+    legs gives what ``search`` gives."""
+    docs, vectors, segments = plots
+    index = SearchIndex(
+        weights={"semantic": 1.0, "description": 0.0},
+        cross_weights={"semantic": 0.0, "description": 5.0, "multilingual": 0.0},
+    ).fit(docs, vectors, segments)
+    zh, en = "一只小猪跟着牧羊犬学会了赶羊", "a pig that learns to herd sheep"
+    cross = index.legs(zh)
+    assert index.crosses(zh) and cross.crossing
+    assert "description" in cross.lists and "semantic" not in cross.lists
+    assert "translated" in cross.lists  # the word-by-word translation (cross weight 1)
+    own = index.legs(en)
+    assert not index.crosses(en) and not own.crossing
+    assert "semantic" in own.lists and "description" not in own.lists
+    assert "translated" not in own.lists  # a request in the catalogue's language: as typed
+    for q, legs in ((zh, cross), (en, own)):
+        want = [(h.item, h.score) for h in index.search(q, k=4)]
+        assert [(h.item, h.score) for h in index.fuse(legs, k=4)] == want
+    assert index.search(zh, k=1)[0].item == 1
+    # every leg at once (the benchmark's grid) and a weight that turns one off
+    every = index.legs(zh, weights=dict.fromkeys(("semantic", "description", "keyword"), 1.0))
+    assert {"semantic", "description", "keyword"} <= set(every.lists)
+    off = index.fuse(every, k=4, weights={"semantic": 1.0})
+    assert all(set(h.ranks) == {"semantic"} for h in off)
+    with pytest.raises(ConfigError, match="unknown retrievers"):
+        SearchIndex(cross_weights={"plot": 1.0})

@@ -180,8 +180,11 @@ class Dataset:
         name: str = "workspace",
     ) -> Dataset:
         """Build from a :class:`~avrec.storage.Store` (excluded users left out by default)."""
+        from avrec.data.captions import with_caption_entities
+
         events = store.events(include_excluded=include_excluded)
-        items = store.items()
+        # hashtags and mentions in titles and descriptions count as tags and people
+        items = with_caption_entities(store.items())
         return cls.from_events(events, items, weighting, name=name)
 
     def select(self, mask: np.ndarray, name: str | None = None) -> Dataset:

@@ -521,12 +521,12 @@ class SearchIndex:
             return {}
         own = self.seg_fields == _DESCRIPTION
         ok = own.copy() if description else ~own
-        if not ok.any():
-            return {}
         if allowed is not None:
             ok &= allowed[self.seg_items]
         if len(exclude):
             ok &= ~np.isin(self.seg_items, np.asarray(list(exclude), np.int64))
+        if not ok.any():  # no row of that kind, or none that passes the filter
+            return {}
         # several rows per item: look deeper so that n distinct items come back
         res = self.sindex.search(q[None], min(int(ok.sum()), 3 * n), allowed=ok)
         best: dict[int, tuple[float, str]] = {}

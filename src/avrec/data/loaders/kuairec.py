@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import polars as pl
 
+from avrec.data.captions import caption_entities
 from avrec.data.loaders.base import DatasetFile, PublicData, PublicDataset
 from avrec.data.weighting import EventWeighting
 from avrec.errors import DataError
@@ -24,21 +24,6 @@ from avrec.errors import DataError
 __all__ = ["KuaiRecCaptions", "caption_entities"]
 
 _MISSING = {"", "UNKNOWN", "-124"}
-# a hashtag ends at whitespace, the next # or @, or a closing # (Weibo-style #topic#)
-_HASHTAG = re.compile(r"#\s*([^#@\s]{1,40})#?")
-# Kuaishou mentions: @name(O123456) or @name followed by whitespace, # or another @
-_MENTION = re.compile(r"@([^@#\s(（]{1,40})(?:[(（]O?\d+[)）])?")
-
-
-def caption_entities(text: str | None) -> tuple[str, list[str], list[str]]:
-    """A caption split into its text (hashtags and mentions removed), its hashtags and the
-    accounts it mentions, in order, without repeats."""
-    if not text:
-        return "", [], []
-    tags = list(dict.fromkeys(t.strip() for t in _HASHTAG.findall(text) if t.strip()))
-    people = list(dict.fromkeys(m.strip() for m in _MENTION.findall(text) if m.strip()))
-    rest = _MENTION.sub(" ", _HASHTAG.sub(" ", text))
-    return " ".join(rest.split()), tags, people
 
 
 def _topic_tags(raw: str) -> list[str]:
