@@ -61,7 +61,7 @@ from avrec.config import Settings
 from avrec.data.loaders import load_dataset
 from avrec.eval import FixedSplit
 from avrec.language.ask import Asker
-from avrec.language.search import SearchIndex, document_text, item_documents
+from avrec.language.search import PAIRS, SearchIndex, document_text, item_documents
 from avrec.language.tokens import _stop_en
 from avrec.pipeline.pipeline import Pipeline, PipelineConfig
 from benchmarks import _provenance as provenance
@@ -203,22 +203,21 @@ def chinese_query(doc: dict, genres: list[str], rng: np.random.Generator, titles
 
 # -- answering ---------------------------------------------------------------------------------
 def text_vectors(dataset, name: str) -> np.ndarray:  # noqa: ANN001
-    """e5 passage vectors of every item's document, cached on disk."""
+    """e5 passage vectors of every item's document, cached on disk by text."""
+    from avrec.content.store import ContentStore
     from avrec.features.text import E5TextEncoder
+    from avrec.language.passages import cached_encode
 
     enc = E5TextEncoder()
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"language-{name}-{enc.version.replace('/', '_')}.npy"
-    if path.exists():
-        x = np.load(path)
-        if len(x) == dataset.n_items:
-            return x
-    docs = item_documents(dataset)
+    texts = [document_text(d) for d in item_documents(dataset)]
     t = time.perf_counter()
-    x = enc.encode([document_text(d) for d in docs])
-    print(f"  encoded {len(docs):,} items in {time.perf_counter() - t:.0f}s", flush=True)
-    np.save(path, x)
-    return x
+    # by text, as `avrec train` keeps them: a changed document is encoded again
+    with ContentStore(CACHE / f"{name}-search.db") as cs:
+        found, n = cached_encode(enc, texts, "search", cs)
+    if n:
+        print(f"  encoded {n:,} item texts in {time.perf_counter() - t:.0f}s", flush=True)
+    return np.stack([found[t] for t in texts]).astype(np.float32)
 
 
 def answer(asker: Asker, query: str, mode: str, user: str | None, k: int) -> list[int]:
@@ -245,14 +244,15 @@ def run_mode(
     retriever weights). Untimed runs reuse the e5 and USE query vectors of earlier runs
     (:class:`QueryVectors`); a ``timed`` one encodes every query afresh, as a served request
     does."""
-    saved = dict(asker.search.weights), dict(asker.search.cross_weights)
+    every = [asker.search.weights, *asker.search.pair_weights.values()]
+    saved = [dict(x) for x in every]
     saved_tk = asker.search.translate_keywords
     w = dict(weight) if isinstance(weight, dict) else {"semantic": weight}
     if "translate_keywords" in w:
         asker.search.translate_keywords = bool(w.pop("translate_keywords"))
     if mode.startswith("hybrid") or mode.startswith("ask"):
-        asker.search.weights.update({k: v for k, v in w.items() if k != "translated"})
-        asker.search.cross_weights.update(w)
+        for x in every:
+            x.update(w)
     search = asker.search
     memo = search.__dict__.pop("encode_query", None)  # the QueryVectors, if any
     mmemo = search.__dict__.pop("encode_multilingual_query", None)
@@ -269,7 +269,7 @@ def run_mode(
             times.append(time.perf_counter() - t)
             ranks.append(found.index(target) + 1 if target in found else 0)
     finally:
-        for now, before in zip((search.weights, search.cross_weights), saved, strict=True):
+        for now, before in zip(every, saved, strict=True):
             now.clear()
             now.update(before)
         search.translate_keywords = saved_tk
@@ -477,13 +477,16 @@ def prepare(name: str) -> dict:
 
 
 def current_settings(search) -> dict:  # noqa: ANN001
-    """The index's fusion settings in the grid's terms: the evidence boost, and per class
-    (same language, crossing) the weights the grid varies."""
-    same = {n: float(search.weights.get(n, 0.0)) for n in language_grid.PARAMS["same"]}
-    cross = {n: float(search.cross_weights.get(n, 0.0)) for n in language_grid.PARAMS["cross"]
-             if n != "translate_keywords"}  # fmt: skip
-    cross["translate_keywords"] = bool(search.translate_keywords)
-    return {"keyword_evidence": float(search.keyword_evidence), "same": same, "cross": cross}
+    """The index's fusion settings in the grid's terms: the evidence boost, the keyword
+    translation, and each language pair's weights that the grid varies."""
+    out: dict = {
+        "keyword_evidence": float(search.keyword_evidence),
+        "translate_keywords": bool(search.translate_keywords),
+    }
+    for pair in PAIRS:
+        w = search.weights_for(pair)
+        out[pair] = {n: float(w.get(n, 0.0)) for n in language_grid.params(pair)}
+    return out
 
 
 def finish(ctx: dict, settings: dict, n_queries: int) -> dict:
@@ -492,15 +495,13 @@ def finish(ctx: dict, settings: dict, n_queries: int) -> dict:
     asker, data, name = ctx["asker"], ctx["data"], ctx["name"]
     s = asker.search
     s.keyword_evidence = float(settings.get("keyword_evidence", s.keyword_evidence))
-    s.weights.update({k: v for k, v in settings.get("same", {}).items() if k in s.weights})
-    cross = dict(settings.get("cross", {}))
-    s.translate_keywords = bool(cross.pop("translate_keywords", s.translate_keywords))
-    s.cross_weights.update({k: v for k, v in cross.items() if k in s.cross_weights})
+    s.translate_keywords = bool(settings.get("translate_keywords", s.translate_keywords))
+    for pair in PAIRS:
+        s.pair_weights[pair].update(settings.get(pair, {}))
     out = {
         "dataset": name,
         "fit_s": ctx["fit_s"],
-        "search_weights": dict(s.weights),
-        "search_cross_weights": dict(s.cross_weights),
+        "search_pair_weights": {p: dict(w) for p, w in s.pair_weights.items()},
         "search_depth": s.depth,
         "keyword_evidence": s.keyword_evidence,
         "translate_keywords": s.translate_keywords,
@@ -519,51 +520,59 @@ def _cell(r: dict) -> str:
 
 
 def _settings_text(st: dict) -> str:
-    same = ", ".join(f"{k} {v:g}" for k, v in st.get("same", {}).items())
-    cross = ", ".join(f"{k} {float(v):g}" for k, v in st.get("cross", {}).items())
-    return (f"keyword 1, title 0.5, keyword_evidence {st.get('keyword_evidence', 0):g}; "
-            f"same language: {same}; crossing: {cross}")  # fmt: skip
+    pairs = "; ".join(
+        f"{p}: " + ", ".join(f"{k} {float(v):g}" for k, v in st[p].items())
+        for p in PAIRS
+        if p in st
+    )
+    return (f"keyword 1, title 0.5, keyword_evidence {st.get('keyword_evidence', 0):g}, "
+            f"translated keywords {'on' if st.get('translate_keywords') else 'off'}; "
+            f"{pairs}")  # fmt: skip
 
 
 def grid_lines(chosen: tuple[dict, dict], defaults: dict) -> list[str]:
-    """The development grid in BENCHMARKS.md: each class's five best cells, and each
+    """The development grid in BENCHMARKS.md: each pair's five best cells, and each
     setting's effect with the others held at the chosen cell."""
     best, means = chosen
     lines = [
         "Development sets (each catalogue's development half in both languages and, for "
         "MovieLens-100K, 200 rule-made requests per language from the words of the split's "
-        "validation items), mean hybrid MRR over the sets of each class: requests in the "
-        "catalogue's own language (`weights`) and requests that cross languages "
-        "(`cross_weights`, which are also translated). The grid "
+        "validation items), mean hybrid MRR over the sets of each language pair (request-"
+        "catalogue; a crossing request is also translated). The grid "
         f"({sum(len(t) for t in means.values())} cells, `benchmarks/language_grid.py`) "
-        "varies the keyword evidence boost (one for both classes) and per class the "
-        "weights of e5 over the request (semantic), USE (multilingual) and e5 over the "
-        "descriptions (description); for crossing requests also e5 over the translation "
-        "(translated) and whether the translation's words join BM25. Chosen: "
+        "varies the keyword evidence boost and whether a translation's words join BM25 "
+        "(one for every pair), and per pair the weights of e5 over the request (semantic), "
+        "USE (multilingual) and e5 over the descriptions (description); for crossing pairs "
+        "also e5 over the translation (translated). Chosen: "
         f"{_settings_text(best)} (the defaults: {_settings_text(defaults)}).",
         "",
     ]
-    for kind, label in (("same", "same language"), ("cross", "crossing languages")):
-        table = means.get(kind, {})
-        if not table or kind not in best:
+    for pair in PAIRS:
+        table = means.get(pair, {})
+        if not table or pair not in best:
             continue
-        names = ["evidence", *language_grid.PARAMS[kind]]
-        lines += [f"Best cells, {label}:", "", "| " + " | ".join(names) + " | mean MRR |",
+        names = ["evidence", *language_grid.params(pair)]
+        if language_grid.crossing(pair):
+            names.append("translated keywords")
+        lines += [f"Best cells, {pair}:", "", "| " + " | ".join(names) + " | mean MRR |",
                   "|" + "---|" * (len(names) + 1)]  # fmt: skip
         for k in sorted(table, key=lambda k: -table[k])[:5]:
             lines.append("| " + " | ".join(k.split(",")) + f" | {table[k]:.3f} |")
-        lines += ["", f"One setting at a time, the others at the chosen cell ({label}):", ""]
-        at = {"evidence": best["keyword_evidence"], **best[kind]}
+        at = {"evidence": best["keyword_evidence"], **best[pair]}
+        at["translated keywords"] = float(best["translate_keywords"])
+        cells = []
         for i, name in enumerate(names):
-            values = language_grid.EVIDENCE if i == 0 else language_grid.VALUES[name]
-            cells = []
+            values = (language_grid.EVIDENCE if i == 0 else (0.0, 1.0)
+                      if name == "translated keywords" else language_grid.VALUES[name])  # fmt: skip
+            row = []
             for v in values:
                 probe = dict(at, **{name: v})
                 k = ",".join(f"{float(probe[n]):g}" for n in names)
                 mark = "**" if float(v) == float(at[name]) else ""
-                cells.append(f"{v:g}: {mark}{table.get(k, float('nan')):.3f}{mark}")
-            lines.append(f"- {name}: " + ", ".join(cells))
-        lines.append("")
+                row.append(f"{v:g}: {mark}{table.get(k, float('nan')):.3f}{mark}")
+            cells.append(f"- {name}: " + ", ".join(row))
+        lines += ["", f"One setting at a time, the others at the chosen cell ({pair}):", "",
+                  *cells, ""]  # fmt: skip
     return lines
 
 

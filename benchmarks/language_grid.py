@@ -1,17 +1,17 @@
 """The search's fusion settings, chosen on development requests (used by
 ``benchmarks.language``).
 
-A request in the catalogue's own language and one that crosses languages are fused at
-different weights (``SearchIndex.weights`` and ``cross_weights``): each class has its grid,
-measured on the development sets of that class only (the request sets' development halves,
-and MovieLens-100K's rule-made requests from the split's validation items). The keyword
-evidence boost is one setting for both.
+Each language pair (a request's language, the catalogue's: ``en-en``, ``zh-zh``, ``zh-en``,
+``en-zh``) is fused at weights of its own (``SearchIndex.pair_weights``): each pair has its
+grid, measured on the development sets of that pair only (the request sets' development
+halves, and MovieLens-100K's rule-made requests from the split's validation items). The
+keyword evidence boost and whether a translation's words join BM25 are one setting for all.
 
 Each development request's ranked lists (``SearchIndex.legs``, every leg, read
 ``depth`` deep) are computed once; every cell of the grid then fuses them by weighted
 reciprocal rank as ``SearchIndex.fuse`` does (ties to the lower item index, the first 100
 kept), all cells at once as one matrix product. :func:`check` runs the real ``fuse`` at the
-chosen cell and counts the requests whose rank differs (expected 0; rounding can break a
+chosen cells and counts the requests whose rank differs (expected 0; rounding can break a
 tie the other way).
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 
 from avrec.language.search import RETRIEVERS
 
-#: the grid: the keyword evidence boost (one for both classes), then per class the weights
-#: of e5 over the request (semantic), USE (multilingual) and e5 over the descriptions; for
-#: requests that cross languages also e5 over the word-by-word translation (translated) and
-#: whether the translation's words join the keyword leg. keyword 1 and title 0.5 are fixed.
+#: the grid: the keyword evidence boost and whether the translation's words join the keyword
+#: leg (one for every pair), then per pair the weights of e5 over the request (semantic),
+#: USE (multilingual) and e5 over the descriptions; for pairs that cross languages also e5
+#: over the word-by-word translation (translated). keyword 1 and title 0.5 are fixed.
 EVIDENCE = (256.0, 1024.0, 4096.0)
 SEMANTIC = (0.0, 1.0, 3.0, 6.0, 12.0)
 MULTILINGUAL = (0.75, 1.5, 3.0, 6.0)
@@ -36,36 +36,51 @@ DESCRIPTION = (0.0, 1.0, 3.0, 6.0)
 TRANSLATED = (0.0, 1.0, 2.0, 4.0)
 TRANSLATE_KEYWORDS = (False, True)
 FIXED = {"keyword": 1.0, "title": 0.5}
-PARAMS = {
-    "same": ("semantic", "multilingual", "description"),
-    "cross": ("semantic", "multilingual", "description", "translated", "translate_keywords"),
-}
+SAME = ("semantic", "multilingual", "description")
+CROSS = ("semantic", "multilingual", "description", "translated")
 VALUES = {
     "semantic": SEMANTIC,
     "multilingual": MULTILINGUAL,
     "description": DESCRIPTION,
     "translated": TRANSLATED,
-    "translate_keywords": TRANSLATE_KEYWORDS,
 }
 #: the rank a request's target must reach to count for MRR (as in the tables)
 DEPTH = 100
 
 
-def cells(kind: str) -> list[dict]:
-    """Every cell of ``kind``'s (``same`` or ``cross``) grid, without the evidence boost."""
-    names = PARAMS[kind]
+def crossing(pair: str) -> bool:
+    a, b = pair.split("-")
+    return a != b
+
+
+def params(pair: str) -> tuple[str, ...]:
+    """The weights the grid varies for ``pair``."""
+    return CROSS if crossing(pair) else SAME
+
+
+def cells(pair: str) -> list[dict]:
+    """Every cell of ``pair``'s grid (its weights; for a crossing pair also whether the
+    translation's words join BM25), without the evidence boost."""
+    names = params(pair)
+    tks = TRANSLATE_KEYWORDS if crossing(pair) else (False,)
     out = []
     for values in itertools.product(*(VALUES[n] for n in names)):
-        cell = dict(zip(names, values, strict=True))
-        if kind == "same":
-            cell["translated"] = 0.0
-        out.append(cell)
+        for tk in tks:
+            cell = dict(zip(names, values, strict=True))
+            cell.setdefault("translated", 0.0)
+            if crossing(pair):
+                cell["translate_keywords"] = tk
+            out.append(cell)
     return out
 
 
-def key(kind: str, ev: float, cell: dict) -> str:
-    """A cell's name: the evidence boost, then the class's parameters in :data:`PARAMS`."""
-    return ",".join([f"{ev:g}", *(f"{float(cell[n]):g}" for n in PARAMS[kind])])
+def key(pair: str, ev: float, cell: dict) -> str:
+    """A cell's name: the evidence boost, the pair's weights in :func:`params` order, and
+    for a crossing pair the keyword translation (0 or 1)."""
+    parts = [f"{ev:g}", *(f"{float(cell[n]):g}" for n in params(pair))]
+    if crossing(pair):
+        parts.append(str(int(bool(cell["translate_keywords"]))))
+    return ",".join(parts)
 
 
 def weights(cell: dict) -> dict[str, float]:
@@ -129,82 +144,96 @@ def ranks(legs, target: int, w: np.ndarray, rrf_k: float) -> np.ndarray:  # noqa
 
 
 def measure(search, dev_sets: dict[str, list]) -> dict:  # noqa: ANN001
-    """``{kind: {cell key: {set: MRR, ...}}}`` over the development sets (each a list of
-    ``(query, user, target)``), each request in the class it falls in (crossing languages
-    or not)."""
-    plan = {kind: cells(kind) for kind in ("same", "cross")}
-    w_base = {kind: np.asarray([[weights(c)[n] for n in RETRIEVERS] for c in cs])
-              for kind, cs in plan.items()}  # fmt: skip
+    """``{pair: {cell key: {set: MRR, ...}}}`` over the development sets (each a list of
+    ``(query, user, target)``), each request in its own language pair."""
+    plans: dict = {}
+    rr: dict = {}  # pair -> set -> list of (evidence -> ranks per cell)
     kw = RETRIEVERS.index("keyword")
-    rr: dict = {kind: {} for kind in plan}  # kind -> set -> list of (evidence -> ranks)
     all_on = dict.fromkeys(RETRIEVERS, 1.0)
     with memoised(search):
         for set_name, queries in dev_sets.items():
             for q, _, target in queries:
-                kind = "cross" if search.crosses(q) else "same"
-                tks = TRANSLATE_KEYWORDS if kind == "cross" else (False,)
-                per_ev = {ev: np.zeros(len(plan[kind]), np.int64) for ev in EVIDENCE}
+                pair = search.pair(q)
+                if pair not in plans:
+                    cs = cells(pair)
+                    w = np.asarray([[weights(c)[n] for n in RETRIEVERS] for c in cs])
+                    plans[pair] = (cs, w)
+                cs, w_base = plans[pair]
+                per_ev = {ev: np.zeros(len(cs), np.int64) for ev in EVIDENCE}
+                tks = TRANSLATE_KEYWORDS if crossing(pair) else (False,)
                 for tk in tks:
                     legs = search.legs(q, k=10, weights=all_on, translate_keywords=tk)
-                    rows = np.asarray(
-                        [c.get("translate_keywords", False) == tk for c in plan[kind]]
-                    )
+                    rows = np.asarray([bool(c.get("translate_keywords", False)) == tk for c in cs])
                     for ev in EVIDENCE:
-                        w = w_base[kind].copy()
+                        w = w_base[rows].copy()
                         if legs.evidence:
                             w[:, kw] *= ev
-                        per_ev[ev][rows] = ranks(legs, target, w[rows], search.rrf_k)
-                rr[kind].setdefault(set_name, []).append(per_ev)
+                        per_ev[ev][rows] = ranks(legs, target, w, search.rrf_k)
+                rr.setdefault(pair, {}).setdefault(set_name, []).append(per_ev)
     out: dict = {}
-    for kind, by_set in rr.items():
+    for pair, by_set in rr.items():
         grid: dict = {}
         for set_name, rows in by_set.items():
             for ev in EVIDENCE:
                 rk = np.stack([r[ev] for r in rows])  # requests x cells
                 mrr = np.where(rk > 0, 1.0 / np.maximum(rk, 1), 0.0).mean(0)
-                for cell, m in zip(plan[kind], mrr.tolist(), strict=True):
-                    grid.setdefault(key(kind, ev, cell), {})[set_name] = m
-        out[kind] = grid
+                for cell, m in zip(plans[pair][0], mrr.tolist(), strict=True):
+                    grid.setdefault(key(pair, ev, cell), {})[set_name] = m
+        out[pair] = grid
     return out
+
+
+def parse(pair: str, k: str) -> tuple[float, dict]:
+    """A cell key back to its evidence boost and cell."""
+    parts = k.split(",")
+    cell: dict = dict(zip(params(pair), (float(x) for x in parts[1:]), strict=False))
+    if crossing(pair):
+        cell["translate_keywords"] = bool(int(parts[-1]))
+    return float(parts[0]), cell
 
 
 def choose(grids: list[dict]) -> tuple[dict, dict]:
     """The setting with the best mean development MRR over every development set of every
-    catalogue in ``grids``: for each evidence boost, each class's best cell; the boost whose
-    two best cells give the best mean over all sets (at three decimals; ties to the smaller
-    values). Returns ``({"keyword_evidence", "same": cell, "cross": cell}, means)`` where
-    ``means[kind][cell key]`` is the mean MRR over that class's sets."""
+    catalogue in ``grids``: for each evidence boost and keyword translation, each pair's
+    best cell; the (boost, translation) whose best cells give the best mean over all sets
+    (at three decimals; ties to the smaller values). Returns ``({"keyword_evidence",
+    "translate_keywords", pair: weights ...}, means)`` where ``means[pair][cell key]`` is
+    the mean MRR over that pair's sets."""
     means: dict = {}
     counts: dict = {}
-    for kind in ("same", "cross"):
-        pooled: dict = {}
-        for g in grids:
-            for k, per in g.get(kind, {}).items():
-                pooled.setdefault(k, []).extend(per.values())
-        means[kind] = {k: float(np.mean(v)) for k, v in pooled.items()}
-        counts[kind] = max((len(v) for v in pooled.values()), default=0)
+    for g in grids:
+        for pair, table in g.items():
+            for k, per in table.items():
+                means.setdefault(pair, {}).setdefault(k, []).extend(per.values())
+    for pair, table in means.items():
+        counts[pair] = max(len(v) for v in table.values())
+        means[pair] = {k: float(np.mean(v)) for k, v in table.items()}
 
     def order(k: str, table: dict) -> tuple:
         return (round(table[k], 3), *(-float(x) for x in k.split(",")))
 
+    def fits(pair: str, k: str, ev: float, tk: bool) -> bool:
+        e, cell = parse(pair, k)
+        return e == ev and (not crossing(pair) or cell["translate_keywords"] == tk)
+
     best: dict = {}
     for ev in EVIDENCE:
-        pick, total = {}, 0.0
-        for kind in ("same", "cross"):
-            table = {k: v for k, v in means[kind].items() if float(k.split(",")[0]) == ev}
-            if not table:
-                continue
-            k = max(table, key=lambda k, t=table: order(k, t))
-            pick[kind] = k
-            total += table[k] * counts[kind]
-        n = sum(counts.values())
-        score = round(total / max(n, 1), 3)
-        if not best or (score, -ev) > (best["score"], -best["ev"]):
-            best = {"score": score, "ev": ev, "pick": pick}
-    chosen: dict = {"keyword_evidence": best.get("ev", EVIDENCE[0])}
-    for kind, k in best.get("pick", {}).items():
-        values = [float(x) for x in k.split(",")[1:]]
-        chosen[kind] = dict(zip(PARAMS[kind], values, strict=True))
+        for tk in TRANSLATE_KEYWORDS:
+            pick, total = {}, 0.0
+            for pair, table in means.items():
+                ok = {k: v for k, v in table.items() if fits(pair, k, ev, tk)}
+                k = max(ok, key=lambda k, t=ok: order(k, t))
+                pick[pair] = k
+                total += ok[k] * counts[pair]
+            score = round(total / max(sum(counts.values()), 1), 3)
+            if not best or (score, -ev, -tk) > (best["score"], -best["ev"], -best["tk"]):
+                best = {"score": score, "ev": ev, "tk": tk, "pick": pick}
+    chosen: dict = {"keyword_evidence": best.get("ev", EVIDENCE[0]),
+                    "translate_keywords": bool(best.get("tk", True))}  # fmt: skip
+    for pair, k in best.get("pick", {}).items():
+        cell = parse(pair, k)[1]
+        cell.pop("translate_keywords", None)
+        chosen[pair] = cell
     return chosen, means
 
 
@@ -213,14 +242,13 @@ def check(search, dev_sets: dict[str, list], chosen: dict) -> dict:  # noqa: ANN
     requests the grid ranked differently (a sanity check of the matrix fusion)."""
     same = 0
     total = 0
+    tk = bool(chosen.get("translate_keywords", True))
     with memoised(search):
         for queries in dev_sets.values():
             for q, _, target in queries:
-                kind = "cross" if search.crosses(q) else "same"
-                cell = chosen.get(kind)
+                cell = chosen.get(search.pair(q))
                 if cell is None:
                     continue
-                tk = bool(cell.get("translate_keywords", False))
                 legs = search.legs(q, k=10, weights=dict.fromkeys(RETRIEVERS, 1.0),
                                    translate_keywords=tk)  # fmt: skip
                 hits = search.fuse(legs, k=DEPTH, explain=False, weights=weights(cell),

@@ -324,20 +324,20 @@ def test_a_description_that_says_more_than_its_title_gets_a_leg_of_its_own(plots
     assert [h.item for h in again.search(query, k=3, mode="description")] == [h.item for h in hits]
 
 
-def test_requests_that_cross_languages_are_fused_at_their_own_weights(plots):
-    """``cross_weights`` decide which legs a request in the catalogue's other language
-    runs and how they count; ``weights`` decide for one in its own language; fusing the
-    legs gives what ``search`` gives."""
+def test_each_language_pair_is_fused_at_its_own_weights(plots):
+    """A request's language pair (its language, the catalogue's) decides which legs run and
+    how they count; fusing the legs gives what ``search`` gives."""
     docs, vectors, segments = plots
     index = SearchIndex(
         weights={"semantic": 1.0, "description": 0.0},
-        cross_weights={"semantic": 0.0, "description": 5.0, "multilingual": 0.0},
+        pair_weights={"zh-en": {"semantic": 0.0, "description": 5.0, "multilingual": 0.0}},
     ).fit(docs, vectors, segments)
     zh, en = "一只小猪跟着牧羊犬学会了赶羊", "a pig that learns to herd sheep"
+    assert index.pair(zh) == "zh-en" and index.pair(en) == "en-en"
     cross = index.legs(zh)
-    assert index.crosses(zh) and cross.crossing
+    assert index.crosses(zh) and cross.crossing and cross.pair == "zh-en"
     assert "description" in cross.lists and "semantic" not in cross.lists
-    assert "translated" in cross.lists  # the word-by-word translation (cross weight 1)
+    assert "translated" in cross.lists  # the word-by-word translation (weight 1 by default)
     own = index.legs(en)
     assert not index.crosses(en) and not own.crossing
     assert "semantic" in own.lists and "description" not in own.lists
@@ -352,4 +352,6 @@ def test_requests_that_cross_languages_are_fused_at_their_own_weights(plots):
     off = index.fuse(every, k=4, weights={"semantic": 1.0})
     assert all(set(h.ranks) == {"semantic"} for h in off)
     with pytest.raises(ConfigError, match="unknown retrievers"):
-        SearchIndex(cross_weights={"plot": 1.0})
+        SearchIndex(pair_weights={"zh-en": {"plot": 1.0}})
+    with pytest.raises(ConfigError, match="unknown language pairs"):
+        SearchIndex(pair_weights={"fr-en": {"semantic": 1.0}})

@@ -87,16 +87,22 @@ TRANSLATE_MIN_SHARE = 0.5
 
 _DESCRIPTION = SEGMENT_FIELDS.index("description")
 
-#: the fusion weights of a request in the catalogue's own language and of one that crosses
-#: languages, chosen on the development sets (``python -m benchmarks.language``,
-#: BENCHMARKS.md); keyword 1 and title 0.5 fixed
-SAME_LANGUAGE: dict[str, float] = {
-    "keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0, "translated": 0.0,
-    "description": 0.0,
-}  # fmt: skip
-CROSS_LANGUAGE: dict[str, float] = {
-    "keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0, "translated": 1.0,
-    "description": 0.0,
+#: the language pairs (request-catalogue: the request's language, the catalogue's majority
+#: language) whose requests are fused at weights of their own
+PAIRS: tuple[str, ...] = ("en-en", "zh-zh", "zh-en", "en-zh")
+
+#: the fusion weights of each language pair, chosen on that pair's development sets
+#: (``python -m benchmarks.language``, BENCHMARKS.md); keyword 1 and title 0.5 fixed. A
+#: request that crosses languages is also translated (the ``translated`` leg)
+PAIR_WEIGHTS: dict[str, dict[str, float]] = {
+    "en-en": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
+              "translated": 0.0, "description": 0.0},
+    "zh-zh": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
+              "translated": 0.0, "description": 0.0},
+    "zh-en": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
+              "translated": 1.0, "description": 0.0},
+    "en-zh": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
+              "translated": 1.0, "description": 0.0},
 }  # fmt: skip
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
@@ -130,26 +136,32 @@ class SearchHit:
 @dataclass
 class Legs:
     """One query's ranked lists, one per retriever (item indexes, best first), before
-    fusion: which part of an item its meaning matched (``near``), whether the request
-    crosses languages, and whether the best keyword match holds the request's words."""
+    fusion: which part of an item its meaning matched (``near``), the language pair
+    (request-catalogue, :data:`PAIRS`), and whether the best keyword match holds the
+    request's words."""
 
     query: str
     mode: str
     lists: dict[str, np.ndarray]
     near: dict[int, str]
-    crossing: bool
+    pair: str
     evidence: bool
+
+    @property
+    def crossing(self) -> bool:
+        """Whether the request is in another language than most of the catalogue."""
+        a, b = self.pair.split("-")
+        return a != b
 
 
 class SearchIndex:
     """Hybrid keyword + semantic search over a catalogue.
 
     Args:
-        weights: how much each retriever's list counts in the fusion of a request in the
-            catalogue's own language (:data:`SAME_LANGUAGE` by default, chosen on
-            development sets); 0 turns one off.
-        cross_weights: the same for a request in the other language than most of the
-            catalogue (:data:`CROSS_LANGUAGE`), which is also translated.
+        weights: how much each retriever's list counts in the fusion, for every language
+            pair (over :data:`PAIR_WEIGHTS`, chosen on development sets); 0 turns one off.
+        pair_weights: the same for one language pair (``"zh-en"``: a Chinese request over
+            a mostly English catalogue), over ``weights``.
         rrf_k: the reciprocal rank fusion constant (``1 / (rrf_k + rank)``).
         depth: how deep each retriever's list goes before fusion (at least ``k``).
         fuzzy_titles_max: the largest catalogue whose titles are fuzzy-matched whole.
@@ -164,7 +176,7 @@ class SearchIndex:
     def __init__(
         self,
         weights: dict[str, float] | None = None,
-        cross_weights: dict[str, float] | None = None,
+        pair_weights: dict[str, dict[str, float]] | None = None,
         rrf_k: float = 60.0,
         depth: int = 300,
         fuzzy_titles_max: int = 200_000,
@@ -176,9 +188,17 @@ class SearchIndex:
     ) -> None:
         # the pipeline's defaults (PipelineConfig.search_params), chosen on development
         # requests in both languages over both benchmark catalogues (BENCHMARKS.md)
-        self.weights = {**SAME_LANGUAGE, **(weights or {})}
-        self.cross_weights = {**CROSS_LANGUAGE, **(cross_weights or {})}
-        unknown = (set(self.weights) | set(self.cross_weights)) - set(RETRIEVERS)
+        pair_weights = pair_weights or {}
+        unknown_pairs = set(pair_weights) - set(PAIRS)
+        if unknown_pairs:
+            raise ConfigError(f"unknown language pairs {sorted(unknown_pairs)}: {', '.join(PAIRS)}")
+        #: the weights of each language pair (the fallback, ``weights``, for any other)
+        self.pair_weights = {
+            p: {**PAIR_WEIGHTS[p], **(weights or {}), **pair_weights.get(p, {})} for p in PAIRS
+        }
+        self.weights = {**PAIR_WEIGHTS["en-en"], **(weights or {})}
+        used = set(self.weights).union(*self.pair_weights.values())
+        unknown = used - set(RETRIEVERS)
         if unknown:
             raise ConfigError(f"unknown retrievers {sorted(unknown)}: {', '.join(RETRIEVERS)}")
         self.rrf_k = rrf_k
@@ -407,24 +427,32 @@ class SearchIndex:
         """``query`` rendered word by word into the catalogue's other language, when at least
         :data:`TRANSLATE_MIN_SHARE` of the catalogue is in that language and not the
         request's; ``""`` otherwise (kept for the last few queries)."""
-        from avrec.language.translate import dictionary, request_language
+        from avrec.language.translate import dictionary
 
         def make() -> str:
-            if not self.crosses(query):
-                return ""
-            return dictionary().translate(query, "en" if request_language(query) == "zh" else "zh")
+            request, catalogue = self.pair(query).split("-")
+            return dictionary().translate(query, catalogue) if request != catalogue else ""
 
         return _remember(self._translated, query, make)
 
-    def crosses(self, query: str) -> bool:
-        """Whether ``query`` is in the other language than at least
-        :data:`TRANSLATE_MIN_SHARE` of the catalogue: such a request is translated and fused
-        at :attr:`cross_weights`."""
+    def pair(self, query: str) -> str:
+        """``query``'s language pair, ``"<request>-<catalogue>"`` (:data:`PAIRS`): the
+        request's language and the catalogue's majority language (Chinese when at least
+        :data:`TRANSLATE_MIN_SHARE` of it is)."""
         from avrec.language.translate import request_language
 
-        target = "en" if request_language(query) == "zh" else "zh"
-        share = self.zh_share if target == "zh" else 1.0 - self.zh_share
-        return share >= TRANSLATE_MIN_SHARE
+        catalogue = "zh" if self.zh_share >= TRANSLATE_MIN_SHARE else "en"
+        return f"{request_language(query)}-{catalogue}"
+
+    def crosses(self, query: str) -> bool:
+        """Whether ``query`` is in another language than most of the catalogue: such a
+        request is translated, and fused at its pair's weights."""
+        a, b = self.pair(query).split("-")
+        return a != b
+
+    def weights_for(self, pair: str) -> dict[str, float]:
+        """The fusion weights of the language ``pair``."""
+        return self.pair_weights.get(pair, self.weights)
 
     def encode_query(self, query: str) -> np.ndarray:
         """The query's e5 vector (kept for the last few queries)."""
@@ -578,12 +606,12 @@ class SearchIndex:
         explain: bool = True,
     ) -> list[SearchHit]:
         """The ``k`` best items for ``query``: ``mode`` ``"hybrid"`` (every retriever, fused
-        at :attr:`weights`, or at :attr:`cross_weights` when the request crosses languages,
-        :meth:`crosses`) or one retriever's name (that one alone). ``semantic_margin`` keeps
-        only the semantic matches within that much cosine of the best one (e5's cosines
-        crowd together: a generic query is about as close to everything). ``explain`` False
-        leaves the hits' ``matched`` empty (:meth:`matches` gives it for the few that are
-        shown). A query over :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length
+        at its language pair's weights, :meth:`pair`) or one retriever's name (that one
+        alone). ``semantic_margin`` keeps only the semantic matches within that much
+        cosine of the best one (e5's cosines crowd together: a generic query is about as
+        close to everything). ``explain`` False leaves the hits' ``matched`` empty
+        (:meth:`matches` gives it for the few that are shown). A query over
+        :data:`~avrec.language.MAX_QUERY_CHARS` is cut to that length
         (:func:`~avrec.language.clip_query`).
 
         Raises:
@@ -624,8 +652,9 @@ class SearchIndex:
             allowed = np.ones(self.n_items, bool) if allowed is None else allowed.copy()
             ex = np.asarray(list(exclude), np.int64)
             allowed[ex[(ex >= 0) & (ex < self.n_items)]] = False
-        crossing = self.crosses(query)
-        w = weights or (self.cross_weights if crossing else self.weights)
+        pair = self.pair(query)
+        crossing = pair.split("-")[0] != pair.split("-")[1]
+        w = weights or self.weights_for(pair)
         tk = self.translate_keywords if translate_keywords is None else translate_keywords
 
         def wanted(name: str) -> bool:
@@ -661,7 +690,7 @@ class SearchIndex:
             and len(lists.get("keyword", ())) > 0
             and self.coverage(int(lists["keyword"][0]), query) >= self.evidence_coverage
         )
-        return Legs(query, mode, lists, near, crossing, evidence)
+        return Legs(query, mode, lists, near, pair, evidence)
 
     def fuse(
         self,
@@ -678,7 +707,7 @@ class SearchIndex:
         legs' other guesses must not bury it). A single retriever's list is taken as it is."""
         if legs.mode != "hybrid":
             weights = {legs.mode: 1.0}
-        w = dict(weights or (self.cross_weights if legs.crossing else self.weights))
+        w = dict(weights or self.weights_for(legs.pair))
         if legs.evidence:
             w["keyword"] = w.get("keyword", 0.0) * (
                 self.keyword_evidence if keyword_evidence is None else keyword_evidence

@@ -52,15 +52,14 @@ class SourceConfig(BaseModel):
 
 
 def _search_defaults() -> dict[str, Any]:
-    """The search index's defaults: the fusion weights for requests in the catalogue's own
-    language and for those that cross languages, depth, the evidence boost and the keyword
-    translation, chosen together on the development sets of both catalogues' request sets
-    in both languages (benchmarks/language.py, BENCHMARKS.md)."""
-    from avrec.language.search import CROSS_LANGUAGE, SAME_LANGUAGE
+    """The search index's defaults: the fusion weights of each language pair (a request's
+    language, the catalogue's), depth, the evidence boost and the keyword translation, chosen
+    on the development sets of both catalogues' request sets in both languages
+    (benchmarks/language.py, BENCHMARKS.md)."""
+    from avrec.language.search import PAIR_WEIGHTS
 
     return {
-        "weights": dict(SAME_LANGUAGE),
-        "cross_weights": dict(CROSS_LANGUAGE),
+        "pair_weights": {p: dict(w) for p, w in PAIR_WEIGHTS.items()},
         "rrf_k": 60.0,
         "depth": 300,
         "keyword_evidence": 256.0,
