@@ -34,7 +34,7 @@ def test_a_workspace_reads_hashtags_and_mentions_as_tags_and_people(store, tmp_p
     tags = dict(zip(data.items.lookup(range(data.n_items)), data.item_tags, strict=True))
     people = dict(zip(data.items.lookup(range(data.n_items)), data.item_people, strict=True))
     assert tags["c1"] == ["风景", "旅行", "vlog"]
-    assert people["c1"] == [{"name": "小王", "role": "mentioned"}]
+    assert people["c1"] == [{"name": "小王", "role": "guest"}]
     assert tags["c2"] == ["asmr", "rain"] and people["c2"] == []  # no address read
     assert tags["c3"] == ["calm"] and people["c3"] == [{"name": "Ann", "role": "host"}]
 

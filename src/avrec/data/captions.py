@@ -55,8 +55,8 @@ def _json_list(value: str | None) -> list:
 def with_caption_entities(items: pl.DataFrame) -> pl.DataFrame:
     """``items`` (a store's catalogue: ``tags`` and ``people`` as JSON text) with the
     hashtags of each item's title and description added to its tags and the accounts they
-    mention to its people (role ``mentioned``), without repeats. Items whose text holds
-    neither ``#`` nor ``@`` are left as they are."""
+    mention to its people (role ``guest``, as the KuaiRec loader names them), without
+    repeats. Items whose text holds neither ``#`` nor ``@`` are left as they are."""
     fields = [c for c in ("title", "description") if c in items.columns]
     if not fields or not len(items):
         return items
@@ -88,7 +88,7 @@ def with_caption_entities(items: pl.DataFrame) -> pl.DataFrame:
         names = {p.get("name") if isinstance(p, dict) else p for p in crew}
         new_people = [n for n in dict.fromkeys(found_people) if n not in names]
         if new_people:
-            crew += [{"name": n, "role": "mentioned"} for n in new_people]
+            crew += [{"name": n, "role": "guest"} for n in new_people]
             people[i] = json.dumps(crew, ensure_ascii=False)
             changed = True
     if not changed:

@@ -95,14 +95,14 @@ PAIRS: tuple[str, ...] = ("en-en", "zh-zh", "zh-en", "en-zh")
 #: (``python -m benchmarks.language``, BENCHMARKS.md); keyword 1 and title 0.5 fixed. A
 #: request that crosses languages is also translated (the ``translated`` leg)
 PAIR_WEIGHTS: dict[str, dict[str, float]] = {
-    "en-en": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
+    "en-en": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 0.75,
+              "translated": 0.0, "description": 3.0},
+    "zh-zh": {"keyword": 1.0, "semantic": 12.0, "title": 0.5, "multilingual": 6.0,
               "translated": 0.0, "description": 0.0},
-    "zh-zh": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
-              "translated": 0.0, "description": 0.0},
-    "zh-en": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
-              "translated": 1.0, "description": 0.0},
+    "zh-en": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 0.75,
+              "translated": 1.0, "description": 1.0},
     "en-zh": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
-              "translated": 1.0, "description": 0.0},
+              "translated": 1.0, "description": 1.0},
 }  # fmt: skip
 
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
