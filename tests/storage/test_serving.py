@@ -53,6 +53,27 @@ def test_erasing_a_user_removes_their_rows_and_conversations(store):
     assert store.user_events("u2")["item_id"].to_list() == ["i1"]
 
 
+def test_exporting_a_user_gives_what_erasure_deletes(store):
+    """The right of access on both backends: every event (across pages), the user's
+    conversations and kept page, nobody else's; nothing once erased."""
+    rows = [("u1", f"i{k}", "play", float(k)) for k in range(7)] + [("u2", "i1", "play", 9.0)]
+    store.add_events(events(rows))
+    store.put_state("conversation", "c1", {"user": "u1", "turns": ["hi"]})
+    store.put_state("conversation", "c2", {"user": "u2", "turns": []})
+    store.put_state("page", "u1", {"items": ["i3"]})
+    held = store.export_user("u1", page=3)  # three pages of events
+    assert held["user"]["user_id"] == "u1" and len(held["events"]) == 7
+    assert [e["item_id"] for e in held["events"]][:2] == ["i6", "i5"]  # newest first
+    assert all("timestamp" in e and "user_id" not in e for e in held["events"])
+    assert held["conversations"] == {"c1": {"user": "u1", "turns": ["hi"]}}
+    assert held["page"] == {"items": ["i3"]}
+    erased = store.erase_user("u1")
+    assert erased["events"] == len(held["events"]) and erased["pages"] == 1
+    assert store.export_user("u1") is None
+    assert store.export_user("never-seen") is None
+    assert len(store.export_user("u2")["events"]) == 1
+
+
 def test_deleting_items(store):
     store.add_events(events([("u1", "i1", "play", 1.0), ("u1", "i2", "play", 2.0)]))
     store.upsert_items(pl.DataFrame({"item_id": ["i1", "i2"], "title": ["One", "Two"]}))

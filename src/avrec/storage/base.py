@@ -99,6 +99,16 @@ class ModelRecord:
     active: bool = False
 
 
+def event_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """A user's events (:meth:`Store.user_events`) as JSON rows named as in event files
+    (``event``, ``timestamp``), without the user id and the empty fields."""
+    rows = [{k: v for k, v in r.items() if v is not None and k != "user_id"} for r in df.to_dicts()]
+    for r in rows:
+        if "ts" in r:
+            r["timestamp"] = r.pop("ts")
+    return rows
+
+
 class Store(abc.ABC):
     """Catalogue, users, events, ingest log and model registry behind one interface.
 
@@ -312,6 +322,36 @@ class Store(abc.ABC):
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete the user, their events and their conversations (the right to be
         forgotten); returns how many of each went."""
+
+    def export_user(self, user_id: str, page: int = 10_000) -> dict[str, Any] | None:
+        """Everything the store holds about ``user_id`` (the right of access), the same set
+        :meth:`erase_user` deletes: the user's row, every event (its searches and comments
+        in their own words included, newest first, fields named as in event files), their
+        conversations and their precomputed page; ``None`` when it holds nothing."""
+        user = self.get_user(user_id)
+        events: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            df = self.user_events(user_id, limit=page, offset=offset)
+            events += event_rows(df)
+            if df.height < page:
+                break
+            offset += page
+        conversations = {
+            key: value
+            for key, value in self.states("conversation").items()
+            if isinstance(value, dict) and value.get("user") == user_id
+        }
+        kept_page = self.get_state("page", user_id)
+        if user is None and not events and not conversations and kept_page is None:
+            return None
+        return {
+            "user_id": user_id,
+            "user": user,
+            "events": events,
+            "conversations": conversations,
+            "page": kept_page,
+        }
 
     # -- several processes on several machines ------------------------------------------------
     #: whether processes on other machines may share this store (a database server): the

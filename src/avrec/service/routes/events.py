@@ -15,6 +15,7 @@ from avrec.service.schemas import EventIn, EventResult, EventsIn, EventsResult
 from avrec.service.security import Principal
 from avrec.service.settings import ServiceSettings
 from avrec.service.state import ServiceState
+from avrec.storage.base import event_rows
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -136,11 +137,23 @@ def user_events(
     ``admin`` key reads it. Fields are named as in event files (``event``, ``timestamp``)."""
     with st.lock:
         df = st.store.user_events(user_id, limit=limit, offset=offset)
-    rows = [{k: v for k, v in r.items() if v is not None and k != "user_id"} for r in df.to_dicts()]
-    for r in rows:
-        if "ts" in r:
-            r["timestamp"] = r.pop("ts")
-    return {"user_id": user_id, "events": rows, "offset": offset}
+    return {"user_id": user_id, "events": event_rows(df), "offset": offset}
+
+
+@router.get("/users/{user_id}/export", summary="Everything held about a user (admin)")
+def export_user(
+    user_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    _: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    """The right of access: the user's row, every event (their searches and comments in
+    their own words included), their conversations and their precomputed page, as JSON
+    (what erasure deletes). Only an ``admin`` key reads it; 404 when nothing is held."""
+    with st.lock:
+        out = st.store.export_user(user_id)
+    if out is None:
+        raise ApiError(404, "unknown_user", f"nothing is held about {user_id!r}")
+    return out
 
 
 def _id_problem(value: str | None, name: str) -> str | None:
