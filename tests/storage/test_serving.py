@@ -117,3 +117,24 @@ def test_small_batches_and_bulk_ingest_share_one_id_space(store):
     pairs = set(zip(got["user_id"].to_list(), got["item_id"].to_list(), strict=True))
     assert {("s1", "a"), ("s2", "b"), ("s1", "b"), ("s2", "a"), ("new", "i5")} <= pairs
     assert store.counts()["users"] == 2 + 700 + 1 and store.counts()["items"] == 2 + 900
+
+
+def test_consent_keeps_a_user_out_of_training_and_back_in(store):
+    """Withdrawn consent excludes the user's events from training and deletes their kept
+    page; given back, it clears that exclusion and no other (a bot stays excluded)."""
+    store.add_events(events([("u1", "i1", "play", 1.0), ("u2", "i2", "play", 2.0)]))
+    store.put_state("page", "u1", {"items": ["i9"]})
+    out = store.set_consent("u1", False)
+    assert out == {"user_id": "u1", "personalisation": False, "excluded": True}
+    assert store.get_state("page", "u1") is None
+    assert store.events(include_excluded=False)["user_id"].to_list() == ["u2"]
+    assert store.without_consent() == {"u1"}
+    assert [c[1:3] for c in store.changes_after(0)] == [("consent", "u1")]
+    assert store.set_consent("u1", True)["excluded"] is False
+    assert store.without_consent() == set()
+    assert store.events(include_excluded=False).height == 2
+    store.set_users_excluded(["u2"], True, "bot")
+    assert store.set_consent("u2", True) == {
+        "user_id": "u2", "personalisation": True, "excluded": True,
+    }  # fmt: skip
+    assert store.set_consent("new-user", False)["excluded"] is True  # unknown: made, then kept out

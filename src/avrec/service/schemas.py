@@ -54,6 +54,11 @@ class RecommendationResponse(BaseModel):
         description="the page was kept ahead by avrec precompute (the user has had no event "
         "since), not computed for this request",
     )
+    personalised: bool = Field(
+        True,
+        description="false when the user withdrew consent to personalisation "
+        "(PUT /v1/users/{id}/consent): the list an anonymous visitor gets",
+    )
 
 
 class AnonymousEvent(BaseModel):
@@ -204,6 +209,21 @@ class UserIn(BaseModel):
     )
     user_id: str = Field(min_length=1, max_length=256)
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    personalisation: bool = Field(
+        description="whether answers may use what is known of the user, and their events "
+        "may train the models",
+        examples=[False],
+    )
+
+
+class ConsentResponse(BaseModel):
+    user_id: str
+    personalisation: bool
+    excluded: bool = Field(description="the user's events are kept out of training")
 
 
 class ErasureResponse(BaseModel):

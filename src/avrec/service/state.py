@@ -25,6 +25,7 @@ import numpy as np
 from avrec.data.schema import split_list
 from avrec.data.weighting import EventWeighting
 from avrec.errors import StoreError, UnknownEntityError
+from avrec.storage.base import NO_CONSENT
 from avrec.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -321,6 +322,7 @@ class ServiceState:
         self.bundle: Bundle | None = None
         self.erased: set[str] = set()
         self.forgotten: dict[str, list[str]] = {}  # erased user -> what the bundle cleared
+        self.no_consent: set[str] = set()  # users who withdrew consent to personalisation
         self.deleted: set[str] = set()
         self.new_items = NewItems()  # created since the bundle
         self._event_cursor = 0
@@ -380,6 +382,7 @@ class ServiceState:
             self.forgotten.clear()
             self.deleted.clear()
             self.new_items.clear()
+            self.no_consent = self.store.without_consent()
             self._apply_changes(bundle, self.store.changes_after(changes_at))
             self._read_events()
             self.version += 1
@@ -468,6 +471,12 @@ class ServiceState:
             elif kind == "item":
                 self.deleted.discard(key)
                 self._note_item(model, key)
+            elif kind == "consent":
+                row = self.store.get_user(key) or {}
+                if row.get("exclude_reason") == NO_CONSENT:
+                    self.no_consent.add(key)
+                else:
+                    self.no_consent.discard(key)
         if rebuild:  # event ids above the floor may have been reused: read them again
             self.live.clear()
             self._event_cursor = self._cutoff
@@ -584,6 +593,11 @@ class ServiceState:
         """The id a user is asked under: an erased user is a stranger to the bundle (their
         new events still count, through the live history)."""
         return f"\x00erased:{user}" if user in self.erased else user
+
+    def personalises(self, user: str | None) -> bool:
+        """Whether answers to ``user`` may use what is known of them: not for a user who
+        withdrew consent to personalisation (they get what an anonymous visitor gets)."""
+        return user is not None and user not in self.no_consent
 
     def knows(self, user: str) -> bool:
         b = self.bundle

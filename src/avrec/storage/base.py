@@ -99,6 +99,10 @@ class ModelRecord:
     active: bool = False
 
 
+#: the exclusion reason of a user who withdrew consent to personalisation
+NO_CONSENT = "no consent to personalisation"
+
+
 def event_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
     """A user's events (:meth:`Store.user_events`) as JSON rows named as in event files
     (``event``, ``timestamp``), without the user id and the empty fields."""
@@ -316,12 +320,46 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_user(self, user_id: str) -> dict[str, Any] | None:
-        """``{user_id, attributes, excluded, events}``, or ``None`` for an unknown user."""
+        """``{user_id, attributes, excluded, exclude_reason, events}``, or ``None`` for an
+        unknown user."""
 
     @abc.abstractmethod
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete the user, their events and their conversations (the right to be
         forgotten); returns how many of each went."""
+
+    def set_consent(self, user_id: str, personalisation: bool) -> dict[str, Any]:
+        """Record whether ``user_id`` consents to personalisation. Without it their events
+        stay out of training (the user is excluded, reason :data:`NO_CONSENT`), their kept
+        page is deleted, and the change log tells every serving node (``consent``) to answer
+        them with non-personal lists. Consent given back clears that exclusion only: a user
+        excluded for another reason (a bot) stays excluded. Returns ``{user_id,
+        personalisation, excluded}``."""
+        with self.transaction():
+            user = self.get_user(user_id)
+            if user is None:
+                self.upsert_users(pl.DataFrame({"user_id": [user_id], "attributes": ["{}"]}))
+                user = {"excluded": False, "exclude_reason": None}
+            if not personalisation:
+                if not user["excluded"]:
+                    self.set_users_excluded([user_id], True, NO_CONSENT)
+                self.delete_state("page", user_id)
+            elif user["exclude_reason"] == NO_CONSENT:
+                self.set_users_excluded([user_id], False)
+            self.record_change("consent", user_id)
+            now = self.get_user(user_id) or {}
+        return {
+            "user_id": user_id,
+            "personalisation": now.get("exclude_reason") != NO_CONSENT,
+            "excluded": bool(now.get("excluded")),
+        }
+
+    def without_consent(self) -> set[str]:
+        """The users who withdrew consent to personalisation."""
+        users = self.users()
+        if not users.height:
+            return set()
+        return set(users.filter(pl.col("exclude_reason") == NO_CONSENT)["user_id"].to_list())
 
     def export_user(self, user_id: str, page: int = 10_000) -> dict[str, Any] | None:
         """Everything the store holds about ``user_id`` (the right of access), the same set

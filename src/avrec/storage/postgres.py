@@ -1081,7 +1081,8 @@ class PostgresStore(Store):
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         row = self._one(
-            "SELECT idx, attributes, excluded FROM users WHERE user_id = %s", (user_id,)
+            "SELECT idx, attributes, excluded, exclude_reason FROM users WHERE user_id = %s",
+            (user_id,),
         )
         if row is None:
             return None
@@ -1090,6 +1091,7 @@ class PostgresStore(Store):
             "user_id": user_id,
             "attributes": json.loads(row[1]) if row[1] else {},
             "excluded": bool(row[2]),
+            "exclude_reason": row[3] or None,
             "events": int(n[0]) if n else 0,
         }
 

@@ -458,7 +458,8 @@ class SQLiteStore(Store):
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            "SELECT idx, attributes, excluded FROM users WHERE user_id = ?", (user_id,)
+            "SELECT idx, attributes, excluded, exclude_reason FROM users WHERE user_id = ?",
+            (user_id,),
         ).fetchone()
         if row is None:
             return None
@@ -469,6 +470,7 @@ class SQLiteStore(Store):
             "user_id": user_id,
             "attributes": json.loads(row[1]) if row[1] else {},
             "excluded": bool(row[2]),
+            "exclude_reason": row[3] or None,
             "events": int(n),
         }
 

@@ -10,12 +10,27 @@ import polars as pl
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
-from avrec.data.schema import ITEM_STORE_SCHEMA
+from avrec.data.schema import ITEM_STORE_SCHEMA, check_id
 from avrec.errors import MediaError
 from avrec.media.source import MediaSource
-from avrec.service.deps import ApiError, require, scrub_paths, service_state, settings
+from avrec.service.deps import (
+    ApiError,
+    act_for,
+    require,
+    scrub_paths,
+    service_state,
+    settings,
+)
 from avrec.service.routes.recommend import cover_url
-from avrec.service.schemas import ErasureResponse, ItemIn, ItemOut, ItemPatch, UserIn
+from avrec.service.schemas import (
+    ConsentIn,
+    ConsentResponse,
+    ErasureResponse,
+    ItemIn,
+    ItemOut,
+    ItemPatch,
+    UserIn,
+)
 from avrec.service.security import Principal
 from avrec.service.settings import ServiceSettings
 from avrec.service.state import ServiceState, stored_list
@@ -204,6 +219,29 @@ def get_user(
     if row is None:
         raise ApiError(404, "unknown_user", f"no user {user_id!r}")
     return {**row, "in_model": st.knows(user_id)}
+
+
+@router.put("/users/{user_id}/consent", response_model=ConsentResponse,
+            summary="Consent to personalisation, given or withdrawn")  # fmt: skip
+def set_consent(
+    body: ConsentIn,
+    user_id: str = Path(min_length=1, max_length=256),
+    st: ServiceState = Depends(service_state),
+    who: Principal = Depends(require("write", users=True)),
+) -> ConsentResponse:
+    """Without consent, every node answers the user as an anonymous visitor (``personalised:
+    false``), their kept page is deleted, and their events (still stored, still erasable
+    and exported) stay out of the next training. Given back, the next training uses them
+    again. A user token may set its own user's consent."""
+    act_for(who, user_id)
+    try:
+        check_id(user_id, "user_id")
+    except ValueError as exc:
+        raise ApiError(422, "invalid", str(exc)) from exc
+    with st.lock:
+        out = st.store.set_consent(user_id, body.personalisation)
+    st.refresh()  # this process now; the others from the change log
+    return ConsentResponse(**out)
 
 
 @router.delete("/users/{user_id}", response_model=ErasureResponse, summary="Erase a user")

@@ -92,6 +92,8 @@ def ask(
     asker = b.asker
     act_for(who, body.user_id)
     user = who.user if who.is_user else body.user_id
+    if user is not None and not st.personalises(user):
+        user = None  # no consent to personalisation: asked as an anonymous visitor
     conversation = body.conversation_id
     if conversation and who.is_user:  # a token's conversations are its user's alone
         conversation = f"user:{who.user}:{conversation}"

@@ -141,14 +141,15 @@ def user_recommendations(
     PAGES.labels(cache="hit" if hit is not None else "miss").inc()
     if hit is not None:
         return hit
+    personal = st.personalises(user_id)  # without consent: what an anonymous visitor gets
     pre = None
-    if not (exclude or category or language or diversity):  # the default page: kept ahead?
+    if personal and not (exclude or category or language or diversity):  # kept ahead?
         pre = st.precomputed(b, user_id, k, offset, lang)
     if pre is not None:
         lst, fallback = pre, False
     else:
         lst, fallback = recommend_for(
-            st, b, user_id, [], k, offset, _split(exclude),
+            st, b, user_id if personal else None, [], k, offset, _split(exclude),
             _filters(_split(category), _split(language)), explain, lang, diversity,
         )  # fmt: skip
     out = RecommendationResponse(
@@ -158,6 +159,7 @@ def user_recommendations(
         fallback=fallback,
         offset=offset,
         precomputed=pre is not None,
+        personalised=personal,
     )
     st.pages.put(key, out)
     return out
