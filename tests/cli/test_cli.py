@@ -218,6 +218,30 @@ def test_train_registers_a_bundle(tmp_path):
     assert "best valid ndcg@10" in r.stdout
 
 
+def test_train_applies_the_retention_period_first(tmp_path):
+    """``[privacy] retention_days``: events past it are deleted before training, so the
+    model (and every scheduled retraining) never learns from them."""
+    import time
+
+    ws = tmp_path / "ws"
+    run("init", str(ws))
+    toml = ws / "avrec.toml"
+    toml.write_text(toml.read_text().replace("# retention_days = 365", "retention_days = 365"))
+    now = time.time()
+    lines = ["user_id,item_id,timestamp"] + [
+        f"u{u},i{(u + k) % 12},{now - (400 if k < 2 else 10) * 86400 + u}"
+        for u in range(30)
+        for k in range(6)
+    ]
+    events = write(tmp_path / "e.csv", "\n".join(lines) + "\n")
+    assert run("-w", str(ws), "ingest", "events", str(events)).returncode == 0
+    r = run("-w", str(ws), "train", "--model", "ease")
+    assert r.returncode == 0, r.stderr
+    assert "retention: 60 events older than 365 days deleted" in r.stdout
+    r = run("-w", str(ws), "stats", "--json")
+    assert json.loads(r.stdout)["events"] == 120
+
+
 @pytest.mark.realdata
 def test_analyze_show_and_mistakes(tmp_path):
     media = Path(__file__).resolve().parents[3] / "shared" / "media"

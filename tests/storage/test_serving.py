@@ -138,3 +138,19 @@ def test_consent_keeps_a_user_out_of_training_and_back_in(store):
         "user_id": "u2", "personalisation": True, "excluded": True,
     }  # fmt: skip
     assert store.set_consent("new-user", False)["excluded"] is True  # unknown: made, then kept out
+
+
+def test_retention_deletes_old_events_and_tells_the_nodes(store):
+    """Events older than the retention period go (SQLite: every such row; PostgreSQL: whole
+    months), and the change log says so, with the floor of the event ids left."""
+    day = 86400.0
+    now = 1_717_200_000.0  # 2024-06-01
+    old = now - 400 * day
+    store.add_events(events([("u1", "i1", "play", old), ("u1", "i2", "play", now - day),
+                             ("u2", "i1", "play", old + 1)]))  # fmt: skip
+    out = store.apply_retention(365, now=now)
+    assert out["events"] == 2 and out["before"] == now - 365 * day
+    assert store.events()["ts"].to_list() == [now - day]
+    assert [c[1] for c in store.changes_after(0)] == ["events_dropped"]
+    assert store.apply_retention(365, now=now)["events"] == 0  # nothing more: no change
+    assert len(store.changes_after(0)) == 1

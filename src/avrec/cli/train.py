@@ -39,6 +39,10 @@ def _data(ctx: typer.Context, dataset: str | None) -> tuple[object, object | Non
 
         return load_dataset(dataset, settings=st.settings()), None
     ws = st.open_workspace()
+    days = ws.config.privacy.retention_days
+    if days is not None:  # what is past the retention period is deleted, then not trained on
+        gone = ws.store.apply_retention(days)
+        console.print(f"retention: {gone['events']:,} events older than {days:g} days deleted")
     # read before the events: a server adds to the bundle the events after these marks
     marks = {
         "last_event_id": ws.store.last_event_id(),

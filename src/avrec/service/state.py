@@ -471,6 +471,9 @@ class ServiceState:
             elif kind == "item":
                 self.deleted.discard(key)
                 self._note_item(model, key)
+            elif kind == "events_dropped":  # retention: ids above the floor may be reused
+                self._cutoff = min(self._cutoff, floor)
+                rebuild = True
             elif kind == "consent":
                 row = self.store.get_user(key) or {}
                 if row.get("exclude_reason") == NO_CONSENT:

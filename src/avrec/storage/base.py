@@ -361,6 +361,24 @@ class Store(abc.ABC):
             return set()
         return set(users.filter(pl.col("exclude_reason") == NO_CONSENT)["user_id"].to_list())
 
+    @abc.abstractmethod
+    def drop_events_before(self, ts: float) -> int:
+        """Delete the events before ``ts`` (retention): every such row in SQLite; in
+        PostgreSQL the monthly partitions that end by ``ts``, whole. Logs the change
+        ``events_dropped`` for serving nodes. Returns how many rows (SQLite) or months
+        (PostgreSQL) went."""
+
+    def apply_retention(self, days: float, now: float | None = None) -> dict[str, Any]:
+        """Delete the events older than ``days`` (``[privacy] retention_days``), as
+        :meth:`drop_events_before` does; returns ``{before, events}``: the cut-off time and
+        how many events went."""
+        import time
+
+        cutoff = (time.time() if now is None else now) - float(days) * 86400.0
+        had = self.counts()["events"]
+        self.drop_events_before(cutoff)
+        return {"before": cutoff, "events": had - self.counts()["events"]}
+
     def export_user(self, user_id: str, page: int = 10_000) -> dict[str, Any] | None:
         """Everything the store holds about ``user_id`` (the right of access), the same set
         :meth:`erase_user` deletes: the user's row, every event (its searches and comments

@@ -593,6 +593,8 @@ class PostgresStore(Store):
                     conn.execute(f"DROP TABLE IF EXISTS events_y{year:04d}m{month:02d}")
                     self._partitions.discard((year, month))
                     gone += 1
+            if gone:
+                self._change("events_dropped", f"{float(ts):.0f}")
         return gone
 
     def _stage(self, conn: Any, table: str, rows: int) -> None:

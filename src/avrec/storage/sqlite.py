@@ -499,6 +499,13 @@ class SQLiteStore(Store):
             self._change("user_erased", user_id)
         return out
 
+    def drop_events_before(self, ts: float) -> int:
+        with self.transaction():
+            gone = self._conn.execute("DELETE FROM events WHERE ts < ?", (float(ts),)).rowcount
+            if gone:
+                self._change("events_dropped", f"{float(ts):.0f}")
+        return int(gone)
+
     def set_durable(self, durable: bool = True) -> None:
         # FULL: a commit is on disk (fsync) before it returns; NORMAL survives a killed
         # process but not a power cut
