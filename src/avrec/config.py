@@ -198,6 +198,17 @@ class PrivacyConfig(BaseModel):
         "(avrec train, and so every scheduled retraining): rows in SQLite, whole months in "
         "PostgreSQL; None keeps them",
     )
+    pseudonymous_ids: bool = Field(
+        False,
+        description="replace every user id at ingest, in the HTTP API and in the CLI by a "
+        "keyed HMAC (avrec.privacy.pseudonyms), so the store never holds the platform's ids",
+    )
+    id_key_env: str = Field(
+        "AVREC_ID_KEY",
+        min_length=1,
+        description="the environment variable holding the pseudonyms' key (at least 16 "
+        "bytes, the same on every machine; never stored)",
+    )
 
 
 class WorkspaceConfig(BaseModel):

@@ -99,6 +99,7 @@ max_tokens = 160
 
 [privacy]
 # retention_days = 365           # events older than this are deleted before each training
+pseudonymous_ids = false         # true: user ids stored as a keyed HMAC (key in AVREC_ID_KEY)
 """
 
 
@@ -220,6 +221,21 @@ class Workspace:
     @property
     def rejects_dir(self) -> Path:
         return self.root / self.config.ingest.rejects_dir
+
+    def stored_user(self, user_id: str) -> str:
+        """The id the store and the models hold for ``user_id``: its pseudonym when
+        ``[privacy] pseudonymous_ids`` is on, else ``user_id`` itself.
+
+        Raises:
+            ConfigError: pseudonyms are on and their key is not set.
+        """
+        from avrec.privacy import Pseudonyms
+
+        if not self.config.privacy.pseudonymous_ids:
+            return user_id
+        if getattr(self, "_pseudonyms", None) is None:
+            self._pseudonyms = Pseudonyms.from_config(self.config.privacy)
+        return self._pseudonyms(user_id)
 
     def close(self) -> None:
         if self._store is not None:

@@ -125,6 +125,7 @@ def ask(
         if weight is not None:
             kw["personal_weight"] = weight
         asker = Asker(m, **kw)
+        user = ws.stored_user(user) if user else user
         words = ws.store.user_texts(user) if user else []  # their searches and comments
         if conversation:
             res = Conversation(asker, ws.store).turn(
@@ -221,7 +222,7 @@ def graph(
             n["title"] = m.titles[m.items.index([i])[0]] or ""
         out: dict[str, Any] = {"item_id": item, "title": m.titles[idx] or "", **hood}
         if user is not None:
-            hist = m.user_batch([user]).sequence_list()[0]
+            hist = m.user_batch([ws.stored_user(user)]).sequence_list()[0]
             out["paths"] = [
                 {
                     "from": m.items.lookup([p.source])[0],

@@ -76,9 +76,10 @@ def recommend(
             raise ConfigError("--category/--language/--*-duration need a pipeline bundle")
         ex = [x.strip() for x in (exclude or "").split(",") if x.strip()]
         session = [x.strip() for x in (played or "").split(",") if x.strip()]
+        stored = [ws.stored_user(u) for u in user]  # pseudonyms, when they are on
         if isinstance(m, Pipeline):
             lists = m.recommend_explained(
-                user,
+                stored,
                 k=k,
                 offset=offset,
                 exclude=ex,
@@ -88,7 +89,7 @@ def recommend(
                 filters=flt,
             )
         else:
-            lists = m.recommend(user, k=k + offset, exclude=ex or None)
+            lists = m.recommend(stored, k=k + offset, exclude=ex or None)
             for lst in lists:
                 lst.ids, lst.scores = lst.ids[offset:], lst.scores[offset:]
         titles = _titles(ws, [i for lst in lists for i in lst.ids])
@@ -162,7 +163,7 @@ def playlist(
             raise ConfigError(f"{model!r} is not a pipeline bundle: playlists need one")
         lst = m.playlist(
             seed=seed,
-            user=user,
+            user=ws.stored_user(user) if user else user,
             n=n,
             flow=flow,
             filters=flt,

@@ -142,10 +142,11 @@ def keys_token(
 
     ws = state(ctx).open_workspace()
     root = ws.root
+    stored = ws.stored_user(user)  # the token acts for the id the store holds
     ws.close()
     cfg = ServiceSettings()
     token, expires = UserTokens.for_workspace(root, cfg.token_secret, cfg.token_max_ttl_s).mint(
-        user, ttl
+        stored, ttl
     )
     console.print(token, markup=False, highlight=False)
     console.print(f"web page: http://127.0.0.1:8000/#token={token}", markup=False,

@@ -24,7 +24,7 @@ def export(
     precomputed page; the same set `DELETE /v1/users/{id}` erases."""
     ws = state(ctx).open_workspace()
     try:
-        held = ws.store.export_user(user_id)
+        held = ws.store.export_user(ws.stored_user(user_id))
     finally:
         ws.close()
     if held is None:

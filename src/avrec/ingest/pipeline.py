@@ -229,9 +229,12 @@ def ingest_frames(
             back and ``KeyboardInterrupt`` is raised. Once every batch is written the commit
             goes ahead, so a late cancel never leaves a file half kept or a report that lies.
     """
+    from avrec.privacy import Pseudonyms
+
     config = config or WorkspaceConfig()
     report = IngestReport(kind=kind, source=source)
     started = time.time()
+    pseudonyms = Pseudonyms.from_config(config.privacy)  # None: ids are stored as given
     known = config.event_types()
     window = config.ingest.event_window(started)
 
@@ -268,6 +271,8 @@ def ingest_frames(
                 good, bad = validate_items(raw)
             else:
                 good, bad = validate_users(raw)
+            if pseudonyms is not None and kind != "items":
+                good = pseudonyms.frame(good)
             yield raw.height, good, bad
 
     with store.transaction():

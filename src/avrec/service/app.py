@@ -305,6 +305,11 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Model-Version"],
         )
+    from avrec.privacy.pseudonyms import PseudonymMiddleware, Pseudonyms
+
+    pseudonyms = Pseudonyms.from_config(state.ws.config.privacy)
+    if pseudonyms is not None:  # inside the size limit: paths and bodies carry pseudonyms
+        app.add_middleware(PseudonymMiddleware, pseudonyms=pseudonyms)
     app.add_middleware(_Middleware, fastapi=app, max_body=cfg.max_body_bytes)
     if cfg.retrain_every_s > 0:
         _schedule(state, cfg.retrain_every_s)
