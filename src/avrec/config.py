@@ -203,6 +203,19 @@ class PrivacyConfig(BaseModel):
         description="replace every user id at ingest, in the HTTP API and in the CLI by a "
         "keyed HMAC (avrec.privacy.pseudonyms), so the store never holds the platform's ids",
     )
+    release_budget_per_day: float = Field(
+        1.0,
+        gt=0,
+        description="the epsilon that differentially private releases (avrec release) may "
+        "spend per UTC day, all together; the ledger in the store refuses more",
+    )
+    release_epsilon: float = Field(1.0, gt=0, description="one release's epsilon by default")
+    release_items_per_user: int = Field(
+        20,
+        ge=1,
+        description="a release counts each user for at most this many distinct items (their "
+        "most recent): the user-level sensitivity the noise is scaled to",
+    )
     id_key_env: str = Field(
         "AVREC_ID_KEY",
         min_length=1,

@@ -58,3 +58,7 @@ class UnknownEntityError(AvrecError, KeyError):
 
 class MediaError(AvrecError):
     """A media file is missing, corrupt or in an unsupported format."""
+
+
+class BudgetSpentError(AvrecError):
+    """A differentially private release would spend more privacy budget than is left."""

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from avrec import __version__
-from avrec.cli import datasets, ingest, store, users
+from avrec.cli import datasets, ingest, release, store, users
 from avrec.cli._common import State, err_console
 from avrec.cli.analyze import analyze
 from avrec.cli.anomalies import anomalies
@@ -82,6 +82,7 @@ app.add_typer(ingest.app, name="ingest")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(store.app, name="store")
 app.add_typer(users.app, name="users")
+app.add_typer(release.app, name="release")
 
 
 def _click_errors() -> tuple[type[Exception], ...]:

@@ -328,6 +328,12 @@ class Store(abc.ABC):
         """Delete the user, their events and their conversations (the right to be
         forgotten); returns how many of each went."""
 
+    def lock_key(self, key: str) -> None:
+        """Inside a :meth:`transaction`, wait until no other transaction holds ``key``, and
+        hold it until this one ends (a read-check-write of shared state: the privacy
+        ledger). SQLite needs nothing: a writing transaction already excludes the others."""
+        return None
+
     def set_consent(self, user_id: str, personalisation: bool) -> dict[str, Any]:
         """Record whether ``user_id`` consents to personalisation. Without it their events
         stay out of training (the user is excluded, reason :data:`NO_CONSENT`), their kept

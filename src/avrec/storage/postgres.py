@@ -580,6 +580,10 @@ class PostgresStore(Store):
         self._notify(conn, "events")
         return EventWriteResult(df.height, 0, new_users, new_items)
 
+    def lock_key(self, key: str) -> None:
+        with self._cx() as conn:  # held until the caller's transaction ends
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"avrec:{key}",))
+
     def drop_events_before(self, ts: float) -> int:
         """Drop the monthly partitions that end at or before ``ts`` (retention: old months
         go whole, without a row-by-row delete). Returns how many months went."""

@@ -266,3 +266,21 @@ def erase_user(
     else:
         retrain = "not started (AVREC_RETRAIN_ON_ERASURE is off): run avrec train"
     return ErasureResponse(user_id=user_id, erased=out, retrain=retrain)
+
+
+@router.get("/releases/{name}", summary="A differentially private release (popular, trending)")
+def get_release(
+    name: str = Path(pattern="^(popular|trending)$"),
+    st: ServiceState = Depends(service_state),
+    _: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """The last list ``avrec release popular|trending`` released with user-level
+    differential privacy (items, noisy counts, epsilon, the bound per user). Serving it
+    again spends no budget: it is post-processing of a release already paid for."""
+    from avrec.privacy.release import RELEASE_KIND
+
+    with st.lock:
+        rel = st.store.get_state(RELEASE_KIND, name)
+    if rel is None:
+        raise ApiError(404, "no_release", f"nothing released as {name!r}: run avrec release")
+    return rel

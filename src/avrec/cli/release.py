@@ -1,0 +1,69 @@
+"""``avrec release``: popular and trending lists released with user-level differential
+privacy (:mod:`avrec.privacy.release`), spent from the day's budget."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from avrec.cli._common import console, state
+
+app = typer.Typer(
+    help="Differentially private releases: what the most people played.", no_args_is_help=True
+)
+
+
+def _release(ctx: typer.Context, k: int, epsilon: float | None, days: float | None,
+             as_json: bool) -> None:  # fmt: skip
+    from avrec.privacy.release import release_popular
+
+    ws = state(ctx).open_workspace()
+    cfg = ws.config.privacy
+    try:
+        rel = release_popular(
+            ws.store, k=k, epsilon=cfg.release_epsilon if epsilon is None else epsilon,
+            items_per_user=cfg.release_items_per_user, budget=cfg.release_budget_per_day,
+            window_days=days,
+        )  # fmt: skip
+    finally:
+        ws.close()
+    if as_json:
+        console.print_json(json.dumps(rel.to_dict(), ensure_ascii=False))
+        return
+    t = Table(
+        title=f"{rel.name}: epsilon {rel.epsilon:g} (delta 0), each user counted for at most "
+        f"{rel.items_per_user} items; {rel.budget_left:g} of today's budget left"
+    )
+    t.add_column("#", justify="right")
+    t.add_column("item")
+    t.add_column("users (noisy)", justify="right")
+    for i, (item, n) in enumerate(zip(rel.items, rel.counts, strict=True), start=1):
+        t.add_row(str(i), item, f"{n:,}")
+    console.print(t)
+
+
+@app.command("popular")
+def popular(
+    ctx: typer.Context,
+    k: int = typer.Option(50, min=1, max=1000, help="items released"),
+    epsilon: float | None = typer.Option(None, min=0.0, help="default: [privacy] release_epsilon"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The k items the most users played, over all time, with user-level epsilon-DP; kept in
+    the store, where `GET /v1/releases/popular` serves it without spending more."""
+    _release(ctx, k, epsilon, None, as_json)
+
+
+@app.command("trending")
+def trending(
+    ctx: typer.Context,
+    k: int = typer.Option(50, min=1, max=1000, help="items released"),
+    days: float = typer.Option(1.0, min=0.0, help="the window: the last this many days"),
+    epsilon: float | None = typer.Option(None, min=0.0, help="default: [privacy] release_epsilon"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The k items the most users played in the last `days`, with user-level epsilon-DP;
+    `GET /v1/releases/trending` serves it."""
+    _release(ctx, k, epsilon, days, as_json)

@@ -1,0 +1,70 @@
+"""Differentially private releases: the bounding, the noise at its stated scale, the
+ledger, and the release through ``avrec release`` and the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from avrec.errors import BudgetSpentError
+from avrec.privacy.release import (
+    LEDGER_KIND,
+    RELEASE_KIND,
+    bounded_counts,
+    noisy_counts,
+    release_popular,
+)
+
+
+def _events(rows):
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row")
+
+
+def test_each_user_counts_for_at_most_the_bound():
+    heavy = [("heavy", f"i{j}", float(j)) for j in range(100)]  # one user, 100 items
+    light = [(f"u{u}", "i0", 1.0) for u in range(5)] + [("u0", "i0", 2.0)]  # a repeat
+    items, counts = bounded_counts(_events(heavy + light), items_per_user=3)
+    got = dict(zip(items, counts.tolist(), strict=True))
+    assert sum(got.values()) == 3 + 5  # the heavy user adds 3, each light user 1
+    assert got == {"i99": 1, "i98": 1, "i97": 1, "i0": 5}  # the heavy user's latest three
+    items, counts = bounded_counts(_events(heavy), items_per_user=1000)
+    assert counts.sum() == 100 and set(counts.tolist()) == {1}
+
+
+def test_the_noise_has_the_stated_scale():
+    """Discrete Laplace at scale b = bound / epsilon: mean 0 and variance
+    2 e^(-1/b) / (1 - e^(-1/b))^2 (about 2 b^2), within a margin far wider than 20,000
+    draws' error (OpenDP draws from the system's randomness: it cannot be seeded)."""
+    n, bound, eps = 20_000, 5, 1.0
+    noisy, scale = noisy_counts(np.full(n, 100, np.int64), bound, eps)
+    assert scale == 5.0
+    noise = noisy - 100
+    q = np.exp(-1 / scale)
+    var = 2 * q / (1 - q) ** 2
+    assert abs(noise.mean()) < 5 * np.sqrt(var / n)
+    assert 0.9 < noise.var() / var < 1.1
+    assert (noise != 0).mean() > 0.8  # noise is there
+    wider, _ = noisy_counts(np.full(n, 100, np.int64), bound, eps / 4)
+    assert 3.5 < (wider - 100).std() / noise.std() < 4.5  # four times the scale
+
+
+def test_the_ledger_refuses_an_overspend_and_releases_nothing(store):
+    rows = [
+        (f"u{u}", f"i{(u * 7 + j) % 30}", "play", float(j)) for u in range(200) for j in range(5)
+    ]
+    store.add_events(pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row"))
+    day = 1_717_200_000.0
+    first = release_popular(store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day)
+    assert len(first.items) == 10 and first.delta == 0.0 and first.scale == 5 / 0.6
+    assert first.budget_left == pytest.approx(0.4)
+    assert store.get_state(RELEASE_KIND, "popular")["items"] == first.items
+    with pytest.raises(BudgetSpentError, match="budget of 2024-06-01 is spent"):
+        release_popular(store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day + 60)
+    assert store.get_state(RELEASE_KIND, "popular")["released_at"] == day  # unchanged
+    ledger = store.get_state(LEDGER_KIND, "2024-06-01")
+    assert ledger["spent"] == pytest.approx(0.6) and len(ledger["releases"]) == 1
+    later = release_popular(
+        store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day + 86_400, name="popular"
+    )
+    assert later.budget_left == pytest.approx(0.4)  # a new day, a new budget
