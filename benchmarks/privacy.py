@@ -2,7 +2,7 @@
 
 For each dataset the exact list (items by how many users played them) is compared with the
 list ``avrec release`` would publish (:mod:`avrec.privacy.release`: each user counted for at
-most ``items_per_user`` distinct items, discrete Laplace noise from OpenDP at scale
+most ``items_per_user`` distinct items, a uniform sample of theirs, discrete Laplace noise from OpenDP at scale
 ``items_per_user / epsilon``), by overlap@50 (the share of the exact top 50 in the released
 one), averaged over ``--draws`` releases per setting.
 
@@ -59,9 +59,9 @@ def top(items: list, counts: np.ndarray, k: int = K) -> set:
 
 
 def overlap(events, bound: int, eps: float, exact: set, draws: int) -> tuple[float, float]:  # noqa: ANN001
-    items, counts = bounded_counts(events, bound)
     out = []
-    for _ in range(draws):
+    for d in range(draws):  # each release draws its own sample of each user's items
+        items, counts = bounded_counts(events, bound, seed=d)
         noisy, _ = noisy_counts(counts, bound, eps)
         out.append(len(top(items, noisy) & exact) / K)
     return float(np.mean(out)), float(np.std(out))

@@ -213,8 +213,8 @@ class PrivacyConfig(BaseModel):
     release_items_per_user: int = Field(
         20,
         ge=1,
-        description="a release counts each user for at most this many distinct items (their "
-        "most recent): the user-level sensitivity the noise is scaled to",
+        description="a release counts each user for at most this many distinct items (a "
+        "uniform sample of theirs): the user-level sensitivity the noise is scaled to",
     )
     id_key_env: str = Field(
         "AVREC_ID_KEY",

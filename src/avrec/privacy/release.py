@@ -3,8 +3,8 @@
 What leaves the system about many people (the most played items, their play counts) is
 released so that it does not reveal any one person:
 
-1. **Bounding.** Each user contributes at most ``items_per_user`` distinct items (their most
-   recent ones), each counted once: adding or removing a whole user changes the count
+1. **Bounding.** Each user contributes at most ``items_per_user`` distinct items (a uniform
+   sample of theirs), each counted once: adding or removing a whole user changes the count
    vector by at most ``items_per_user`` in L1.
 2. **Noise.** OpenDP's Laplace mechanism on integers (the discrete Laplace, ``make_laplace``
    over a vector of counts with the L1 distance) at scale ``items_per_user / epsilon``:
@@ -55,21 +55,25 @@ class Release:
         return asdict(self)
 
 
-def bounded_counts(events: pl.DataFrame, items_per_user: int) -> tuple[list[str], np.ndarray]:
+def bounded_counts(
+    events: pl.DataFrame, items_per_user: int, seed: int | None = None
+) -> tuple[list[str], np.ndarray]:
     """Per item, how many users played it, each user counted for at most ``items_per_user``
-    distinct items (their most recent). ``events`` has ``user_id, item_id, ts``."""
+    distinct items: a uniform sample of theirs when they have more (drawn with ``seed``;
+    their most recent ones would tilt the list towards what is new). ``events`` has
+    ``user_id, item_id``."""
     if items_per_user < 1:
         raise ConfigError("items_per_user must be at least 1")
     if not events.height:
         return [], np.zeros(0, np.int64)
-    latest = (
-        events.group_by("user_id", "item_id")
-        .agg(pl.col("ts").max())
-        .sort(["user_id", "ts", "item_id"], descending=[False, True, False])
-        .with_columns(pl.int_range(pl.len()).over("user_id").alias("rank"))
-        .filter(pl.col("rank") < items_per_user)
+    pairs = events.select("user_id", "item_id").unique()
+    rng = np.random.default_rng(seed)
+    kept = (
+        pairs.with_columns(pl.Series("draw", rng.random(pairs.height)))
+        .with_columns(pl.col("draw").rank("ordinal").over("user_id").alias("rank"))
+        .filter(pl.col("rank") <= items_per_user)
     )
-    counts = latest.group_by("item_id").len().sort("item_id")
+    counts = kept.group_by("item_id").len().sort("item_id")
     return counts["item_id"].to_list(), counts["len"].to_numpy().astype(np.int64)
 
 
