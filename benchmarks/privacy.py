@@ -2,9 +2,9 @@
 
 For each dataset the exact list (items by how many users played them) is compared with the
 list ``avrec release`` would publish (:mod:`avrec.privacy.release`: each user counted for at
-most ``items_per_user`` distinct items, a uniform sample of theirs, discrete Laplace noise from OpenDP at scale
-``items_per_user / epsilon``), by overlap@50 (the share of the exact top 50 in the released
-one), averaged over ``--draws`` releases per setting.
+most ``items_per_user`` distinct items, a uniform sample of theirs, discrete Laplace noise
+from OpenDP at scale ``items_per_user / epsilon``), by overlap@50 (the share of the exact
+top 50 in the released one), averaged over ``--draws`` releases per setting.
 
 ``items_per_user`` is chosen on MovieLens-100K (the development dataset here) at epsilon 1;
 MicroLens-50k is then measured at that bound and reported beside it, as the test. Epsilon
