@@ -183,3 +183,10 @@ def _print(res) -> None:  # noqa: ANN001
     console.print(t)
     for name, m in res.meta["models"].items():
         console.print(f"  {name}: fit {m['fit_seconds']:.2f}s, evaluate {m['eval_seconds']:.2f}s")
+        dp = m.get("privacy")
+        if dp:  # the accounting of a differentially private model
+            console.print(
+                f"    {dp['unit']}-level ({dp['epsilon']:g}, {dp['delta']:g})-DP: "
+                f"{dp['mechanism']}, at most {dp['items_per_user']} items per user, "
+                f"noise scale {dp['noise_scale']:.3g}"
+            )

@@ -325,6 +325,7 @@ class Experiment:
                     "fit_seconds": round(fit_seconds[n], 3),
                     "fit_peak_rss_mb": round(self._fit_peak_mb.get(n, float("nan")), 1),
                     "eval_seconds": round(evals[n].seconds, 3),
+                    "privacy": getattr(m, "privacy", None),
                 }
                 for n, m in self.models.items()
             },

@@ -390,6 +390,8 @@ class Recommender(abc.ABC):
             "config": self.config.model_dump(),
             "tuned": getattr(self, "tuned_", None),
             "fit_seconds": self.fit_seconds,
+            # the differential privacy of the learned weights (avrec.privacy.training)
+            "privacy": getattr(self, "privacy", None),
             "n_users": len(user_vocab),
             "n_items": len(item_vocab),
             "saved_at": time.time(),
@@ -421,6 +423,8 @@ class Recommender(abc.ABC):
             model._seq_indptr = arrays.pop("__seq_indptr")
             model._seq_items = arrays.pop("__seq_items")
         model.fit_seconds = manifest.get("fit_seconds")
+        if manifest.get("privacy"):
+            model.privacy = manifest["privacy"]
         if manifest.get("tuned"):
             model.tuned_ = manifest["tuned"]
         model._set_state(arrays)

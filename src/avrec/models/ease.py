@@ -16,6 +16,18 @@ __all__ = ["EASE"]
 class EASEConfig(ModelConfig):
     l2: float = Field(300.0, gt=0, description="L2 regularisation lambda")
     binary: bool = Field(True, description="fit on 0/1 interactions instead of weights")
+    dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="user-level (epsilon, dp_delta)-differential privacy for the learned "
+        "weights: each user bounded to dp_items_per_user items, Gaussian noise on the Gram "
+        "matrix (avrec.privacy.training); None: no DP",
+    )
+    dp_delta: float = Field(1e-6, gt=0, lt=1, description="the delta of dp_epsilon")
+    dp_items_per_user: int = Field(
+        20, ge=1, description="a user's items counted in the Gram matrix (a uniform sample)"
+    )
+    dp_seed: int | None = Field(None, description="the bounding and noise draws (None: fresh)")
 
 
 @register_model
@@ -34,7 +46,15 @@ class EASE(Recommender):
         n = x.shape[1]
         dtype = np.float64 if n <= 5000 else np.float32
         _check_memory(n, np.dtype(dtype).itemsize)
-        g = (x.T @ x).toarray().astype(dtype)
+        c = self.config
+        if c.dp_epsilon is not None:
+            from avrec.privacy.training import private_gram
+
+            g, self.privacy = private_gram(
+                dataset.binary(), c.dp_epsilon, c.dp_delta, c.dp_items_per_user, c.dp_seed, dtype
+            )
+        else:
+            g = (x.T @ x).toarray().astype(dtype)
         g[np.diag_indices(n)] += self.config.l2
         p = _spd_inverse(g)
         b = p / (-np.diag(p))
