@@ -84,5 +84,8 @@ def test_the_store_never_holds_a_raw_user_id(tmp_path):
         srv.stop()
     raw = [*people, "newcomer@example.org", "batch@example.org"]
     assert _raw_ids_in(ws / "avrec.db", raw) == []
+    logged = srv.log.read_text()
+    assert "/v1/users/p" in logged  # the access log names the pseudonym ...
+    assert not [r for r in raw if r in logged]  # ... never the raw id
     r = run("-w", str(ws), "users", "export", people[0], env=KEY)
     assert r.returncode == 0 and "NZ" in r.stdout

@@ -103,8 +103,10 @@ class PseudonymMiddleware:
             return
         m = _USER_PATH.match(scope.get("path", ""))
         if m:
+            # in place: the access log (the middleware around this one) then writes the
+            # pseudonym too, never the raw id
             path = f"{m.group(1)}{self.p(m.group(2))}{m.group(3) or ''}"
-            scope = {**scope, "path": path, "raw_path": path.encode()}
+            scope["path"], scope["raw_path"] = path, path.encode()
         ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
         if scope.get("method") in ("POST", "PUT", "PATCH") and b"json" in ctype:
             chunks = []
