@@ -147,6 +147,15 @@ def test_fixed_split_file_with_a_byte_order_mark(ds, tmp_path):
     assert FixedSplit(p).split(ds).masks["test"].sum() == 1
 
 
+def test_a_lone_carriage_return_is_a_data_error_with_its_line(ds, tmp_path):
+    """Regression (found by the fuzz test below in CI): a carriage return inside a field
+    raised csv.Error instead of a DataError naming the file and line."""
+    p = tmp_path / "s.tsv"
+    p.write_bytes(b"user_id\tvalid_item\ttest_item\nu0\ti1\ri2\tx\n")
+    with pytest.raises(DataError, match=r"s\.tsv:2: unreadable line"):
+        FixedSplit(p).split(ds)
+
+
 _SPLIT_TOKENS = [
     *(b"u0", b"u1", b"u7", b"i1", b"i2", b"i29", b"tie-a", b"nope", b"user_id"),
     *(b"\t", b"\t", b"\n", b"\r\n", b" ", b"\xff", b"\x00", b"\xef\xbb\xbf", b"#"),

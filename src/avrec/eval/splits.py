@@ -164,6 +164,19 @@ class LeaveOneOut(Split):
         )
 
 
+def _rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """``reader``'s rows; a line the csv module cannot read (a lone carriage return inside a
+    field) is one DataError naming the file and the line, not csv.Error."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: unreadable line ({exc})") from None
+        yield row
+
+
 @dataclass
 class FixedSplit(Split):
     """A split file ``user_id<TAB>valid_item<TAB>test_item`` (header optional).
@@ -188,7 +201,8 @@ class FixedSplit(Split):
             raise DataError(f"split file cannot be read: {path} ({exc.strerror})") from None
         with fh:
             reader = csv.reader(_text_lines(fh, path), delimiter="\t")
-            for row in reader:
+            rows = _rows(reader, path)
+            for row in rows:
                 line_no = reader.line_num
                 if not row or (line_no == 1 and row[0] == "user_id"):
                     continue
