@@ -73,6 +73,10 @@ def test_the_store_never_holds_a_raw_user_id(tmp_path):
             assert c.post("/v1/events", json=new).status_code in (200, 201)
             batch = {"events": [{"user_id": "batch@example.org", "item_id": "i4"}]}
             assert c.post("/v1/events", json=batch).status_code in (200, 201)
+            # a JSON body sent without its content type is not read (the middleware rewrites
+            # JSON bodies only): refused, so no raw id gets in that way either
+            bare = b'{"user_id": "bare@example.org", "item_id": "i5", "event": "play"}'
+            assert c.post("/v1/events", content=bare).status_code == 422
         with srv.client(ADMIN) as c:
             held = c.get(f"/v1/users/{people[0]}/export").json()
             assert held["user"]["attributes"] == {"country": "NZ"} and len(held["events"]) == 6
@@ -82,7 +86,7 @@ def test_the_store_never_holds_a_raw_user_id(tmp_path):
             assert held["user_id"] != people[0]  # answers name the pseudonym
     finally:
         srv.stop()
-    raw = [*people, "newcomer@example.org", "batch@example.org"]
+    raw = [*people, "newcomer@example.org", "batch@example.org", "bare@example.org"]
     assert _raw_ids_in(ws / "avrec.db", raw) == []
     logged = srv.log.read_text()
     assert "/v1/users/p" in logged  # the access log names the pseudonym ...
