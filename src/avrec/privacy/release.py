@@ -21,7 +21,7 @@ released so that it does not reveal any one person:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -49,32 +49,43 @@ class Release:
     window_days: float | None
     released_at: float
     budget_left: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def bounded_counts(
-    events: pl.DataFrame, items_per_user: int, seed: int | None = None
+    events: pl.DataFrame,
+    items_per_user: int,
+    seed: int | None = None,
+    domain: list[str] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Per item, how many users played it, each user counted for at most ``items_per_user``
-    distinct items: a uniform sample of theirs when they have more (drawn with ``seed``;
-    their most recent ones would tilt the list towards what is new). ``events`` has
-    ``user_id, item_id``."""
+    """Per item of ``domain`` (default: the items ``events`` name), how many users played
+    it, each user counted for at most ``items_per_user`` distinct items: a uniform sample of
+    theirs when they have more (:func:`~avrec.privacy.training.bound_rows`, drawn with
+    ``seed``). Items of the domain nobody played count 0; events of other items are left
+    out. ``events`` has ``user_id, item_id``."""
+    import scipy.sparse as sp
+
+    from avrec.privacy.training import bound_rows
+
     if items_per_user < 1:
         raise ConfigError("items_per_user must be at least 1")
-    if not events.height:
-        return [], np.zeros(0, np.int64)
     pairs = events.select("user_id", "item_id").unique()
-    rng = np.random.default_rng(seed)
-    kept = (
-        pairs.with_columns(pl.Series("draw", rng.random(pairs.height)))
-        .with_columns(pl.col("draw").rank("ordinal").over("user_id").alias("rank"))
-        .filter(pl.col("rank") <= items_per_user)
+    names = np.asarray(
+        sorted(set(domain) if domain is not None else set(pairs["item_id"].to_list())), object
     )
-    counts = kept.group_by("item_id").len().sort("item_id")
-    return counts["item_id"].to_list(), counts["len"].to_numpy().astype(np.int64)
+    if domain is not None:
+        pairs = pairs.filter(pl.col("item_id").is_in(list(names)))
+    if not len(names):
+        return [], np.zeros(0, np.int64)
+    _, users = np.unique(pairs["user_id"].to_numpy(), return_inverse=True)
+    cols = np.searchsorted(names, pairs["item_id"].to_numpy().astype(object))
+    x = sp.csr_matrix(
+        (np.ones(len(cols)), (users, cols)), shape=(int(users.max(initial=-1)) + 1, len(names))
+    )
+    kept = bound_rows(x, items_per_user, np.random.default_rng(seed))
+    return names.tolist(), np.asarray(kept.sum(axis=0)).ravel().astype(np.int64)
 
 
 def noisy_counts(
@@ -145,11 +156,16 @@ def release_popular(
     """
     now = time.time() if now is None else now
     name = name or ("trending" if window_days else "popular")
+    # the items a release may name are the catalogue's, a public list: an item that only
+    # events name (a placeholder) would tell that someone played it
+    domain = store.items(include_placeholders=False)["item_id"].to_list()
+    if not domain:
+        raise ConfigError("a release names catalogue items only: ingest the catalogue first")
     events = store.events(include_excluded=False).select("user_id", "item_id", "ts")
     if window_days:
         events = events.filter(pl.col("ts") >= now - window_days * 86400.0)
     left = spend(store, name, epsilon, budget, now)
-    items, counts = bounded_counts(events, items_per_user)
+    items, counts = bounded_counts(events, items_per_user, domain=domain)
     noisy, scale = noisy_counts(counts, items_per_user, epsilon)
     order = np.lexsort((np.arange(len(noisy)), -noisy))[:k]
     rel = Release(
