@@ -319,6 +319,7 @@ class SearchIndex:
         kind: str = "",
     ) -> None:
         self.seg_items, self.seg_fields = items, fields
+        self.seg_description = np.asarray(fields) == _DESCRIPTION  # the description leg's rows
         self.seg_vectors = None if x is None else np.ascontiguousarray(x, np.float32)
         self.sindex = _vector_index(self.seg_vectors, index_bytes, kind)
 
@@ -547,7 +548,7 @@ class SearchIndex:
         ``description``, every other field's without."""
         if self.sindex is None:
             return {}
-        own = self.seg_fields == _DESCRIPTION
+        own = self.seg_description
         ok = own.copy() if description else ~own
         if allowed is not None:
             ok &= allowed[self.seg_items]
@@ -572,7 +573,7 @@ class SearchIndex:
         """Items by the cosine between the query's e5 vector and their description's closest
         passage, best first, and the cosines (the ``description`` leg; only items whose
         description says more than their title have such passages)."""
-        if self.sindex is None or not (self.seg_fields == _DESCRIPTION).any():
+        if self.sindex is None or not self.seg_description.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         q = self.encode_query(query) if isinstance(query, str) else np.asarray(query, np.float32)
         best = self._segment_best(q, n, allowed, description=True)
