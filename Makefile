@@ -25,8 +25,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install $(PIPFLAGS) -e ".[media]"
 	touch $@
 
+# Flower (federated MF, avrec.privacy.flower) without its simulation extra, whose exact Ray
+# pin (2.55.1) clashes with ours, and without its other upper pins (FastAPI, Uvicorn, Typer
+# ...), which would downgrade the service's stack: its own dependencies are listed here.
+FLWR      := flwr==1.42.0
+FLWR_DEPS := "cryptography>=50,<51" "grpcio>=1.70,<2" "grpcio-health-checking>=1.70,<2" \
+  "protobuf>=5.28,<7" "pycryptodome>=3.18,<4" "iterators>=0.0.2,<0.0.3" "tomli>=2.0.1,<3" \
+  "tomli-w>=1,<2" "pathspec>=1.0.4,<2" "prompt-toolkit>=3.0.52,<4" "sqlalchemy>=2.0.45,<3" \
+  "alembic>=1.18.1,<2" "pyyaml>=6.0.2,<7" "requests>=2.33,<3" "click>=8,<9"
+
 $(VENV)/.dev: $(VENV)/.installed $(VENV)/.llm
 	$(PIP) install $(PIPFLAGS) -e ".[media,clip,scale,dev]"
+	$(PIP) install $(PIPFLAGS) $(FLWR_DEPS)
+	$(PIP) install $(PIPFLAGS) --no-deps "$(FLWR)"
 	touch $@
 
 # The local LLM (llama-cpp-python with its OpenAI-compatible server) and SmolLM2-135M from

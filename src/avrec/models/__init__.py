@@ -11,6 +11,7 @@ from avrec.models.base import (
 )
 from avrec.models.ease import EASE
 from avrec.models.factors import ALS, BPR
+from avrec.models.fedmf import FederatedMF
 from avrec.models.knn import ItemKNN
 from avrec.models.markov import Markov
 from avrec.models.mf import BiasedMF
@@ -22,6 +23,7 @@ __all__ = [
     "BPR",
     "BiasedMF",
     "EASE",
+    "FederatedMF",
     "MODELS",
     "ItemKNN",
     "ItemList",

@@ -142,6 +142,7 @@ def _load_builtin() -> None:
         content,
         ease,
         factors,
+        fedmf,
         knn,
         markov,
         mf,
