@@ -293,10 +293,11 @@ def test_analyze_show_and_mistakes(tmp_path):
     assert bad.returncode == 1 and "--show needs --item" in bad.stderr
 
 
-def song_workspace(root: Path) -> Path:
+def song_workspace(root: Path, extra_events: tuple[str, ...] = ()) -> Path:
     """A workspace of 24 songs (jazz i0-i11, rock i12-i23, English and French, one minute
     longer each) and 40 users who each play one genre, trained with the default pipeline
-    through the CLI (the service tests serve it too)."""
+    through the CLI (the service tests serve it too). ``extra_events``: more
+    ``user_id,item_id,timestamp`` lines."""
     ws = root / "ws"
     assert run("init", str(ws)).returncode == 0
     rows = ["item_id,title,description,categories,language,duration"]
@@ -310,6 +311,7 @@ def song_workspace(root: Path) -> Path:
     for u in range(40):
         base = 0 if u % 2 == 0 else 12
         lines += [f"u{u},i{base + (u + 3 * k) % 12},{1000 * u + k}" for k in range(8)]
+    lines += extra_events
     r = run("-w", str(ws), "ingest", "events", str(write(root / "e.csv", "\n".join(lines))))
     assert r.returncode == 0, r.stderr
     r = run("-w", str(ws), "train")
