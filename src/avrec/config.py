@@ -216,6 +216,12 @@ class PrivacyConfig(BaseModel):
         description="a release counts each user for at most this many distinct items (a "
         "uniform sample of theirs): the user-level sensitivity the noise is scaled to",
     )
+    release_events_per_user: int = Field(
+        500,  # the least error of events and pairs at epsilon 1 on MovieLens-100K
+        ge=1,  # (benchmarks/privacy_stats.py)
+        description="avrec release stats counts each user for at most this many events (a "
+        "uniform sample): the sensitivity of its event counts",
+    )
     id_key_env: str = Field(
         "AVREC_ID_KEY",
         min_length=1,

@@ -3,6 +3,8 @@ ledger, and the release through ``avrec release`` and the API."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import polars as pl
 import pytest
@@ -14,6 +16,7 @@ from avrec.privacy.release import (
     bounded_counts,
     noisy_counts,
     release_popular,
+    release_stats,
 )
 
 
@@ -93,3 +96,32 @@ def test_a_release_names_catalogue_items_only(store):
         pl.DataFrame({"user_id": ["a", "a"], "item_id": ["i0", "x"]}), 5, domain=["i0", "i9"]
     )
     assert items == ["i0", "i9"] and counts.tolist() == [1, 0]
+
+
+def test_stats_release_bounds_each_user_and_withholds_single_persons_figures(store):
+    """``avrec release stats``: with almost no noise the counts are the bounded ones (a
+    heavy user adds at most the bound); a type nobody configured is not named; the figures
+    of one person (first and last event, maximum per user) are not released."""
+    rows = [("heavy", f"i{j % 20}", "play", float(j)) for j in range(1000)]
+    rows += [(f"u{u}", f"i{u % 20}", "play", 1.0) for u in range(50)]
+    rows += [(f"u{u}", f"i{u % 20}", "like", 2.0) for u in range(10)]
+    rows += [("odd", "i0", "my-secret-type", 3.0)]
+    store.add_events(pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row"))
+    store.upsert_items(pl.DataFrame({"item_id": [f"i{j}" for j in range(25)]}))
+    rel = release_stats(store, ["like", "play"], epsilon=1e5, events_per_user=30, budget=1e6)
+    assert rel["events"] == 30 + 60 + 1  # the heavy user's 1,000 count as 30
+    assert rel["active_users"] == 52 and rel["users"] == 52
+    assert set(rel["events_by_type"]) == {"like", "play"}  # the odd type is not named
+    assert rel["active_items"] == 20 and rel["items"] == 25
+    assert not {"first_event", "last_event", "ingests"} & set(rel)
+    assert "max" not in rel["events_per_user"]
+    assert store.get_state(RELEASE_KIND, "stats")["events"] == rel["events"]
+    # at a real epsilon the noise is there, at the stated scale (sixth of epsilon each)
+    noisy = [release_stats(store, ["play"], epsilon=0.6, events_per_user=30, budget=1e6)
+             for _ in range(30)]  # fmt: skip
+    assert noisy[0]["privacy"]["scales"]["events"] == pytest.approx(30 / 0.1)
+    assert noisy[0]["privacy"]["scales"]["users"] == pytest.approx(1 / 0.1)
+    spread = np.std([n["events"] for n in noisy])
+    assert 150 < spread < 800  # discrete Laplace at scale 300: std about 424
+    ledger = store.get_state(LEDGER_KIND, time.strftime("%Y-%m-%d", time.gmtime()))
+    assert ledger["spent"] == pytest.approx(1e5 + 30 * 0.6)

@@ -1,5 +1,6 @@
-"""``avrec release``: popular and trending lists released with user-level differential
-privacy (:mod:`avrec.privacy.release`), spent from the day's budget."""
+"""``avrec release``: popular and trending lists, and the workspace's statistics, released
+with user-level differential privacy (:mod:`avrec.privacy.release`), spent from the day's
+budget."""
 
 from __future__ import annotations
 
@@ -67,3 +68,39 @@ def trending(
     """The k items the most users played in the last `days`, with user-level epsilon-DP;
     `GET /v1/releases/trending` serves it."""
     _release(ctx, k, epsilon, days, as_json)
+
+
+@app.command("stats")
+def stats(
+    ctx: typer.Context,
+    epsilon: float | None = typer.Option(None, min=0.0, help="default: [privacy] release_epsilon"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`avrec stats`'s figures about people (users, active users, events, events by type,
+    user-item pairs, items with events) with user-level epsilon-DP, each user bounded to
+    [privacy] release_events_per_user events; `GET /v1/releases/stats` serves it."""
+    from avrec.privacy.release import release_stats
+
+    ws = state(ctx).open_workspace()
+    cfg = ws.config.privacy
+    try:
+        rel = release_stats(
+            ws.store, sorted(ws.config.weighting.rules),
+            epsilon=cfg.release_epsilon if epsilon is None else epsilon,
+            events_per_user=cfg.release_events_per_user, budget=cfg.release_budget_per_day,
+        )  # fmt: skip
+    finally:
+        ws.close()
+    if as_json:
+        console.print_json(json.dumps(rel, ensure_ascii=False))
+        return
+    p = rel["privacy"]
+    t = Table("what", "value (noisy)", title=f"workspace statistics: epsilon {p['epsilon']:g} "
+              f"(delta 0), each user bounded to {p['events_per_user']} events; "
+              f"{rel['budget_left']:g} of today's budget left")  # fmt: skip
+    for k in ("users", "active_users", "events", "pairs", "active_items", "items"):
+        t.add_row(k.replace("_", " "), f"{rel[k]:,}")
+    for k, v in rel["events_by_type"].items():
+        t.add_row(f"events: {k}", f"{v:,}")
+    t.add_row("events per active user (mean)", f"{rel['events_per_user']['mean']:.1f}")
+    console.print(t)

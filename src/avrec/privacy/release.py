@@ -29,7 +29,14 @@ import polars as pl
 
 from avrec.errors import BudgetSpentError, ConfigError
 
-__all__ = ["Release", "bounded_counts", "noisy_counts", "release_popular", "spend"]
+__all__ = [
+    "Release",
+    "bounded_counts",
+    "noisy_counts",
+    "release_popular",
+    "release_stats",
+    "spend",
+]
 
 LEDGER_KIND = "dp_ledger"
 RELEASE_KIND = "release"
@@ -92,7 +99,8 @@ def noisy_counts(
     counts: np.ndarray, items_per_user: int, epsilon: float
 ) -> tuple[np.ndarray, float]:
     """``counts`` with discrete Laplace noise for ``epsilon``-DP at the user-level L1
-    sensitivity ``items_per_user`` (OpenDP), and the noise scale.
+    sensitivity ``items_per_user`` (OpenDP), and the noise scale. (Any count vector whose
+    L1 change by one user is at most ``items_per_user``.)
 
     Raises:
         ConfigError: ``epsilon`` is not positive, or OpenDP's privacy map exceeds it.
@@ -182,3 +190,93 @@ def release_popular(
     )
     store.put_state(RELEASE_KIND, name, rel.to_dict())
     return rel
+
+
+#: what :func:`release_stats` releases, each with its share of epsilon
+STATS = ("users", "active_users", "events", "events_by_type", "pairs", "active_items")
+
+
+def bounded_events(events: pl.DataFrame, per_user: int, seed: int | None = None) -> pl.DataFrame:
+    """``events`` with each user's kept to at most ``per_user`` (a uniform sample)."""
+    if per_user < 1:
+        raise ConfigError("events_per_user must be at least 1")
+    rng = np.random.default_rng(seed)
+    keyed = events.with_columns(pl.Series("_r", rng.random(events.height)))
+    rank = pl.col("_r").rank("ordinal").over("user_id")
+    return keyed.filter(rank <= per_user).drop("_r")
+
+
+def release_stats(
+    store: Any,
+    event_types: list[str],
+    epsilon: float = 1.0,
+    events_per_user: int = 100,
+    budget: float = 1.0,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """``avrec stats``'s figures about people, released with user-level ``epsilon``-DP.
+
+    Each user's events are bounded to ``events_per_user`` (a uniform sample); then six
+    counts, each with an equal share of ``epsilon`` (basic composition) and discrete Laplace
+    noise at its user-level sensitivity: ``users`` and ``active_users`` (1 each),
+    ``events``, ``events_by_type`` (over ``event_types``, the configured types: a type only
+    one person used would be told by its name), ``pairs`` and ``active_items`` (catalogue
+    items with events) (``events_per_user`` each). Means and densities are computed from
+    the noisy counts (post-processing). Withheld: first and last event times, and the
+    minimum, median and maximum events of a user (one person's figures). The catalogue's
+    own counts are the operator's, released as they are. Spent from the day's budget and
+    kept in the store (state ``release``, key ``stats``).
+
+    Raises:
+        BudgetSpentError: the day's budget would be overspent.
+    """
+    now = time.time() if now is None else now
+    share = epsilon / len(STATS)
+    left = spend(store, "stats", epsilon, budget, now)
+    counts = store.counts()
+    catalogue = store.items(include_placeholders=False)["item_id"].to_list()
+    events = store.events(include_excluded=False).select("user_id", "item_id", "event")
+    bounded = bounded_events(events, events_per_user)
+    with_item = bounded.filter(pl.col("item_id").is_not_null())
+    by_type = bounded.group_by("event").len()
+    type_counts = dict(zip(by_type["event"].to_list(), by_type["len"].to_list(), strict=True))
+    exact = {
+        "users": [counts["users"]],
+        "active_users": [with_item["user_id"].n_unique()],
+        "events": [bounded.height],
+        "events_by_type": [int(type_counts.get(t, 0)) for t in event_types],
+        "pairs": [with_item.select("user_id", "item_id").unique().height],
+        "active_items": [
+            with_item.filter(pl.col("item_id").is_in(catalogue))["item_id"].n_unique()
+        ],
+    }
+    sensitivity = {"users": 1, "active_users": 1}
+    noisy: dict[str, Any] = {}
+    scales: dict[str, float] = {}
+    for name in STATS:
+        sens = sensitivity.get(name, events_per_user)
+        values, scales[name] = noisy_counts(np.asarray(exact[name], np.int64), sens, share)
+        values = np.maximum(values, 0)  # post-processing: a count is not negative
+        noisy[name] = values.tolist() if name == "events_by_type" else int(values[0])
+    noisy["events_by_type"] = dict(zip(event_types, noisy["events_by_type"], strict=True))
+    n_items = len(catalogue)
+    out = {
+        **noisy,
+        "items": n_items,
+        "events_per_user": {"mean": noisy["events"] / max(noisy["active_users"], 1)},
+        "density": noisy["pairs"] / max(noisy["users"] * n_items, 1),
+        "privacy": {
+            "epsilon": float(epsilon),
+            "delta": 0.0,
+            "unit": "user",
+            "events_per_user": int(events_per_user),
+            "epsilon_each": share,
+            "scales": scales,
+            "mechanism": "discrete Laplace (OpenDP), per-user bounding, basic composition",
+            "withheld": ["first_event", "last_event", "events_per_user min/median/max"],
+        },
+        "released_at": now,
+        "budget_left": float(left),
+    }
+    store.put_state(RELEASE_KIND, "stats", out)
+    return out

@@ -268,14 +268,17 @@ def erase_user(
     return ErasureResponse(user_id=user_id, erased=out, retrain=retrain)
 
 
-@router.get("/releases/{name}", summary="A differentially private release (popular, trending)")
+@router.get(
+    "/releases/{name}", summary="A differentially private release (popular, trending, stats)"
+)
 def get_release(
-    name: str = Path(pattern="^(popular|trending)$"),
+    name: str = Path(pattern="^(popular|trending|stats)$"),
     st: ServiceState = Depends(service_state),
     _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
     """The last list ``avrec release popular|trending`` released with user-level
-    differential privacy (items, noisy counts, epsilon, the bound per user). Serving it
+    differential privacy (items, noisy counts, epsilon, the bound per user), or the last
+    ``avrec release stats`` (the workspace's counts about people, noisy). Serving it
     again spends no budget: it is post-processing of a release already paid for."""
     from avrec.privacy.release import RELEASE_KIND
 
