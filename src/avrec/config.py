@@ -230,6 +230,29 @@ class PrivacyConfig(BaseModel):
     )
 
 
+class OnlineConfig(BaseModel):
+    """``[online]``: impressions and online metrics (avrec.online)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    impressions: bool = Field(
+        True, description="log every served list as impressions (what each person was shown)"
+    )
+    flush_s: float = Field(1.0, gt=0, le=300, description="seconds between moves to the store")
+    attribution_window_s: float = Field(
+        86400.0,
+        gt=0,
+        description="an event of the shown item by the same user within this many seconds "
+        "after an impression is attributed to it (an echoed request_id always is)",
+    )
+    click_events: list[str] = Field(
+        default_factory=lambda: ["play", "view"], description="what counts as a click"
+    )
+    completion_at: float = Field(
+        0.9, gt=0, le=1, description="a play whose value (completion) reaches this completes"
+    )
+
+
 class WorkspaceConfig(BaseModel):
     """The whole ``avrec.toml``."""
 
@@ -243,6 +266,7 @@ class WorkspaceConfig(BaseModel):
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
 
     @classmethod
     def load(cls, path: Path) -> WorkspaceConfig:

@@ -42,7 +42,7 @@ def test_erasing_a_user_removes_their_rows_and_conversations(store):
     store.put_state("conversation", "c2", {"user": "u2", "turns": []})
     assert store.get_user("u1")["events"] == 2
     out = store.erase_user("u1")
-    assert out == {"events": 2, "conversations": 1, "user": 1, "pages": 0}
+    assert out == {"events": 2, "conversations": 1, "user": 1, "pages": 0, "impressions": 0}
     assert store.get_user("u1") is None and store.user_events("u1").height == 0
     assert store.get_state("conversation", "c2") is not None
     kinds = [c[1] for c in store.changes_after(0)]

@@ -189,7 +189,15 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     """
     from fastapi.middleware.cors import CORSMiddleware
 
-    from avrec.service.routes import catalogue, events, health, language, recommend, tokens
+    from avrec.service.routes import (
+        catalogue,
+        events,
+        health,
+        language,
+        online,
+        recommend,
+        tokens,
+    )  # fmt: skip
     from avrec.service.security import AuthFailures, KeyRing, RateLimiter, UserTokens
     from avrec.service.state import ServiceState
     from avrec.storage import open_store
@@ -221,6 +229,8 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
         # the GIL
         anyio.to_thread.current_default_thread_limiter().total_tokens = cfg.threads
         yield
+        if state.impressions is not None:  # what is still in the journal goes to the store
+            state.impressions.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -286,7 +296,7 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal(request, exc, "unexpected error")
 
-    for r in (recommend, events, catalogue, language, health, tokens):
+    for r in (recommend, events, catalogue, language, health, tokens, online):
         app.include_router(r.router)
 
     from fastapi.responses import FileResponse

@@ -9,7 +9,15 @@ import os
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate
 
-__all__ = ["CONTENT_TYPE_LATEST", "EVENTS", "LATENCY", "LLM_SENTENCES", "PAGES", "render"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "EVENTS",
+    "IMPRESSIONS",
+    "LATENCY",
+    "LLM_SENTENCES",
+    "PAGES",
+    "render",
+]
 
 LATENCY = Histogram(
     "avrec_request_seconds",
@@ -22,6 +30,9 @@ PAGES = Counter(
     "avrec_pages_total",
     "users' recommendation pages: answered from the page cache (hit) or computed (miss)",
     ["cache"],
+)
+IMPRESSIONS = Counter(
+    "avrec_impressions_total", "items shown in served lists, by surface", ["surface"]
 )
 LLM_SENTENCES = Counter(
     "avrec_llm_sentences_total",

@@ -118,6 +118,13 @@ class EventIn(BaseModel):
     text: str | None = Field(None, max_length=10_000, description="a search query or comment")
     session_id: str | None = Field(None, max_length=256)
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="the X-Request-ID of the list that showed the item: attributes the event "
+        "to that impression (kept in the event's context)",
+    )
 
     @field_validator("timestamp", mode="before")
     @classmethod

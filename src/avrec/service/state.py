@@ -25,6 +25,7 @@ import numpy as np
 from avrec.data.schema import split_list
 from avrec.data.weighting import EventWeighting
 from avrec.errors import StoreError, UnknownEntityError
+from avrec.service.metrics import IMPRESSIONS
 from avrec.storage.base import NO_CONSENT
 from avrec.workspace import Workspace
 
@@ -334,6 +335,15 @@ class ServiceState:
         self.version = 0  # changes applied: part of every cached page's key
         self.pages = PageCache(cache_s)
         self.writer = EventWriter(self)
+        online = workspace.config.online
+        self.impressions = None  # what each served list showed (avrec.online)
+        if online.impressions:
+            from avrec.online.impressions import ImpressionLog
+
+            self.impressions = ImpressionLog(
+                workspace.root / "spool" / "impressions", self.store, self._store_turn,
+                online.flush_s,
+            )  # fmt: skip
         self._rows = PageCache(300.0, 100_000)  # catalogue rows for display
         self.load_active()
         # the request translation's dictionary (about 1.5 s and 50 MB) is read now, in the
@@ -569,6 +579,26 @@ class ServiceState:
         if rows:
             self._event_cursor = rows[-1][0]
             self.live.add(rows)
+
+    def _store_turn(self) -> Any:
+        """The process's lock and the workspace's write turn, together."""
+        import contextlib
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.lock)
+        stack.enter_context(self.write_turn())
+        return stack
+
+    def shown(
+        self, request: Any, surface: str, items: list[str], user_id: str | None,
+        model_version: str | None, offset: int = 0,
+    ) -> None:  # fmt: skip
+        """Log a served list as impressions (when ``[online] impressions`` is on)."""
+        if self.impressions is None or not items:
+            return
+        rid = request.scope.get("state", {}).get("request_id") or ""
+        self.impressions.log(rid, surface, items, user_id, model_version, offset)
+        IMPRESSIONS.labels(surface=surface).inc(len(items))
 
     def write_turn(self) -> Any:
         """The workspace's write turn across processes (an ``flock``): a worker waiting for

@@ -57,6 +57,27 @@ EVENT_SCHEMA = {
     "context": pl.String,
 }
 
+#: an impression: one item shown at one position of one served list (avrec.online)
+IMPRESSION_SCHEMA = {
+    "request_id": pl.String,
+    "position": pl.Int64,
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "surface": pl.String,
+    "model_version": pl.String,
+    "variant": pl.String,
+    "propensity": pl.Float64,
+    "ts": pl.Float64,
+}
+#: an event attributed to an impression
+OUTCOME_SCHEMA = {
+    "request_id": pl.String,
+    "position": pl.Int64,
+    "event_id": pl.Int64,
+    "event": pl.String,
+    "value": pl.Float64,
+}
+
 
 @dataclass(frozen=True)
 class EventWriteResult:
@@ -389,7 +410,8 @@ class Store(abc.ABC):
         """Everything the store holds about ``user_id`` (the right of access), the same set
         :meth:`erase_user` deletes: the user's row, every event (its searches and comments
         in their own words included, newest first, fields named as in event files), their
-        conversations and their precomputed page; ``None`` when it holds nothing."""
+        conversations, their precomputed page and what they were shown (impressions);
+        ``None`` when it holds nothing."""
         user = self.get_user(user_id)
         events: list[dict[str, Any]] = []
         offset = 0
@@ -405,15 +427,42 @@ class Store(abc.ABC):
             if isinstance(value, dict) and value.get("user") == user_id
         }
         kept_page = self.get_state("page", user_id)
+        shown = self.impressions(user_id=user_id)
         if user is None and not events and not conversations and kept_page is None:
-            return None
+            if not shown.height:
+                return None
         return {
             "user_id": user_id,
             "user": user,
             "events": events,
             "conversations": conversations,
             "page": kept_page,
+            "impressions": shown.to_dicts(),
         }
+
+    # -- impressions (avrec.online) -------------------------------------------------------------
+    @abc.abstractmethod
+    def add_impressions(self, rows: pl.DataFrame) -> int:
+        """Store impressions (columns of ``IMPRESSION_SCHEMA``); one already stored (the same
+        ``request_id`` and ``position``, a replayed journal) is left as it is. Returns how
+        many were new."""
+
+    @abc.abstractmethod
+    def impressions(
+        self, since: float = 0.0, until: float = float("inf"), user_id: str | None = None
+    ) -> pl.DataFrame:
+        """Impressions shown in ``[since, until)`` (of one user), in time order."""
+
+    @abc.abstractmethod
+    def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
+        """The events attributed to the impressions shown in ``[since, until)``
+        (``OUTCOME_SCHEMA``): the same user's events of the same item within ``window_s``
+        seconds after it, and events that echo its ``request_id`` (in their ``context``) for
+        the same item, an anonymous session's included; each pair once."""
+
+    @abc.abstractmethod
+    def item_user_counts(self) -> pl.DataFrame:
+        """``item_id, users``: how many users have events of each item."""
 
     # -- several processes on several machines ------------------------------------------------
     #: whether processes on other machines may share this store (a database server): the

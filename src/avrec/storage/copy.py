@@ -18,7 +18,7 @@ import polars as pl
 
 from avrec.data.schema import ITEM_STORE_SCHEMA
 from avrec.errors import StoreError
-from avrec.storage.base import ITEM_FIELDS, Store
+from avrec.storage.base import IMPRESSION_SCHEMA, ITEM_FIELDS, Store
 
 __all__ = ["TABLES", "CopyReport", "copy_store", "table_checksum"]
 
@@ -91,6 +91,13 @@ TABLES: dict[str, tuple[dict[str, pl.DataType], str]] = {
         "",
     ),  # fmt: skip
     "idempotency": ({"key": pl.String, "created_at": pl.Float64}, ""),
+    "impressions": (
+        {
+            "id": pl.Int64,
+            **{c: (pl.Int64 if c == "position" else t) for c, t in IMPRESSION_SCHEMA.items()},
+        },
+        "id",
+    ),  # fmt: skip
     "models": (
         {
             "name": pl.String,

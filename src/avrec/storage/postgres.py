@@ -42,7 +42,9 @@ from avrec.errors import StoreError, StoreUnavailableError, UnknownEntityError
 from avrec.storage.base import (
     EVENT_SCHEMA,
     EVENT_SQL,
+    IMPRESSION_SCHEMA,
     ITEM_FIELDS,
+    OUTCOME_SCHEMA,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -146,6 +148,24 @@ CREATE TABLE bundle_files (
     data BYTEA NOT NULL,
     PRIMARY KEY (name, version, file, part)
 );
+""",
+    )
+)
+MIGRATIONS.append(
+    (
+        3,
+        "impressions (what was shown)",
+        """
+CREATE TABLE impressions (
+    id BIGSERIAL PRIMARY KEY,
+    request_id TEXT NOT NULL, position BIGINT NOT NULL,
+    user_id TEXT, item_id TEXT NOT NULL, surface TEXT NOT NULL,
+    model_version TEXT, variant TEXT, propensity DOUBLE PRECISION,
+    ts DOUBLE PRECISION NOT NULL,
+    UNIQUE (request_id, position)
+);
+CREATE INDEX impressions_ts ON impressions (ts);
+CREATE INDEX impressions_user ON impressions (user_id);
 """,
     )
 )
@@ -597,9 +617,64 @@ class PostgresStore(Store):
                     conn.execute(f"DROP TABLE IF EXISTS events_y{year:04d}m{month:02d}")
                     self._partitions.discard((year, month))
                     gone += 1
+            conn.execute("DELETE FROM impressions WHERE ts < %s", (float(ts),))
             if gone:
                 self._change("events_dropped", f"{float(ts):.0f}")
         return gone
+
+    # -- impressions --------------------------------------------------------------------------
+    def add_impressions(self, rows: pl.DataFrame) -> int:
+        if not rows.height:
+            return 0
+        cols = list(IMPRESSION_SCHEMA)
+        with self.transaction(), self._cx() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO impressions ({', '.join(cols)}) VALUES "
+                    f"({', '.join(['%s'] * len(cols))}) ON CONFLICT DO NOTHING",
+                    list(rows.select(cols).iter_rows()),
+                )
+                return int(cur.rowcount or 0)
+
+    def impressions(self, since: float = 0.0, until: float = float("inf"),
+                    user_id: str | None = None) -> pl.DataFrame:  # fmt: skip
+        cols = ", ".join(IMPRESSION_SCHEMA)
+        where, params = "ts >= %s AND ts < %s", [float(since), min(float(until), 1e300)]
+        if user_id is not None:
+            where += " AND user_id = %s"
+            params.append(user_id)
+        return self._frame(
+            f"SELECT {cols} FROM impressions WHERE {where} ORDER BY ts, request_id, position",
+            IMPRESSION_SCHEMA, tuple(params),
+        )  # fmt: skip
+
+    def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
+        until = min(float(until), 1e300)
+        by_user = self._frame(
+            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
+            "FROM impressions i JOIN users u ON u.user_id = i.user_id "
+            "JOIN items it ON it.item_id = i.item_id "
+            "JOIN events e ON e.user_idx = u.idx AND e.item_idx = it.idx "
+            "AND e.ts >= i.ts AND e.ts <= i.ts + %s WHERE i.ts >= %s AND i.ts < %s",
+            OUTCOME_SCHEMA, (float(window_s), float(since), until),
+        )  # fmt: skip
+        echoed = self._frame(
+            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
+            "FROM (SELECT id, item_idx, type, value, context::jsonb ->> 'request_id' AS rid "
+            "FROM events WHERE context LIKE '%%request_id%%' AND ts >= %s) e "
+            "JOIN items it ON it.idx = e.item_idx "
+            "JOIN impressions i ON i.request_id = e.rid AND i.item_id = it.item_id "
+            "WHERE i.ts >= %s AND i.ts < %s",
+            OUTCOME_SCHEMA, (float(since), float(since), until),
+        )  # fmt: skip
+        return pl.concat([by_user, echoed]).unique(["request_id", "position", "event_id"])
+
+    def item_user_counts(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT it.item_id, count(DISTINCT e.user_idx) AS users FROM events e "
+            "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
+            {"item_id": pl.String, "users": pl.Int64},
+        )
 
     def _stage(self, conn: Any, table: str, rows: int) -> None:
         """An empty staging ``table`` on ``conn``: made once per connection; emptied here
@@ -1102,7 +1177,7 @@ class PostgresStore(Store):
         }
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0}
+        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0, "impressions": 0}
         with self.transaction(), self._cx() as conn:
             # after any ingest in progress: its uncommitted rows of this user go too
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_LOCK,))
@@ -1116,6 +1191,9 @@ class PostgresStore(Store):
             )
             out["pages"] = self._exec(
                 "DELETE FROM states WHERE kind = 'page' AND key = %s", (user_id,)
+            )
+            out["impressions"] = self._exec(
+                "DELETE FROM impressions WHERE user_id = %s", (user_id,)
             )
             self._change("user_erased", user_id)
         return out
@@ -1293,6 +1371,7 @@ class PostgresStore(Store):
                 ("events", "id", "'events_id_seq'"),
                 ("ingests", "id", "pg_get_serial_sequence('ingests', 'id')"),
                 ("changes", "id", "pg_get_serial_sequence('changes', 'id')"),
+                ("impressions", "id", "pg_get_serial_sequence('impressions', 'id')"),
             ):
                 self._exec(f"SELECT setval({seq}, coalesce(max({col}), 0) + 1, false) FROM {table}")
 

@@ -23,7 +23,9 @@ from avrec.errors import StoreError, UnknownEntityError
 from avrec.storage.base import (
     EVENT_SCHEMA,
     EVENT_SQL,
+    IMPRESSION_SCHEMA,
     ITEM_FIELDS,
+    OUTCOME_SCHEMA,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -102,6 +104,22 @@ CREATE TABLE IF NOT EXISTS models (
 #: ``schema_version``). Version 1 is the layout every release so far has written.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "items, users, events, ingest log, states, counters, changes, models", _DDL),
+    (
+        2,
+        "impressions (what was shown), events by user and item (their attribution)",
+        """
+CREATE TABLE IF NOT EXISTS impressions (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL, position INTEGER NOT NULL,
+    user_id TEXT, item_id TEXT NOT NULL, surface TEXT NOT NULL,
+    model_version TEXT, variant TEXT, propensity REAL, ts REAL NOT NULL,
+    UNIQUE (request_id, position)
+);
+CREATE INDEX IF NOT EXISTS impressions_ts ON impressions (ts);
+CREATE INDEX IF NOT EXISTS impressions_user ON impressions (user_id);
+CREATE INDEX IF NOT EXISTS events_user_item ON events (user_idx, item_idx, ts);
+""",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -475,7 +493,7 @@ class SQLiteStore(Store):
         }
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0}
+        out = {"events": 0, "conversations": 0, "user": 0, "pages": 0, "impressions": 0}
         with self.transaction():
             row = self._conn.execute(
                 "SELECT idx FROM users WHERE user_id = ?", (user_id,)
@@ -496,11 +514,15 @@ class SQLiteStore(Store):
             out["pages"] = self._conn.execute(
                 "DELETE FROM states WHERE kind = 'page' AND key = ?", (user_id,)
             ).rowcount
+            out["impressions"] = self._conn.execute(
+                "DELETE FROM impressions WHERE user_id = ?", (user_id,)
+            ).rowcount
             self._change("user_erased", user_id)
         return out
 
     def drop_events_before(self, ts: float) -> int:
         with self.transaction():
+            self._conn.execute("DELETE FROM impressions WHERE ts < ?", (float(ts),))
             gone = self._conn.execute("DELETE FROM events WHERE ts < ?", (float(ts),)).rowcount
             if gone:
                 self._change("events_dropped", f"{float(ts):.0f}")
@@ -782,6 +804,59 @@ class SQLiteStore(Store):
                 rows.iter_rows(),
             )
         self._user_map = self._item_map = None
+
+    # -- impressions --------------------------------------------------------------------------
+    def add_impressions(self, rows: pl.DataFrame) -> int:
+        if not rows.height:
+            return 0
+        cols = list(IMPRESSION_SCHEMA)
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO impressions ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})",
+                rows.select(cols).iter_rows(),
+            )
+            return self._conn.total_changes - before
+
+    def impressions(self, since: float = 0.0, until: float = float("inf"),
+                    user_id: str | None = None) -> pl.DataFrame:  # fmt: skip
+        cols = ", ".join(IMPRESSION_SCHEMA)
+        where, params = "ts >= ? AND ts < ?", [float(since), min(float(until), 1e300)]
+        if user_id is not None:
+            where += " AND user_id = ?"
+            params.append(user_id)
+        return self._frame(
+            f"SELECT {cols} FROM impressions WHERE {where} ORDER BY ts, request_id, position",
+            IMPRESSION_SCHEMA, tuple(params),
+        )  # fmt: skip
+
+    def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
+        until = min(float(until), 1e300)
+        by_user = self._frame(
+            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
+            "FROM impressions i JOIN users u ON u.user_id = i.user_id "
+            "JOIN items it ON it.item_id = i.item_id "
+            "JOIN events e ON e.user_idx = u.idx AND e.item_idx = it.idx "
+            "AND e.ts >= i.ts AND e.ts <= i.ts + ? WHERE i.ts >= ? AND i.ts < ?",
+            OUTCOME_SCHEMA, (float(window_s), float(since), until),
+        )  # fmt: skip
+        echoed = self._frame(
+            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
+            "FROM events e JOIN items it ON it.idx = e.item_idx "
+            "JOIN impressions i ON i.request_id = json_extract(e.context, '$.request_id') "
+            "AND i.item_id = it.item_id "
+            "WHERE e.context LIKE '%request_id%' AND e.ts >= ? AND i.ts >= ? AND i.ts < ?",
+            OUTCOME_SCHEMA, (float(since), float(since), until),
+        )  # fmt: skip
+        return pl.concat([by_user, echoed]).unique(["request_id", "position", "event_id"])
+
+    def item_user_counts(self) -> pl.DataFrame:
+        return self._frame(
+            "SELECT it.item_id, count(DISTINCT e.user_idx) AS users FROM events e "
+            "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
+            {"item_id": pl.String, "users": pl.Int64},
+        )
 
     def integrity_check(self) -> str:
         """SQLite's own consistency check; ``"ok"`` when the file is sound."""

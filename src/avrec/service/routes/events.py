@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -98,11 +99,15 @@ def post_events(
                 "value": [e.value for _, e in good],
                 "session_id": [e.session_id for _, e in good],
                 "text": [e.text for _, e in good],
+                "context": [
+                    json.dumps({"request_id": e.request_id}) if e.request_id else None
+                    for _, e in good
+                ],
             },
             schema={
                 "user_id": pl.String, "item_id": pl.String, "event": pl.String,
                 "ts": pl.Float64, "value": pl.Float64, "session_id": pl.String,
-                "text": pl.String,
+                "text": pl.String, "context": pl.String,
             },
         )  # fmt: skip
         keys = [e.idempotency_key for _, e in good]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from avrec.language import MAX_QUERY_CHARS, clip_query
 from avrec.service.deps import ApiError, act_for, bundle, require, service_state
@@ -25,6 +25,7 @@ def _search_index(b: Bundle) -> Any:
 
 @router.get("/search", response_model=SearchResponse, summary="Search the catalogue")
 def search(
+    request: Request,
     q: str = Query(
         min_length=1,
         examples=["toy stroy"],
@@ -36,7 +37,7 @@ def search(
     language: str | None = Query(None, max_length=200),
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
-    _: Principal = Depends(require("read", users=True)),
+    who: Principal = Depends(require("read", users=True)),
 ) -> SearchResponse:
     """BM25 keywords (typos forgiven) and e5 meaning, fused by reciprocal rank."""
     idx = _search_index(b)
@@ -58,11 +59,13 @@ def search(
         )
         for i, h in zip(ids, hits, strict=True)
     ]
+    st.shown(request, "search", list(ids), who.user if who.is_user else None, b.label)
     return SearchResponse(query=q, query_truncated=truncated, items=items, model_version=b.label)
 
 
 @router.post("/ask", response_model=AskResponse, summary="Recommendations asked for in words")
 def ask(
+    request: Request,
     body: AskRequest,
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
@@ -123,6 +126,7 @@ def ask(
 
         for status, n in res.llm_sentences.items():
             LLM_SENTENCES.labels(status=status).inc(n)
+    st.shown(request, "ask", list(res.items.ids), user, b.label)
     return AskResponse(
         query=res.query,
         query_truncated=res.query_truncated,

@@ -6,7 +6,7 @@ import urllib.parse
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from avrec.service.deps import ApiError, act_for, bundle, require, service_state
 from avrec.service.metrics import PAGES
@@ -118,6 +118,7 @@ def recommend_for(
     responses={401: {"description": "no valid key"}, 429: {"description": "rate limited"}},
 )
 def user_recommendations(
+    request: Request,
     user_id: str = Path(min_length=1, max_length=256),
     k: int = Query(10, ge=1, le=200),
     offset: int = Query(0, ge=0, le=10_000),
@@ -139,7 +140,9 @@ def user_recommendations(
     key = st.page_key(user_id, k, offset, exclude, category, language, explain, lang, diversity)
     hit = st.pages.get(key)
     PAGES.labels(cache="hit" if hit is not None else "miss").inc()
-    if hit is not None:
+    if hit is not None:  # shown again: impressions again
+        st.shown(request, "recommendations", [x.item_id for x in hit.items], user_id,
+                 hit.model_version, offset)  # fmt: skip
         return hit
     personal = st.personalises(user_id)  # without consent: what an anonymous visitor gets
     pre = None
@@ -162,6 +165,7 @@ def user_recommendations(
         personalised=personal,
     )
     st.pages.put(key, out)
+    st.shown(request, "recommendations", list(lst.ids), user_id, b.label, offset)
     return out
 
 
@@ -171,6 +175,7 @@ def user_recommendations(
     summary="Recommendations for an anonymous session",
 )
 def anonymous_recommendations(
+    request: Request,
     body: AnonymousRequest,
     st: ServiceState = Depends(service_state),
     b: Bundle = Depends(bundle),
@@ -186,6 +191,7 @@ def anonymous_recommendations(
         st, b, None, played, body.k, body.offset, [*body.exclude, *rejected],
         _filters(body.category, body.language), body.explain, body.lang,
     )  # fmt: skip
+    st.shown(request, "session", list(lst.ids), None, b.label, body.offset)
     return RecommendationResponse(
         items=present(st, b, lst, body.explain),
         model_version=b.label,
@@ -201,6 +207,7 @@ def anonymous_recommendations(
     responses={404: {"description": "the model does not know the item"}},
 )
 def similar(
+    request: Request,
     item_id: str = Path(min_length=1, max_length=256),
     k: int = Query(10, ge=1, le=200),
     st: ServiceState = Depends(service_state),
@@ -215,4 +222,5 @@ def similar(
     lst.ids = [lst.ids[j] for j in keep]
     lst.scores = lst.scores[keep]
     lst.fields = {}
+    st.shown(request, "similar", list(lst.ids), None, b.label)
     return RecommendationResponse(items=present(st, b, lst, False), model_version=b.label)

@@ -1,0 +1,63 @@
+"""Impressions through the real server: every served list is logged, an event that echoes
+the list's request id is attributed to it, the online metrics are the operator's (admin
+scope), and impressions a killed server had not stored yet are stored by the next start."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from avrec.storage import open_store
+from tests.service.conftest import ADMIN, READ, WRITE, start
+
+
+def _stored(ws) -> int:
+    s = open_store(f"sqlite:///{ws / 'avrec.db'}")
+    try:
+        return s.impressions().height
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_impressions_attribution_and_online_metrics(fresh_ws):
+    with open(fresh_ws / "avrec.toml", "a") as f:  # stored when asked (or at the next start)
+        f.write("\n[online]\nflush_s = 300\n")
+    srv = start(fresh_ws, {"AVREC_REFRESH_S": "0.5"})
+    try:
+        r = srv.client(READ).get("/v1/users/u0/recommendations", params={"k": 5})
+        assert r.status_code == 200
+        rid, first = r.headers["x-request-id"], r.json()["items"][0]["item_id"]
+        srv.client(READ).get("/v1/users/u0/recommendations", params={"k": 5})  # a cached page
+        assert srv.client(READ).get("/v1/items/i3/similar", params={"k": 3}).status_code == 200
+        ev = {"user_id": "someone-else", "item_id": first, "event": "play", "value": 1.0,
+              "request_id": rid}  # fmt: skip
+        assert srv.client(WRITE).post("/v1/events", json=ev).json()["accepted"] == 1
+        assert srv.client(READ).get("/v1/metrics/online").status_code == 403  # operator data
+        got = srv.client(ADMIN).get("/v1/metrics/online").json()
+        by = {r["surface"]: r for r in got["rows"]}
+        assert by["recommendations"]["impressions"] == 10  # both pages were shown
+        assert by["recommendations"]["lists"] == 2
+        assert by["recommendations"]["ctr"] == pytest.approx(1 / 10)  # the echoed play
+        assert by["similar"]["impressions"] == 3 and by["similar"]["ctr"] == 0
+        text = srv.client().get("/metrics").text
+        assert 'avrec_impressions_total{surface="recommendations"} 10.0' in text
+        # a killed server: what it had not stored yet is stored by the next one
+        r = srv.client(READ).post("/v1/recommendations", json={"items": ["i1"], "k": 4})
+        assert r.status_code == 200
+        srv.stop(signal.SIGKILL)
+        assert _stored(fresh_ws) == 13  # the session's four were still in the journal
+    finally:
+        srv.stop()
+    again = start(fresh_ws, {"AVREC_REFRESH_S": "0.5"})
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and _stored(fresh_ws) < 17:
+            time.sleep(0.2)
+        assert _stored(fresh_ws) == 17
+        erased = again.client(ADMIN).delete("/v1/users/u0").json()
+        assert erased["erased"]["impressions"] == 10
+    finally:
+        again.stop()
