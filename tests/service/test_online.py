@@ -61,3 +61,40 @@ def test_impressions_attribution_and_online_metrics(fresh_ws):
         assert erased["erased"]["impressions"] == 10
     finally:
         again.stop()
+
+
+@pytest.mark.slow
+def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
+    srv = start(fresh_ws, {"AVREC_REFRESH_S": "0.5"})
+    try:
+        admin = srv.client(ADMIN)
+        # the second arm is served registered version 1 (loaded for it; the active one here)
+        body = {"variants": [{"name": "control", "share": 0.5},
+                             {"name": "v1", "share": 0.5, "model_version": 1}]}  # fmt: skip
+        assert srv.client(READ).put("/v1/admin/experiments/div", json=body).status_code == 403
+        bad = {"variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.7}]}
+        assert admin.put("/v1/admin/experiments/div", json=bad).status_code == 422
+        assert admin.put("/v1/admin/experiments/div", json=body).status_code == 200
+        arms = {}
+        for u in range(40):
+            r = srv.client(READ).get(f"/v1/users/u{u}/recommendations", params={"k": 4})
+            assert r.status_code == 200, r.text
+            arms[f"u{u}"] = r.json()["variant"]
+        assert set(arms.values()) == {"div:control", "div:v1"}
+        again = srv.client(READ).get("/v1/users/u0/recommendations", params={"k": 4})
+        assert again.json()["variant"] == arms["u0"]  # the same arm every time
+        for u in range(0, 40, 3):  # some users play the first item they were shown
+            first = srv.client(READ).get(f"/v1/users/u{u}/recommendations",
+                                         params={"k": 4}).json()["items"][0]["item_id"]  # fmt: skip
+            ev = {"user_id": f"u{u}", "item_id": first, "event": "play", "value": 1.0}
+            assert srv.client(WRITE).post("/v1/events", json=ev).status_code == 200
+        res = admin.get("/v1/admin/experiments/div").json()
+        users = {a: res["arms"][a]["users"] for a in ("control", "v1")}
+        assert users == {a: list(arms.values()).count(f"div:{a}") for a in ("control", "v1")}
+        assert res["arms"]["control"]["mean"] > 0 and "p_always_valid" in res["arms"]["v1"]
+        assert res["looks"] == 1 and admin.get("/v1/admin/experiments/div").json()["looks"] == 2
+        assert admin.post("/v1/admin/experiments/div/stop").status_code == 200
+        after = srv.client(READ).get("/v1/users/u1/recommendations", params={"k": 4})
+        assert after.json()["variant"] is None
+    finally:
+        srv.stop()

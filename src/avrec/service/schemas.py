@@ -45,6 +45,9 @@ class RecommendationResponse(BaseModel):
     user_id: str | None = Field(None, examples=["196"])
     items: list[RecommendedItem]
     model_version: str = Field(examples=["pipeline-v3"])
+    variant: str | None = Field(
+        None, description="the A/B experiment's arm the list was served under (experiment:arm)"
+    )
     fallback: bool = Field(
         False, description="the user is unknown: these are the fallback recommendations"
     )

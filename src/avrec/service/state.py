@@ -335,6 +335,9 @@ class ServiceState:
         self.version = 0  # changes applied: part of every cached page's key
         self.pages = PageCache(cache_s)
         self.writer = EventWriter(self)
+        self._experiments: list[Any] = []
+        self._experiments_at = -1e9
+        self.arm_bundles: dict[int, Bundle] = {}  # pipeline versions served to an arm
         online = workspace.config.online
         self.impressions = None  # what each served list showed (avrec.online)
         if online.impressions:
@@ -471,6 +474,8 @@ class ServiceState:
             if kind == "user_erased":
                 self.erased.add(key)
                 self.forgotten[key] = self._forget(model, key)
+                for arm in self.arm_bundles.values():
+                    self._forget(arm.model, key)
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
             elif kind == "item_deleted":
@@ -591,14 +596,59 @@ class ServiceState:
 
     def shown(
         self, request: Any, surface: str, items: list[str], user_id: str | None,
-        model_version: str | None, offset: int = 0,
+        model_version: str | None, offset: int = 0, variant: str | None = None,
     ) -> None:  # fmt: skip
         """Log a served list as impressions (when ``[online] impressions`` is on)."""
         if self.impressions is None or not items:
             return
         rid = request.scope.get("state", {}).get("request_id") or ""
-        self.impressions.log(rid, surface, items, user_id, model_version, offset)
+        self.impressions.log(rid, surface, items, user_id, model_version, offset, variant)
         IMPRESSIONS.labels(surface=surface).inc(len(items))
+
+    # -- experiments ----------------------------------------------------------------------------
+    def experiments(self) -> list[Any]:
+        """The experiments in the store (state ``experiment``), read again every few
+        seconds: a change made through any node reaches every node."""
+        from avrec.online.experiments import ExperimentConfig
+
+        now = time.monotonic()
+        if now - self._experiments_at > 2.0:
+            with self.lock:
+                raw = self.store.states("experiment")
+            self._experiments = [ExperimentConfig(**v) for _, v in sorted(raw.items())]
+            self._experiments_at = now
+        return self._experiments
+
+    def arm(self, user_id: str, surface: str) -> tuple[str, Any] | None:
+        """The running experiment's arm for this user on this surface: its label
+        (``experiment:variant``) and the variant."""
+        from avrec.online.experiments import assign
+
+        now = time.time()
+        for exp in self.experiments():
+            if exp.surface == surface and exp.running(now):
+                v = assign(exp, user_id)
+                return f"{exp.name}:{v.name}", v
+        return None
+
+    def arm_bundle(self, version: int) -> Bundle | None:
+        """Registered pipeline version ``version``, loaded once for the arms that are served
+        it (what the active bundle forgot of erased users, it forgets too)."""
+        from avrec.models import load_model
+
+        b = self.arm_bundles.get(version)
+        if b is not None:
+            return b
+        with self.lock:
+            recs = [r for r in self.store.models(self.model_name) if r.version == version]
+        if not recs:
+            return None
+        rec = recs[0]
+        b = Bundle(load_model(self._bundle_path(rec)), rec.name, rec.version, rec.path)
+        for user in sorted(self.erased):
+            self._forget(b.model, user)
+        self.arm_bundles[version] = b
+        return b
 
     def write_turn(self) -> Any:
         """The workspace's write turn across processes (an ``flock``): a worker waiting for

@@ -137,17 +137,26 @@ def user_recommendations(
     with ``fallback: true``. A page is kept for ``AVREC_CACHE_S`` seconds unless the user's
     events or the catalogue change first."""
     act_for(who, user_id)
-    key = st.page_key(user_id, k, offset, exclude, category, language, explain, lang, diversity)
+    arm = st.arm(user_id, "recommendations")  # a running A/B experiment's arm
+    variant = None
+    if arm is not None:
+        variant, v = arm
+        if v.model_version is not None:
+            b = st.arm_bundle(v.model_version) or b
+        if v.diversity is not None:
+            diversity = v.diversity
+    key = st.page_key(user_id, k, offset, exclude, category, language, explain, lang, diversity,
+                      variant, b.label)  # fmt: skip
     hit = st.pages.get(key)
     PAGES.labels(cache="hit" if hit is not None else "miss").inc()
     if hit is not None:  # shown again: impressions again
         st.shown(request, "recommendations", [x.item_id for x in hit.items], user_id,
-                 hit.model_version, offset)  # fmt: skip
+                 hit.model_version, offset, variant)  # fmt: skip
         return hit
     personal = st.personalises(user_id)  # without consent: what an anonymous visitor gets
     pre = None
-    if personal and not (exclude or category or language or diversity):  # kept ahead?
-        pre = st.precomputed(b, user_id, k, offset, lang)
+    if personal and arm is None and not (exclude or category or language or diversity):
+        pre = st.precomputed(b, user_id, k, offset, lang)  # kept ahead?
     if pre is not None:
         lst, fallback = pre, False
     else:
@@ -163,9 +172,10 @@ def user_recommendations(
         offset=offset,
         precomputed=pre is not None,
         personalised=personal,
+        variant=variant,
     )
     st.pages.put(key, out)
-    st.shown(request, "recommendations", list(lst.ids), user_id, b.label, offset)
+    st.shown(request, "recommendations", list(lst.ids), user_id, b.label, offset, variant)
     return out
 
 

@@ -1,0 +1,249 @@
+"""A/B experiments: who sees which variant, and what the difference is worth.
+
+**Assignment.** A user's variant is a pure function of the experiment's salt and their id
+(SHA-256 to a number in [0, 1), cut by the variants' cumulative shares): the same on every
+node and after every restart, with nothing stored; a new salt reshuffles everyone.
+
+**Analysis**, per user (the unit that is randomised, so users are independent): each user's
+clicks over their impressions on the experiment's surface. For each variant against the
+control (the first):
+
+- the effect (difference of means) and the relative lift, with a 95% Welch interval;
+- **CUPED** (Deng et al., 2013): with each user's activity in the pre-period (events in the
+  ``pre_days`` before the start) as the covariate ``X``, the outcome ``Y - theta (X - mean X)``
+  with ``theta = cov(X, Y) / var(X)`` pooled over both arms: the same expected effect, less
+  variance when the past predicts the present;
+- an **always-valid p-value** (mixture sequential probability ratio test, Johari, Pekelis
+  and Walsh, 2017): with a normal mixture of width ``tau`` over the effect,
+  ``Lambda = sqrt(V / (V + tau^2)) exp(tau^2 d^2 / (2 V (V + tau^2)))`` for the estimate ``d``
+  with variance ``V``; the p-value is the smallest ``1 / Lambda`` over every look so far, so
+  looking every day does not inflate the false-positive rate;
+- the **sample-ratio check**: a chi-square test of the users per variant against the
+  configured shares; a p-value below 0.001 says the assignment or the logging is broken and
+  the result should not be trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["ExperimentConfig", "Variant", "analyze", "assign", "msprt_p", "results"]
+
+SRM_ALPHA = 1e-3
+
+
+class Variant(BaseModel):
+    """One arm: a share of the users, and what they get."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    share: float = Field(gt=0, le=1)
+    model_version: int | None = Field(
+        None, ge=1, description="the registered pipeline version it is served (None: the active)"
+    )
+    diversity: float | None = Field(None, ge=0, le=1, description="the MMR trade-off for this arm")
+
+
+class ExperimentConfig(BaseModel):
+    """An experiment: its arms (the first is the control), its surface and its statistics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    variants: list[Variant] = Field(min_length=2)
+    surface: str = Field("recommendations", description="where the arms differ")
+    salt: str = Field("", max_length=128, description="default: the name")
+    target: str = Field("ctr", pattern="^(ctr)$")
+    tau: float = Field(
+        0.02, gt=0, description="mSPRT's mixture width, on the scale of the effect (a CTR)"
+    )
+    pre_days: float = Field(14.0, ge=0, description="CUPED's pre-period")
+    started_at: float | None = None
+    stopped_at: float | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, v: list[Variant]) -> list[Variant]:
+        if len({x.name for x in v}) != len(v):
+            raise ValueError("variant names must differ")
+        return v
+
+    @model_validator(mode="after")
+    def _shares(self) -> ExperimentConfig:
+        total = sum(v.share for v in self.variants)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"the variants' shares add up to {total:g}, not 1")
+        return self
+
+    def running(self, now: float) -> bool:
+        return (self.started_at is not None and self.started_at <= now
+                and (self.stopped_at is None or now < self.stopped_at))  # fmt: skip
+
+
+def _unit(salt: str, user_id: str) -> float:
+    h = hashlib.sha256(f"{salt}\x00{user_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+def assign(exp: ExperimentConfig, user_id: str) -> Variant:
+    """The user's arm: stable for the salt, proportional to the shares."""
+    u = _unit(exp.salt or exp.name, user_id)
+    edge = 0.0
+    for v in exp.variants:
+        edge += v.share
+        if u < edge:
+            return v
+    return exp.variants[-1]
+
+
+def msprt_p(effect: float, variance: float, tau: float) -> float:
+    """``1 / Lambda`` of the normal-mixture SPRT for one look (capped at 1)."""
+    if not variance > 0:
+        return 1.0
+    t2 = tau * tau
+    log_lambda = 0.5 * math.log(variance / (variance + t2)) + t2 * effect * effect / (
+        2 * variance * (variance + t2)
+    )
+    return float(min(1.0, math.exp(-log_lambda)))
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Difference of means (b - a) and its variance (Welch)."""
+    va = a.var(ddof=1) / len(a) if len(a) > 1 else float("inf")
+    vb = b.var(ddof=1) / len(b) if len(b) > 1 else float("inf")
+    return float(b.mean() - a.mean()), float(va + vb)
+
+
+def analyze(
+    exp: ExperimentConfig,
+    users: dict[str, tuple[str, float, float]],
+    previous_p: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The experiment's statistics.
+
+    Args:
+        users: ``user_id -> (variant, outcome, pre-period covariate)``.
+        previous_p: each arm's always-valid p-value at the last look (the running minimum
+            goes on from it).
+    """
+    from scipy import stats
+
+    previous_p = previous_p or {}
+    names = [v.name for v in exp.variants]
+    by: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for variant, y, x in users.values():
+        if variant in by:
+            by[variant].append((y, x))
+    counts = np.array([len(by[n]) for n in names], float)
+    total = counts.sum()
+    srm_p = 1.0
+    if total > 0:
+        expected = np.array([v.share for v in exp.variants]) * total
+        srm_p = float(stats.chisquare(counts, expected).pvalue)
+    all_x = np.array([x for n in names for _, x in by[n]], float)
+    all_y = np.array([y for n in names for y, _ in by[n]], float)
+    theta = 0.0
+    if len(all_x) > 2 and all_x.var() > 0:
+        theta = float(np.cov(all_x, all_y)[0, 1] / all_x.var(ddof=1))
+    x_mean = float(all_x.mean()) if len(all_x) else 0.0
+    arms: dict[str, dict[str, Any]] = {}
+    control = np.array([y for y, _ in by[names[0]]], float)
+    control_adj = np.array([y - theta * (x - x_mean) for y, x in by[names[0]]], float)
+    z = stats.norm.ppf(0.975)
+    for n in names:
+        y = np.array([yy for yy, _ in by[n]], float)
+        adj = np.array([yy - theta * (xx - x_mean) for yy, xx in by[n]], float)
+        arm: dict[str, Any] = {"users": int(len(y)), "mean": float(y.mean()) if len(y) else None}
+        if n != names[0] and len(y) > 1 and len(control) > 1:
+            d, var = _diff(control, y)
+            da, vara = _diff(control_adj, adj)
+            p_now = msprt_p(da, vara, exp.tau)
+            p = min(p_now, previous_p.get(n, 1.0))
+            base = float(control.mean())
+            arm.update(
+                effect=d,
+                ci=[d - z * math.sqrt(var), d + z * math.sqrt(var)],
+                lift=d / base if base else None,
+                effect_cuped=da,
+                ci_cuped=[da - z * math.sqrt(vara), da + z * math.sqrt(vara)],
+                variance_reduction=1.0 - vara / var if var > 0 else 0.0,
+                p_always_valid=p,
+                significant=p < 0.05,
+            )
+        arms[n] = arm
+    return {
+        "experiment": exp.name,
+        "control": names[0],
+        "arms": arms,
+        "srm_p": srm_p,
+        "srm": srm_p < SRM_ALPHA,
+        "cuped_theta": theta,
+    }
+
+
+def user_outcomes(
+    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str]
+) -> dict[str, tuple[str, float, float]]:
+    """``user_id -> (variant, clicks per impression, events in the pre-period)`` of the users
+    the experiment showed lists to."""
+    import polars as pl
+
+    start = exp.started_at or now
+    end = min(exp.stopped_at or now, now)
+    prefix = f"{exp.name}:"
+    shown = store.impressions(start, end).filter(
+        (pl.col("surface") == exp.surface) & pl.col("variant").str.starts_with(prefix)
+        & pl.col("user_id").is_not_null()
+    )  # fmt: skip
+    if not shown.height:
+        return {}
+    outcomes = store.impression_outcomes(start, end, window_s)
+    clicked = (
+        outcomes.filter(pl.col("event").is_in(click_events))
+        .select("request_id", "position")
+        .unique()
+        .with_columns(pl.lit(1.0).alias("click"))
+    )
+    per_user = (
+        shown.join(clicked, on=["request_id", "position"], how="left")
+        .with_columns(pl.col("click").fill_null(0.0))
+        .group_by("user_id")
+        .agg(pl.col("variant").first(), pl.col("click").mean().alias("y"))
+    )
+    pre = (
+        store.events(include_excluded=True)
+        .filter((pl.col("ts") >= start - exp.pre_days * 86400.0) & (pl.col("ts") < start))
+        .group_by("user_id")
+        .len()
+    )
+    rows = per_user.join(pre, on="user_id", how="left").with_columns(pl.col("len").fill_null(0))
+    return {
+        u: (v[len(prefix) :], float(y), float(x))
+        for u, v, y, x in rows.select("user_id", "variant", "y", "len").iter_rows()
+    }
+
+
+LOOKS_KIND = "experiment_looks"
+
+
+def results(
+    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str]
+) -> dict[str, Any]:
+    """A look at the experiment: its statistics, the always-valid p-values going on from
+    the last look's (kept in the store, state ``experiment_looks``)."""
+    looks = store.get_state(LOOKS_KIND, exp.name) or {"p": {}, "looks": 0}
+    out = analyze(exp, user_outcomes(store, exp, now, window_s, click_events), looks["p"])
+    looks = {
+        "p": {n: a["p_always_valid"] for n, a in out["arms"].items() if "p_always_valid" in a},
+        "looks": int(looks["looks"]) + 1,
+    }
+    store.put_state(LOOKS_KIND, exp.name, looks)
+    out["looks"] = looks["looks"]
+    out["running"] = exp.running(now)
+    return out
