@@ -233,17 +233,22 @@ LOOKS_KIND = "experiment_looks"
 
 
 def results(
-    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str]
-) -> dict[str, Any]:
+    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str],
+    record: bool = True,
+) -> dict[str, Any]:  # fmt: skip
     """A look at the experiment: its statistics, the always-valid p-values going on from
-    the last look's (kept in the store, state ``experiment_looks``)."""
+    the last look's (kept in the store, state ``experiment_looks``). ``record=False`` (a
+    dashboard's glance) keeps nothing: its p-values are then at least the recorded ones'
+    running minimum would be, never smaller."""
     looks = store.get_state(LOOKS_KIND, exp.name) or {"p": {}, "looks": 0}
     out = analyze(exp, user_outcomes(store, exp, now, window_s, click_events), looks["p"])
-    looks = {
-        "p": {n: a["p_always_valid"] for n, a in out["arms"].items() if "p_always_valid" in a},
-        "looks": int(looks["looks"]) + 1,
-    }
-    store.put_state(LOOKS_KIND, exp.name, looks)
+    if record:
+        looks = {
+            "p": {n: a["p_always_valid"] for n, a in out["arms"].items()
+                  if "p_always_valid" in a},
+            "looks": int(looks["looks"]) + 1,
+        }  # fmt: skip
+        store.put_state(LOOKS_KIND, exp.name, looks)
     out["looks"] = looks["looks"]
     out["running"] = exp.running(now)
     return out

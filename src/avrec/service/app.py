@@ -33,7 +33,7 @@ from avrec.errors import (
     StoreUnavailableError,
     UnknownEntityError,
 )
-from avrec.service.deps import scrub_paths
+from avrec.service.deps import ApiError, scrub_paths
 from avrec.service.metrics import LATENCY
 from avrec.service.settings import ServiceSettings
 
@@ -305,6 +305,20 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
     def page() -> FileResponse:
         """The web page: pick a user, see cards, like or dislike, ask in words."""
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/admin", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        """The operator dashboard (its data needs an admin key: /v1/admin/overview)."""
+        return FileResponse(STATIC / "admin.html")
+
+    vendored = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css"}
+
+    @app.get("/admin/assets/{name}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        """The dashboard's vendored chart library (uPlot, MIT): these two files only."""
+        if name not in vendored:
+            raise ApiError(404, "not_found", "no such asset")
+        return FileResponse(STATIC / "vendor" / name, media_type=vendored[name])
 
     origins = [o.strip() for o in cfg.cors_origins.split(",") if o.strip()]
     if origins:

@@ -132,3 +132,70 @@ def experiment_results(
     with st.lock:
         return results(st.store, exp, time.time(), cfg.attribution_window_s,
                        list(cfg.click_events))  # fmt: skip
+
+
+@router.get("/admin/overview", summary="Everything the operator dashboard shows")
+def overview(
+    days: float = Query(7.0, gt=0, le=400, description="the online metrics' span"),
+    st: ServiceState = Depends(service_state),
+    _: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    """Catalogue and event counts, the last ingests, the registered model versions with
+    their offline metrics, what this node serves, the last retraining, the online metrics
+    per hour (two days or less) or per day, the experiments with their statistics (a glance,
+    not a recorded look) and the items live now (inside their availability window)."""
+    import polars as pl
+
+    from avrec.online.experiments import ExperimentConfig, results
+    from avrec.online.metrics import online_metrics
+
+    cfg = st.ws.config.online
+    now = time.time()
+    if st.impressions is not None:
+        st.impressions.flush()
+    b = st.bundle
+    with st.lock:
+        store = st.store
+        counts = store.counts()
+        by_type = store.event_type_counts()
+        ingests = [
+            {"kind": r.kind, "source": r.source, "rows": r.rows, "accepted": r.accepted,
+             "rejected": r.rejected, "finished_at": r.finished_at}
+            for r in store.ingests()[-5:]
+        ]  # fmt: skip
+        models = [
+            {"version": r.version, "kind": r.kind, "active": r.active, "created_at": r.created_at,
+             "metrics": {k: v for k, v in r.metrics.items()
+                         if isinstance(v, int | float) and not k.startswith("last_")}}
+            for r in store.models(st.model_name)
+        ]  # fmt: skip
+        every = "hour" if days <= 2 else "day"
+        online_rows = online_metrics(
+            store, now - days * 86400.0, now, cfg.attribution_window_s,
+            tuple(cfg.click_events), cfg.completion_at, every,
+        )  # fmt: skip
+        experiments = []
+        for _name, raw in sorted(store.states(EXPERIMENT).items()):
+            exp = ExperimentConfig(**raw)
+            experiments.append({
+                "config": exp.model_dump(),
+                "results": results(store, exp, now, cfg.attribution_window_s,
+                                   list(cfg.click_events), record=False),
+            })  # fmt: skip
+        items = store.items(include_placeholders=False)
+    live = items.filter(
+        pl.col("available_until").is_not_null() & (pl.col("available_until") > now)
+        & (pl.col("available_from").is_null() | (pl.col("available_from") <= now))
+    )  # fmt: skip
+    return {
+        "now": now,
+        "counts": counts,
+        "events_by_type": by_type,
+        "ingests": ingests,
+        "models": models,
+        "serving": {"model_version": b.label if b else None, "live_events": st.live.count},
+        "retrain": st.retrain_state,
+        "online": {"every": every, "rows": online_rows},
+        "experiments": experiments,
+        "live_now": {"count": live.height, "items": live.head(20)["item_id"].to_list()},
+    }
