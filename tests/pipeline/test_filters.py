@@ -123,6 +123,11 @@ def test_pipeline_filters_keep_k_and_never_leak(fds):
         assert "i3" not in r.ids and "i4" not in r.ids
     later = p.recommend_explained(["nobody"], k=40, at=2100.0 * DAY)[0]
     assert "i4" not in later.ids and "i3" in later.ids  # i3 has opened by then
+    # the service reads the windows at its own clock, the timeline staying at training's
+    served = p.recommend_explained(["nobody"], k=40, available_at=2100.0 * DAY)[0]
+    assert "i3" in served.ids and "i4" not in served.ids
+    before = p.recommend_explained(["nobody"], k=40, available_at=800.0 * DAY)[0]
+    assert "i4" in before.ids and "i3" not in before.ids  # i4 had not closed yet
     for r in p.recommend(["u1", "nobody"], k=40):  # the plain model surface serves now too
         assert "i3" not in r.ids and "i4" not in r.ids
     # what the caller excludes is refilled inside the sources: still k, none of them

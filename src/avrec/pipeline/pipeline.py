@@ -443,6 +443,7 @@ class Pipeline(Recommender):
         filters: ItemFilter | None = None,
         at: float | None = None,
         timings: dict[str, float] | None = None,
+        available_at: float | None = None,
     ) -> list[ItemList]:
         """Top ``k`` items per user after re-ranking, with ``sources`` and ``explanation``
         fields (structured reasons plus a sentence in ``lang``: ``en`` or ``zh``).
@@ -451,7 +452,9 @@ class Pipeline(Recommender):
         the list stays ``k`` long while enough items pass; items outside their availability
         window at ``at`` (the request time; default the newest event trained on) never appear.
         ``timings``, when given, accumulates the seconds spent in ``retrieval``, ``ranking``
-        (features and the ranker), ``reranking`` and ``explaining``.
+        (features and the ranker), ``reranking`` and ``explaining``. ``available_at`` reads
+        the availability windows at that time instead (the service's clock, which may be
+        long after the newest event trained on), the timeline staying at ``at``.
 
         ``offset`` pages through the same list (page 2 of 10 is ``offset=10``; pages within
         the sources' largest ``n`` never repeat an item, and deeper pages ask the sources for
@@ -462,7 +465,9 @@ class Pipeline(Recommender):
         get the fallback sources.
         """
         _, item_vocab = self._check()
-        reqs, extra = self._serving_requests(users, exclude, session_items, filters, at)
+        reqs, extra = self._serving_requests(
+            users, exclude, session_items, filters, at, available_at=available_at
+        )
         t0 = time.perf_counter()
         # pages within the sources' usual depth come from one list (no repeats across them);
         # a deeper page asks every source for that many
@@ -603,10 +608,12 @@ class Pipeline(Recommender):
         filters: ItemFilter | None,
         at: float | None,
         allowed: np.ndarray | None = None,
+        available_at: float | None = None,
     ) -> tuple[list[Request], np.ndarray]:
         """Requests for ``users`` now (or at ``at``): history plus this session's plays, seen
-        items and ``exclude`` left out, the filter's (and ``allowed``'s) mask; and the
-        excluded item indices."""
+        items and ``exclude`` left out, the filter's (and ``allowed``'s) mask, availability
+        read at ``available_at`` (default: the request's time); and the excluded item
+        indices."""
         _, item_vocab = self._check()
         batch = self.user_batch(list(users))
         hist = batch.history.tocsr()
@@ -624,7 +631,8 @@ class Pipeline(Recommender):
                 seen[i] = np.union1d(seen[i], idx)
         # what the caller excludes is excluded inside the sources, so they refill around it
         reqs = self._requests(batch.users, seqs, [np.union1d(s, extra) for s in seen])
-        mask = self.facts.mask(filters, self.features.timeline.now if at is None else at)
+        when = self.features.timeline.now if at is None else at
+        mask = self.facts.mask(filters, when if available_at is None else available_at)
         if allowed is not None:
             mask = allowed if mask is None else (mask & allowed)
         for req in reqs:

@@ -44,6 +44,7 @@ class Bundle:
     path: str
     asker: Any = None
     sample: Any = None  # catalogue rows new items are compared with
+    edges: Any = None  # the items' availability windows' edges, sorted (availability_epoch)
 
     @property
     def label(self) -> str:
@@ -148,8 +149,13 @@ def stored_list(raw: Any) -> list[str]:
         return []
 
 
-def _passes(row: dict[str, Any], flt: Any) -> bool:
-    """Whether a new item's catalogue row passes an ItemFilter's categories and languages."""
+def _passes(row: dict[str, Any], flt: Any, now: float | None = None) -> bool:
+    """Whether a new item's catalogue row is available at ``now`` (default: the clock) and
+    passes an ItemFilter's categories and languages."""
+    now = time.time() if now is None else now
+    start, end = row.get("available_from"), row.get("available_until")
+    if (start is not None and start > now) or (end is not None and end < now):
+        return False
     if flt is None:
         return True
     cats = getattr(flt, "categories", None)
@@ -693,11 +699,13 @@ class ServiceState:
         items, then cut to the request), when nothing has made it stale: made by the served
         bundle in this language and long enough; no event of the user since training, no
         erasure, no new item (those pages mix new items in); deleted items left out."""
+        facts = getattr(b.model, "facts", None)
         if (
             user in self.erased
             or user in self.live.positive
             or user in self.live.negative
             or len(self.new_items)
+            or (facts is not None and facts.windowed)  # what is available changes with time
         ):
             return None
         from avrec.pipeline.precompute import PAGE_KIND, page_list
@@ -790,4 +798,23 @@ class ServiceState:
         b = self.bundle
         live = (len(self.live.positive.get(user, ())), len(self.live.negative.get(user, ())))
         return (b.label if b else "", self.version, len(self.new_items.vectors), user, live,
-                *params)  # fmt: skip
+                self.availability_epoch(b), *params)  # fmt: skip
+
+    def availability_epoch(self, b: Bundle | None) -> int:
+        """How many availability windows of the bundle's items have opened or closed by now:
+        a cached page is stale the moment one does (an item that ends leaves it at once)."""
+        now = time.time()
+        new = 0  # items created since the bundle, with their own windows
+        for row in list(self.new_items.rows.values()):
+            for key in ("available_from", "available_until"):
+                edge = row.get(key)
+                new += edge is not None and edge <= now
+        facts = getattr(b.model, "facts", None) if b is not None else None
+        if facts is None or not facts.windowed:
+            return new
+        edges = getattr(b, "edges", None)
+        if edges is None:
+            both = np.concatenate([facts.available_from, facts.available_until])
+            edges = np.sort(both[np.isfinite(both)])
+            b.edges = edges
+        return new + int(np.searchsorted(edges, now, side="right"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -43,7 +44,7 @@ def search(
     idx = _search_index(b)
     q, truncated = clip_query(q)
     m = b.model
-    allowed = m.facts.mask(_filters(_split(category), _split(language)), m.features.timeline.now)
+    allowed = m.facts.mask(_filters(_split(category), _split(language)), time.time())
     gone = m.items.index(sorted(st.deleted), missing="ignore") if st.deleted else []
     hits = idx.search(q, k=k, allowed=allowed, mode=mode, exclude=[i for i in gone if i >= 0])
     ids = m.items.lookup([h.item for h in hits])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 import uuid
 from typing import Any, Literal
@@ -95,6 +96,7 @@ def recommend_for(
             lang=lang,
             session_items=[history] if history else None,
             filters=flt,
+            available_at=time.time(),  # the windows now, not at the newest event trained on
         )[0]
     else:
         if not flt.empty:
