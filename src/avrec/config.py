@@ -251,6 +251,18 @@ class OnlineConfig(BaseModel):
     completion_at: float = Field(
         0.9, gt=0, le=1, description="a play whose value (completion) reaches this completes"
     )
+    explore_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="how often a user's first page shows, at explore_slot, an item drawn from "
+        "the fresh and cold ones (logged with its propensity); 0: never",
+    )
+    explore_slot: int = Field(2, ge=0, description="the exploring position (0: the first)")
+    fresh_days: float = Field(7.0, gt=0, description="an item created this recently is fresh")
+    cold_impressions: int = Field(
+        20, ge=1, description="an item shown fewer times than this (in 30 days) is cold"
+    )
 
 
 class WorkspaceConfig(BaseModel):

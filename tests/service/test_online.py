@@ -98,3 +98,32 @@ def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
         assert after.json()["variant"] is None
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
+    with open(fresh_ws / "avrec.toml", "a") as f:
+        f.write("\n[online]\nflush_s = 300\nexplore_rate = 1.0\nexplore_slot = 1\n")
+    srv = start(fresh_ws)
+    try:
+        item = {"item_id": "brand-new", "title": "Brand new song", "categories": ["jazz"]}
+        assert srv.client(ADMIN).post("/v1/items", json=item).status_code in (200, 201)
+        r = srv.client(READ).get("/v1/users/u0/recommendations", params={"k": 4}).json()
+        slot = r["items"][1]
+        assert slot["sources"] == ["explore"] and slot["reasons"][0]["kind"] == "explore"
+        got = srv.client(ADMIN).get("/v1/metrics/online").json()  # stores the journal
+        assert got["rows"][0]["impressions"] == 4
+        s = open_store(f"sqlite:///{fresh_ws / 'avrec.db'}")
+        try:
+            shown = s.impressions().sort("position")
+        finally:
+            s.close()
+        props = shown["propensity"].to_list()
+        assert props[0] == props[2] == props[3] == 1.0
+        assert 0 < props[1] < 1  # rate / the pool's size (every song is cold here)
+        assert shown["item_id"].to_list()[1] == slot["item_id"]
+        page2 = srv.client(READ).get("/v1/users/u0/recommendations",
+                                     params={"k": 4, "offset": 4}).json()  # fmt: skip
+        assert all(x["sources"] != ["explore"] for x in page2["items"])  # first pages only
+    finally:
+        srv.stop()

@@ -341,6 +341,9 @@ class ServiceState:
         self.version = 0  # changes applied: part of every cached page's key
         self.pages = PageCache(cache_s)
         self.writer = EventWriter(self)
+        self._pool: list[str] = []
+        self._pool_at = -1e9
+        self._explore_rng = np.random.default_rng()
         self._experiments: list[Any] = []
         self._experiments_at = -1e9
         self.arm_bundles: dict[int, Bundle] = {}  # pipeline versions served to an arm
@@ -603,13 +606,41 @@ class ServiceState:
     def shown(
         self, request: Any, surface: str, items: list[str], user_id: str | None,
         model_version: str | None, offset: int = 0, variant: str | None = None,
+        propensities: list[float] | None = None,
     ) -> None:  # fmt: skip
         """Log a served list as impressions (when ``[online] impressions`` is on)."""
         if self.impressions is None or not items:
             return
         rid = request.scope.get("state", {}).get("request_id") or ""
-        self.impressions.log(rid, surface, items, user_id, model_version, offset, variant)
+        self.impressions.log(rid, surface, items, user_id, model_version, offset, variant,
+                             propensities)  # fmt: skip
         IMPRESSIONS.labels(surface=surface).inc(len(items))
+
+    def explore_pool(self) -> list[str]:
+        """The items exploration draws from: fresh (created in the last ``fresh_days``, or
+        through the API since the bundle) and cold (fewer than ``cold_impressions``
+        impressions in 30 days); available now, not deleted. Read again every minute."""
+        now = time.time()
+        if now - self._pool_at < 60.0:
+            return self._pool
+        cfg = self.ws.config.online
+        with self.lock:
+            items = self.store.items(include_placeholders=False)
+            shown = self.store.impressions(now - 30 * 86400.0, now + 1.0)
+        counts = dict(shown.group_by("item_id").len().iter_rows()) if shown.height else {}
+        fresh_since = now - cfg.fresh_days * 86400.0
+        pool = []
+        for row in items.select("item_id", "created_at", "available_from",
+                                "available_until").to_dicts():  # fmt: skip
+            if row["item_id"] in self.deleted or not _passes(row, None, now):
+                continue
+            fresh = row["created_at"] is not None and row["created_at"] >= fresh_since
+            if fresh or counts.get(row["item_id"], 0) < cfg.cold_impressions:
+                pool.append(row["item_id"])
+        pool += [i for i, r in self.new_items.rows.items() if _passes(r, None, now)]
+        self._pool = sorted(set(pool))
+        self._pool_at = now
+        return self._pool
 
     # -- experiments ----------------------------------------------------------------------------
     def experiments(self) -> list[Any]:

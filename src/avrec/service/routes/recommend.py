@@ -151,10 +151,8 @@ def user_recommendations(
                       variant, b.label)  # fmt: skip
     hit = st.pages.get(key)
     PAGES.labels(cache="hit" if hit is not None else "miss").inc()
-    if hit is not None:  # shown again: impressions again
-        st.shown(request, "recommendations", [x.item_id for x in hit.items], user_id,
-                 hit.model_version, offset, variant)  # fmt: skip
-        return hit
+    if hit is not None:  # shown again: impressions again (and a new draw of the slot)
+        return _explored(request, st, hit, user_id, offset, variant)
     personal = st.personalises(user_id)  # without consent: what an anonymous visitor gets
     pre = None
     if personal and arm is None and not (exclude or category or language or diversity):
@@ -176,9 +174,41 @@ def user_recommendations(
         personalised=personal,
         variant=variant,
     )
-    st.pages.put(key, out)
-    st.shown(request, "recommendations", list(lst.ids), user_id, b.label, offset, variant)
-    return out
+    st.pages.put(key, out)  # the pipeline's page; exploration draws at every showing
+    return _explored(request, st, out, user_id, offset, variant)
+
+
+def _explored(
+    request: Request, st: ServiceState, page: RecommendationResponse, user_id: str,
+    offset: int, variant: str | None,
+) -> RecommendationResponse:  # fmt: skip
+    """The page as shown: on a first page, with ``[online] explore_rate``, the slot may
+    show an item from the exploration pool instead; logged with every item's propensity."""
+    from avrec.online.explore import SlotPolicy
+
+    cfg = st.ws.config.online
+    ids = [x.item_id for x in page.items]
+    props = None
+    if cfg.explore_rate > 0 and offset == 0 and st.personalises(user_id):
+        policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st._explore_rng)
+        shown, props = policy.apply(ids, st.explore_pool())
+        if shown != ids:
+            new = shown[cfg.explore_slot]
+            row = st.item_rows([new]).get(new, {})
+            items = list(page.items)
+            items[cfg.explore_slot] = RecommendedItem(
+                item_id=new, score=0.0, title=row.get("title") or "",
+                image=cover_url(new, row.get("image")),
+                tags=[*stored_list(row.get("tags")), *stored_list(row.get("categories"))][:8],
+                reasons=[{"kind": "explore", "value": "new"}],
+                explanation="New here: shown to find out who likes it",
+                sources=["explore"],
+            )  # fmt: skip
+            page = page.model_copy(update={"items": items})
+            ids = shown
+    st.shown(request, "recommendations", ids, user_id, page.model_version, offset, variant,
+             props)  # fmt: skip
+    return page
 
 
 @router.post(
