@@ -263,6 +263,29 @@ class OnlineConfig(BaseModel):
     cold_impressions: int = Field(
         20, ge=1, description="an item shown fewer times than this (in 30 days) is cold"
     )
+    live_category: str = Field("live", min_length=1, description="the category of live rooms")
+    live_window_s: float = Field(
+        600.0, gt=0, description="a room's engagement counts its events of these last seconds"
+    )
+    live_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "join": 1.0,
+            "chat": 1.0,
+            "like": 2.0,
+            "gift": 5.0,
+            "play": 1.0,
+        },  # fmt: skip
+        description="engagement per event type (declare join, chat, gift in [events] custom_types)",
+    )
+    live_slots: int = Field(
+        1, ge=0, description="rooms live now put first on a user's first page (0: none)"
+    )
+    host_weight: float = Field(
+        1.0,
+        ge=0,
+        description="a room's score: log(1 + engagement) + host_weight * the user's liked "
+        "items of the room's host",
+    )
 
 
 class WorkspaceConfig(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
@@ -157,6 +157,15 @@ class EventsResult(BaseModel):
     results: list[EventResult]
 
 
+class PersonIn(BaseModel):
+    """A person credited on an item (a live room's host, a film's director ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=500)
+    role: Literal["actor", "director", "writer", "artist", "creator", "host", "guest",
+                  "composer"] = "creator"  # fmt: skip
+
+
 class ItemPatch(BaseModel):
     """What an update changes (the fields it sends)."""
 
@@ -174,6 +183,13 @@ class ItemPatch(BaseModel):
     image: str | None = Field(None, max_length=2048, description="cover URL or media path")
     video: str | None = Field(None, max_length=2048)
     audio: str | None = Field(None, max_length=2048)
+    people: list[PersonIn] | None = Field(None, max_length=200)
+    available_from: float | None = Field(
+        None, ge=0, description="unix seconds: not recommended before (a live room's start)"
+    )
+    available_until: float | None = Field(
+        None, ge=0, description="unix seconds: never recommended after (a live room's end)"
+    )
 
 
 class ItemIn(ItemPatch):
@@ -209,6 +225,9 @@ class ItemOut(BaseModel):
     image: str | None = None
     video: str | None = None
     audio: str | None = None
+    people: list[dict[str, Any]] = Field(default_factory=list)
+    available_from: float | None = None
+    available_until: float | None = None
     in_model: bool = Field(False, description="the served bundle was trained with it")
 
 

@@ -341,13 +341,16 @@ class ServiceState:
         self.version = 0  # changes applied: part of every cached page's key
         self.pages = PageCache(cache_s)
         self.writer = EventWriter(self)
+        from avrec.online.live import Engagement
+
+        online = workspace.config.online
+        self.engagement = Engagement(online.live_weights, online.live_window_s)
         self._pool: list[str] = []
         self._pool_at = -1e9
         self._explore_rng = np.random.default_rng()
         self._experiments: list[Any] = []
         self._experiments_at = -1e9
         self.arm_bundles: dict[int, Bundle] = {}  # pipeline versions served to an arm
-        online = workspace.config.online
         self.impressions = None  # what each served list showed (avrec.online)
         if online.impressions:
             from avrec.online.impressions import ImpressionLog
@@ -593,6 +596,85 @@ class ServiceState:
         if rows:
             self._event_cursor = rows[-1][0]
             self.live.add(rows)
+            self.engagement.add(rows)
+
+    # -- live rooms -----------------------------------------------------------------------------
+    def rooms(self, b: Bundle) -> dict[str, dict[str, Any]]:
+        """The rooms live now: the bundle's items of ``live_category`` and those created
+        since, whose window contains the clock (catalogue rows, kept until a change)."""
+        from avrec.online.live import is_room
+
+        cfg = self.ws.config.online
+        now = time.time()
+        facts = getattr(b.model, "facts", None)
+        ids: list[str] = []
+        if facts is not None:
+            idx = facts.by_label.get(cfg.live_category.lower())
+            if idx is not None and len(idx):
+                ids = b.model.items.lookup(list(idx))
+        rows = self.item_rows([i for i in ids if i not in self.deleted])
+        rows.update({i: r for i, r in self.new_items.rows.items() if i not in self.deleted})
+        return {i: r for i, r in rows.items() if is_room(r, cfg.live_category, now)}
+
+    def liked_hosts(self, b: Bundle, user: str | None, history: list[str]) -> dict[str, int]:
+        """How many of the user's positive items each host hosts (their last 50)."""
+        from avrec.online.live import hosts
+
+        past: list[str] = []
+        m = b.model
+        if user is not None and m.users.index([user], missing="ignore")[0] >= 0:
+            seen = m.user_batch([user]).sequence_list()[0]
+            past = m.items.lookup(list(seen[-50:]))
+        out: dict[str, int] = {}
+        for row in self.item_rows([*past, *history][-50:]).values():
+            for h in hosts(row):
+                out[h] = out.get(h, 0) + 1
+        return out
+
+    def mix_live(
+        self, b: Bundle, lst: Any, user: str | None, history: list[str], k: int,
+        exclude: set[str], flt: Any, lang: str = "en",
+    ) -> Any:  # fmt: skip
+        """``lst`` led by the best ``live_slots`` rooms live now (not excluded, passing the
+        filter), the rest moved down and cut to ``k``."""
+        from avrec.online.live import rank_rooms
+
+        cfg = self.ws.config.online
+        if cfg.live_slots <= 0 or not k:
+            return lst
+        rooms = {i: r for i, r in self.rooms(b).items()
+                 if i not in exclude and _passes(r, flt)}  # fmt: skip
+        if not rooms:
+            return lst
+        ranked = rank_rooms(rooms, self.engagement, time.time(),
+                            self.liked_hosts(b, user, history), cfg.host_weight)  # fmt: skip
+        picked = ranked[: cfg.live_slots]
+        taken = {i for i, *_ in picked}
+        keep = [j for j, i in enumerate(lst.ids) if i not in taken][: max(0, k - len(picked))]
+        text = {"en": "Live now: {n:g} in the last {m:g} minutes",
+                "zh": "正在直播：最近 {m:g} 分钟 {n:g} 次互动"}.get(lang, "Live now")  # fmt: skip
+        explanations = [
+            {"reasons": [{"kind": "live", "value": e}],
+             "text": text.format(n=e, m=cfg.live_window_s / 60)}
+            for _, _, e, _ in picked
+        ]  # fmt: skip
+        ids = [i for i, *_ in picked] + [lst.ids[j] for j in keep]
+        scores = np.concatenate([np.asarray([s for _, s, _, _ in picked], np.float32),
+                                 np.asarray(lst.scores, np.float32)[keep]])  # fmt: skip
+        fields = {}
+        for name, values in lst.fields.items():
+            head = (
+                explanations
+                if name == "explanation"
+                else ([["live"]] * len(picked) if name == "sources" else [None] * len(picked))
+            )
+            fields[name] = head + [values[j] for j in keep]
+        if "explanation" not in fields:
+            fields["explanation"] = explanations + [None] * len(keep)
+        if "sources" not in fields:
+            fields["sources"] = [["live"]] * len(picked) + [None] * len(keep)
+        lst.ids, lst.scores, lst.fields = ids, scores, fields
+        return lst
 
     def _store_turn(self) -> Any:
         """The process's lock and the workspace's write turn, together."""

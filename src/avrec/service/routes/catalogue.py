@@ -62,7 +62,7 @@ def _check_media(st: ServiceState, item: ItemIn) -> None:
 def _row(item: ItemIn, base: dict[str, Any] | None = None) -> dict[str, Any]:
     row = dict(base or {})
     for k, v in item.model_dump(exclude_unset=True).items():
-        row[k] = json.dumps(v, ensure_ascii=False) if k in ("tags", "categories") else v
+        row[k] = json.dumps(v, ensure_ascii=False) if k in ("tags", "categories", "people") else v
     row["item_id"] = item.item_id
     return row
 
@@ -87,13 +87,24 @@ def _public_url(ref: str | None) -> str | None:
     return None
 
 
+def _people(raw: Any) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    try:
+        got = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return []
+    return [p for p in got if isinstance(p, dict)] if isinstance(got, list) else []
+
+
 def _out(st: ServiceState, row: dict[str, Any]) -> ItemOut:
     b = st.bundle
     known = b is not None and b.model.items.index([row["item_id"]], missing="ignore")[0] >= 0
     media = ("image", "video", "audio")
     return ItemOut(
         **{k: row.get(k) for k in ItemOut.model_fields
-           if k not in ("tags", "categories", "in_model", *media)},
+           if k not in ("tags", "categories", "people", "in_model", *media)},
+        people=_people(row.get("people")),
         tags=stored_list(row.get("tags")),
         categories=stored_list(row.get("categories")),
         image=cover_url(row["item_id"], row.get("image")),

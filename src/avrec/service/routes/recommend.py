@@ -7,6 +7,7 @@ import urllib.parse
 import uuid
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from avrec.service.deps import ApiError, act_for, bundle, require, service_state
@@ -110,6 +111,9 @@ def recommend_for(
             seen = m.user_batch([asked]).sequence_list()[0]
             past = m.items.lookup(list(seen[-50:]))
         lst = st.mix_new(b, lst, [*past, *history], k, set(ex) | set(history), flt, lang)
+    if offset == 0:  # rooms live now lead the first page
+        lst = st.mix_live(b, lst, asked if user is not None else None, history, k,
+                          set(ex) | set(history), flt, lang)  # fmt: skip
     return lst, fallback
 
 
@@ -266,3 +270,44 @@ def similar(
     lst.fields = {}
     st.shown(request, "similar", list(lst.ids), None, b.label)
     return RecommendationResponse(items=present(st, b, lst, False), model_version=b.label)
+
+
+@router.get("/live", response_model=RecommendationResponse, summary="Rooms live now")
+def live_rooms(
+    request: Request,
+    k: int = Query(10, ge=1, le=200),
+    user_id: str | None = Query(None, min_length=1, max_length=256, description="for affinity"),
+    lang: Literal["en", "zh"] = Query("en"),
+    st: ServiceState = Depends(service_state),
+    b: Bundle = Depends(bundle),
+    who: Principal = Depends(require("read", users=True)),
+) -> RecommendationResponse:
+    """The rooms live now (``[online] live_category`` inside their availability window),
+    ranked by their engagement over the last ``live_window_s`` seconds, lifted by the user's
+    liking of each room's host."""
+    from avrec.models.base import ItemList
+    from avrec.online.live import rank_rooms
+
+    if user_id is not None:
+        act_for(who, user_id)
+    user = who.user if who.is_user else user_id
+    if user is not None and not st.personalises(user):
+        user = None
+    cfg = st.ws.config.online
+    rooms = {i: r for i, r in st.rooms(b).items() if i not in st.excluded_items(user)}
+    liked = st.liked_hosts(b, st.request_user(user) if user else None,
+                           st.live.positive.get(user, []) if user else [])  # fmt: skip
+    ranked = rank_rooms(rooms, st.engagement, time.time(), liked, cfg.host_weight)[:k]
+    text = "Live now: {n:g} in the last {m:g} minutes" if lang == "en" else "正在直播"
+    lst = ItemList(
+        [i for i, *_ in ranked],
+        np.asarray([s for _, s, _, _ in ranked], np.float32),
+        {"explanation": [{"reasons": [{"kind": "live", "value": e}],
+                          "text": text.format(n=e, m=cfg.live_window_s / 60)}
+                         for _, _, e, _ in ranked],
+         "sources": [["live"]] * len(ranked)},
+    )  # fmt: skip
+    st.shown(request, "live", list(lst.ids), user, b.label)
+    return RecommendationResponse(
+        user_id=user, items=present(st, b, lst, True), model_version=b.label
+    )
