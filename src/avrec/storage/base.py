@@ -453,16 +453,48 @@ class Store(abc.ABC):
     ) -> pl.DataFrame:
         """Impressions shown in ``[since, until)`` (of one user), in time order."""
 
-    @abc.abstractmethod
+    #: the SQL dialect of the shared queries below: a parameter, a LIKE's percent sign, and
+    #: the ``request_id`` of an event's JSON ``context``
+    _param = "?"
+    _percent = "%"
+    _request_id_sql = "json_extract(context, '$.request_id')"
+
+    def _frame(self, sql: str, schema: dict[str, Any], params: Any = ()) -> pl.DataFrame:
+        raise NotImplementedError
+
     def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
         """The events attributed to the impressions shown in ``[since, until)``
         (``OUTCOME_SCHEMA``): the same user's events of the same item within ``window_s``
         seconds after it, and events that echo its ``request_id`` (in their ``context``) for
         the same item, an anonymous session's included; each pair once."""
+        p, pct = self._param, self._percent
+        until = min(float(until), 1e300)
+        head = "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
+        by_user = self._frame(
+            head + "FROM impressions i JOIN users u ON u.user_id = i.user_id "
+            "JOIN items it ON it.item_id = i.item_id "
+            "JOIN events e ON e.user_idx = u.idx AND e.item_idx = it.idx "
+            f"AND e.ts >= i.ts AND e.ts <= i.ts + {p} WHERE i.ts >= {p} AND i.ts < {p}",
+            OUTCOME_SCHEMA, (float(window_s), float(since), until),
+        )  # fmt: skip
+        echoed = self._frame(
+            head + "FROM (SELECT id, item_idx, type, value, "
+            f"{self._request_id_sql} AS rid FROM events "
+            f"WHERE context LIKE '{pct}request_id{pct}' AND ts >= {p}) e "
+            "JOIN items it ON it.idx = e.item_idx "
+            "JOIN impressions i ON i.request_id = e.rid AND i.item_id = it.item_id "
+            f"WHERE i.ts >= {p} AND i.ts < {p}",
+            OUTCOME_SCHEMA, (float(since), float(since), until),
+        )  # fmt: skip
+        return pl.concat([by_user, echoed]).unique(["request_id", "position", "event_id"])
 
-    @abc.abstractmethod
     def item_user_counts(self) -> pl.DataFrame:
         """``item_id, users``: how many users have events of each item."""
+        return self._frame(
+            "SELECT it.item_id, count(DISTINCT e.user_idx) AS users FROM events e "
+            "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
+            {"item_id": pl.String, "users": pl.Int64},
+        )
 
     # -- several processes on several machines ------------------------------------------------
     #: whether processes on other machines may share this store (a database server): the

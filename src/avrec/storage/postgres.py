@@ -44,7 +44,6 @@ from avrec.storage.base import (
     EVENT_SQL,
     IMPRESSION_SCHEMA,
     ITEM_FIELDS,
-    OUTCOME_SCHEMA,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -235,6 +234,10 @@ class PostgresStore(Store):
             saying so every few seconds; 0 (the CLI's default): fail at once. A password or
             database that is wrong fails at once either way.
     """
+
+    _param = "%s"
+    _percent = "%%"
+    _request_id_sql = "context::jsonb ->> 'request_id'"
 
     shared = True
 
@@ -647,34 +650,6 @@ class PostgresStore(Store):
             f"SELECT {cols} FROM impressions WHERE {where} ORDER BY ts, request_id, position",
             IMPRESSION_SCHEMA, tuple(params),
         )  # fmt: skip
-
-    def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
-        until = min(float(until), 1e300)
-        by_user = self._frame(
-            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
-            "FROM impressions i JOIN users u ON u.user_id = i.user_id "
-            "JOIN items it ON it.item_id = i.item_id "
-            "JOIN events e ON e.user_idx = u.idx AND e.item_idx = it.idx "
-            "AND e.ts >= i.ts AND e.ts <= i.ts + %s WHERE i.ts >= %s AND i.ts < %s",
-            OUTCOME_SCHEMA, (float(window_s), float(since), until),
-        )  # fmt: skip
-        echoed = self._frame(
-            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
-            "FROM (SELECT id, item_idx, type, value, context::jsonb ->> 'request_id' AS rid "
-            "FROM events WHERE context LIKE '%%request_id%%' AND ts >= %s) e "
-            "JOIN items it ON it.idx = e.item_idx "
-            "JOIN impressions i ON i.request_id = e.rid AND i.item_id = it.item_id "
-            "WHERE i.ts >= %s AND i.ts < %s",
-            OUTCOME_SCHEMA, (float(since), float(since), until),
-        )  # fmt: skip
-        return pl.concat([by_user, echoed]).unique(["request_id", "position", "event_id"])
-
-    def item_user_counts(self) -> pl.DataFrame:
-        return self._frame(
-            "SELECT it.item_id, count(DISTINCT e.user_idx) AS users FROM events e "
-            "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
-            {"item_id": pl.String, "users": pl.Int64},
-        )
 
     def _stage(self, conn: Any, table: str, rows: int) -> None:
         """An empty staging ``table`` on ``conn``: made once per connection; emptied here

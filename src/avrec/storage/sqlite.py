@@ -25,7 +25,6 @@ from avrec.storage.base import (
     EVENT_SQL,
     IMPRESSION_SCHEMA,
     ITEM_FIELDS,
-    OUTCOME_SCHEMA,
     EventWriteResult,
     IngestRecord,
     ModelRecord,
@@ -830,33 +829,6 @@ class SQLiteStore(Store):
             f"SELECT {cols} FROM impressions WHERE {where} ORDER BY ts, request_id, position",
             IMPRESSION_SCHEMA, tuple(params),
         )  # fmt: skip
-
-    def impression_outcomes(self, since: float, until: float, window_s: float) -> pl.DataFrame:
-        until = min(float(until), 1e300)
-        by_user = self._frame(
-            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
-            "FROM impressions i JOIN users u ON u.user_id = i.user_id "
-            "JOIN items it ON it.item_id = i.item_id "
-            "JOIN events e ON e.user_idx = u.idx AND e.item_idx = it.idx "
-            "AND e.ts >= i.ts AND e.ts <= i.ts + ? WHERE i.ts >= ? AND i.ts < ?",
-            OUTCOME_SCHEMA, (float(window_s), float(since), until),
-        )  # fmt: skip
-        echoed = self._frame(
-            "SELECT i.request_id, i.position, e.id AS event_id, e.type AS event, e.value "
-            "FROM events e JOIN items it ON it.idx = e.item_idx "
-            "JOIN impressions i ON i.request_id = json_extract(e.context, '$.request_id') "
-            "AND i.item_id = it.item_id "
-            "WHERE e.context LIKE '%request_id%' AND e.ts >= ? AND i.ts >= ? AND i.ts < ?",
-            OUTCOME_SCHEMA, (float(since), float(since), until),
-        )  # fmt: skip
-        return pl.concat([by_user, echoed]).unique(["request_id", "position", "event_id"])
-
-    def item_user_counts(self) -> pl.DataFrame:
-        return self._frame(
-            "SELECT it.item_id, count(DISTINCT e.user_idx) AS users FROM events e "
-            "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
-            {"item_id": pl.String, "users": pl.Int64},
-        )
 
     def integrity_check(self) -> str:
         """SQLite's own consistency check; ``"ok"`` when the file is sound."""
