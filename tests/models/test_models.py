@@ -71,7 +71,7 @@ def test_registry():
     assert isinstance(create_model("ease", l2=1.0), EASE)
     with pytest.raises(
         ConfigError,
-        match="known: als, bpr, content, ease, itemknn, markov, mf, pipeline, pop, sasrec",
+        match="known: als, bpr, content, ease, fedmf, itemknn, markov, mf, pipeline, pop, sasrec",
     ):
         create_model("svd")
     with pytest.raises(ConfigError):

@@ -38,14 +38,15 @@ def _held_out_rank(srv: Server) -> float:
 
 
 @pytest.mark.slow
-def test_after_erasure_and_retraining_the_models_hold_no_trace(trained, tmp_path):
-    never = start(trained)  # the song workspace without those users
+def test_after_erasure_and_retraining_the_models_hold_no_trace(fresh_ws, tmp_path):
+    never = start(fresh_ws)  # (a copy of) the song workspace without those users
     try:
         rank_never = _held_out_rank(never)
     finally:
         never.stop()
 
-    ws = song_workspace(tmp_path, extra_events=SIGNATURE)
+    (tmp_path / "signature").mkdir()
+    ws = song_workspace(tmp_path / "signature", extra_events=SIGNATURE)
     srv = start(ws, {"AVREC_RETRAIN_ON_ERASURE": "1", "AVREC_REFRESH_S": "0.5"})
     try:
         rank_seen = _held_out_rank(srv)

@@ -115,7 +115,7 @@ def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
         assert got["rows"][0]["impressions"] == 4
         s = open_store(f"sqlite:///{fresh_ws / 'avrec.db'}")
         try:
-            shown = s.impressions().sort("position")
+            shown = s.impressions(user_id="u0").sort("position")
         finally:
             s.close()
         props = shown["propensity"].to_list()
