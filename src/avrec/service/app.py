@@ -231,6 +231,8 @@ def create_app(settings: ServiceSettings | None = None, state: Any = None) -> Fa
         yield
         if state.impressions is not None:  # what is still in the journal goes to the store
             state.impressions.close()
+            if state.impressions.store is not state.store:  # its own connection
+                state.impressions.store.close()
 
     app = FastAPI(
         lifespan=lifespan,

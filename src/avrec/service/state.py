@@ -355,8 +355,18 @@ class ServiceState:
         if online.impressions:
             from avrec.online.impressions import ImpressionLog
 
+            # a connection of their own, so that storing them never holds the lock requests
+            # read through (a database store's pool serves threads as it is); a process
+            # killed before they are stored still has them in its journal, so their commit
+            # needs no fsync of its own
+            store = self.store
+            if not store.shared:
+                from avrec.storage import open_store
+
+                store = open_store(self.store.url)
+                store.set_durable(False)
             self.impressions = ImpressionLog(
-                workspace.root / "spool" / "impressions", self.store, self._store_turn,
+                workspace.root / "spool" / "impressions", store, self.write_turn,
                 online.flush_s,
             )  # fmt: skip
         self._rows = PageCache(300.0, 100_000)  # catalogue rows for display
@@ -675,15 +685,6 @@ class ServiceState:
             fields["sources"] = [["live"]] * len(picked) + [None] * len(keep)
         lst.ids, lst.scores, lst.fields = ids, scores, fields
         return lst
-
-    def _store_turn(self) -> Any:
-        """The process's lock and the workspace's write turn, together."""
-        import contextlib
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.lock)
-        stack.enter_context(self.write_turn())
-        return stack
 
     def shown(
         self, request: Any, surface: str, items: list[str], user_id: str | None,
