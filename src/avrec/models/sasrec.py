@@ -13,7 +13,10 @@ one. Details chosen for speed and accuracy on a CPU:
 - CPU threads set from the machine's cores;
 - ``engine="ray"``: data-parallel on a Ray cluster with Ray Train (``TorchTrainer``, one
   process per worker, gradients averaged by PyTorch DDP over gloo); every step splits the same
-  global batch across the workers, so the model sees what one process would.
+  global batch across the workers, so the model sees what one process would;
+- ``dp_epsilon``: user-level differentially private training instead (DP-SGD with per-user
+  clipping, a fixed number of epochs; :mod:`avrec.privacy.dpsgd`), the accounting in the
+  manifest's ``privacy``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,20 @@ class SASRecConfig(ModelConfig):
         None, gt=0, description="Ray Train workers (default: one per CPU of the cluster)"
     )
     seed: int = 0
+    dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="user-level (epsilon, dp_delta)-differential privacy for the learned "
+        "weights: DP-SGD with per-user clipping over one row per user, dp_epochs fixed "
+        "epochs, no early stopping (avrec.privacy.dpsgd); needs engine='local', loss='ce', "
+        "no side_features; None: no DP",
+    )
+    dp_delta: float = Field(1e-6, gt=0, lt=1, description="the delta of dp_epsilon")
+    dp_clip: float = Field(1.0, gt=0, description="the bound on one user's gradient (L2)")
+    dp_epochs: int = Field(10, gt=0, description="epochs under DP (fixed; no early stopping)")
+    dp_physical_batch: int = Field(
+        32, gt=0, description="most users per forward pass under DP (memory, not privacy)"
+    )
 
 
 def _windows(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
@@ -189,6 +206,9 @@ class SASRec(Recommender):
         n_items = dataset.n_items
         ptr = dataset.sequence_indptr
         seqs = [dataset.item_index[ptr[u] : ptr[u + 1]] for u in range(dataset.n_users)]
+        if c.dp_epsilon is not None:
+            self._fit_private(seqs, n_items)
+            return
         windows = _windows(seqs, c.max_len)
         self.features_ = None
         if c.side_features is not None:
@@ -220,6 +240,18 @@ class SASRec(Recommender):
         self.net.eval()
         self.train_seconds_ = time.perf_counter() - start
         self.best_valid_ndcg_ = best if best >= 0 else None
+
+    def _fit_private(self, seqs: list[np.ndarray], n_items: int) -> None:
+        """DP-SGD (avrec.privacy.dpsgd): a fixed number of epochs, no validation, the
+        accounting in ``privacy``."""
+        from avrec.privacy.dpsgd import train_private
+
+        start = time.perf_counter()
+        self.features_ = None
+        self.net, self.privacy = train_private(seqs, n_items, self.config)
+        self.history_ = self.net.history_
+        self.train_seconds_ = time.perf_counter() - start
+        self.best_valid_ndcg_ = None
 
     def _validation_set(self, train: Dataset, valid: Dataset | None, seqs: list[np.ndarray]):
         if valid is None or valid.n_events == 0:
