@@ -68,6 +68,10 @@ def test_the_store_never_holds_a_raw_user_id(tmp_path):
         with srv.client(READ) as c:  # known under the raw id, through its pseudonym
             page = c.get(f"/v1/users/{people[2]}/recommendations", params={"k": 5})
             assert page.status_code == 200 and page.json()["fallback"] is False
+            # a user id in the query string (the live rooms' affinity) is one too; the
+            # list is logged as impressions under whatever id the route saw
+            live = c.get("/v1/live", params={"user_id": people[1]})
+            assert live.status_code == 200 and live.json()["user_id"] != people[1]
         with srv.client(WRITE) as c:
             new = {"user_id": "newcomer@example.org", "item_id": "i3", "event": "play"}
             assert c.post("/v1/events", json=new).status_code in (200, 201)

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import re
+import urllib.parse
 from typing import Any
 
 import polars as pl
@@ -91,8 +92,8 @@ class Pseudonyms:
 
 
 class PseudonymMiddleware:
-    """Pure ASGI: ``/v1/users/{id}/...`` paths and JSON bodies' ``user_id`` fields carry
-    pseudonyms before any route reads them."""
+    """Pure ASGI: ``/v1/users/{id}/...`` paths, JSON bodies' ``user_id`` fields and the
+    query string's ``user_id`` carry pseudonyms before any route reads them."""
 
     def __init__(self, app: Any, pseudonyms: Pseudonyms) -> None:
         self.app, self.p = app, pseudonyms
@@ -107,6 +108,11 @@ class PseudonymMiddleware:
             # pseudonym too, never the raw id
             path = f"{m.group(1)}{self.p(m.group(2))}{m.group(3) or ''}"
             scope["path"], scope["raw_path"] = path, path.encode()
+        query = scope.get("query_string") or b""
+        if b"user_id=" in query:  # a user id in the query string (GET /v1/live) is one too
+            pairs = urllib.parse.parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            pairs = [(k, self.p(v) if k == "user_id" and v else v) for k, v in pairs]
+            scope["query_string"] = urllib.parse.urlencode(pairs).encode("latin-1")
         ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
         if scope.get("method") in ("POST", "PUT", "PATCH") and b"json" in ctype:
             chunks = []
