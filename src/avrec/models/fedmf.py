@@ -20,7 +20,7 @@ from avrec.errors import ConfigError
 from avrec.models.base import ModelConfig, register_model
 from avrec.models.factors import ALS
 
-__all__ = ["FederatedMF", "RoundLog"]
+__all__ = ["FederatedMF"]
 
 #: called after each round with the round's number, the item factors and its log entry
 OnRound = Callable[[int, np.ndarray, dict[str, Any]], None]
@@ -53,9 +53,6 @@ class FederatedMFConfig(ModelConfig):
     seed: int = 0
 
 
-RoundLog = dict[str, Any]
-
-
 @register_model
 class FederatedMF(ALS):
     """Implicit-feedback MF trained federatedly: clients solve their factors, the server
@@ -68,7 +65,7 @@ class FederatedMF(ALS):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.rounds_log: list[RoundLog] = []
+        self.rounds_log: list[dict[str, Any]] = []
         self.on_round: OnRound | None = None
 
     def _fit(self, dataset: Dataset, valid: Dataset | None) -> None:

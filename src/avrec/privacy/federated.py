@@ -65,11 +65,6 @@ class ClientUpdate:
     def arrays(self) -> list[np.ndarray]:
         return [self.grad, self.outer, self.curvature]
 
-    @classmethod
-    def from_arrays(cls, arrays: list[np.ndarray]) -> ClientUpdate:
-        grad, outer, curvature = arrays
-        return cls(grad, outer, curvature)
-
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays())

@@ -739,6 +739,10 @@ class ServiceState:
             self._experiments_at = now
         return self._experiments
 
+    def experiments_changed(self) -> None:
+        """Read the experiments again at the next request (this process: at once)."""
+        self._experiments_at = -1e9
+
     def arm(self, user_id: str, surface: str) -> tuple[str, Any] | None:
         """The running experiment's arm for this user on this surface: its label
         (``experiment:variant``) and the variant."""

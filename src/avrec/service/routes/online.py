@@ -87,7 +87,7 @@ def put_experiment(
         exp.started_at = time.time()
     with st.lock:
         st.store.put_state(EXPERIMENT, name, exp.model_dump())
-    st._experiments_at = -1e9  # this process sees it at once; the others within seconds
+    st.experiments_changed()  # this process sees it at once; the others within seconds
     return exp.model_dump()
 
 
@@ -101,7 +101,7 @@ def stop_experiment(
     exp.stopped_at = time.time()
     with st.lock:
         st.store.put_state(EXPERIMENT, name, exp.model_dump())
-    st._experiments_at = -1e9
+    st.experiments_changed()
     return exp.model_dump()
 
 
