@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from avrec.online.experiments import ExperimentConfig, analyze, assign
+from avrec.online.experiments import (
+    ExperimentConfig,
+    analyze,
+    assign,
+    obf_spent,
+    spending_bounds,
+)
 
 AB = {"name": "exp", "variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}]}
 
@@ -56,6 +62,54 @@ def test_daily_peeking_keeps_the_always_valid_error_rate():
         fp_naive += naive_hit
     assert fp_valid / runs <= 0.08, fp_valid
     assert fp_naive / runs > fp_valid / runs + 0.05  # peeking at a t-test inflates it
+
+
+def test_spending_boundaries_spend_exactly_the_planned_alpha():
+    """Brownian paths with uneven information: the share of paths first crossing at each
+    look is that look's alpha, and all of them together 5%."""
+    rng = np.random.default_rng(2)
+    infos = [1.0, 1.5, 4.0, 4.2, 9.0]
+    fractions = [k / 5 for k in range(1, 6)]
+    c = np.array(spending_bounds(infos, fractions))
+    assert np.all(np.diff(c) < 0.1) and c[0] > 4  # O'Brien-Fleming: strict early, ~2 at the end
+    steps = np.diff(np.concatenate([[0.0], infos]))
+    z = np.cumsum(rng.standard_normal((200_000, 5)) * np.sqrt(steps), axis=1) / np.sqrt(infos)
+    cross = np.abs(z) >= c
+    first = np.where(cross.any(axis=1), cross.argmax(axis=1), -1)
+    assert abs((first >= 0).mean() - 0.05) < 0.003
+    for k in range(5):
+        want = obf_spent(fractions[k]) - (obf_spent(fractions[k - 1]) if k else 0.0)
+        assert abs((first == k).mean() - want) < 0.0015, k
+
+
+def _error_and_power(exp: ExperimentConfig, effect: float, runs: int, seed: int) -> float:
+    """The share of runs found significant at some daily look."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(runs):
+        p, history, hit = {}, {}, False
+        for users in _looks(rng, effect=effect):
+            out = analyze(exp, users, p, history)
+            b = out["arms"]["b"]
+            p = {"b": b["p_always_valid"]}
+            history = {"b": {"info": b["info"], "crossed": b["crossed"]}} if "info" in b else {}
+            hit |= b["significant"]
+        hits += hit
+    return hits / runs
+
+
+def test_planned_looks_hold_the_nominal_error_rate_and_find_more():
+    """Ten daily looks planned: alpha spending's false positives are near the nominal 5%
+    (the mSPRT's, valid for looks without end, far below it), and it finds a small effect
+    in more runs than the mSPRT does."""
+    spending = ExperimentConfig(**AB, sequential="alpha_spending", planned_looks=10)
+    msprt = ExperimentConfig(**AB)
+    fp = _error_and_power(spending, 0.0, 200, seed=3)
+    assert 0.02 <= fp <= 0.08, fp
+    assert fp > _error_and_power(msprt, 0.0, 200, seed=3)
+    assert _error_and_power(spending, 0.01, 60, seed=4) > _error_and_power(msprt, 0.01, 60, seed=4)
+    with pytest.raises(ValueError, match="planned_looks"):
+        ExperimentConfig(**AB, sequential="alpha_spending")
 
 
 def test_a_real_effect_is_found_and_cuped_narrows_it():

@@ -18,6 +18,15 @@ control (the first):
   ``Lambda = sqrt(V / (V + tau^2)) exp(tau^2 d^2 / (2 V (V + tau^2)))`` for the estimate ``d``
   with variance ``V``; the p-value is the smallest ``1 / Lambda`` over every look so far, so
   looking every day does not inflate the false-positive rate;
+- or, when the operator plans the looks (``sequential = "alpha_spending"`` with
+  ``planned_looks``), a **group-sequential test** (Lan and DeMets, 1983, with the O'Brien-
+  Fleming spending function ``alpha(t) = 2 - 2 Phi(z_{alpha/2} / sqrt(t))`` at the calendar
+  fraction ``t = look / planned_looks``): each look gets the boundary that spends exactly
+  the alpha added since the last, given the information (``1 / V``) actually observed at
+  every look so far (the boundaries by numerical integration over the continuation
+  region, Armitage, McPherson and Rowe, 1969). Its false-positive rate is the nominal 5%
+  over the planned looks, where the mSPRT, valid for looks without end, sits well below it
+  (and so needs more users to find an effect);
 - the **sample-ratio check**: a chi-square test of the users per variant against the
   configured shares; a p-value below 0.001 says the assignment or the logging is broken and
   the result should not be trusted.
@@ -32,9 +41,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ExperimentConfig", "Variant", "analyze", "assign", "msprt_p", "results"]
+__all__ = [
+    "ExperimentConfig", "Variant", "analyze", "assign", "msprt_p", "results", "spending_bounds",
+]  # fmt: skip
 
 SRM_ALPHA = 1e-3
+ALPHA = 0.05
 
 
 class Variant(BaseModel):
@@ -64,6 +76,14 @@ class ExperimentConfig(BaseModel):
         0.02, gt=0, description="mSPRT's mixture width, on the scale of the effect (a CTR)"
     )
     pre_days: float = Field(14.0, ge=0, description="CUPED's pre-period")
+    sequential: str = Field(
+        "msprt", pattern="^(msprt|alpha_spending)$",
+        description="msprt: always-valid p-values, any number of looks; alpha_spending: "
+        "O'Brien-Fleming boundaries over planned_looks (the nominal error rate at those looks)",
+    )  # fmt: skip
+    planned_looks: int | None = Field(
+        None, ge=1, le=1000, description="how many looks alpha_spending spreads its alpha over"
+    )
     started_at: float | None = None
     stopped_at: float | None = None
 
@@ -79,6 +99,8 @@ class ExperimentConfig(BaseModel):
         total = sum(v.share for v in self.variants)
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"the variants' shares add up to {total:g}, not 1")
+        if self.sequential == "alpha_spending" and not self.planned_looks:
+            raise ValueError("sequential = alpha_spending needs planned_looks")
         return self
 
     def running(self, now: float) -> bool:
@@ -113,6 +135,69 @@ def msprt_p(effect: float, variance: float, tau: float) -> float:
     return float(min(1.0, math.exp(-log_lambda)))
 
 
+def obf_spent(t: float, alpha: float = ALPHA) -> float:
+    """The alpha spent by calendar fraction ``t`` (Lan-DeMets O'Brien-Fleming, two-sided)."""
+    from scipy import stats
+
+    if t <= 0:
+        return 0.0
+    return float(2.0 - 2.0 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(min(t, 1.0))))
+
+
+def spending_bounds(
+    infos: list[float], fractions: list[float], alpha: float = ALPHA, grid: int = 301
+) -> list[float]:
+    """Two-sided z boundaries ``c_k``: under no effect, the chance that ``|Z_j| < c_j`` at
+    every earlier look and ``|Z_k| >= c_k`` at look ``k`` is ``alpha(t_k) - alpha(t_k-1)``.
+
+    Args:
+        infos: the information (``1 / variance`` of the estimate) at each look, growing.
+        fractions: the calendar fraction ``t`` of each look (``look / planned_looks``).
+
+    The score ``S_k = Z_k sqrt(I_k)`` has independent normal increments of variance
+    ``I_k - I_k-1``; its density over the region not yet stopped is carried from look to
+    look on a grid (Simpson's rule), and each boundary found by root-finding.
+    """
+    from scipy import integrate, optimize, special
+
+    bounds: list[float] = []
+    spent_before = 0.0
+    u = dens = None  # grid and density of S over the continuation region
+    prev_info = 0.0
+    for info, t in zip(infos, fractions, strict=True):
+        info = max(float(info), prev_info * (1 + 1e-9), 1e-300)
+        step = math.sqrt(info - prev_info)
+        spend = max(obf_spent(t, alpha) - spent_before, 0.0)
+        if u is None:  # the first look: S_1 ~ N(0, I_1)
+            c = float(-special.ndtri(spend / 2)) if spend > 0 else math.inf
+            b = c * math.sqrt(info)
+        else:
+
+            def exit_p(b: float, u=u, dens=dens, step=step) -> float:
+                tail = special.ndtr((u - b) / step) + special.ndtr((-b - u) / step)
+                return float(integrate.simpson(dens * tail, x=u))
+
+            hi = 40.0 * math.sqrt(info)
+            if spend <= 0 or exit_p(hi) >= spend:
+                b = math.inf
+            else:
+                b = float(optimize.brentq(lambda x, s=spend: exit_p(x) - s, 1e-9, hi, xtol=1e-9))
+            c = b / math.sqrt(info)
+        bounds.append(c)
+        spent_before += spend
+        # the density of S_k over |S_k| < b_k
+        edge = min(b, 12.0 * math.sqrt(info))
+        new_u = np.linspace(-edge, edge, grid)
+        if u is None:
+            new_dens = np.exp(-0.5 * new_u**2 / info) / math.sqrt(2 * math.pi * info)
+        else:
+            d = (new_u[:, None] - u[None, :]) / step
+            kernel = np.exp(-0.5 * d * d) / (step * math.sqrt(2 * math.pi))
+            new_dens = integrate.simpson(kernel * dens[None, :], x=u, axis=1)
+        u, dens, prev_info = new_u, new_dens, info
+    return bounds
+
+
 def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Difference of means (b - a) and its variance (Welch)."""
     va = a.var(ddof=1) / len(a) if len(a) > 1 else float("inf")
@@ -124,17 +209,22 @@ def analyze(
     exp: ExperimentConfig,
     users: dict[str, tuple[str, float, float]],
     previous_p: dict[str, float] | None = None,
+    history: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The experiment's statistics.
+    """The experiment's statistics at one look.
 
     Args:
         users: ``user_id -> (variant, outcome, pre-period covariate)``.
         previous_p: each arm's always-valid p-value at the last look (the running minimum
             goes on from it).
+        history: each arm's earlier looks for ``alpha_spending``: ``{"info": [1 / V at each
+            look], "crossed": whether a boundary was crossed}``; the arms' entries of the
+            answer carry this look's (``info``, ``crossed``) to record.
     """
     from scipy import stats
 
     previous_p = previous_p or {}
+    history = history or {}
     names = [v.name for v in exp.variants]
     by: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for variant, y, x in users.values():
@@ -174,8 +264,11 @@ def analyze(
                 ci_cuped=[da - z * math.sqrt(vara), da + z * math.sqrt(vara)],
                 variance_reduction=1.0 - vara / var if var > 0 else 0.0,
                 p_always_valid=p,
-                significant=p < 0.05,
+                significant=p < ALPHA,
+                sequential=exp.sequential,
             )
+            if exp.sequential == "alpha_spending" and vara > 0:
+                arm.update(_spending_look(exp, history.get(n, {}), da, vara))
         arms[n] = arm
     return {
         "experiment": exp.name,
@@ -184,6 +277,31 @@ def analyze(
         "srm_p": srm_p,
         "srm": srm_p < SRM_ALPHA,
         "cuped_theta": theta,
+    }
+
+
+def _spending_look(
+    exp: ExperimentConfig, past: dict[str, Any], effect: float, variance: float
+) -> dict[str, Any]:
+    """This look of the group-sequential test: the z of the (CUPED) effect against the
+    boundary that spends this look's share of alpha; once crossed, significant for good."""
+    planned = int(exp.planned_looks or 1)
+    infos = [*past.get("info", []), 1.0 / variance]
+    z = effect / math.sqrt(variance)
+    crossed = bool(past.get("crossed", False))
+    bound = math.inf
+    if len(infos) <= planned:  # past the planned looks no alpha is left to spend
+        fractions = [k / planned for k in range(1, len(infos) + 1)]
+        bound = spending_bounds(infos, fractions)[-1]
+        crossed = crossed or abs(z) >= bound
+    return {
+        "z": z,
+        "boundary": bound if math.isfinite(bound) else None,
+        "look": len(infos),
+        "planned_looks": planned,
+        "info": infos,
+        "crossed": crossed,
+        "significant": crossed,
     }
 
 
@@ -239,13 +357,17 @@ def results(
     """A look at the experiment: its statistics, the always-valid p-values going on from
     the last look's (kept in the store, state ``experiment_looks``). ``record=False`` (a
     dashboard's glance) keeps nothing: its p-values are then at least the recorded ones'
-    running minimum would be, never smaller."""
+    running minimum would be, never smaller; and it is not one of ``alpha_spending``'s
+    planned looks (its boundary is shown, a crossing is not kept)."""
     looks = store.get_state(LOOKS_KIND, exp.name) or {"p": {}, "looks": 0}
-    out = analyze(exp, user_outcomes(store, exp, now, window_s, click_events), looks["p"])
+    out = analyze(exp, user_outcomes(store, exp, now, window_s, click_events), looks["p"],
+                  looks.get("history"))  # fmt: skip
     if record:
         looks = {
             "p": {n: a["p_always_valid"] for n, a in out["arms"].items()
                   if "p_always_valid" in a},
+            "history": {n: {"info": a["info"], "crossed": a["crossed"]}
+                        for n, a in out["arms"].items() if "info" in a},
             "looks": int(looks["looks"]) + 1,
         }  # fmt: skip
         store.put_state(LOOKS_KIND, exp.name, looks)
