@@ -1,10 +1,13 @@
 """Impressions through the real server: every served list is logged, an event that echoes
 the list's request id is attributed to it, the online metrics are the operator's (admin
-scope), and impressions a killed server had not stored yet are stored by the next start."""
+scope), and impressions a killed server had not stored yet are stored by the next start;
+exploration's pool is counted by the store and read again off the request path, and the
+operator's overview lists the rooms live now without reading the catalogue whole."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -127,3 +130,99 @@ def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
         assert all(x["sources"] != ["explore"] for x in page2["items"])  # first pages only
     finally:
         srv.stop()
+
+
+def _whole_catalogue(*_a, **_k):
+    raise AssertionError("the whole catalogue (or 30 days of impressions) was read")
+
+
+def test_the_explore_pool_is_read_in_the_background_one_read_at_a_time(fresh_ws, monkeypatch):
+    """Only the first pool is read on the request's thread; an older one than a minute is
+    served at once while one background read (never two) replaces it; a failed read keeps
+    the last pool. Deleted items are left out and items created since the bundle added."""
+    from avrec.service.state import ServiceState
+    from avrec.workspace import Workspace
+
+    st = ServiceState(Workspace(fresh_ws))
+    try:
+        monkeypatch.setattr(st.store, "items", _whole_catalogue)
+        monkeypatch.setattr(st.store, "impressions", _whole_catalogue)
+        answers = [["a", "gone"], ["a", "b", "gone"], RuntimeError("store restarting")]
+        asked, entered, release = [], threading.Event(), threading.Event()
+
+        def explore_items(now, fresh_since, since, cold_impressions):
+            asked.append(threading.current_thread().name)
+            assert now - since == pytest.approx(30 * 86400.0)
+            assert now - fresh_since == pytest.approx(st.ws.config.online.fresh_days * 86400)
+            assert cold_impressions == st.ws.config.online.cold_impressions
+            if len(asked) > 1:
+                entered.set()
+                assert release.wait(10)
+            out = answers[len(asked) - 1]
+            if isinstance(out, Exception):
+                raise out
+            return out
+
+        monkeypatch.setattr(st.store, "explore_items", explore_items)
+        st.deleted.add("gone")
+        st.new_items.rows["fresh"] = {"available_until": time.time() + 3600}
+        st.new_items.rows["closed"] = {"available_until": time.time() - 1}
+        assert st.explore_pool() == ["a", "fresh"]  # the first: read at once, here
+        assert asked == [threading.current_thread().name]
+        assert st.explore_pool() == ["a", "fresh"] and len(asked) == 1  # a minute not over
+        st._pool_at -= 61.0
+        t = time.perf_counter()
+        assert st.explore_pool() == ["a", "fresh"]  # the last, while the read waits
+        assert entered.wait(10) and asked[1] == "avrec-explore"
+        assert st.explore_pool() == ["a", "fresh"] and len(asked) == 2  # one read at a time
+        assert time.perf_counter() - t < 5.0
+        release.set()
+        deadline = time.time() + 10
+        while time.time() < deadline and st.explore_pool() != ["a", "b", "fresh"]:
+            time.sleep(0.01)
+        assert st.explore_pool() == ["a", "b", "fresh"]
+        entered.clear()
+        st._pool_at -= 61.0
+        assert st.explore_pool() == ["a", "b", "fresh"]
+        assert entered.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and st._pooling.locked():
+            time.sleep(0.01)
+        assert not st._pooling.locked() and len(asked) == 3
+        assert st.explore_pool() == ["a", "b", "fresh"]  # the failed read kept the last
+        assert len(asked) == 3  # and is tried again in a minute, not at every request
+    finally:
+        st.ws.close()
+
+
+def test_the_overview_lists_the_rooms_live_now_without_the_catalogue(fresh_ws, monkeypatch):
+    """The operator's overview counts the rooms live now (:meth:`ServiceState.rooms`),
+    created through the API a moment ago, never reading the whole catalogue."""
+    from fastapi.testclient import TestClient
+
+    from avrec.service.app import create_app
+    from avrec.service.settings import ServiceSettings
+    from avrec.service.state import ServiceState
+    from avrec.workspace import Workspace
+
+    monkeypatch.delenv("AVREC_API_KEYS", raising=False)
+    st = ServiceState(Workspace(fresh_ws))
+    app = create_app(ServiceSettings(workspace=fresh_ws, dev=True), state=st)
+    now = time.time()
+    rooms = [
+        {"item_id": "on-air", "title": "On air", "categories": ["live"],
+         "available_from": now - 60, "available_until": now + 3600},
+        {"item_id": "tonight", "title": "Tonight", "categories": ["live"],
+         "available_from": now + 3600, "available_until": now + 7200},
+        {"item_id": "a-film", "title": "A film for a week", "categories": ["jazz"],
+         "available_from": now - 60, "available_until": now + 7 * 86400},
+    ]  # fmt: skip
+    try:
+        with TestClient(app) as c:
+            assert c.post("/v1/items", json=rooms).status_code == 201
+            monkeypatch.setattr(st.store, "items", _whole_catalogue)
+            got = c.get("/v1/admin/overview")
+            assert got.status_code == 200, got.text
+            assert got.json()["live_now"] == {"count": 1, "items": ["on-air"]}
+    finally:
+        st.ws.close()

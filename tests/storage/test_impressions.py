@@ -1,6 +1,7 @@
 """Impressions in both stores: stored once, attributed to the events that followed them
 (same user and item within the window, or an echoed request_id), erased with the user,
-exported, dropped by retention, and the online metrics computed from them."""
+exported, dropped by retention, the online metrics computed from them, and exploration's
+pool (fresh or cold items available now) counted by the database."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 
 from avrec.online.impressions import rows_of
 from avrec.online.metrics import online_metrics
+from avrec.service.state import _passes
+from avrec.storage.base import IMPRESSION_SCHEMA
 
 T = 1_700_000_000.0
 
@@ -89,3 +92,49 @@ def test_erasure_export_and_retention_cover_impressions(shop):
     assert shop.impressions().height == 4
     shop.drop_events_before(T + 15)  # retention: r2 (T + 10) goes, r3 (T + 20) stays
     assert shop.impressions()["request_id"].unique().to_list() == ["r3"]
+
+
+def test_the_explore_pool_is_counted_by_the_store(store):
+    """Fresh (created since ``fresh_since``) or cold (fewer than 3 impressions since
+    ``since``), available at ``now``, no placeholder; the same answer on both backends and
+    the same as the rule the service applied to the whole catalogue in Python."""
+    now, day = T + 40 * 86400.0, 86400.0
+    since, fresh_since = now - 30 * day, now - 7 * day
+    old = T  # created long ago
+    items = [  # item, created_at, available_from, available_until, impressions (since, before)
+        ("fresh", now - day, None, None, (9, 0)),  # shown a lot, but new
+        ("fresh-edge", fresh_since, None, None, (9, 0)),
+        ("popular", old, None, None, (3, 0)),  # shown cold_impressions times: not cold
+        ("cold", old, None, None, (2, 0)),
+        ("unseen", None, None, None, (0, 0)),  # no created_at, never shown
+        ("shown-long-ago", old, None, None, (0, 9)),  # impressions before ``since``
+        ("in-window", old, now - day, now + day, (0, 0)),
+        ("ends-now", old, None, now, (0, 0)),
+        ("ended", now - day, None, now - 1.0, (0, 0)),
+        ("not-yet", now - day, now + 1.0, None, (0, 0)),
+        ("popular-windowed", old, now - day, now + day, (5, 0)),
+    ]  # fmt: skip
+    store.upsert_items(pl.DataFrame(
+        [r[:4] for r in items], schema=["item_id", "created_at", "available_from",
+                                        "available_until"], orient="row",
+    ))  # fmt: skip
+    _events(store, [("u1", "ghost", "play", now - day, 1.0, None)])  # a placeholder item
+    shown = []
+    for item, *_, (recent, before) in items:
+        shown += [(item, now - day + n) for n in range(recent)]
+        shown += [(item, since - day - n) for n in range(before)]
+    store.add_impressions(pl.DataFrame(
+        [(f"r{n}", 0, "u1", item, "recommendations", None, None, None, ts)
+         for n, (item, ts) in enumerate(shown)], schema=IMPRESSION_SCHEMA, orient="row",
+    ))  # fmt: skip
+    got = store.explore_items(now, fresh_since, since, cold_impressions=3)
+    assert got == sorted(["fresh", "fresh-edge", "cold", "unseen", "shown-long-ago",
+                          "in-window", "ends-now"])  # fmt: skip
+    # the rule as the service applied it to the whole catalogue
+    counts = dict(store.impressions(since, now + 1.0).group_by("item_id").len().iter_rows())
+    rule = sorted(
+        r["item_id"] for r in store.items(include_placeholders=False).to_dicts()
+        if _passes(r, None, now) and ((r["created_at"] or -1.0) >= fresh_since
+                                      or counts.get(r["item_id"], 0) < 3)
+    )  # fmt: skip
+    assert got == rule

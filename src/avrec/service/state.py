@@ -345,8 +345,9 @@ class ServiceState:
 
         online = workspace.config.online
         self.engagement = Engagement(online.live_weights, online.live_window_s)
-        self._pool: list[str] = []
+        self._pool: list[str] | None = None  # exploration's, read again in the background
         self._pool_at = -1e9
+        self._pooling = threading.Lock()  # one read of it at a time
         self._explore_rng = np.random.default_rng()
         self._experiments: list[Any] = []
         self._experiments_at = -1e9
@@ -702,26 +703,39 @@ class ServiceState:
     def explore_pool(self) -> list[str]:
         """The items exploration draws from: fresh (created in the last ``fresh_days``, or
         through the API since the bundle) and cold (fewer than ``cold_impressions``
-        impressions in 30 days); available now, not deleted. Read again every minute."""
-        now = time.time()
-        if now - self._pool_at < 60.0:
-            return self._pool
+        impressions in 30 days); available now, not deleted. The store counts them; a
+        request takes the last pool at once, and one older than a minute is read again in
+        the background (only the first is read on the request's own thread)."""
+        pool = self._pool
+        if pool is None:
+            with self._pooling:
+                return self._pool if self._pool is not None else self._read_pool()
+        if time.time() - self._pool_at >= 60.0 and self._pooling.acquire(blocking=False):
+
+            def run() -> None:
+                try:
+                    self._read_pool()
+                except Exception:  # noqa: BLE001 - the store may be restarting: keep the last
+                    log.exception("could not read the exploration pool; serving the last one")
+                    self._pool_at = time.time()  # tried again in a minute
+                finally:
+                    self._pooling.release()
+
+            threading.Thread(target=run, name="avrec-explore", daemon=True).start()
+        return pool
+
+    def _read_pool(self) -> list[str]:
         cfg = self.ws.config.online
-        with self.lock:
-            items = self.store.items(include_placeholders=False)
-            shown = self.store.impressions(now - 30 * 86400.0, now + 1.0)
-        counts = dict(shown.group_by("item_id").len().iter_rows()) if shown.height else {}
-        fresh_since = now - cfg.fresh_days * 86400.0
-        pool = []
-        for row in items.select("item_id", "created_at", "available_from",
-                                "available_until").to_dicts():  # fmt: skip
-            if row["item_id"] in self.deleted or not _passes(row, None, now):
-                continue
-            fresh = row["created_at"] is not None and row["created_at"] >= fresh_since
-            if fresh or counts.get(row["item_id"], 0) < cfg.cold_impressions:
-                pool.append(row["item_id"])
-        pool += [i for i, r in self.new_items.rows.items() if _passes(r, None, now)]
-        self._pool = sorted(set(pool))
+        now = time.time()
+        # a shared store serves threads as it is; SQLite's one connection, under the lock
+        store = self.store if self.store.shared else LockedStore(self.store, self.lock)
+        ids = store.explore_items(now, now - cfg.fresh_days * 86400.0, now - 30 * 86400.0,
+                                  cfg.cold_impressions)  # fmt: skip
+        with self.lock:  # what requests change meanwhile (under the lock)
+            deleted, new = set(self.deleted), list(self.new_items.rows.items())
+        pool = {i for i in ids if i not in deleted}
+        pool.update(i for i, r in new if _passes(r, None, now))
+        self._pool = sorted(pool)
         self._pool_at = now
         return self._pool
 

@@ -453,11 +453,12 @@ class Store(abc.ABC):
     ) -> pl.DataFrame:
         """Impressions shown in ``[since, until)`` (of one user), in time order."""
 
-    #: the SQL dialect of the shared queries below: a parameter, a LIKE's percent sign, and
-    #: the ``request_id`` of an event's JSON ``context``
+    #: the SQL dialect of the shared queries below: a parameter, a LIKE's percent sign, the
+    #: ``request_id`` of an event's JSON ``context``, and an item that is no placeholder
     _param = "?"
     _percent = "%"
     _request_id_sql = "json_extract(context, '$.request_id')"
+    _real_item_sql = "it.placeholder = 0"
 
     def _frame(self, sql: str, schema: dict[str, Any], params: Any = ()) -> pl.DataFrame:
         raise NotImplementedError
@@ -495,6 +496,26 @@ class Store(abc.ABC):
             "JOIN items it ON it.idx = e.item_idx GROUP BY it.item_id",
             {"item_id": pl.String, "users": pl.Int64},
         )
+
+    def explore_items(
+        self, now: float, fresh_since: float, since: float, cold_impressions: int
+    ) -> list[str]:
+        """The ids, sorted, of the catalogue's items (no placeholder) available at ``now``
+        (inside their window) that are fresh (created at ``fresh_since`` or later) or cold
+        (fewer than ``cold_impressions`` impressions since ``since``): exploration's pool,
+        counted by the database, not read whole into the process."""
+        p = self._param
+        df = self._frame(
+            "SELECT it.item_id FROM items it LEFT JOIN (SELECT item_id, count(*) AS n "
+            f"FROM impressions WHERE ts >= {p} GROUP BY item_id) s ON s.item_id = it.item_id "
+            f"WHERE {self._real_item_sql} "
+            f"AND (it.available_from IS NULL OR it.available_from <= {p}) "
+            f"AND (it.available_until IS NULL OR it.available_until >= {p}) "
+            f"AND (it.created_at >= {p} OR coalesce(s.n, 0) < {p})",
+            {"item_id": pl.String},
+            (float(since), float(now), float(now), float(fresh_since), int(cold_impressions)),
+        )  # fmt: skip
+        return sorted(df["item_id"].to_list())  # in Python: the databases' collations differ
 
     # -- several processes on several machines ------------------------------------------------
     #: whether processes on other machines may share this store (a database server): the

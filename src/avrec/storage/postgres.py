@@ -238,6 +238,7 @@ class PostgresStore(Store):
     _param = "%s"
     _percent = "%%"
     _request_id_sql = "context::jsonb ->> 'request_id'"
+    _real_item_sql = "NOT it.placeholder"
 
     shared = True
 

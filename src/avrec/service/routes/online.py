@@ -143,9 +143,8 @@ def overview(
     """Catalogue and event counts, the last ingests, the registered model versions with
     their offline metrics, what this node serves, the last retraining, the online metrics
     per hour (two days or less) or per day, the experiments with their statistics (a glance,
-    not a recorded look) and the items live now (inside their availability window)."""
-    import polars as pl
-
+    not a recorded look) and the rooms live now (:meth:`ServiceState.rooms`: the catalogue is
+    not read whole)."""
     from avrec.online.experiments import ExperimentConfig, results
     from avrec.online.metrics import online_metrics
 
@@ -182,11 +181,10 @@ def overview(
                 "results": results(store, exp, now, cfg.attribution_window_s,
                                    list(cfg.click_events), record=False),
             })  # fmt: skip
-        items = store.items(include_placeholders=False)
-    live = items.filter(
-        pl.col("available_until").is_not_null() & (pl.col("available_until") > now)
-        & (pl.col("available_from").is_null() | (pl.col("available_from") <= now))
-    )  # fmt: skip
+    live: list[str] = []
+    if b is not None:
+        st.refresh()  # the rooms opened or closed through any node since the last request
+        live = sorted(st.rooms(b))
     return {
         "now": now,
         "counts": counts,
@@ -197,5 +195,5 @@ def overview(
         "retrain": st.retrain_state,
         "online": {"every": every, "rows": online_rows},
         "experiments": experiments,
-        "live_now": {"count": live.height, "items": live.head(20)["item_id"].to_list()},
+        "live_now": {"count": len(live), "items": live[:20]},
     }
