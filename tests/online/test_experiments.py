@@ -132,3 +132,27 @@ def test_sample_ratio_mismatch_is_flagged():
     assert analyze(exp, users)["srm"]
     even = {f"u{n}": ("a" if n % 2 else "b", 0.1, 1.0) for n in range(2000)}
     assert not analyze(exp, even)["srm"]
+
+
+def test_a_guardrail_is_breached_only_by_a_real_loss():
+    """An arm that doubles the clicks but halves completions breaches the completion
+    guardrail; one that loses nothing, or less than the tolerated loss, does not."""
+    rng = np.random.default_rng(5)
+    users = {f"u{n}": ("a" if n % 2 else "b", float(rng.random()), 0.0) for n in range(4000)}
+
+    def completion(loss: float) -> dict[str, float]:
+        return {u: float(rng.binomial(10, 0.4 * (1 - loss) if v == "b" else 0.4)) / 10
+                for u, (v, _, _) in users.items()}  # fmt: skip
+
+    exp = ExperimentConfig(**AB, guardrails=[{"metric": "completion"}])
+    bad = analyze(exp, users, guards={"completion": completion(0.5)})
+    g = bad["guardrails"]["b"]["completion"]
+    assert g["breached"] and bad["guardrail_breached"] and 0.4 < g["relative_loss"] < 0.6
+    fine = analyze(exp, users, guards={"completion": completion(0.0)})
+    assert not fine["guardrail_breached"]
+    tolerant = ExperimentConfig(**AB, guardrails=[{"metric": "completion", "max_loss": 0.7}])
+    assert not analyze(tolerant, users, guards={"completion": completion(0.5)})[
+        "guardrail_breached"
+    ]
+    with pytest.raises(ValueError):
+        ExperimentConfig(**AB, guardrails=[{"metric": "revenue"}])

@@ -73,7 +73,8 @@ def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
         admin = srv.client(ADMIN)
         # the second arm is served registered version 1 (loaded for it; the active one here)
         body = {"variants": [{"name": "control", "share": 0.5},
-                             {"name": "v1", "share": 0.5, "model_version": 1}]}  # fmt: skip
+                             {"name": "v1", "share": 0.5, "model_version": 1}],
+                "guardrails": [{"metric": "completion"}]}  # fmt: skip
         assert srv.client(READ).put("/v1/admin/experiments/div", json=body).status_code == 403
         bad = {"variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.7}]}
         assert admin.put("/v1/admin/experiments/div", json=bad).status_code == 422
@@ -89,12 +90,16 @@ def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
         for u in range(0, 40, 3):  # some users play the first item they were shown
             first = srv.client(READ).get(f"/v1/users/u{u}/recommendations",
                                          params={"k": 4}).json()["items"][0]["item_id"]  # fmt: skip
-            ev = {"user_id": f"u{u}", "item_id": first, "event": "play", "value": 1.0}
+            done = 1.0 if arms[f"u{u}"] == "div:control" else 0.2  # v1's are not completed
+            ev = {"user_id": f"u{u}", "item_id": first, "event": "play", "value": done}
             assert srv.client(WRITE).post("/v1/events", json=ev).status_code == 200
         res = admin.get("/v1/admin/experiments/div").json()
         users = {a: res["arms"][a]["users"] for a in ("control", "v1")}
         assert users == {a: list(arms.values()).count(f"div:{a}") for a in ("control", "v1")}
         assert res["arms"]["control"]["mean"] > 0 and "p_always_valid" in res["arms"]["v1"]
+        guard = res["guardrails"]["v1"]["completion"]  # per impression, from the plays' values
+        assert guard["control"] > 0 and guard["arm"] == 0 and guard["relative_loss"] == 1.0
+        assert res["guardrail_breached"] == guard["breached"]
         assert res["looks"] == 1 and admin.get("/v1/admin/experiments/div").json()["looks"] == 2
         assert admin.post("/v1/admin/experiments/div/stop").status_code == 200
         after = srv.client(READ).get("/v1/users/u1/recommendations", params={"k": 4})

@@ -42,7 +42,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
-    "ExperimentConfig", "Variant", "analyze", "assign", "msprt_p", "results", "spending_bounds",
+    "ExperimentConfig", "Guardrail", "Variant", "analyze", "assign", "msprt_p", "results",
+    "spending_bounds",
 ]  # fmt: skip
 
 SRM_ALPHA = 1e-3
@@ -62,6 +63,21 @@ class Variant(BaseModel):
     diversity: float | None = Field(None, ge=0, le=1, description="the MMR trade-off for this arm")
 
 
+GUARDRAIL_METRICS = {  # per impression; True: higher is better
+    "completion": True, "likes": True, "dislikes": False, "skips": False,
+}  # fmt: skip
+
+
+class Guardrail(BaseModel):
+    """A metric no arm may make worse: breached when the arm is worse than the control by
+    more than ``max_loss`` (relative) with the always-valid p-value below 5%."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(pattern="^(completion|likes|dislikes|skips)$")
+    max_loss: float = Field(0.0, ge=0, le=1, description="the relative loss tolerated")
+
+
 class ExperimentConfig(BaseModel):
     """An experiment: its arms (the first is the control), its surface and its statistics."""
 
@@ -72,6 +88,9 @@ class ExperimentConfig(BaseModel):
     surface: str = Field("recommendations", description="where the arms differ")
     salt: str = Field("", max_length=128, description="default: the name")
     target: str = Field("ctr", pattern="^(ctr)$")
+    guardrails: list[Guardrail] = Field(
+        default_factory=list, description="metrics no arm may make worse (per impression)"
+    )
     tau: float = Field(
         0.02, gt=0, description="mSPRT's mixture width, on the scale of the effect (a CTR)"
     )
@@ -210,6 +229,7 @@ def analyze(
     users: dict[str, tuple[str, float, float]],
     previous_p: dict[str, float] | None = None,
     history: dict[str, dict[str, Any]] | None = None,
+    guards: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The experiment's statistics at one look.
 
@@ -220,10 +240,12 @@ def analyze(
         history: each arm's earlier looks for ``alpha_spending``: ``{"info": [1 / V at each
             look], "crossed": whether a boundary was crossed}``; the arms' entries of the
             answer carry this look's (``info``, ``crossed``) to record.
+        guards: each guardrail metric's ``user_id -> value per impression``; its
+            always-valid p-values go on from ``previous_p["arm:metric"]``.
     """
     from scipy import stats
 
-    previous_p = previous_p or {}
+    previous_p = dict(previous_p or {})
     history = history or {}
     names = [v.name for v in exp.variants]
     by: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
@@ -270,14 +292,52 @@ def analyze(
             if exp.sequential == "alpha_spending" and vara > 0:
                 arm.update(_spending_look(exp, history.get(n, {}), da, vara))
         arms[n] = arm
+    guard = _guardrails(exp, users, guards or {}, previous_p)
     return {
         "experiment": exp.name,
         "control": names[0],
         "arms": arms,
+        "guardrails": guard,
+        "guardrail_breached": any(g["breached"] for a in guard.values() for g in a.values()),
         "srm_p": srm_p,
         "srm": srm_p < SRM_ALPHA,
         "cuped_theta": theta,
     }
+
+
+def _guardrails(
+    exp: ExperimentConfig, users: dict[str, tuple[str, float, float]],
+    guards: dict[str, dict[str, float]], previous_p: dict[str, float],
+) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """Per arm (not the control) and guardrail: the effect, its relative size, the
+    always-valid p-value (the mSPRT, with ``tau`` a tenth of the control's mean) and
+    whether it is breached."""
+    names = [v.name for v in exp.variants]
+    out: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names[1:]}
+    for g in exp.guardrails:
+        values = guards.get(g.metric, {})
+        by = {n: np.array([values.get(u, 0.0) for u, (v, _, _) in users.items() if v == n],
+                          float) for n in names}  # fmt: skip
+        control = by[names[0]]
+        higher_better = GUARDRAIL_METRICS[g.metric]
+        for n in names[1:]:
+            y = by[n]
+            if len(y) < 2 or len(control) < 2:
+                continue
+            d, var = _diff(control, y)
+            base = float(control.mean())
+            tau = max(0.1 * base, 1e-4)
+            key = f"{n}:{g.metric}"
+            p = min(msprt_p(d, var, tau), previous_p.get(key, 1.0))
+            previous_p[key] = p
+            worse = -d if higher_better else d  # how much worse the arm is
+            rel = worse / base if base else 0.0
+            out[n][g.metric] = {
+                "control": base, "arm": float(y.mean()), "effect": d,
+                "relative_loss": rel, "p_always_valid": p,
+                "breached": bool(p < ALPHA and worse > 0 and rel > g.max_loss),
+            }  # fmt: skip
+    return out
 
 
 def _spending_look(
@@ -306,10 +366,12 @@ def _spending_look(
 
 
 def user_outcomes(
-    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str]
-) -> dict[str, tuple[str, float, float]]:
+    store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str],
+    completion_at: float = 0.9,
+) -> tuple[dict[str, tuple[str, float, float]], dict[str, dict[str, float]]]:  # fmt: skip
     """``user_id -> (variant, clicks per impression, events in the pre-period)`` of the users
-    the experiment showed lists to."""
+    the experiment showed lists to, and each guardrail metric's ``user_id -> value per
+    impression``."""
     import polars as pl
 
     start = exp.started_at or now
@@ -320,19 +382,27 @@ def user_outcomes(
         & pl.col("user_id").is_not_null()
     )  # fmt: skip
     if not shown.height:
-        return {}
+        return {}, {}
     outcomes = store.impression_outcomes(start, end, window_s)
-    clicked = (
-        outcomes.filter(pl.col("event").is_in(click_events))
-        .select("request_id", "position")
-        .unique()
-        .with_columns(pl.lit(1.0).alias("click"))
-    )
+    event = pl.col("event")
+    flags = outcomes.group_by("request_id", "position").agg(
+        event.is_in(click_events).any().cast(pl.Float64).alias("click"),
+        ((event == "complete") | ((event == "play") & (pl.col("value") >= completion_at)))
+        .any().cast(pl.Float64).alias("completion"),
+        (event == "like").any().cast(pl.Float64).alias("likes"),
+        (event == "dislike").any().cast(pl.Float64).alias("dislikes"),
+        (event == "skip").any().cast(pl.Float64).alias("skips"),
+    )  # fmt: skip
+    metrics = [g.metric for g in exp.guardrails]
     per_user = (
-        shown.join(clicked, on=["request_id", "position"], how="left")
-        .with_columns(pl.col("click").fill_null(0.0))
+        shown.join(flags, on=["request_id", "position"], how="left")
+        .with_columns(pl.col("click", *GUARDRAIL_METRICS).fill_null(0.0))
         .group_by("user_id")
-        .agg(pl.col("variant").first(), pl.col("click").mean().alias("y"))
+        .agg(
+            pl.col("variant").first(),
+            pl.col("click").mean().alias("y"),
+            *[pl.col(m).mean() for m in metrics],
+        )  # fmt: skip
     )
     pre = (
         store.events(include_excluded=True)
@@ -341,10 +411,12 @@ def user_outcomes(
         .len()
     )
     rows = per_user.join(pre, on="user_id", how="left").with_columns(pl.col("len").fill_null(0))
-    return {
+    users = {
         u: (v[len(prefix) :], float(y), float(x))
         for u, v, y, x in rows.select("user_id", "variant", "y", "len").iter_rows()
     }
+    guards = {m: dict(rows.select("user_id", m).iter_rows()) for m in metrics}
+    return users, guards
 
 
 LOOKS_KIND = "experiment_looks"
@@ -352,7 +424,7 @@ LOOKS_KIND = "experiment_looks"
 
 def results(
     store: Any, exp: ExperimentConfig, now: float, window_s: float, click_events: list[str],
-    record: bool = True,
+    record: bool = True, completion_at: float = 0.9,
 ) -> dict[str, Any]:  # fmt: skip
     """A look at the experiment: its statistics, the always-valid p-values going on from
     the last look's (kept in the store, state ``experiment_looks``). ``record=False`` (a
@@ -360,12 +432,14 @@ def results(
     running minimum would be, never smaller; and it is not one of ``alpha_spending``'s
     planned looks (its boundary is shown, a crossing is not kept)."""
     looks = store.get_state(LOOKS_KIND, exp.name) or {"p": {}, "looks": 0}
-    out = analyze(exp, user_outcomes(store, exp, now, window_s, click_events), looks["p"],
-                  looks.get("history"))  # fmt: skip
+    users, guards = user_outcomes(store, exp, now, window_s, click_events, completion_at)
+    out = analyze(exp, users, looks["p"], looks.get("history"), guards)
     if record:
         looks = {
-            "p": {n: a["p_always_valid"] for n, a in out["arms"].items()
-                  if "p_always_valid" in a},
+            "p": {**{n: a["p_always_valid"] for n, a in out["arms"].items()
+                     if "p_always_valid" in a},
+                  **{f"{n}:{m}": g["p_always_valid"] for n, a in out["guardrails"].items()
+                     for m, g in a.items()}},
             "history": {n: {"info": a["info"], "crossed": a["crossed"]}
                         for n, a in out["arms"].items() if "info" in a},
             "looks": int(looks["looks"]) + 1,

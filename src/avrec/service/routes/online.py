@@ -131,7 +131,7 @@ def experiment_results(
         st.impressions.flush()
     with st.lock:
         return results(st.store, exp, time.time(), cfg.attribution_window_s,
-                       list(cfg.click_events))  # fmt: skip
+                       list(cfg.click_events), completion_at=cfg.completion_at)  # fmt: skip
 
 
 @router.get("/admin/overview", summary="Everything the operator dashboard shows")
@@ -179,7 +179,8 @@ def overview(
             experiments.append({
                 "config": exp.model_dump(),
                 "results": results(store, exp, now, cfg.attribution_window_s,
-                                   list(cfg.click_events), record=False),
+                                   list(cfg.click_events), record=False,
+                                   completion_at=cfg.completion_at),
             })  # fmt: skip
     live: list[str] = []
     if b is not None:
