@@ -76,6 +76,7 @@ def estimate_slot(
     logged: Any,
     target: Callable[[str | None, str], str | None],
     prior: tuple[float, float] = (1.0, 20.0),
+    reward_model: Callable[[str | None], float] | None = None,
 ) -> dict[str, Any]:
     """Off-policy estimates of ``target``'s click rate at the exploration slot.
 
@@ -84,7 +85,10 @@ def estimate_slot(
             item_id, propensity, click`` (one row per logged request).
         target: ``(user_id, request_id) -> the item the target policy would show at the
             slot`` (deterministic).
-        prior: the Beta prior of the reward model's per-item click rate.
+        prior: the Beta prior of the default reward model's per-item click rate.
+        reward_model: DR's ``q(item)``, the expected click rate of an item at the slot;
+            default: each item's smoothed click rate at the slot in the same logs (an item
+            never logged there gets the prior's mean).
     """
     rows = logged.to_dicts()
     if not rows:
@@ -107,6 +111,7 @@ def estimate_slot(
         s = stats.get(item or "")
         return (s[0] + a) / (s[1] + a + b) if s else base
 
+    q = reward_model or q
     q_logged = np.array([q(r["item_id"]) for r in rows])
     q_target = np.array([q(c) for c in chosen])
     return {
