@@ -259,6 +259,14 @@ class OnlineConfig(BaseModel):
         "the fresh and cold ones (logged with its propensity); 0: never",
     )
     explore_slot: int = Field(2, ge=0, description="the exploring position (0: the first)")
+    explore_fresh_share: float = Field(
+        0.0, ge=0, le=1,
+        description="of the explored slots, the share drawn from the fresh items (the rest "
+        "from the cold ones), when there are both",
+    )  # fmt: skip
+    mix_new: bool = Field(
+        True, description="put new items close to a person's taste in their first pages"
+    )
     fresh_days: float = Field(7.0, gt=0, description="an item created this recently is fresh")
     cold_impressions: int = Field(
         20, ge=1, description="an item shown fewer times than this (in 30 days) is cold"

@@ -25,6 +25,25 @@ def test_the_slot_explores_at_its_rate_with_the_propensities_logged():
     assert SlotPolicy(0.5, 5, np.random.default_rng(0)).apply(page, pool)[1] == [1.0] * 3
 
 
+def test_a_fresh_share_draws_the_new_items_first_with_true_propensities():
+    """Two new items among 98 cold ones: at fresh share 0.5 half the explored slots show
+    a new one (uniform rate: 2%), and each logged propensity is its draw's frequency."""
+    pool = [f"c{j}" for j in range(98)] + ["n1", "n2"]
+    policy = SlotPolicy(0.4, 0, np.random.default_rng(1), fresh_share=0.5)
+    draws = [policy.apply(["g"], pool, {"n1", "n2"}) for _ in range(20_000)]
+    seen = [shown[0] for shown, _ in draws]
+    assert abs(seen.count("n1") / len(seen) - 0.4 * 0.5 / 2) < 0.01
+    assert abs(seen.count("c7") / len(seen) - 0.4 * 0.5 / 98) < 0.002
+    for (shown, props), _ in zip(draws[:200], range(200), strict=False):
+        want = {"g": 0.6, "n1": 0.1, "n2": 0.1}.get(shown[0], 0.4 * 0.5 / 98)
+        assert props[0] == pytest.approx(want)
+    # no cold item left: every explored slot is a fresh one, at the whole rate
+    only = SlotPolicy(0.4, 0, np.random.default_rng(2), fresh_share=0.5)
+    shown, props = next(d for d in (only.apply(["g"], ["n1", "n2"], {"n1", "n2"})
+                                     for _ in range(100)) if d[0][0] != "g")  # fmt: skip
+    assert props[0] == pytest.approx(0.2)
+
+
 def _bandit(n: int, seed: int = 0):
     """Requests logged by the slot policy (greedy item g0, rate 0.2 over 9 others)."""
     rng = np.random.default_rng(seed)

@@ -156,6 +156,8 @@ def test_the_explore_pool_is_read_in_the_background_one_read_at_a_time(fresh_ws,
         asked, entered, release = [], threading.Event(), threading.Event()
 
         def explore_items(now, fresh_since, since, cold_impressions):
+            if cold_impressions == 0:  # the fresh ones alone
+                return ["a"]
             asked.append(threading.current_thread().name)
             assert now - since == pytest.approx(30 * 86400.0)
             assert now - fresh_since == pytest.approx(st.ws.config.online.fresh_days * 86400)
@@ -173,6 +175,7 @@ def test_the_explore_pool_is_read_in_the_background_one_read_at_a_time(fresh_ws,
         st.new_items.rows["fresh"] = {"available_until": time.time() + 3600}
         st.new_items.rows["closed"] = {"available_until": time.time() - 1}
         assert st.explore_pool() == ["a", "fresh"]  # the first: read at once, here
+        assert st.explore_fresh() == {"a", "fresh"}  # and its fresh ones, the new item's too
         assert asked == [threading.current_thread().name]
         assert st.explore_pool() == ["a", "fresh"] and len(asked) == 1  # a minute not over
         st._pool_at -= 61.0
@@ -229,5 +232,37 @@ def test_the_overview_lists_the_rooms_live_now_without_the_catalogue(fresh_ws, m
             got = c.get("/v1/admin/overview")
             assert got.status_code == 200, got.text
             assert got.json()["live_now"] == {"count": 1, "items": ["on-air"]}
+    finally:
+        st.ws.close()
+
+
+def test_new_items_stay_out_of_pages_when_the_content_mix_is_off(fresh_ws):
+    """``[online] mix_new = false`` (the exploration slot alone brings new items): a page
+    comes back as the pipeline made it, though a new item's vector is there."""
+    from dataclasses import dataclass, field
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from avrec.service.state import ServiceState
+    from avrec.workspace import Workspace
+
+    st = ServiceState(Workspace(fresh_ws))
+    try:
+        st.new_items.rows["fresh"] = {}
+        st.new_items.vectors["fresh"] = np.ones(4, np.float32) / 2
+
+        @dataclass
+        class Page:
+            ids: list = field(default_factory=lambda: ["i1", "i2", "i3"])
+            scores: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+            fields: dict = field(default_factory=dict)
+
+        b = SimpleNamespace(model=None)  # no history: the bundle's vectors are not asked
+        on = st.mix_new(b, Page(), [], 3, set(), None)
+        assert "fresh" in on.ids  # mixed in by default (no history: the newest)
+        st.ws.config.online.mix_new = False
+        page = Page()
+        assert st.mix_new(b, page, [], 3, set(), None) is page
     finally:
         st.ws.close()

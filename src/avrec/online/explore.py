@@ -3,10 +3,13 @@
 **The slot policy** (epsilon-greedy over one slot): with probability ``rate`` a page's
 ``slot``-th position shows, instead of the pipeline's item, one drawn uniformly from the
 exploration pool (fresh items, created in the last ``fresh_days``, and cold ones, shown
-fewer than ``cold_impressions`` times), none of the page's own. Every impression logs the
+fewer than ``cold_impressions`` times), none of the page's own; with ``fresh_share``, that
+share of the draws from the fresh items alone (so that a few new items are not lost among
+a large cold catalogue). Every impression logs the
 probability with which it was shown there: 1 at the other positions (the page is the
 pipeline's), ``1 - rate`` for the pipeline's item at the slot, ``rate / |pool|`` for an
-explored one. New items thus get impressions before anyone has played them, and the logs
+explored one (``rate * fresh_share / |fresh|`` and ``rate * (1 - fresh_share) / |cold|``
+with a fresh share). New items thus get impressions before anyone has played them, and the logs
 can tell how another policy would have done.
 
 **Off-policy estimates** (the formulas of Open Bandit Pipeline, Saito et al., 2021) of a
@@ -22,7 +25,7 @@ target's probability pi of the same item)``, importance weight ``w = pi / p``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,20 +41,29 @@ class SlotPolicy:
     rate: float
     slot: int
     rng: np.random.Generator
+    fresh_share: float = 0.0
 
-    def apply(self, items: list[str], pool: Sequence[str]) -> tuple[list[str], list[float]]:
-        """The page to show and each item's propensity at its position."""
+    def apply(
+        self, items: list[str], pool: Sequence[str], fresh: Collection[str] = ()
+    ) -> tuple[list[str], list[float]]:
+        """The page to show and each item's propensity at its position. With
+        ``fresh_share``, an explored slot draws from the pool's ``fresh`` items with that
+        probability and from the others otherwise (from whichever there are, when one side
+        is empty)."""
         props = [1.0] * len(items)
         if self.rate <= 0 or self.slot >= len(items):
             return items, props
         shown = set(items)
-        candidates = [i for i in pool if i not in shown]
-        if not candidates:
+        new = [i for i in pool if i not in shown and i in fresh]
+        old = [i for i in pool if i not in shown and i not in fresh]
+        if not new and not old:
             return items, props
+        share = self.fresh_share if new and old else (1.0 if new else 0.0)
         out = list(items)
         if self.rng.random() < self.rate:
-            out[self.slot] = candidates[int(self.rng.integers(len(candidates)))]
-            props[self.slot] = self.rate / len(candidates)
+            side, p = (new, share) if self.rng.random() < share else (old, 1.0 - share)
+            out[self.slot] = side[int(self.rng.integers(len(side)))]
+            props[self.slot] = self.rate * p / len(side)
         else:
             props[self.slot] = 1.0 - self.rate
         return out, props

@@ -348,6 +348,7 @@ class ServiceState:
         self._pool: list[str] | None = None  # exploration's, read again in the background
         self._pool_at = -1e9
         self._pooling = threading.Lock()  # one read of it at a time
+        self._fresh: frozenset[str] = frozenset()  # the pool's fresh items
         self._explore_rng = np.random.default_rng()
         self._experiments: list[Any] = []
         self._experiments_at = -1e9
@@ -548,7 +549,7 @@ class ServiceState:
         import numpy as np
 
         nv = self.new_items.vectors
-        if not nv or not k:
+        if not nv or not k or not self.ws.config.online.mix_new:
             return lst
         cands = [i for i in nv if i not in exclude and i not in lst.ids and _passes(
             self.new_items.rows.get(i, {}), flt)]  # fmt: skip
@@ -729,15 +730,21 @@ class ServiceState:
         now = time.time()
         # a shared store serves threads as it is; SQLite's one connection, under the lock
         store = self.store if self.store.shared else LockedStore(self.store, self.lock)
-        ids = store.explore_items(now, now - cfg.fresh_days * 86400.0, now - 30 * 86400.0,
-                                  cfg.cold_impressions)  # fmt: skip
+        fresh_since, since = now - cfg.fresh_days * 86400.0, now - 30 * 86400.0
+        ids = store.explore_items(now, fresh_since, since, cfg.cold_impressions)
+        fresh = set(store.explore_items(now, fresh_since, since, 0))  # no item is that cold
         with self.lock:  # what requests change meanwhile (under the lock)
             deleted, new = set(self.deleted), list(self.new_items.rows.items())
-        pool = {i for i in ids if i not in deleted}
-        pool.update(i for i, r in new if _passes(r, None, now))
+        added = {i for i, r in new if _passes(r, None, now)}
+        pool = {i for i in ids if i not in deleted} | added
+        self._fresh = frozenset((fresh - deleted) | added)
         self._pool = sorted(pool)
         self._pool_at = now
         return self._pool
+
+    def explore_fresh(self) -> frozenset[str]:
+        """The fresh items of the last exploration pool (``explore_pool`` reads them)."""
+        return self._fresh
 
     # -- experiments ----------------------------------------------------------------------------
     def experiments(self) -> list[Any]:

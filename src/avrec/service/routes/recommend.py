@@ -194,8 +194,10 @@ def _explored(
     ids = [x.item_id for x in page.items]
     props = None
     if cfg.explore_rate > 0 and offset == 0 and st.personalises(user_id):
-        policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st._explore_rng)
-        shown, props = policy.apply(ids, st.explore_pool())
+        policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st._explore_rng,
+                            cfg.explore_fresh_share)  # fmt: skip
+        pool = st.explore_pool()
+        shown, props = policy.apply(ids, pool, st.explore_fresh())
         if shown != ids:
             new = shown[cfg.explore_slot]
             row = st.item_rows([new]).get(new, {})
