@@ -111,7 +111,8 @@ def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
 @pytest.mark.slow
 def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
     with open(fresh_ws / "avrec.toml", "a") as f:
-        f.write("\n[online]\nflush_s = 300\nexplore_rate = 1.0\nexplore_slot = 1\n")
+        f.write("\n[online]\nflush_s = 300\nexplore_rate = 1.0\nexplore_slot = 1\n"
+                "explore_fresh_share = 1.0\n")
     srv = start(fresh_ws)
     try:
         item = {"item_id": "brand-new", "title": "Brand new song", "categories": ["jazz"]}
@@ -128,11 +129,21 @@ def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
             s.close()
         props = shown["propensity"].to_list()
         assert props[0] == props[2] == props[3] == 1.0
-        assert 0 < props[1] < 1  # rate / the pool's size (every song is cold here)
+        assert props[1] == 1.0  # rate 1, fresh share 1, one fresh item: drawn every time
         assert shown["item_id"].to_list()[1] == slot["item_id"]
         page2 = srv.client(READ).get("/v1/users/u0/recommendations",
                                      params={"k": 4, "offset": 4}).json()  # fmt: skip
         assert all(x["sources"] != ["explore"] for x in page2["items"])  # first pages only
+        # every explored slot goes to the fresh items; one created now joins them at once
+        # (the pool is read again at the change, not a minute later)
+        assert slot["item_id"] == "brand-new"
+        later = {"item_id": "later-new", "title": "Later song", "categories": ["jazz"]}
+        assert srv.client(ADMIN).post("/v1/items", json=later).status_code in (200, 201)
+        seen, deadline = set(), time.time() + 20
+        while time.time() < deadline and "later-new" not in seen:
+            got = srv.client(READ).get("/v1/users/u1/recommendations", params={"k": 4})
+            seen.add(got.json()["items"][1]["item_id"])
+        assert "later-new" in seen and seen <= {"brand-new", "later-new"}
     finally:
         srv.stop()
 

@@ -505,11 +505,13 @@ class ServiceState:
             elif kind == "item_deleted":
                 self.deleted.add(key)
                 self.new_items.pop(key)
+                self._pool_at = -1e9  # exploration's pool: read again (in the background)
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
             elif kind == "item":
                 self.deleted.discard(key)
                 self._note_item(model, key)
+                self._pool_at = -1e9  # a new item is explored from the next requests on
             elif kind == "events_dropped":  # retention: ids above the floor may be reused
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
