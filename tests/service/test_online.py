@@ -111,8 +111,10 @@ def test_an_ab_experiment_splits_users_and_reports_its_arms(fresh_ws):
 @pytest.mark.slow
 def test_exploration_fills_the_slot_and_logs_its_propensity(fresh_ws):
     with open(fresh_ws / "avrec.toml", "a") as f:
-        f.write("\n[online]\nflush_s = 300\nexplore_rate = 1.0\nexplore_slot = 1\n"
-                "explore_fresh_share = 1.0\n")
+        f.write(
+            "\n[online]\nflush_s = 300\nexplore_rate = 1.0\nexplore_slot = 1\n"
+            "explore_fresh_share = 1.0\n"
+        )
     srv = start(fresh_ws)
     try:
         item = {"item_id": "brand-new", "title": "Brand new song", "categories": ["jazz"]}
