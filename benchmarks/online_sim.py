@@ -60,7 +60,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -260,7 +259,6 @@ def run_phase(
 ) -> dict:  # fmt: skip
     """One simulation through the server: every request, its plays, the daily looks."""
     rng_arrive = np.random.default_rng(args.seed)  # the same arrivals in every phase
-    rng_play = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
     main = _copy(ws, name, {"impressions": True, **online}, active)
     shown: list[Shown] = []
     looks: list[dict] = []
@@ -289,6 +287,9 @@ def run_phase(
                 if sh is not None:
                     other, *_ = _page(sh, user)
                     slot_item = other[SLOT] if len(other) > SLOT else None
+                # common random numbers: the same person on the same day draws the same
+                # numbers in every phase, so a page that did not change gets the same plays
+                rng_play = np.random.default_rng([args.seed, day, people.uidx[user]])
                 p = people.p_play(user, ids)
                 clicks = (rng_play.random(len(ids)) < p).astype(int).tolist()
                 events = [{"user_id": user, "item_id": i, "event": "play", "request_id": rid,
