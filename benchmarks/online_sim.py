@@ -16,8 +16,8 @@ first page (``GET /v1/users/{id}/recommendations``, k = 10); their plays go back
 ``POST /v1/events`` with the page's ``request_id``; their next page follows from them. Day 0
 is the pre-period (CUPED's covariate); experiments start after it, and are looked at through
 ``GET /v1/admin/experiments/{name}`` at the end of every day. The workspace holds
-MovieLens-100K without ``--new-items`` items (seeded, among those with 30 or more ratings),
-which are added through ``POST /v1/items`` at the start of day 2.
+MovieLens-100K without ``--new-items`` items (seeded, uniformly among those with 5 or more
+ratings), which are added through ``POST /v1/items`` at the start of day 2.
 
 **Phases** (each on a fresh copy of the workspace, with the same arrivals):
 
@@ -77,6 +77,11 @@ KEY = "sim-admin-key-0123456789abcdefghij"
 K = 10
 SLOT = 2  # the exploring position ([online] explore_slot's default)
 BASE, SLOPE, NOISE = -4.0, 1.2, 0.5  # the people's model (see the module's docstring)
+#: the new items are drawn among those with at least this many ratings (the people's model
+#: knows a little of each), uniformly: most are niche, as new items are
+MIN_RATINGS = 5
+#: the exploration settings the development seed's sweep tries
+RATES, SHARES = (0.05, 0.1, 0.2, 0.3), (0.5, 0.9)
 
 
 # -- the people ---------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def build_workspace(new: list[str]) -> Path:
     from avrec.ingest.pipeline import ingest_public
     from avrec.workspace import Workspace
 
-    ws = CACHE / f"online-sim-{len(new)}"
+    ws = CACHE / f"online-sim-{len(new)}-{MIN_RATINGS}"
     if (ws / "artifacts" / "models" / "pipeline" / "3").is_dir():
         return ws
     shutil.rmtree(ws, ignore_errors=True)
@@ -337,8 +342,8 @@ def sweep(ws: Path, people: People, new_rows: list[dict], args: argparse.Namespa
     base = run_phase("none", ws, people, new_rows, args, {"explore_rate": 0.0, "mix_new": False})
     b = {"ctr": ctr(base["shown"]), "new_items": new_item_stats(base["shown"], set(new))}
     cells = []
-    for rate in (0.05, 0.1, 0.2):
-        for share in (0.5, 0.9):
+    for rate in RATES:
+        for share in SHARES:
             name = f"slot-{rate}-{share}"
             print(f"  phase {name} ...", flush=True)
             r = run_phase(
@@ -553,7 +558,7 @@ def main() -> None:
     s = Settings()
     data = get_loader("movielens-100k").load(s.data_dir, s.cache_dir, True)
     people = fit_people(data.events, args.seed)
-    counts = data.events.group_by("item_id").len().filter(pl_col_len_ge(30))
+    counts = data.events.group_by("item_id").len().filter(pl_col_len_ge(MIN_RATINGS))
     rng = np.random.default_rng(0)  # the same new items (and workspace) for every seed
     pool = sorted(counts["item_id"].to_list(), key=int)
     new = sorted(rng.choice(pool, args.new_items, replace=False).tolist(), key=int)
