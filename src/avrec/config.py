@@ -260,9 +260,10 @@ class OnlineConfig(BaseModel):
     )
     explore_slot: int = Field(2, ge=0, description="the exploring position (0: the first)")
     explore_fresh_share: float = Field(
-        0.0, ge=0, le=1,
+        0.9, ge=0, le=1,
         description="of the explored slots, the share drawn from the fresh items (the rest "
-        "from the cold ones), when there are both",
+        "from the cold ones), when there are both (0.9: chosen in the simulator, "
+        "benchmarks/online_sim.py --sweep)",
     )  # fmt: skip
     mix_new: bool = Field(
         True, description="put new items close to a person's taste in their first pages"
