@@ -264,7 +264,9 @@ def run_phase(
 ) -> dict:  # fmt: skip
     """One simulation through the server: every request, its plays, the daily looks."""
     rng_arrive = np.random.default_rng(args.seed)  # the same arrivals in every phase
-    main = _copy(ws, name, {"impressions": True, **online}, active)
+    # a simulated day lasts seconds: the same user's play of an item is attributed to the
+    # impressions of the last 2 seconds (the page just shown), as a day's window would be
+    main = _copy(ws, name, {"impressions": True, "attribution_window_s": 2.0, **online}, active)
     shown: list[Shown] = []
     looks: list[dict] = []
     started = time.perf_counter()
@@ -542,14 +544,18 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--arrive", type=float, default=0.5)
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--explore-rate", type=float, default=0.1)
+    ap.add_argument("--explore-rate", type=float, default=0.3)  # chosen by --sweep
     ap.add_argument("--new-items", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fresh-share", type=float, default=0.5)
+    ap.add_argument("--fresh-share", type=float, default=0.9)  # chosen by --sweep
     ap.add_argument("--phases", default="aa,none,slot,explore,ab-popular,ab-close,second")
     ap.add_argument("--sweep", action="store_true", help="choose the exploration settings")
     ap.add_argument("--no-markdown", action="store_true")
+    ap.add_argument("--markdown-only", action="store_true", help="BENCHMARKS.md from the JSON")
     args = ap.parse_args()
+    if args.markdown_only:
+        update_markdown(json.loads((RESULTS / "online-sim.json").read_text()))
+        return
     phases = args.phases.split(",")
 
     from avrec.cli.datasets import get_loader
@@ -705,28 +711,39 @@ def update_markdown(res: dict) -> None:
                 f"{f(ci[1])}) | {_found(d['alpha_spending'])} | {_found(d['msprt'])} |"
             )
         lines.append("")
-    if "exploration" in res:
-        e = res["exploration"]
+    if res.get("exploration"):
         lines += [
-            f"**Exploration** (`explore_rate` {a['explore_rate']} at slot {SLOT}, against "
-            "none; both with the new items mixed in by content as always):",
+            f"**Exploration** (the slot: `explore_rate` {a['explore_rate']}, "
+            f"`explore_fresh_share` {a['fresh_share']}, at position {SLOT}; the content mix: "
+            "`mix_new`, new items close to a person's taste put into their pages). Days 2 "
+            f"to {a['days']}, after the new items arrive:",
             "",
-            "| | impressions of the new items | their clicks | items shown | CTR of all |",
+            "| phase | impressions of the new items | their clicks | new items shown | "
+            "CTR of all |",
             "|---|---|---|---|---|",
         ]
-        for k, label in (("aa", "without"), ("explore", "with")):
+        for k, label in (("none", "neither"), ("aa", "content mix (the default)"),
+                         ("slot", "slot"), ("explore", "content mix and slot")):  # fmt: skip
+            if k not in res["phases"]:
+                continue
             n = res["phases"][k]["new_items"]
             lines.append(
                 f"| {label} | {n['impressions']} | {n['clicks']} | "
                 f"{n['items_shown']} of {n['items']} | "
                 f"{res['phases'][k]['ctr']['ctr']:.4f} |"
             )
-        lines += [
-            "",
-            f"New items get {e['ratio']:.2f}x the impressions, at "
-            f"{e['ctr_relative_loss']:+.1%} relative loss of overall CTR.",
-            "",
-        ]
+        lines.append("")
+        names = {"slot/none": "the slot against neither",
+                 "explore/aa": "the slot added to the content mix",
+                 "aa/none": "the content mix against neither",
+                 "explore/none": "both against neither"}  # fmt: skip
+        for key, e in res["exploration"].items():
+            lines.append(
+                f"- {names.get(key, key)}: {e['new_impressions'][1]} against "
+                f"{e['new_impressions'][0]} impressions of the new items "
+                f"({e['ratio']:.2f}x), overall CTR {e['ctr_relative_loss']:+.1%} relative loss."
+            )
+        lines.append("")
     if "ope" in res:
         o = res["ope"]
         lines += [
@@ -742,6 +759,36 @@ def update_markdown(res: dict) -> None:
         for k in ("ips", "snips", "dr"):
             lines.append(
                 f"| {k.upper()} | {o['estimates'][k]:.4f} | {o['relative_error'][k]:.1%} |"
+            )
+        lines.append("")
+    sweep_file = RESULTS / "online-sim-sweep.json"
+    if sweep_file.exists():
+        sw = json.loads(sweep_file.read_text())
+        sp = sw["provenance"]
+        lines += [
+            f"**How the exploration settings were chosen** (`--sweep --seed "
+            f"{sw['args']['seed']}`, a development seed: other people's noise and arrivals; "
+            f"{sp['date']}, `{sp['commit']}`): the slot alone (no content mix) at each rate and "
+            "fresh share against no exploration at all; chosen: the most impressions of the "
+            "new items at a relative CTR loss of at most 3% (the issue's bound).",
+            "",
+            "| rate | fresh share | new items' impressions | CTR | relative loss |",
+            "|---|---|---|---|---|",
+            f"| 0 | – | {sw['baseline']['new_items']['impressions']} | "
+            f"{sw['baseline']['ctr']['ctr']:.4f} | – |",
+        ]
+        ch = sw.get("chosen") or {}
+        for c in sw["cells"]:
+            mark = (
+                " (chosen)"
+                if (c["explore_rate"], c["fresh_share"])
+                == (ch.get("explore_rate"), ch.get("fresh_share"))
+                else ""
+            )
+            lines.append(
+                f"| {c['explore_rate']}{mark} | {c['fresh_share']} | "
+                f"{c['new_impressions'][1]} | {c['ctr'][1]:.4f} | "
+                f"{c['ctr_relative_loss']:.1%} |"
             )
         lines.append("")
     secs = ", ".join(f"{k} {v['seconds']:.0f} s ({v['requests']} pages)"
