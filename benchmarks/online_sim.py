@@ -738,10 +738,11 @@ def update_markdown(res: dict) -> None:
                  "aa/none": "the content mix against neither",
                  "explore/none": "both against neither"}  # fmt: skip
         for key, e in res["exploration"].items():
+            before, after = e["new_impressions"]
+            times = f"{e['ratio']:.2f}x" if before else "none before"
             lines.append(
-                f"- {names.get(key, key)}: {e['new_impressions'][1]} against "
-                f"{e['new_impressions'][0]} impressions of the new items "
-                f"({e['ratio']:.2f}x), overall CTR {e['ctr_relative_loss']:+.1%} relative loss."
+                f"- {names.get(key, key)}: {after} against {before} impressions of the new "
+                f"items ({times}); overall CTR {e['ctr_relative_loss']:.1%} lower."
             )
         lines.append("")
     if "ope" in res:
