@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from avrec.online.explore import SlotPolicy, dr, estimate_slot, ips, snips
+from avrec.online.explore import ExplorePool, SlotPolicy, dr, estimate_slot, ips, snips
 
 
 def test_the_slot_explores_at_its_rate_with_the_propensities_logged():
@@ -44,6 +44,32 @@ def test_a_fresh_share_draws_the_new_items_first_with_true_propensities():
     assert props[0] == pytest.approx(0.2)
 
 
+def test_a_draw_never_walks_the_pool_and_counts_only_what_it_can_show():
+    """A draw costs O(page), not O(pool) (stop 29's review: it filtered the whole pool per
+    request); items on the page or excluded (deleted since the read) are never drawn, and
+    the propensity's denominator leaves them out."""
+
+    class NoWalk(tuple):
+        def __iter__(self):
+            raise AssertionError("the pool was walked")
+
+    pool = ExplorePool.of([f"c{j}" for j in range(1000)] + ["n1", "n2", "n3"], {"n1", "n2", "n3"})
+    object.__setattr__(pool, "cold", NoWalk(pool.cold))
+    object.__setattr__(pool, "fresh", NoWalk(pool.fresh))
+    policy = SlotPolicy(1.0, 0, np.random.default_rng(3), fresh_share=0.5)
+    seen = []
+    for _ in range(3000):
+        shown, props = policy.apply(["n1", "c5"], pool, excluded=frozenset({"n2", "c6"}))
+        seen.append(shown[0])
+        want = 0.5 / 1 if shown[0] == "n3" else 0.5 / 998  # n1, n2 and c5, c6 left out
+        assert props[0] == pytest.approx(want)
+    assert seen.count("n3") == pytest.approx(1500, abs=120)
+    assert not {"n2", "c6", "c5"} & set(seen)
+    # every fresh item blocked: the cold side alone, at the whole rate
+    shown, props = policy.apply(["n1", "n3"], pool, excluded=frozenset({"n2"}))
+    assert shown[0].startswith("c") and props[0] == pytest.approx(1.0 / 1000)
+
+
 def _bandit(n: int, seed: int = 0):
     """Requests logged by the slot policy (greedy item g0, rate 0.2 over 9 others)."""
     rng = np.random.default_rng(seed)
@@ -60,16 +86,20 @@ def _bandit(n: int, seed: int = 0):
 
 
 def test_off_policy_estimates_recover_the_target_click_rate():
-    logged, ctr = _bandit(60_000)
+    """Within 15% of the truth on 200,000 logged requests: IPS's relative standard error
+    there is about 3.3% (some 270 matched clicks per 60,000 requests), so 15% is more than
+    four of them. At 60,000 requests and 10%, 6 seeds in 20 failed (the test passed by
+    its seed; a change of the draws' order showed it)."""
+    logged, ctr = _bandit(200_000)
     best = estimate_slot(logged, lambda user, rid: "i9")  # a policy never run for real
     for name in ("ips", "snips", "dr"):
-        assert abs(best[name] - ctr["i9"]) / ctr["i9"] < 0.1, (name, best[name])
+        assert abs(best[name] - ctr["i9"]) / ctr["i9"] < 0.15, (name, best[name])
     assert best["logged_ctr"] < 0.05  # the logs themselves say little of i9
     same = estimate_slot(logged, lambda user, rid: "i0")  # the logging policy's own choice
-    assert abs(same["snips"] - ctr["i0"]) / ctr["i0"] < 0.1
+    assert abs(same["snips"] - ctr["i0"]) / ctr["i0"] < 0.15
     mixed = estimate_slot(logged, lambda user, rid: "i9" if int(user[1:]) % 2 else "i5")
     truth = (ctr["i9"] + ctr["i5"]) / 2
-    assert abs(mixed["dr"] - truth) / truth < 0.1
+    assert abs(mixed["dr"] - truth) / truth < 0.15
 
 
 def test_the_estimators_formulas():

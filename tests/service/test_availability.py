@@ -41,8 +41,8 @@ def test_a_window_that_opens_or_closes_makes_cached_pages_stale(monkeypatch):
 
 
 def test_an_item_created_since_training_is_offered_inside_its_window_only():
-    from avrec.service.state import _passes
+    from avrec.service.parts import passes
 
     room = {"available_from": 100.0, "available_until": 200.0, "language": "en"}
-    assert [_passes(room, None, t) for t in (50.0, 150.0, 250.0)] == [False, True, False]
-    assert _passes({"language": "en"}, None, 1e12)  # no window: always
+    assert [passes(room, None, t) for t in (50.0, 150.0, 250.0)] == [False, True, False]
+    assert passes({"language": "en"}, None, 1e12)  # no window: always

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from avrec.service.state import PageCache
+from avrec.service.parts import PageCache
 
 
 def test_pages_are_kept_bounded_and_expire():

@@ -12,7 +12,7 @@ import pytest
 
 from avrec.online.impressions import rows_of
 from avrec.online.metrics import online_metrics
-from avrec.service.state import _passes
+from avrec.service.parts import passes
 from avrec.storage.base import IMPRESSION_SCHEMA
 
 T = 1_700_000_000.0
@@ -127,14 +127,17 @@ def test_the_explore_pool_is_counted_by_the_store(store):
         [(f"r{n}", 0, "u1", item, "recommendations", None, None, None, ts)
          for n, (item, ts) in enumerate(shown)], schema=IMPRESSION_SCHEMA, orient="row",
     ))  # fmt: skip
-    got = store.explore_items(now, fresh_since, since, cold_impressions=3)
+    pairs = store.explore_items(now, fresh_since, since, cold_impressions=3)
+    got = [i for i, _ in pairs]
     assert got == sorted(["fresh", "fresh-edge", "cold", "unseen", "shown-long-ago",
                           "in-window", "ends-now"])  # fmt: skip
+    # one query says which are fresh (the slot's fresh share draws from those)
+    assert sorted(i for i, fresh in pairs if fresh) == ["fresh", "fresh-edge"]
     # the rule as the service applied it to the whole catalogue
     counts = dict(store.impressions(since, now + 1.0).group_by("item_id").len().iter_rows())
     rule = sorted(
         r["item_id"] for r in store.items(include_placeholders=False).to_dicts()
-        if _passes(r, None, now) and ((r["created_at"] or -1.0) >= fresh_since
+        if passes(r, None, now) and ((r["created_at"] or -1.0) >= fresh_since
                                       or counts.get(r["item_id"], 0) < 3)
     )  # fmt: skip
     assert got == rule

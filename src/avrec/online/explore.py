@@ -25,13 +25,54 @@ target's probability pi of the same item)``, importance weight ``w = pi / p``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SlotPolicy", "dr", "estimate_slot", "ips", "snips"]
+__all__ = ["ExplorePool", "SlotPolicy", "dr", "estimate_slot", "ips", "snips"]
+
+
+@dataclass(frozen=True)
+class ExplorePool:
+    """Exploration's pool as the slot draws from it: the fresh items and the cold ones,
+    each sorted, read once (the service reads them in the background) and drawn from many
+    times; a draw costs O(page), not O(pool)."""
+
+    fresh: tuple[str, ...] = ()
+    cold: tuple[str, ...] = ()
+    fresh_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    cold_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fresh_set", frozenset(self.fresh))
+        object.__setattr__(self, "cold_set", frozenset(self.cold))
+
+    @classmethod
+    def of(cls, items: Iterable[str], fresh: Collection[str] = ()) -> ExplorePool:
+        """The pool of ``items``, those in ``fresh`` on the fresh side."""
+        items = sorted(set(items))
+        return cls(tuple(i for i in items if i in fresh), tuple(i for i in items if i not in fresh))
+
+    @property
+    def items(self) -> list[str]:
+        """Every item of the pool, sorted."""
+        return sorted((*self.fresh, *self.cold))
+
+    def __len__(self) -> int:
+        return len(self.fresh) + len(self.cold)
+
+
+def _draw(side: tuple[str, ...], blocked: set[str], rng: np.random.Generator) -> str:
+    """One item of ``side`` uniformly among those not ``blocked`` (at least one is not),
+    by rejection: ``blocked`` is the page and a few deleted items, the side may be large."""
+    for _ in range(64):
+        item = side[int(rng.integers(len(side)))]
+        if item not in blocked:
+            return item
+    rest = [i for i in side if i not in blocked]  # nearly all blocked: walk it (rare)
+    return rest[int(rng.integers(len(rest)))]
 
 
 @dataclass
@@ -44,26 +85,40 @@ class SlotPolicy:
     fresh_share: float = 0.0
 
     def apply(
-        self, items: list[str], pool: Sequence[str], fresh: Collection[str] = ()
-    ) -> tuple[list[str], list[float]]:
-        """The page to show and each item's propensity at its position. With
-        ``fresh_share``, an explored slot draws from the pool's ``fresh`` items with that
+        self, items: list[str], pool: ExplorePool | Sequence[str], fresh: Collection[str] = (),
+        excluded: Collection[str] = (),
+    ) -> tuple[list[str], list[float]]:  # fmt: skip
+        """The page to show and each item's propensity at its position.
+
+        Args:
+            items: the pipeline's page.
+            pool: the exploration pool (a plain sequence is split by ``fresh``).
+            fresh: the fresh items of a plain sequence.
+            excluded: items never to explore (deleted since the pool was read); with the
+                page's own, left out of the draw and of the propensity's denominator.
+
+        With ``fresh_share``, an explored slot draws from the pool's fresh items with that
         probability and from the others otherwise (from whichever there are, when one side
         is empty)."""
         props = [1.0] * len(items)
         if self.rate <= 0 or self.slot >= len(items):
             return items, props
-        shown = set(items)
-        new = [i for i in pool if i not in shown and i in fresh]
-        old = [i for i in pool if i not in shown and i not in fresh]
-        if not new and not old:
+        if not isinstance(pool, ExplorePool):
+            pool = ExplorePool.of(pool, frozenset(fresh))
+        blocked = set(items).union(excluded)
+        n_new = len(pool.fresh) - sum(1 for i in blocked if i in pool.fresh_set)
+        n_old = len(pool.cold) - sum(1 for i in blocked if i in pool.cold_set)
+        if n_new <= 0 and n_old <= 0:
             return items, props
-        share = self.fresh_share if new and old else (1.0 if new else 0.0)
+        share = self.fresh_share if n_new > 0 and n_old > 0 else (1.0 if n_new > 0 else 0.0)
         out = list(items)
         if self.rng.random() < self.rate:
-            side, p = (new, share) if self.rng.random() < share else (old, 1.0 - share)
-            out[self.slot] = side[int(self.rng.integers(len(side)))]
-            props[self.slot] = self.rate * p / len(side)
+            if self.rng.random() < share:
+                side, p, n = pool.fresh, share, n_new
+            else:
+                side, p, n = pool.cold, 1.0 - share, n_old
+            out[self.slot] = _draw(side, blocked, self.rng)
+            props[self.slot] = self.rate * p / n
         else:
             props[self.slot] = 1.0 - self.rate
         return out, props

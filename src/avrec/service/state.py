@@ -11,27 +11,25 @@ process acknowledged shapes the next request whichever process answers it.
 from __future__ import annotations
 
 import logging
-import random
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from avrec.data.schema import split_list
-from avrec.data.weighting import EventWeighting
 from avrec.errors import StoreError, UnknownEntityError
 from avrec.service.metrics import IMPRESSIONS
+from avrec.service.mixes import ExplorationPool
+from avrec.service.parts import EventWriter, LiveEvents, LockedStore, NewItems, PageCache
 from avrec.storage.base import NO_CONSENT
 from avrec.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bundle", "LiveEvents", "LockedStore", "NewItems", "ServiceState"]
+__all__ = ["Bundle", "ServiceState"]
 
 
 @dataclass
@@ -49,256 +47,6 @@ class Bundle:
     @property
     def label(self) -> str:
         return f"{self.name}-v{self.version}"
-
-
-class LiveEvents:
-    """Per user, the events since the bundle was trained, in order: the items they played or
-    liked (their history grows at once) and the items they rejected (never shown again)."""
-
-    def __init__(self, weighting: EventWeighting) -> None:
-        self.weighting = weighting
-        self.positive: dict[str, list[str]] = defaultdict(list)
-        self.negative: dict[str, set[str]] = defaultdict(set)
-        self.count = 0
-
-    def signs(self, types: list[str], values: list[float | None]) -> np.ndarray:
-        """The sign of each event's preference weight, by the workspace's weighting rules
-        (a dislike or an early skip is negative; a type without a rule counts as a play)."""
-        known = [t if t in self.weighting.rules or self.weighting.default else "play"
-                 for t in types]  # fmt: skip
-        vals = np.asarray([np.nan if v is None else v for v in values], np.float64)
-        return np.sign(self.weighting.weights(np.asarray(known), vals))
-
-    def add(self, rows: list[tuple]) -> None:
-        rows = [r for r in rows if r[2] is not None]  # searches name no item
-        if not rows:
-            return
-        signs = self.signs([r[3] for r in rows], [r[4] for r in rows])
-        for (_, user, item, *_rest), sign in zip(rows, signs.tolist(), strict=True):
-            if sign < 0:
-                self.negative[user].add(item)
-            elif sign > 0:
-                self.positive[user].append(item)
-        self.count += len(rows)
-
-    def clear(self) -> None:
-        self.positive.clear()
-        self.negative.clear()
-        self.count = 0
-
-
-class NewItems:
-    """Items created through the API that the served bundle does not know: their e5 text
-    vectors (title, tags, genres, description), encoded in the background, let the content
-    side offer them before any retraining (see :meth:`ServiceState.mix_new`)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.vectors: dict[str, Any] = {}
-        self.pending: list[str] = []
-        self._busy = threading.Lock()
-
-    def add(self, item_id: str, row: dict[str, Any]) -> None:
-        self.rows[item_id] = row
-        self.vectors.pop(item_id, None)
-        self.pending.append(item_id)
-
-    def pop(self, item_id: str) -> None:
-        self.rows.pop(item_id, None)
-        self.vectors.pop(item_id, None)
-
-    def clear(self) -> None:
-        self.rows.clear()
-        self.vectors.clear()
-        self.pending.clear()
-
-    def encode_pending(self) -> None:
-        """Encode what is waiting, in a thread, one batch at a time."""
-        if not self.pending or self._busy.locked():
-            return
-
-        def run() -> None:
-            with self._busy:
-                while self.pending:
-                    todo = list(dict.fromkeys(self.pending[:64]))
-                    del self.pending[:64]
-                    todo = [i for i in todo if i in self.rows]
-                    if not todo:
-                        continue
-                    try:
-                        vecs = _encode([_document(self.rows[i]) for i in todo])
-                    except Exception:  # noqa: BLE001 - no encoder: new items wait for training
-                        log.exception("could not encode new items")
-                        return
-                    for i, v in zip(todo, vecs, strict=True):
-                        if i in self.rows:
-                            self.vectors[i] = v
-
-        threading.Thread(target=run, name="avrec-new-items", daemon=True).start()
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
-def stored_list(raw: Any) -> list[str]:
-    """A list field as the store keeps it (a JSON list), ``[]`` when missing or malformed:
-    what is shown must never fail on one bad row."""
-    try:
-        return split_list(raw)
-    except ValueError:
-        return []
-
-
-def _passes(row: dict[str, Any], flt: Any, now: float | None = None) -> bool:
-    """Whether a new item's catalogue row is available at ``now`` (default: the clock) and
-    passes an ItemFilter's categories and languages."""
-    now = time.time() if now is None else now
-    start, end = row.get("available_from"), row.get("available_until")
-    if (start is not None and start > now) or (end is not None and end < now):
-        return False
-    if flt is None:
-        return True
-    cats = getattr(flt, "categories", None)
-    if cats:
-        have = {x.lower() for key in ("tags", "categories") for x in stored_list(row.get(key))}
-        if not have & {c.lower() for c in cats}:
-            return False
-    langs = getattr(flt, "languages", None)
-    return not (langs and (row.get("language") or "") not in langs)
-
-
-def _document(row: dict[str, Any]) -> str:
-    from avrec.language.search import document_text
-
-    tags = " ".join([*stored_list(row.get("tags")), *stored_list(row.get("categories"))])
-    doc = {"title": row.get("title") or "", "tags": tags, "description": row.get("description")}
-    return document_text({k: v for k, v in doc.items() if v})
-
-
-_ENCODER: Any = None
-
-
-def _encode(texts: list[str]) -> Any:
-    global _ENCODER
-    if _ENCODER is None:
-        from avrec.features.text import E5TextEncoder
-
-        _ENCODER = E5TextEncoder()
-    from avrec.features.base import l2_normalise
-
-    return l2_normalise(_ENCODER.encode(texts))
-
-
-class PageCache:
-    """Answers kept for about ``ttl_s`` seconds (each one between half and one and a half
-    times it), least recently used out past ``size``. Keys carry
-    what would change the answer (the user's live event count, the catalogue's version,
-    the bundle), so an event or a catalogue change is never answered from the cache."""
-
-    def __init__(self, ttl_s: float, size: int = 50_000) -> None:
-        from collections import OrderedDict
-
-        self.ttl_s, self.size = ttl_s, size
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: Any) -> Any:
-        if self.ttl_s <= 0:
-            return None
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is None or hit[0] < time.monotonic():
-                self.misses += 1
-                if hit is not None:
-                    del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return hit[1]
-
-    def put(self, key: Any, value: Any) -> None:
-        if self.ttl_s <= 0:
-            return
-        # each page lives between half and one and a half times the TTL: pages computed in
-        # the same burst do not all expire in the same second and come back as a storm
-        life = self.ttl_s * (0.5 + random.random())
-        with self._lock:
-            self._data[key] = (time.monotonic() + life, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-class EventWriter:
-    """Group commit: events from concurrent requests are written in one transaction (and
-    one fsync), each request answered once that transaction is committed. A request waits
-    for at most the transaction in flight plus its own."""
-
-    def __init__(self, state: ServiceState) -> None:
-        import queue
-
-        self.state = state
-        self.queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, name="avrec-events", daemon=True).start()
-
-    def write(self, df: Any, keys: list[str | None]) -> list[bool]:
-        """Commit ``df`` (with its idempotency keys); returns the duplicate flags."""
-        from concurrent.futures import Future
-
-        fut: Future = Future()
-        self.queue.put((df, keys, fut))
-        return fut.result()
-
-    def _run(self) -> None:
-        import queue
-
-        import polars as pl
-
-        while True:
-            batch = [self.queue.get()]
-            while True:  # everything that arrived meanwhile goes in the same commit
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                df = pl.concat([b[0] for b in batch], how="vertical_relaxed")
-                keys = [k for b in batch for k in b[1]]
-                # a key repeated across requests of one batch: the first one counts
-                with self.state.lock, self.state.write_turn():
-                    _, dup = self.state.store.add_events_once(df, keys)
-                at = 0
-                for part, _, fut in batch:
-                    fut.set_result(dup[at : at + part.height])
-                    at += part.height
-            except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-
-
-class LockedStore:
-    """The store seen through the process' lock, one call at a time, for code that holds it
-    across slow work (a conversation's turn reads its state, ranks, then writes it)."""
-
-    def __init__(self, store: Any, lock: Any) -> None:
-        self._store, self._lock = store, lock
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attr(*args, **kwargs)
-
-        return call
 
 
 class ServiceState:
@@ -345,11 +93,8 @@ class ServiceState:
 
         online = workspace.config.online
         self.engagement = Engagement(online.live_weights, online.live_window_s)
-        self._pool: list[str] | None = None  # exploration's, read again in the background
-        self._pool_at = -1e9
-        self._pooling = threading.Lock()  # one read of it at a time
-        self._fresh: frozenset[str] = frozenset()  # the pool's fresh items
-        self._explore_rng = np.random.default_rng()
+        self.exploration = ExplorationPool(self)  # the slot's pool, read in the background
+        self.explore_rng = np.random.default_rng()
         self._experiments: list[Any] = []
         self._experiments_at = -1e9
         self.arm_bundles: dict[int, Bundle] = {}  # pipeline versions served to an arm
@@ -505,13 +250,13 @@ class ServiceState:
             elif kind == "item_deleted":
                 self.deleted.add(key)
                 self.new_items.pop(key)
-                self._pool_at = -1e9  # exploration's pool: read again (in the background)
+                self.exploration.stale(deleted=key)  # never explored from now on
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
             elif kind == "item":
                 self.deleted.discard(key)
                 self._note_item(model, key)
-                self._pool_at = -1e9  # a new item is explored from the next requests on
+                self.exploration.stale(created=key)  # explored from the next requests on
             elif kind == "events_dropped":  # retention: ids above the floor may be reused
                 self._cutoff = min(self._cutoff, floor)
                 rebuild = True
@@ -540,155 +285,12 @@ class ServiceState:
         if not known:
             self.new_items.add(item_id, rows[0])
 
-    def mix_new(
-        self, b: Bundle, lst: Any, history: list[str], k: int, exclude: set[str], flt: Any,
-        lang: str = "en",
-    ) -> Any:  # fmt: skip
-        """``lst`` with new items (not in the bundle) put in every fifth place from the third
-        on, at most ``k // 5`` (one at least): those whose text is as close to the person's
-        history (its text vectors' mean) than the median catalogue item, best first; with no
-        history, the newest. Filters and exclusions hold."""
-        import numpy as np
-
-        nv = self.new_items.vectors
-        if not nv or not k or not self.ws.config.online.mix_new:
-            return lst
-        cands = [i for i in nv if i not in exclude and i not in lst.ids and _passes(
-            self.new_items.rows.get(i, {}), flt)]  # fmt: skip
-        if not cands:
-            return lst
-        m = b.model
-        tv = getattr(m, "text_vectors", None)
-        rows = []
-        if tv is not None and history:
-            idx = m.items.index(history, missing="ignore")
-            rows = [tv[j] for j in idx[idx >= 0] if np.any(tv[j])]
-        rows += [nv[i] for i in history if i in nv]
-        quota = max(1, k // 5)
-        if rows:
-            profile = np.mean(rows, axis=0)
-            profile /= max(float(np.linalg.norm(profile)), 1e-9)
-            cos = {i: float(nv[i] @ profile) for i in cands}
-            # closer than the typical catalogue item (the median of a fixed sample of 2,000)
-            bar = -1.0
-            if tv is not None:
-                if b.sample is None:
-                    rng = np.random.default_rng(0)
-                    b.sample = rng.choice(len(tv), min(2000, len(tv)), replace=False)
-                sims = tv[b.sample] @ profile
-                sims = sims[np.any(tv[b.sample], axis=1)]
-                bar = float(np.median(sims)) if len(sims) else -1.0
-            chosen = sorted((i for i in cands if cos[i] >= bar), key=lambda i: -cos[i])[:quota]
-            why = "new, and close in meaning to what you play"
-        else:
-            chosen = list(reversed(cands))[:quota]  # the newest first
-            why = "new in the catalogue"
-        if not chosen:
-            return lst
-        if lang.startswith("zh"):
-            why = "新上架，与你喜欢的内容相近" if rows else "新上架"
-        ids, scores = list(lst.ids), list(lst.scores.tolist())
-        fields = {key: list(v) for key, v in lst.fields.items()}
-        for n, item in enumerate(chosen):
-            at = min(2 + 5 * n, len(ids))
-            ids.insert(at, item)
-            scores.insert(at, scores[at] if at < len(scores) else (scores[-1] if scores else 0.0))
-            for key, v in fields.items():
-                if key == "sources":
-                    v.insert(at, ["new"])
-                elif key == "explanation":
-                    v.insert(at, {"item": item, "reasons": [{"kind": "new", "value": True}],
-                                  "text": why})  # fmt: skip
-                else:
-                    v.insert(at, None)
-        ids, scores = ids[:k], scores[:k]
-        fields = {key: v[:k] for key, v in fields.items()}
-        return type(lst)(ids, np.asarray(scores, np.float32), fields)
-
     def _read_events(self) -> None:
         rows = self.store.events_after(self._event_cursor)
         if rows:
             self._event_cursor = rows[-1][0]
             self.live.add(rows)
             self.engagement.add(rows)
-
-    # -- live rooms -----------------------------------------------------------------------------
-    def rooms(self, b: Bundle) -> dict[str, dict[str, Any]]:
-        """The rooms live now: the bundle's items of ``live_category`` and those created
-        since, whose window contains the clock (catalogue rows, kept until a change)."""
-        from avrec.online.live import is_room
-
-        cfg = self.ws.config.online
-        now = time.time()
-        facts = getattr(b.model, "facts", None)
-        ids: list[str] = []
-        if facts is not None:
-            idx = facts.by_label.get(cfg.live_category.lower())
-            if idx is not None and len(idx):
-                ids = b.model.items.lookup(list(idx))
-        rows = self.item_rows([i for i in ids if i not in self.deleted])
-        rows.update({i: r for i, r in self.new_items.rows.items() if i not in self.deleted})
-        return {i: r for i, r in rows.items() if is_room(r, cfg.live_category, now)}
-
-    def liked_hosts(self, b: Bundle, user: str | None, history: list[str]) -> dict[str, int]:
-        """How many of the user's positive items each host hosts (their last 50)."""
-        from avrec.online.live import hosts
-
-        past: list[str] = []
-        m = b.model
-        if user is not None and m.users.index([user], missing="ignore")[0] >= 0:
-            seen = m.user_batch([user]).sequence_list()[0]
-            past = m.items.lookup(list(seen[-50:]))
-        out: dict[str, int] = {}
-        for row in self.item_rows([*past, *history][-50:]).values():
-            for h in hosts(row):
-                out[h] = out.get(h, 0) + 1
-        return out
-
-    def mix_live(
-        self, b: Bundle, lst: Any, user: str | None, history: list[str], k: int,
-        exclude: set[str], flt: Any, lang: str = "en",
-    ) -> Any:  # fmt: skip
-        """``lst`` led by the best ``live_slots`` rooms live now (not excluded, passing the
-        filter), the rest moved down and cut to ``k``."""
-        from avrec.online.live import rank_rooms
-
-        cfg = self.ws.config.online
-        if cfg.live_slots <= 0 or not k:
-            return lst
-        rooms = {i: r for i, r in self.rooms(b).items()
-                 if i not in exclude and _passes(r, flt)}  # fmt: skip
-        if not rooms:
-            return lst
-        ranked = rank_rooms(rooms, self.engagement, time.time(),
-                            self.liked_hosts(b, user, history), cfg.host_weight)  # fmt: skip
-        picked = ranked[: cfg.live_slots]
-        taken = {i for i, *_ in picked}
-        keep = [j for j, i in enumerate(lst.ids) if i not in taken][: max(0, k - len(picked))]
-        text = {"en": "Live now: {n:g} in the last {m:g} minutes",
-                "zh": "正在直播：最近 {m:g} 分钟 {n:g} 次互动"}.get(lang, "Live now")  # fmt: skip
-        explanations = [
-            {"reasons": [{"kind": "live", "value": e}],
-             "text": text.format(n=e, m=cfg.live_window_s / 60)}
-            for _, _, e, _ in picked
-        ]  # fmt: skip
-        ids = [i for i, *_ in picked] + [lst.ids[j] for j in keep]
-        scores = np.concatenate([np.asarray([s for _, s, _, _ in picked], np.float32),
-                                 np.asarray(lst.scores, np.float32)[keep]])  # fmt: skip
-        fields = {}
-        for name, values in lst.fields.items():
-            head = (
-                explanations
-                if name == "explanation"
-                else ([["live"]] * len(picked) if name == "sources" else [None] * len(picked))
-            )
-            fields[name] = head + [values[j] for j in keep]
-        if "explanation" not in fields:
-            fields["explanation"] = explanations + [None] * len(keep)
-        if "sources" not in fields:
-            fields["sources"] = [["live"]] * len(picked) + [None] * len(keep)
-        lst.ids, lst.scores, lst.fields = ids, scores, fields
-        return lst
 
     def shown(
         self, request: Any, surface: str, items: list[str], user_id: str | None,
@@ -702,51 +304,6 @@ class ServiceState:
         self.impressions.log(rid, surface, items, user_id, model_version, offset, variant,
                              propensities)  # fmt: skip
         IMPRESSIONS.labels(surface=surface).inc(len(items))
-
-    def explore_pool(self) -> list[str]:
-        """The items exploration draws from: fresh (created in the last ``fresh_days``, or
-        through the API since the bundle) and cold (fewer than ``cold_impressions``
-        impressions in 30 days); available now, not deleted. The store counts them; a
-        request takes the last pool at once, and one older than a minute is read again in
-        the background (only the first is read on the request's own thread)."""
-        pool = self._pool
-        if pool is None:
-            with self._pooling:
-                return self._pool if self._pool is not None else self._read_pool()
-        if time.time() - self._pool_at >= 60.0 and self._pooling.acquire(blocking=False):
-
-            def run() -> None:
-                try:
-                    self._read_pool()
-                except Exception:  # noqa: BLE001 - the store may be restarting: keep the last
-                    log.exception("could not read the exploration pool; serving the last one")
-                    self._pool_at = time.time()  # tried again in a minute
-                finally:
-                    self._pooling.release()
-
-            threading.Thread(target=run, name="avrec-explore", daemon=True).start()
-        return pool
-
-    def _read_pool(self) -> list[str]:
-        cfg = self.ws.config.online
-        now = time.time()
-        # a shared store serves threads as it is; SQLite's one connection, under the lock
-        store = self.store if self.store.shared else LockedStore(self.store, self.lock)
-        fresh_since, since = now - cfg.fresh_days * 86400.0, now - 30 * 86400.0
-        ids = store.explore_items(now, fresh_since, since, cfg.cold_impressions)
-        fresh = set(store.explore_items(now, fresh_since, since, 0))  # no item is that cold
-        with self.lock:  # what requests change meanwhile (under the lock)
-            deleted, new = set(self.deleted), list(self.new_items.rows.items())
-        added = {i for i, r in new if _passes(r, None, now)}
-        pool = {i for i in ids if i not in deleted} | added
-        self._fresh = frozenset((fresh - deleted) | added)
-        self._pool = sorted(pool)
-        self._pool_at = now
-        return self._pool
-
-    def explore_fresh(self) -> frozenset[str]:
-        """The fresh items of the last exploration pool (``explore_pool`` reads them)."""
-        return self._fresh
 
     # -- experiments ----------------------------------------------------------------------------
     def experiments(self) -> list[Any]:

@@ -499,23 +499,27 @@ class Store(abc.ABC):
 
     def explore_items(
         self, now: float, fresh_since: float, since: float, cold_impressions: int
-    ) -> list[str]:
-        """The ids, sorted, of the catalogue's items (no placeholder) available at ``now``
-        (inside their window) that are fresh (created at ``fresh_since`` or later) or cold
-        (fewer than ``cold_impressions`` impressions since ``since``): exploration's pool,
-        counted by the database, not read whole into the process."""
+    ) -> list[tuple[str, bool]]:
+        """The catalogue's items (no placeholder) available at ``now`` (inside their window)
+        that are fresh (created at ``fresh_since`` or later) or cold (fewer than
+        ``cold_impressions`` impressions since ``since``), each with whether it is fresh,
+        sorted by id: exploration's pool, counted by the database in one query, not read
+        whole into the process."""
         p = self._param
         df = self._frame(
-            "SELECT it.item_id FROM items it LEFT JOIN (SELECT item_id, count(*) AS n "
+            f"SELECT it.item_id, CASE WHEN it.created_at >= {p} THEN 1 ELSE 0 END AS fresh "
+            "FROM items it LEFT JOIN (SELECT item_id, count(*) AS n "
             f"FROM impressions WHERE ts >= {p} GROUP BY item_id) s ON s.item_id = it.item_id "
             f"WHERE {self._real_item_sql} "
             f"AND (it.available_from IS NULL OR it.available_from <= {p}) "
             f"AND (it.available_until IS NULL OR it.available_until >= {p}) "
             f"AND (it.created_at >= {p} OR coalesce(s.n, 0) < {p})",
-            {"item_id": pl.String},
-            (float(since), float(now), float(now), float(fresh_since), int(cold_impressions)),
+            {"item_id": pl.String, "fresh": pl.Int64},
+            (float(fresh_since), float(since), float(now), float(now), float(fresh_since),
+             int(cold_impressions)),
         )  # fmt: skip
-        return sorted(df["item_id"].to_list())  # in Python: the databases' collations differ
+        # sorted in Python: the databases' collations differ
+        return sorted((i, bool(f)) for i, f in df.iter_rows())
 
     # -- several processes on several machines ------------------------------------------------
     #: whether processes on other machines may share this store (a database server): the

@@ -21,6 +21,7 @@ from avrec.service.deps import (
     service_state,
     settings,
 )
+from avrec.service.parts import stored_list
 from avrec.service.routes.recommend import cover_url
 from avrec.service.schemas import (
     ConsentIn,
@@ -33,7 +34,7 @@ from avrec.service.schemas import (
 )
 from avrec.service.security import Principal
 from avrec.service.settings import ServiceSettings
-from avrec.service.state import ServiceState, stored_list
+from avrec.service.state import ServiceState
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 MEDIA = ("image", "video", "audio")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import ValidationError
 
 from avrec.service.deps import ApiError, require, service_state
+from avrec.service.mixes import rooms
 from avrec.service.security import Principal
 from avrec.service.state import ServiceState
 
@@ -143,7 +144,7 @@ def overview(
     """Catalogue and event counts, the last ingests, the registered model versions with
     their offline metrics, what this node serves, the last retraining, the online metrics
     per hour (two days or less) or per day, the experiments with their statistics (a glance,
-    not a recorded look) and the rooms live now (:meth:`ServiceState.rooms`: the catalogue is
+    not a recorded look) and the rooms live now (:func:`avrec.service.mixes.rooms`: the catalogue is
     not read whole)."""
     from avrec.online.experiments import ExperimentConfig, results
     from avrec.online.metrics import online_metrics
@@ -185,7 +186,7 @@ def overview(
     live: list[str] = []
     if b is not None:
         st.refresh()  # the rooms opened or closed through any node since the last request
-        live = sorted(st.rooms(b))
+        live = sorted(rooms(st, b))
     return {
         "now": now,
         "counts": counts,

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from avrec.service.deps import ApiError, act_for, bundle, require, service_state
 from avrec.service.metrics import PAGES
+from avrec.service.mixes import liked_hosts, mix_live, mix_new, rooms
+from avrec.service.parts import stored_list
 from avrec.service.schemas import AnonymousRequest, RecommendationResponse, RecommendedItem
 from avrec.service.security import Principal
-from avrec.service.state import Bundle, ServiceState, stored_list
+from avrec.service.state import Bundle, ServiceState
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -110,9 +112,9 @@ def recommend_for(
         if known >= 0:
             seen = m.user_batch([asked]).sequence_list()[0]
             past = m.items.lookup(list(seen[-50:]))
-        lst = st.mix_new(b, lst, [*past, *history], k, set(ex) | set(history), flt, lang)
+        lst = mix_new(st, b, lst, [*past, *history], k, set(ex) | set(history), flt, lang)
     if offset == 0:  # rooms live now lead the first page
-        lst = st.mix_live(b, lst, asked if user is not None else None, history, k,
+        lst = mix_live(st, b, lst, asked if user is not None else None, history, k,
                           set(ex) | set(history), flt, lang)  # fmt: skip
     return lst, fallback
 
@@ -194,10 +196,10 @@ def _explored(
     ids = [x.item_id for x in page.items]
     props = None
     if cfg.explore_rate > 0 and offset == 0 and st.personalises(user_id):
-        policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st._explore_rng,
+        policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st.explore_rng,
                             cfg.explore_fresh_share)  # fmt: skip
-        pool = st.explore_pool()
-        shown, props = policy.apply(ids, pool, st.explore_fresh())
+        pool = st.exploration.get()
+        shown, props = policy.apply(ids, pool, excluded=st.exploration.gone)
         if shown != ids:
             new = shown[cfg.explore_slot]
             row = st.item_rows([new]).get(new, {})
@@ -296,10 +298,10 @@ def live_rooms(
     if user is not None and not st.personalises(user):
         user = None
     cfg = st.ws.config.online
-    rooms = {i: r for i, r in st.rooms(b).items() if i not in st.excluded_items(user)}
-    liked = st.liked_hosts(b, st.request_user(user) if user else None,
-                           st.live.positive.get(user, []) if user else [])  # fmt: skip
-    ranked = rank_rooms(rooms, st.engagement, time.time(), liked, cfg.host_weight)[:k]
+    open_now = {i: r for i, r in rooms(st, b).items() if i not in st.excluded_items(user)}
+    liked = liked_hosts(st, b, st.request_user(user) if user else None,
+                        st.live.positive.get(user, []) if user else [])  # fmt: skip
+    ranked = rank_rooms(open_now, st.engagement, time.time(), liked, cfg.host_weight)[:k]
     text = "Live now: {n:g} in the last {m:g} minutes" if lang == "en" else "正在直播"
     lst = ItemList(
         [i for i, *_ in ranked],
