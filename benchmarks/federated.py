@@ -69,12 +69,14 @@ class _Scorer:
         return out
 
 
-def _federated(split, score: _Scorer, **params) -> dict:  # noqa: ANN001, ANN003
-    """One federated run, scored after every round."""
+def _federated(split, score: _Scorer, keep: list | None = None, **params) -> dict:  # noqa: ANN001, ANN003
+    """One federated run, scored after every round (``keep``: gets the last factors)."""
     model = create_model("fedmf", **params)
     curve: list[dict] = []
 
     def on_round(r: int, y: np.ndarray, entry: dict) -> None:
+        if keep is not None:
+            keep[:] = [y.copy()]
         model.item_factors = y
         model._outer = None
         curve.append({**entry, **score(model)})

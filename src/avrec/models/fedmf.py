@@ -48,7 +48,14 @@ class FederatedMFConfig(ModelConfig):
         "each update clipped to dp_clip, Gaussian noise on the sum calibrated for the rounds "
         "and the sampling rate; None: no DP",
     )
-    dp_clip: float = Field(1.0, gt=0, description="DP-FedAvg: each update's L2 bound")
+    dp_clip: float = Field(
+        1.0, gt=0, description="each update's L2 bound, under DP-FedAvg or secure aggregation"
+    )
+    secure_aggregation: bool = Field(
+        False,
+        description="engine flower: the server learns only each round's sum, by Flower's "
+        "SecAgg+ (updates clipped to dp_clip and quantised); inprocess: the same clipping",
+    )
     dp_delta: float = Field(1e-6, gt=0, lt=1, description="the delta the epsilon is stated at")
     seed: int = 0
 

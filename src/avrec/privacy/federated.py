@@ -189,9 +189,10 @@ def client_round(
     y: np.ndarray, items: np.ndarray, weights: np.ndarray, config: Any,
     gram: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ClientUpdate]:  # fmt: skip
-    """What a client does with the item factors it is sent: solve, update, clip under DP."""
+    """What a client does with the item factors it is sent: solve, update, clip under DP
+    or secure aggregation (whose quantisation needs a bound)."""
     x, update = client_update(y, items, weights, config.alpha, config.regularization, gram)
-    if config.dp_epsilon is not None:
+    if config.dp_epsilon is not None or getattr(config, "secure_aggregation", False):
         update = clip_update(update, config.dp_clip)
     return x, update
 

@@ -15,6 +15,17 @@ What a client holds and sends:
 - it receives the item factors and answers with its :class:`~avrec.privacy.federated.
   ClientUpdate`, clipped when DP is on. The server sums the answers and steps.
 
+**Secure aggregation** (``secure_aggregation=True``): the rounds run through Flower's
+SecAgg+ (Bell et al., 2020; ``SecAggPlusWorkflow`` on the server, ``secaggplus_mod`` on each
+client), so the server learns only the sum of a round's updates, never one person's. Each
+client masks its update with pairwise masks agreed with a few neighbours (keys shared by
+Shamir's scheme, so a client that drops out is unmasked by the others) and a private mask;
+the masks cancel in the sum. SecAgg+ sums integers: every update is clipped to L2 norm
+``dp_clip`` (so each coordinate lies in ``[-dp_clip, dp_clip]``) and quantised by unbiased
+stochastic rounding to ``2^b`` levels, ``b`` as large as the clients' number allows without
+the modular sum overflowing (``b = 22`` for 943 clients). With DP on, the server adds its
+noise to the unmasked sum as before.
+
 Flower's telemetry is switched off (``FLWR_TELEMETRY_ENABLED=0``) before it is imported: a
 default install sends nothing anywhere.
 """
@@ -22,6 +33,7 @@ default install sends nothing anywhere.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -34,7 +46,7 @@ import scipy.sparse as sp
 from avrec.errors import ConfigError
 from avrec.privacy import federated
 
-__all__ = ["run_flower"]
+__all__ = ["run_flower", "secagg_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +181,162 @@ def _server_app(
     return app
 
 
+#: SecAgg+'s modulus: the masked, quantised sums are taken modulo 2^32
+MODULUS = 2**32
+
+
+def secagg_settings(n_clients: int, clip: float) -> dict[str, Any]:
+    """SecAgg+'s parameters for a round of at most ``n_clients``: shares to about
+    ``log2(n)`` neighbours (an odd number, at least 3: Bell et al.'s sparse graph), half of
+    them plus one to reconstruct a dropped client's masks; quantisation to the largest
+    power of two that keeps ``n`` clients' sum below the modulus; ``dp_clip`` as the
+    clipping range."""
+    shares = max(3, math.ceil(math.log2(max(n_clients, 2))) + 1)
+    shares += 1 - shares % 2  # odd: a ring of neighbours, as many on either side
+    shares = min(shares, max(n_clients, 3))
+    levels = 2 ** min(30, int(math.floor(math.log2((MODULUS - 1) / (n_clients + 1)))))
+    return {"num_shares": shares, "reconstruction_threshold": shares // 2 + 1,
+            "clipping_range": float(clip), "quantization_range": levels,
+            "modulus_range": MODULUS, "max_weight": 1.0}  # fmt: skip
+
+
+def _payload(content: Any) -> int:
+    """The bytes of a message's records (arrays and config values; framing left out)."""
+    n = 0
+    for record in content.array_records.values():
+        n += sum(a.numpy().nbytes for a in record.values())
+    for record in content.config_records.values():
+        for v in record.values():
+            for x in v if isinstance(v, list) else [v]:
+                n += len(x) if isinstance(x, bytes | str) else 8
+    return n
+
+
+def _count_bytes(msg: Any, context: Any, call_next: Any) -> Any:
+    """A client mod around SecAgg+'s: what the client sends over the protocol's stages.
+    The total since the last masked vector (the previous round's unmasking, this round's
+    keys, shares and vector) travels in that vector's metrics, which reach the server."""
+    from flwr.app import ConfigRecord
+
+    reply = call_next(msg, context)
+    sent = _payload(reply.content)
+    state = context.state.config_records.setdefault("avrec.bytes", ConfigRecord({"n": 0}))
+    state["n"] = int(state["n"]) + sent
+    metrics = reply.content.config_records.get("fitres.metrics")
+    if metrics is not None:  # the stage that carries the masked vector
+        metrics["bytes_up"] = int(state["n"])
+        state["n"] = 0
+    return reply
+
+
+def _secure_client_app(rows: _Rows, config: Any) -> Any:
+    flwr = _flower()
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+
+    settings = {k: getattr(config, k) for k in ("alpha", "regularization", "dp_epsilon",
+                                                 "dp_clip", "secure_aggregation")}  # fmt: skip
+
+    class Client(NumPyClient):
+        def __init__(self, partition: int) -> None:
+            self.partition = partition
+
+        def fit(self, parameters: list[np.ndarray], _config: dict) -> tuple:
+            from types import SimpleNamespace
+
+            items, weights = rows.row(self.partition)
+            _, update = federated.client_round(parameters[0], items, weights,
+                                               SimpleNamespace(**settings))  # fmt: skip
+            return [a.astype(np.float32) for a in update.arrays()], 1, {}
+
+    def client_fn(context: Any) -> Any:
+        return Client(int(context.node_config["partition-id"])).to_client()
+
+    return flwr.clientapp.ClientApp(client_fn=client_fn, mods=[_count_bytes, secaggplus_mod])
+
+
+def _secure_server_app(
+    n_clients: int, n_items: int, config: Any, result: dict[str, Any],
+    on_round: Callable[[int, np.ndarray, dict[str, Any]], None] | None,
+) -> Any:  # fmt: skip
+    flwr = _flower()
+    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import ServerConfig
+    from flwr.server.compat import LegacyContext
+    from flwr.server.strategy import Strategy
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    class Rounds(Strategy):
+        """The rounds of :mod:`avrec.privacy.federated` as a Flower strategy: it samples
+        the clients and steps from the sum SecAgg+ reveals."""
+
+        def __init__(self) -> None:
+            self.rng = np.random.default_rng(config.seed)
+            self.y = federated.initial_factors(n_items, config.factors, config.seed)
+            self.log: list[dict[str, Any]] = []
+            self.start = 0.0
+
+        def initialize_parameters(self, client_manager: Any) -> Any:
+            return ndarrays_to_parameters([self.y])
+
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list:
+            deadline = time.monotonic() + REGISTER_S
+            while len(proxies := client_manager.all()) < n_clients:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(proxies)} of {n_clients} Flower nodes "
+                                       "registered")  # fmt: skip
+                time.sleep(0.1)
+            ids = sorted(proxies)
+            self.start = time.perf_counter()
+            chosen = federated.sample_clients(len(ids), config.fraction, self.rng)
+            ins = FitIns(ndarrays_to_parameters([self.y]), {})
+            return [(proxies[ids[i]], ins) for i in chosen]
+
+        def aggregate_fit(self, server_round: int, results: list, failures: list) -> tuple:
+            if failures:
+                raise RuntimeError(f"{len(failures)} Flower clients failed: {failures[0]}")
+            if not results:
+                return None, {}
+            mean = parameters_to_ndarrays(results[0][1].parameters)  # SecAgg+'s average
+            n = len(results)
+            total = federated.ClientUpdate(*(np.asarray(a, np.float64) * n for a in mean))
+            self.y = federated.finish_round(self.y, total, config, self.rng)
+            up = max(int(r.metrics.get("bytes_up", 0)) for _, r in results)
+            entry = {"round": server_round, "clients": n, "bytes_down": int(self.y.nbytes),
+                     "bytes_up": up, "seconds": time.perf_counter() - self.start}  # fmt: skip
+            self.log.append(entry)
+            log.info("federated round %d/%d (SecAgg+): %d clients, %.1f s", server_round,
+                     config.rounds, n, entry["seconds"])  # fmt: skip
+            if on_round is not None:
+                on_round(server_round, self.y, entry)
+            return ndarrays_to_parameters([self.y]), {}
+
+        def configure_evaluate(
+            self, server_round: int, parameters: Any, client_manager: Any
+        ) -> list:
+            return []
+
+        def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple:
+            return None, {}
+
+        def evaluate(self, server_round: int, parameters: Any) -> None:
+            return None
+
+    app = flwr.serverapp.ServerApp()
+
+    @app.main()
+    def main(grid: Any, context: Any) -> None:
+        strategy = Rounds()
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=config.rounds),
+                               strategy=strategy)  # fmt: skip
+        workflow = SecAggPlusWorkflow(**secagg_settings(n_clients, config.dp_clip))
+        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+        result["y"] = strategy.y
+        result["log"] = strategy.log
+
+    return app
+
+
 _LOCK = threading.Lock()  # one simulation at a time in a process (Flower's engine is global)
 
 
@@ -186,9 +354,11 @@ def run_flower(
     result: dict[str, Any] = {}
     with _LOCK:
         connect(address)  # Flower reuses the connection (and disconnects at the end)
+        secure = getattr(config, "secure_aggregation", False)
+        server = _secure_server_app if secure else _server_app
         flwr.simulation.run_simulation(
-            server_app=_server_app(x.shape[0], x.shape[1], config, result, on_round),
-            client_app=_client_app(_Rows(x), config),
+            server_app=server(x.shape[0], x.shape[1], config, result, on_round),
+            client_app=(_secure_client_app if secure else _client_app)(_Rows(x), config),
             num_supernodes=x.shape[0],
             backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
         )
