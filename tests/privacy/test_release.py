@@ -15,6 +15,7 @@ from avrec.privacy.release import (
     RELEASE_KIND,
     bounded_counts,
     noisy_counts,
+    noisy_top_k,
     release_popular,
     release_stats,
 )
@@ -58,6 +59,29 @@ def test_the_noise_has_the_stated_scale():
     assert 3.5 < (wider - 100).std() / noise.std() < 4.5  # four times the scale
 
 
+def test_noisy_top_k_keeps_the_order_and_draws_at_its_scale():
+    """OpenDP's noisy top-k: with almost no noise, the exact ranking; with noise, the
+    chance that the lower of two counts wins is the Gumbel race's, ``1 / (1 + exp(gap /
+    scale))`` at the scale stated (1,000 draws; the bound is 5 standard errors); the scale
+    grows as epsilon shrinks, and no user is bounded (a count may move by one per item)."""
+    counts = np.array([5, 40, 7, 90, 0, 60])
+    order, _ = noisy_top_k(counts, 4, epsilon=1e4, delta=1e-6)
+    assert order == [3, 5, 1, 2]
+    _, s1 = noisy_top_k(counts, 50, epsilon=1.0, delta=1e-6)
+    _, s8 = noisy_top_k(counts, 50, epsilon=8.0, delta=1e-6)
+    _, s50 = noisy_top_k(np.zeros(100, np.int64), 50, epsilon=1.0, delta=1e-6)
+    assert s1 > 4 * s8 and s50 > s1  # k capped at 6 items above: fewer picks, less noise
+    gap, draws = 3, 1000
+    wins = 0
+    for _ in range(draws):
+        order, scale = noisy_top_k(np.array([0, gap]), 1, epsilon=0.5, delta=1e-6)
+        wins += order == [0]
+    p = 1.0 / (1.0 + np.exp(gap / scale))
+    assert abs(wins / draws - p) < 5 * np.sqrt(p * (1 - p) / draws), (wins, p, scale)
+    with pytest.raises(ConfigError, match="delta"):
+        noisy_top_k(counts, 2, epsilon=1.0, delta=0.0)
+
+
 def test_the_ledger_refuses_an_overspend_and_releases_nothing(store):
     rows = [
         (f"u{u}", f"i{(u * 7 + j) % 30}", "play", float(j)) for u in range(200) for j in range(5)
@@ -65,7 +89,8 @@ def test_the_ledger_refuses_an_overspend_and_releases_nothing(store):
     store.add_events(pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row"))
     store.upsert_items(pl.DataFrame({"item_id": [f"i{j}" for j in range(30)]}))
     day = 1_717_200_000.0
-    first = release_popular(store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day)
+    first = release_popular(store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day,
+                            mechanism="counts")  # fmt: skip
     assert len(first.items) == 10 and first.delta == 0.0 and first.scale == 5 / 0.6
     assert first.budget_left == pytest.approx(0.4)
     assert store.get_state(RELEASE_KIND, "popular")["items"] == first.items
@@ -78,6 +103,11 @@ def test_the_ledger_refuses_an_overspend_and_releases_nothing(store):
         store, k=10, epsilon=0.6, items_per_user=5, budget=1.0, now=day + 86_400, name="popular"
     )
     assert later.budget_left == pytest.approx(0.4)  # a new day, a new budget
+    # the default mechanism: the ranking alone, (epsilon, delta), nobody bounded
+    assert later.mechanism == "top_k" and later.counts is None and later.delta == 1e-6
+    assert later.items_per_user is None and len(later.items) == 10
+    with pytest.raises(BudgetSpentError):  # spent from the same ledger
+        release_popular(store, k=10, epsilon=0.6, budget=1.0, now=day + 86_460)
 
 
 def test_a_release_names_catalogue_items_only(store):
@@ -89,8 +119,12 @@ def test_a_release_names_catalogue_items_only(store):
     rows += [(f"u{u}", f"i{u % 3}", "play", 2.0) for u in range(300)]
     store.add_events(pl.DataFrame(rows, schema=["user_id", "item_id", "event", "ts"], orient="row"))
     store.upsert_items(pl.DataFrame({"item_id": ["i0", "i1", "i2", "i3"]}))
-    rel = release_popular(store, k=10, epsilon=1e4, items_per_user=2, budget=1e5)
+    rel = release_popular(store, k=10, epsilon=1e4, items_per_user=2, budget=1e5,
+                          mechanism="counts")  # fmt: skip
     assert "secret" not in rel.items and set(rel.items) == {"i0", "i1", "i2", "i3"}
+    top = release_popular(store, k=10, epsilon=1e4, budget=1e5)
+    assert "secret" not in top.items and set(top.items) == {"i0", "i1", "i2", "i3"}
+    assert top.items[-1] == "i3"  # nobody played it: last, with almost no noise
     assert dict(zip(rel.items, rel.counts, strict=True))["i3"] in (-1, 0, 1)  # nobody: ~0
     items, counts = bounded_counts(
         pl.DataFrame({"user_id": ["a", "a"], "item_id": ["i0", "x"]}), 5, domain=["i0", "i9"]

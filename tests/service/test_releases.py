@@ -13,7 +13,8 @@ def test_a_release_is_spent_once_and_served_many_times(fresh_ws):
     r = run("-w", str(fresh_ws), "release", "popular", "--k", "5", "--epsilon", "0.7", "--json")
     assert r.returncode == 0, r.stderr
     rel = json.loads(r.stdout)
-    assert len(rel["items"]) == 5 and rel["epsilon"] == 0.7 and rel["delta"] == 0.0
+    assert len(rel["items"]) == 5 and rel["epsilon"] == 0.7 and rel["delta"] == 1e-6
+    assert rel["mechanism"] == "top_k" and rel["counts"] is None  # [privacy]'s default
     assert abs(rel["budget_left"] - 0.3) < 1e-9  # [privacy] release_budget_per_day 1.0
     r = run("-w", str(fresh_ws), "release", "trending", "--k", "5", "--epsilon", "0.7")
     assert r.returncode != 0 and "budget" in r.stderr and "nothing was released" in r.stderr

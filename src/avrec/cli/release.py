@@ -26,22 +26,28 @@ def _release(ctx: typer.Context, k: int, epsilon: float | None, days: float | No
         rel = release_popular(
             ws.store, k=k, epsilon=cfg.release_epsilon if epsilon is None else epsilon,
             items_per_user=cfg.release_items_per_user, budget=cfg.release_budget_per_day,
-            window_days=days,
+            window_days=days, mechanism=cfg.release_mechanism, delta=cfg.release_delta,
         )  # fmt: skip
     finally:
         ws.close()
     if as_json:
         console.print_json(json.dumps(rel.to_dict(), ensure_ascii=False))
         return
+    how = (
+        "noisy top-k, every user's items counted once"
+        if rel.counts is None
+        else f"noisy counts, each user counted for at most {rel.items_per_user} items"
+    )
     t = Table(
-        title=f"{rel.name}: epsilon {rel.epsilon:g} (delta 0), each user counted for at most "
-        f"{rel.items_per_user} items; {rel.budget_left:g} of today's budget left"
+        title=f"{rel.name}: epsilon {rel.epsilon:g} (delta {rel.delta:g}), {how}; "
+        f"{rel.budget_left:g} of today's budget left"
     )
     t.add_column("#", justify="right")
     t.add_column("item")
-    t.add_column("users (noisy)", justify="right")
-    for i, (item, n) in enumerate(zip(rel.items, rel.counts, strict=True), start=1):
-        t.add_row(str(i), item, f"{n:,}")
+    if rel.counts is not None:
+        t.add_column("users (noisy)", justify="right")
+    for i, item in enumerate(rel.items, start=1):
+        t.add_row(str(i), item, *([] if rel.counts is None else [f"{rel.counts[i - 1]:,}"]))
     console.print(t)
 
 

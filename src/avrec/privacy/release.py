@@ -1,25 +1,42 @@
 """Differentially private releases: popular and trending lists with user-level privacy.
 
 What leaves the system about many people (the most played items, their play counts) is
-released so that it does not reveal any one person:
+released so that it does not reveal any one person. A list is released by one of two
+mechanisms (``[privacy] release_mechanism``):
 
-1. **Bounding.** Each user contributes at most ``items_per_user`` distinct items (a uniform
-   sample of theirs), each counted once: adding or removing a whole user changes the count
-   vector by at most ``items_per_user`` in L1.
-2. **Noise.** OpenDP's Laplace mechanism on integers (the discrete Laplace, ``make_laplace``
-   over a vector of counts with the L1 distance) at scale ``items_per_user / epsilon``:
-   ``epsilon``-DP for that user-level sensitivity, pure DP (``delta`` 0). OpenDP checks
-   the privacy map; a release whose map says more than its ``epsilon`` is refused.
-3. **The ledger.** Every release spends from the day's budget (``[privacy]
+- **``top_k``** (the default; ``benchmarks/privacy.py`` chose it on MovieLens-100K): the
+  ranked items alone, by OpenDP's noisy top-k (``make_noisy_top_k``: Gumbel noise added
+  once, the ``k`` largest kept; Durfee and Rogers' one-shot top-k, zero-concentrated DP)
+  over each item's count of distinct users, converted to ``(epsilon, delta)``-DP by
+  OpenDP's tight zCDP conversion (``release_delta``). Adding or removing one user changes
+  every count by at most one, all in the same direction (the L-infinity distance,
+  monotonic), however many items they played: no user is bounded or sampled, so the list
+  keeps the shape of the exact one. The noise scale is OpenDP's binary search for the
+  largest ``epsilon`` the release may spend. No count is released.
+- **``counts``**: the items and their noisy counts.
+
+  1. **Bounding.** Each user contributes at most ``items_per_user`` distinct items (a
+     uniform sample of theirs), each counted once: adding or removing a whole user changes
+     the count vector by at most ``items_per_user`` in L1.
+  2. **Noise.** OpenDP's Laplace mechanism on integers (the discrete Laplace,
+     ``make_laplace`` over a vector of counts with the L1 distance) at scale
+     ``items_per_user / epsilon``: ``epsilon``-DP for that user-level sensitivity, pure DP
+     (``delta`` 0). OpenDP checks the privacy map; a release whose map says more than its
+     ``epsilon`` is refused.
+
+Both are then:
+
+1. **Spent from a ledger.** Every release spends from the day's budget (``[privacy]
    release_budget_per_day``), kept in the store (state ``dp_ledger``) and spent in one
    transaction with the check: a release that would overspend is refused
    (:class:`~avrec.errors.BudgetSpentError`) and nothing is released.
-4. **Post-processing.** The ranked list (and its noisy counts) is kept in the store (state
+2. **Post-processed.** The ranked list (and its noisy counts) is kept in the store (state
    ``release``) and served as often as asked without spending more.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +50,7 @@ __all__ = [
     "Release",
     "bounded_counts",
     "noisy_counts",
+    "noisy_top_k",
     "release_popular",
     "release_stats",
     "spend",
@@ -48,11 +66,12 @@ class Release:
 
     name: str
     items: list[str]
-    counts: list[int]
+    counts: list[int] | None  # None: the mechanism releases the ranking alone (top_k)
     epsilon: float
     delta: float
-    items_per_user: int
+    items_per_user: int | None  # None: no user is bounded (top_k)
     scale: float
+    mechanism: str
     window_days: float | None
     released_at: float
     budget_left: float
@@ -63,20 +82,20 @@ class Release:
 
 def bounded_counts(
     events: pl.DataFrame,
-    items_per_user: int,
+    items_per_user: int | None,
     seed: int | None = None,
     domain: list[str] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Per item of ``domain`` (default: the items ``events`` name), how many users played
     it, each user counted for at most ``items_per_user`` distinct items: a uniform sample of
     theirs when they have more (:func:`~avrec.privacy.training.bound_rows`, drawn with
-    ``seed``). Items of the domain nobody played count 0; events of other items are left
-    out. ``events`` has ``user_id, item_id``."""
+    ``seed``; ``None``: every item of theirs, once). Items of the domain nobody played
+    count 0; events of other items are left out. ``events`` has ``user_id, item_id``."""
     import scipy.sparse as sp
 
     from avrec.privacy.training import bound_rows
 
-    if items_per_user < 1:
+    if items_per_user is not None and items_per_user < 1:
         raise ConfigError("items_per_user must be at least 1")
     pairs = events.select("user_id", "item_id").unique()
     names = np.asarray(
@@ -91,7 +110,9 @@ def bounded_counts(
     x = sp.csr_matrix(
         (np.ones(len(cols)), (users, cols)), shape=(int(users.max(initial=-1)) + 1, len(names))
     )
-    kept = bound_rows(x, items_per_user, np.random.default_rng(seed))
+    kept = (
+        x if items_per_user is None else bound_rows(x, items_per_user, np.random.default_rng(seed))
+    )
     return names.tolist(), np.asarray(kept.sum(axis=0)).ravel().astype(np.int64)
 
 
@@ -118,6 +139,55 @@ def noisy_counts(
     if not len(counts):
         return np.zeros(0, np.int64), scale
     return np.asarray(meas([int(c) for c in counts]), np.int64), scale
+
+
+def noisy_top_k(
+    counts: np.ndarray, k: int, epsilon: float, delta: float
+) -> tuple[list[int], float]:
+    """The indices of ``k`` of ``counts`` by OpenDP's noisy top-k, best first, and the noise
+    scale: ``(epsilon, delta)``-DP for count vectors that one user moves by at most one
+    per entry, all in the same direction (distinct users per item, a user added or
+    removed). Zero-concentrated DP (Gumbel noise, one shot) converted to ``(epsilon,
+    delta)`` by OpenDP; the scale is OpenDP's binary search for the privacy map.
+
+    Raises:
+        ConfigError: ``epsilon`` or ``delta`` out of range, or the map exceeds them.
+    """
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon must be positive, got {epsilon}")
+    if not 0 < delta < 1:
+        raise ConfigError(f"a top-k release needs a delta in (0, 1), got {delta}")
+    k = min(int(k), len(counts))
+    if k < 1:
+        return [], 0.0
+    meas, scale = _top_k(k, float(epsilon), float(delta))
+    return [int(i) for i in meas([int(c) for c in counts])], scale
+
+
+@functools.lru_cache(maxsize=64)
+def _top_k(k: int, epsilon: float, delta: float) -> tuple[Any, float]:
+    """The noisy top-k measurement for these terms and its scale (found once)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+
+    def make(scale: float) -> Any:
+        top = dp.m.make_noisy_top_k(
+            dp.vector_domain(dp.atom_domain(T=int)), dp.linf_distance(T=int, monotonic=True),
+            dp.zero_concentrated_divergence(), k=k, scale=scale,
+        )  # fmt: skip
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(top), delta=delta)
+
+    try:
+        scale = float(dp.binary_search_param(make, d_in=1, d_out=(epsilon, delta), T=float))
+    except dp.OpenDPException:
+        raise ConfigError(f"no noise scale gives epsilon {epsilon:g} at delta {delta:g} for "
+                          f"a top {k}") from None  # fmt: skip
+    meas = make(scale)
+    spent, d = meas.map(d_in=1)
+    if spent > epsilon * (1 + 1e-9) or d > delta * (1 + 1e-9):
+        raise ConfigError("the noisy top-k's privacy map exceeds epsilon")
+    return meas, scale
 
 
 def spend(store: Any, what: str, epsilon: float, budget: float, now: float | None = None) -> float:
@@ -154,14 +224,21 @@ def release_popular(
     window_days: float | None = None,
     now: float | None = None,
     name: str | None = None,
+    mechanism: str = "top_k",
+    delta: float = 1e-6,
 ) -> Release:
     """The ``k`` items the most users played (within the last ``window_days``: trending),
-    released with user-level ``epsilon``-DP; the budget is spent first, and the release is
-    kept in the store (state ``release``, key ``name``: ``popular`` or ``trending``).
+    released with user-level DP by ``mechanism`` (``top_k``: the ranking alone,
+    ``(epsilon, delta)``; ``counts``: with noisy counts, each user bounded to
+    ``items_per_user`` items, pure ``epsilon``); the budget is spent first, and the release
+    is kept in the store (state ``release``, key ``name``: ``popular`` or ``trending``).
 
     Raises:
         BudgetSpentError: the day's budget would be overspent.
+        ConfigError: an unknown mechanism, or no catalogue.
     """
+    if mechanism not in ("top_k", "counts"):
+        raise ConfigError(f"release mechanism must be top_k or counts, got {mechanism!r}")
     now = time.time() if now is None else now
     name = name or ("trending" if window_days else "popular")
     # the items a release may name are the catalogue's, a public list: an item that only
@@ -173,20 +250,27 @@ def release_popular(
     if window_days:
         events = events.filter(pl.col("ts") >= now - window_days * 86400.0)
     left = spend(store, name, epsilon, budget, now)
-    items, counts = bounded_counts(events, items_per_user, domain=domain)
-    noisy, scale = noisy_counts(counts, items_per_user, epsilon)
-    order = np.lexsort((np.arange(len(noisy)), -noisy))[:k]
+    if mechanism == "top_k":
+        items, counts = bounded_counts(events, None, domain=domain)
+        order, scale = noisy_top_k(counts, k, epsilon, delta)
+        released, bound, d = None, None, float(delta)
+    else:
+        items, counts = bounded_counts(events, items_per_user, domain=domain)
+        noisy, scale = noisy_counts(counts, items_per_user, epsilon)
+        order = np.lexsort((np.arange(len(noisy)), -noisy))[:k].tolist()
+        released, bound, d = [int(noisy[i]) for i in order], int(items_per_user), 0.0
     rel = Release(
         name=name,
         items=[items[i] for i in order],
-        counts=[int(noisy[i]) for i in order],
+        counts=released,
         epsilon=float(epsilon),
-        delta=0.0,
-        items_per_user=int(items_per_user),
+        delta=d,
+        items_per_user=bound,
         scale=float(scale),
         window_days=window_days,
         released_at=now,
         budget_left=float(left),
+        mechanism=mechanism,
     )
     store.put_state(RELEASE_KIND, name, rel.to_dict())
     return rel
