@@ -19,7 +19,8 @@ def test_the_dashboard_renders_live_data(browser, fresh_ws, tmp_path):  # noqa: 
     srv = start(fresh_ws)
     try:
         admin = srv.client(ADMIN)
-        body = {"variants": [{"name": "control", "share": 0.5}, {"name": "same", "share": 0.5}]}
+        body = {"variants": [{"name": "control", "share": 0.5}, {"name": "same", "share": 0.5}],
+                "guardrails": [{"metric": "completion", "max_loss": 0.02}]}  # fmt: skip
         assert admin.put("/v1/admin/experiments/aa", json=body).status_code == 200
         for u in range(12):
             r = srv.client(READ).get(f"/v1/users/u{u}/recommendations", params={"k": 5})
@@ -51,6 +52,7 @@ def test_the_dashboard_renders_live_data(browser, fresh_ws, tmp_path):  # noqa: 
         assert any("recommendations" in row for row in online[1:])
         exps = page.text_content("#experiments")
         assert "control (control)" in exps and "same" in exps
+        assert "completion: loss" in exps  # the treatment arm's guardrail, in its row
         assert "v1" in page.text_content("#models")
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
