@@ -99,17 +99,22 @@ def _federated(split, score: _Scorer, keep: list | None = None, **params) -> dic
     }
 
 
+def setup() -> tuple:
+    """The dataset's fixed split and its scorer (avrec's own logs quietened)."""
+    logging.getLogger("avrec").setLevel(logging.WARNING)
+    settings = Settings()
+    data = load_dataset(DATASET, settings=settings)
+    split = FixedSplit(Path(settings.data_dir) / "splits" / f"{DATASET}.loo.tsv").split(data)
+    return split, _Scorer(split)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--sampled-rounds", type=int, default=40)
     args = ap.parse_args()
-    logging.getLogger("avrec").setLevel(logging.WARNING)
     started = time.perf_counter()
-    settings = Settings()
-    data = load_dataset(DATASET, settings=settings)
-    split = FixedSplit(Path(settings.data_dir) / "splits" / f"{DATASET}.loo.tsv").split(data)
-    score = _Scorer(split)
+    split, score = setup()
     out: dict = {"benchmark": "federated", "dataset": DATASET, "delta": DELTA}
 
     als = create_model("als")

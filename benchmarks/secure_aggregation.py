@@ -23,18 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
-from avrec.config import Settings
-from avrec.data.loaders import load_dataset
-from avrec.eval import FixedSplit
 from benchmarks import _provenance as provenance
 from benchmarks._markdown import replace_block
-from benchmarks.federated import DATASET, DELTA, RESULTS, SAMPLED, _federated, _Scorer
+from benchmarks.federated import DATASET, DELTA, RESULTS, SAMPLED, _federated, setup
 
 CLIP = 5.0
 EPSILON = 8.0
@@ -44,12 +39,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args()
-    logging.getLogger("avrec").setLevel(logging.WARNING)
     started = time.perf_counter()
-    settings = Settings()
-    data = load_dataset(DATASET, settings=settings)
-    split = FixedSplit(Path(settings.data_dir) / "splits" / f"{DATASET}.loo.tsv").split(data)
-    score = _Scorer(split)
+    split, score = setup()
     params = {"engine": "flower", "rounds": args.rounds, "fraction": SAMPLED,
               "learning_rate": 1.0, "dp_epsilon": EPSILON, "dp_delta": DELTA,
               "dp_clip": CLIP}  # fmt: skip
