@@ -340,3 +340,63 @@ def test_new_items_stay_out_of_pages_when_the_content_mix_is_off(fresh_ws):
         assert mix_new(st, b, page, [], 3, set(), None) is page
     finally:
         st.ws.close()
+
+
+def test_requests_at_once_start_one_bundle_load(fresh_ws, monkeypatch):
+    """Noticed in stop 29's review: ``maybe_reload`` checked the loading lock, then started a
+    thread that took it, so requests arriving together could each start a load. The lock
+    is now taken before the thread starts: one load, however many requests ask."""
+    from avrec.service.state import ServiceState
+    from avrec.workspace import Workspace
+
+    st = ServiceState(Workspace(fresh_ws))
+    try:
+        loads, release = [], threading.Event()
+
+        def load_active():
+            loads.append(threading.current_thread().name)
+            assert release.wait(10)
+            return False
+
+        class SlowCheck:  # a lock whose check lets the other requests in meanwhile
+            def __init__(self):
+                self.lock = threading.Lock()
+
+            def locked(self):
+                held = self.lock.locked()
+                time.sleep(0.05)
+                return held
+
+            def acquire(self, blocking=True):
+                return self.lock.acquire(blocking)
+
+            def release(self):
+                self.lock.release()
+
+            def __enter__(self):
+                self.lock.acquire()
+
+            def __exit__(self, *exc):
+                self.lock.release()
+
+        monkeypatch.setattr(st, "load_active", load_active)
+        monkeypatch.setattr(st, "_loading", SlowCheck())
+        st.refresh_s = 0.0  # every request may look
+        callers = [threading.Thread(target=st.maybe_reload) for _ in range(16)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(10)
+        time.sleep(0.2)
+        release.set()
+        deadline = time.time() + 10
+        while time.time() < deadline and st._loading.lock.locked():
+            time.sleep(0.01)
+        assert loads == ["avrec-reload"]
+        st.maybe_reload()  # the load is over: the next request may start another
+        deadline = time.time() + 10
+        while time.time() < deadline and len(loads) < 2:
+            time.sleep(0.01)
+        assert len(loads) == 2
+    finally:
+        st.ws.close()

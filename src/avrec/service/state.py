@@ -195,18 +195,22 @@ class ServiceState:
         old one meanwhile."""
         now = time.monotonic()
         told = self.watch is not None and self.watch.take("models")
-        if (not told and now - self._checked_at < self.refresh_s) or self._loading.locked():
+        if not told and now - self._checked_at < self.refresh_s:
+            return
+        # taken here, not in the thread: two requests at once start one load, not two
+        if not self._loading.acquire(blocking=False):
             if told:
                 self.watch.mark("models")  # type: ignore[union-attr]  # loading: look again
             return
         self._checked_at = now
 
         def run() -> None:
-            with self._loading:
-                try:
-                    self.load_active()
-                except Exception:  # noqa: BLE001 - a bad bundle must not stop serving
-                    log.exception("could not load the active bundle; serving the old one")
+            try:
+                self.load_active()
+            except Exception:  # noqa: BLE001 - a bad bundle must not stop serving
+                log.exception("could not load the active bundle; serving the old one")
+            finally:
+                self._loading.release()
 
         threading.Thread(target=run, name="avrec-reload", daemon=True).start()
 
