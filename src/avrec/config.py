@@ -220,7 +220,7 @@ class PrivacyConfig(BaseModel):
         1e-6, gt=0, lt=1, description="the delta of a top_k release (its epsilon is spent)"
     )
     release_items_per_user: int = Field(
-        5,  # the best overlap@50 at epsilon 1 on MovieLens-100K (benchmarks/privacy.py)
+        10,  # the best overlap@50 at epsilon 1 on MovieLens-100K (benchmarks/privacy.py)
         ge=1,
         description="a counts release counts each user for at most this many distinct items "
         "(a uniform sample of theirs): the user-level sensitivity the noise is scaled to",

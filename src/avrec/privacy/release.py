@@ -219,7 +219,7 @@ def release_popular(
     store: Any,
     k: int = 50,
     epsilon: float = 1.0,
-    items_per_user: int = 5,
+    items_per_user: int = 10,
     budget: float = 1.0,
     window_days: float | None = None,
     now: float | None = None,
