@@ -47,6 +47,9 @@ def test_impressions_attribution_and_online_metrics(fresh_ws):
         assert by["similar"]["impressions"] == 3 and by["similar"]["ctr"] == 0
         text = srv.client().get("/metrics").text
         assert 'avrec_impressions_total{surface="recommendations"} 10.0' in text
+        # what logging took on the requests' own threads: one observation per served list
+        assert "avrec_impression_log_seconds_count 3.0" in text
+        assert 'avrec_impression_log_seconds_bucket{le="0.01"} 3.0' in text  # each under 10 ms
         # a killed server: what it had not stored yet is stored by the next one
         r = srv.client(READ).post("/v1/recommendations", json={"items": ["i1"], "k": 4})
         assert r.status_code == 200

@@ -1,5 +1,6 @@
 """Prometheus metrics: request latency per route, events by outcome, users' pages from the
-page cache or computed, LLM sentences shown and rejected. With several worker processes
+page cache or computed, impressions and the time their logging takes, LLM sentences shown
+and rejected. With several worker processes
 (``PROMETHEUS_MULTIPROC_DIR`` set by ``avrec serve``) /metrics adds them up."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "EVENTS",
     "IMPRESSIONS",
+    "IMPRESSION_LOG",
     "LATENCY",
     "LLM_SENTENCES",
     "PAGES",
@@ -33,6 +35,12 @@ PAGES = Counter(
 )
 IMPRESSIONS = Counter(
     "avrec_impressions_total", "items shown in served lists, by surface", ["surface"]
+)
+IMPRESSION_LOG = Histogram(
+    "avrec_impression_log_seconds",
+    "time a request spends logging its list's impressions (the journal append), what "
+    "logging adds on the request's own thread",
+    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2),
 )
 LLM_SENTENCES = Counter(
     "avrec_llm_sentences_total",

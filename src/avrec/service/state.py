@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from avrec.errors import StoreError, UnknownEntityError
-from avrec.service.metrics import IMPRESSIONS
+from avrec.service.metrics import IMPRESSION_LOG, IMPRESSIONS
 from avrec.service.mixes import ExplorationPool
 from avrec.service.parts import EventWriter, LiveEvents, LockedStore, NewItems, PageCache
 from avrec.storage.base import NO_CONSENT
@@ -304,10 +304,12 @@ class ServiceState:
         """Log a served list as impressions (when ``[online] impressions`` is on)."""
         if self.impressions is None or not items:
             return
+        start = time.perf_counter()
         rid = request.scope.get("state", {}).get("request_id") or ""
         self.impressions.log(rid, surface, items, user_id, model_version, offset, variant,
                              propensities)  # fmt: skip
         IMPRESSIONS.labels(surface=surface).inc(len(items))
+        IMPRESSION_LOG.observe(time.perf_counter() - start)
 
     # -- experiments ----------------------------------------------------------------------------
     def experiments(self) -> list[Any]:
