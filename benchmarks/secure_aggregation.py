@@ -107,8 +107,8 @@ def _markdown(out: dict) -> None:
         f"The item factors after the last round differ by at most "
         f"{out['factor_max_abs_diff']:.1e} (their largest entry: {out['factor_max_abs']:.2f}): "
         "other people's updates, not the quantisation (with everyone taking part, "
-        "`tests/privacy/test_federated.py` finds SecAgg+'s factors within 1e-4 of the plain "
-        "sum's).",
+        "`tests/privacy/test_federated.py` finds SecAgg+'s factors within 1e-4 of the same "
+        "rounds summed in the clear, in process).",
     ]
     replace_block("secure-aggregation", lines, "### Secure aggregation (SecAgg+)")
 

@@ -108,6 +108,12 @@ def test_the_ledger_refuses_an_overspend_and_releases_nothing(store):
     assert later.items_per_user is None and len(later.items) == 10
     with pytest.raises(BudgetSpentError):  # spent from the same ledger
         release_popular(store, k=10, epsilon=0.6, budget=1.0, now=day + 86_460)
+    ledger = store.get_state(LEDGER_KIND, "2024-06-02")
+    assert ledger["releases"][-1]["delta"] == 1e-6 and ledger["delta_spent"] == 1e-6
+    # terms a top-k cannot meet are refused before anything is spent
+    with pytest.raises(ConfigError, match="delta"):
+        release_popular(store, k=10, epsilon=0.1, budget=1.0, now=day + 2 * 86_400, delta=0.0)
+    assert store.get_state(LEDGER_KIND, "2024-06-03") is None
 
 
 def test_a_release_names_catalogue_items_only(store):

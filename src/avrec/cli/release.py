@@ -58,7 +58,8 @@ def popular(
     epsilon: float | None = typer.Option(None, min=0.0, help="default: [privacy] release_epsilon"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The k items the most users played, over all time, with user-level epsilon-DP; kept in
+    """The k items the most users played, over all time, with user-level DP ([privacy]
+    release_mechanism: top_k, (epsilon, release_delta); counts, pure epsilon); kept in
     the store, where `GET /v1/releases/popular` serves it without spending more."""
     _release(ctx, k, epsilon, None, as_json)
 
@@ -71,7 +72,7 @@ def trending(
     epsilon: float | None = typer.Option(None, min=0.0, help="default: [privacy] release_epsilon"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The k items the most users played in the last `days`, with user-level epsilon-DP;
+    """The k items the most users played in the last `days`, with user-level DP (as popular);
     `GET /v1/releases/trending` serves it."""
     _release(ctx, k, epsilon, days, as_json)
 

@@ -3,14 +3,15 @@
 **The slot policy** (epsilon-greedy over one slot): with probability ``rate`` a page's
 ``slot``-th position shows, instead of the pipeline's item, one drawn uniformly from the
 exploration pool (fresh items, created in the last ``fresh_days``, and cold ones, shown
-fewer than ``cold_impressions`` times), none of the page's own; with ``fresh_share``, that
-share of the draws from the fresh items alone (so that a few new items are not lost among
-a large cold catalogue). Every impression logs the
-probability with which it was shown there: 1 at the other positions (the page is the
-pipeline's), ``1 - rate`` for the pipeline's item at the slot, ``rate / |pool|`` for an
-explored one (``rate * fresh_share / |fresh|`` and ``rate * (1 - fresh_share) / |cold|``
-with a fresh share). New items thus get impressions before anyone has played them, and the logs
-can tell how another policy would have done.
+fewer than ``cold_impressions`` times), never one of the page's own nor an excluded one
+(deleted since the pool was read); with ``fresh_share``, that share of the draws from the
+fresh items alone (so that a few new items are not lost among a large cold catalogue).
+Every impression logs the probability with which it was shown there: 1 at the other
+positions (the page is the pipeline's), ``1 - rate`` for the pipeline's item at the slot,
+``rate / n`` for an explored one, ``n`` the pool's items it could have shown (the pool less
+the page and the excluded), or ``rate * fresh_share / n_fresh`` and ``rate * (1 -
+fresh_share) / n_cold`` with a fresh share. New items thus get impressions before anyone
+has played them, and the logs can tell how another policy would have done.
 
 **Off-policy estimates** (the formulas of Open Bandit Pipeline, Saito et al., 2021) of a
 target policy's click rate at the slot, from logged ``(reward r, logging propensity p,

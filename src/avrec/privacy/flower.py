@@ -23,8 +23,11 @@ Shamir's scheme, so a client that drops out is unmasked by the others) and a pri
 the masks cancel in the sum. SecAgg+ sums integers: every update is clipped to L2 norm
 ``dp_clip`` (so each coordinate lies in ``[-dp_clip, dp_clip]``) and quantised by unbiased
 stochastic rounding to ``2^b`` levels, ``b`` as large as the clients' number allows without
-the modular sum overflowing (``b = 22`` for 943 clients). With DP on, the server adds its
-noise to the unmasked sum as before.
+the modular sum overflowing (``b = 22`` for 943 clients). The clip is tightened by two
+quantisation steps times the square root of the update's size, so the rounded update stays
+within ``dp_clip``. With DP on, the server adds its noise to the unmasked sum as before. A
+round whose sample is too small for SecAgg+'s threshold is halted by Flower; it is logged
+(``skipped``), and training goes on.
 
 Flower's telemetry is switched off (``FLWR_TELEMETRY_ENABLED=0``) before it is imported: a
 default install sends nothing anywhere.
@@ -229,13 +232,20 @@ def _count_bytes(msg: Any, context: Any, call_next: Any) -> Any:
     return reply
 
 
-def _secure_client_app(rows: _Rows, config: Any) -> Any:
+def _secure_client_app(rows: _Rows, config: Any, n_items: int) -> Any:
     flwr = _flower()
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
 
     settings = {k: getattr(config, k) for k in ("alpha", "regularization", "dp_epsilon",
                                                  "dp_clip", "secure_aggregation")}  # fmt: skip
+    # stochastic rounding moves each coordinate by less than one step (2 clip / levels):
+    # clipped that much tighter, the quantised update stays within dp_clip, the bound the
+    # server's noise is calibrated to
+    n_clients = len(rows.indptr) - 1
+    d = n_items * config.factors + config.factors**2 + n_items
+    levels = secagg_settings(n_clients, config.dp_clip)["quantization_range"]
+    settings["dp_clip"] = config.dp_clip * (1.0 - 2.0 * math.sqrt(d) / levels)
 
     class Client(NumPyClient):
         def __init__(self, partition: int) -> None:
@@ -275,6 +285,16 @@ def _secure_server_app(
             self.y = federated.initial_factors(n_items, config.factors, config.seed)
             self.log: list[dict[str, Any]] = []
             self.start = 0.0
+            self.open: dict[int, int] = {}  # rounds sampled and not yet aggregated
+
+        def close_skipped(self) -> None:
+            """Rounds SecAgg+ halted (too few clients for its threshold): logged, not lost."""
+            for r, n in sorted(self.open.items()):
+                log.warning("federated round %d: SecAgg+ halted with %d clients sampled; "
+                            "no step", r, n)  # fmt: skip
+                self.log.append({"round": r, "clients": 0, "sampled": n, "skipped": True,
+                                 "bytes_down": 0, "bytes_up": 0, "seconds": 0.0})  # fmt: skip
+            self.open.clear()
 
         def initialize_parameters(self, client_manager: Any) -> Any:
             return ndarrays_to_parameters([self.y])
@@ -287,14 +307,17 @@ def _secure_server_app(
                                        "registered")  # fmt: skip
                 time.sleep(0.1)
             ids = sorted(proxies)
+            self.close_skipped()
             self.start = time.perf_counter()
             chosen = federated.sample_clients(len(ids), config.fraction, self.rng)
+            self.open[server_round] = len(chosen)
             ins = FitIns(ndarrays_to_parameters([self.y]), {})
             return [(proxies[ids[i]], ins) for i in chosen]
 
         def aggregate_fit(self, server_round: int, results: list, failures: list) -> tuple:
             if failures:
                 raise RuntimeError(f"{len(failures)} Flower clients failed: {failures[0]}")
+            self.open.pop(server_round, None)
             if not results:
                 return None, {}
             mean = parameters_to_ndarrays(results[0][1].parameters)  # SecAgg+'s average
@@ -331,6 +354,7 @@ def _secure_server_app(
                                strategy=strategy)  # fmt: skip
         workflow = SecAggPlusWorkflow(**secagg_settings(n_clients, config.dp_clip))
         DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+        strategy.close_skipped()
         result["y"] = strategy.y
         result["log"] = strategy.log
 
@@ -358,7 +382,11 @@ def run_flower(
         server = _secure_server_app if secure else _server_app
         flwr.simulation.run_simulation(
             server_app=server(x.shape[0], x.shape[1], config, result, on_round),
-            client_app=(_secure_client_app if secure else _client_app)(_Rows(x), config),
+            client_app=(
+                _secure_client_app(_Rows(x), config, x.shape[1])
+                if secure
+                else _client_app(_Rows(x), config)
+            ),  # fmt: skip
             num_supernodes=x.shape[0],
             backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
         )

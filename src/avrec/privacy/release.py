@@ -52,6 +52,7 @@ __all__ = [
     "noisy_counts",
     "noisy_top_k",
     "release_popular",
+    "top_k_scale",
     "release_stats",
     "spend",
 ]
@@ -153,15 +154,26 @@ def noisy_top_k(
     Raises:
         ConfigError: ``epsilon`` or ``delta`` out of range, or the map exceeds them.
     """
+    k = min(int(k), len(counts))
+    scale = top_k_scale(k, epsilon, delta)
+    if k < 1:
+        return [], scale
+    meas, _ = _top_k(k, float(epsilon), float(delta))
+    return [int(i) for i in meas([int(c) for c in counts])], scale
+
+
+def top_k_scale(k: int, epsilon: float, delta: float) -> float:
+    """The noise scale of :func:`noisy_top_k` for ``k`` picks (0 for none), its terms
+    checked.
+
+    Raises:
+        ConfigError: ``epsilon`` or ``delta`` out of range, or no scale reaches them.
+    """
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be positive, got {epsilon}")
     if not 0 < delta < 1:
         raise ConfigError(f"a top-k release needs a delta in (0, 1), got {delta}")
-    k = min(int(k), len(counts))
-    if k < 1:
-        return [], 0.0
-    meas, scale = _top_k(k, float(epsilon), float(delta))
-    return [int(i) for i in meas([int(c) for c in counts])], scale
+    return _top_k(int(k), float(epsilon), float(delta))[1] if k >= 1 else 0.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -190,9 +202,14 @@ def _top_k(k: int, epsilon: float, delta: float) -> tuple[Any, float]:
     return meas, scale
 
 
-def spend(store: Any, what: str, epsilon: float, budget: float, now: float | None = None) -> float:
+def spend(
+    store: Any, what: str, epsilon: float, budget: float, now: float | None = None,
+    delta: float = 0.0,
+) -> float:  # fmt: skip
     """Spend ``epsilon`` of the day's ``budget`` (UTC days) for ``what``, in one store
-    transaction with the check; returns what is left of the day's budget.
+    transaction with the check; returns what is left of the day's budget. The ledger also
+    records each release's ``delta`` and their sum (``delta_spent``): under basic
+    composition a day's releases are ``(sum of epsilons, sum of deltas)``-DP together.
 
     Raises:
         BudgetSpentError: the release would overspend; nothing is spent.
@@ -209,7 +226,9 @@ def spend(store: Any, what: str, epsilon: float, budget: float, now: float | Non
                 f"{what} asks {epsilon:g}; nothing was released"
             )
         ledger["spent"] = spent + epsilon
-        ledger["releases"] = [*ledger["releases"], {"what": what, "epsilon": epsilon, "at": now}]
+        ledger["delta_spent"] = float(ledger.get("delta_spent", 0.0)) + float(delta)
+        ledger["releases"] = [*ledger["releases"], {"what": what, "epsilon": epsilon,
+                                                    "delta": float(delta), "at": now}]  # fmt: skip
         # kept for 400 days: the ledger is the record of what was released
         store.put_state(LEDGER_KIND, day, ledger, ttl_s=400 * 86400.0)
     return budget - ledger["spent"]
@@ -249,7 +268,11 @@ def release_popular(
     events = store.events(include_excluded=False).select("user_id", "item_id", "ts")
     if window_days:
         events = events.filter(pl.col("ts") >= now - window_days * 86400.0)
-    left = spend(store, name, epsilon, budget, now)
+    if mechanism == "top_k":  # its terms checked (and its scale found) before spending
+        top_k_scale(min(k, len(domain)), epsilon, delta)
+    else:
+        noisy_counts(np.zeros(0, np.int64), items_per_user, epsilon)
+    left = spend(store, name, epsilon, budget, now, delta if mechanism == "top_k" else 0.0)
     if mechanism == "top_k":
         items, counts = bounded_counts(events, None, domain=domain)
         order, scale = noisy_top_k(counts, k, epsilon, delta)

@@ -43,14 +43,15 @@ class ExplorationPool:
         self._generation = 0  # bumped by every catalogue change
         self.reading = threading.Lock()  # one read at a time
         #: items deleted since the last read began (replaced, never changed in place: a
-        #: request reads it without the lock)
+        #: request reads it without the lock); kept only while exploration is on
         self.gone: frozenset[str] = frozenset()
 
     def stale(self, deleted: str | None = None, created: str | None = None) -> None:
-        """A catalogue change: the pool is read again from the next request on."""
+        """A catalogue change (under the process' lock): the pool is read again from the
+        next request on."""
         self._generation += 1
         self._at = -1e9
-        if deleted is not None:
+        if deleted is not None and self.st.ws.config.online.explore_rate > 0:
             self.gone = self.gone | {deleted}
         if created is not None and created in self.gone:
             self.gone = self.gone - {created}
@@ -59,12 +60,16 @@ class ExplorationPool:
         """Make the pool look ``seconds`` older (tests)."""
         self._at -= seconds
 
-    def get(self) -> ExplorePool:
-        """The last pool (see the class docstring)."""
+    def get(self) -> tuple[ExplorePool, frozenset[str]]:
+        """The last pool and the items deleted since it was read, as one snapshot (see the
+        class docstring)."""
+        gone = self.gone  # first: a read landing between the two trims it for its new pool
         pool = self._pool
         if pool is None:
             with self.reading:
-                return self._pool if self._pool is not None else self._read()
+                if self._pool is None:
+                    self._read()
+                return self._pool, self.gone  # type: ignore[return-value]
         if time.time() - self._at >= 60.0 and self.reading.acquire(blocking=False):
 
             def run() -> None:
@@ -77,27 +82,28 @@ class ExplorationPool:
                     self.reading.release()
 
             threading.Thread(target=run, name="avrec-explore", daemon=True).start()
-        return pool
+        return pool, gone
 
-    def _read(self) -> ExplorePool:
+    def _read(self) -> None:
         st = self.st
         cfg = st.ws.config.online
-        generation, now = self._generation, time.time()
+        now = time.time()
         # a shared store serves threads as it is; SQLite's one connection, under the lock
         store = st.store if st.store.shared else LockedStore(st.store, st.lock)
         with st.lock:  # what requests change meanwhile (under the lock)
-            deleted, new = set(st.deleted), list(st.new_items.rows.items())
+            generation, before = self._generation, self.gone
+            deleted, new = set(st.deleted) | before, list(st.new_items.rows.items())
         fresh_since, since = now - cfg.fresh_days * 86400.0, now - 30 * 86400.0
         pairs = store.explore_items(now, fresh_since, since, cfg.cold_impressions)
         added = {i for i, r in new if passes(r, None, now)}
         fresh = {i for i, f in pairs if f and i not in deleted} | added
         cold = {i for i, f in pairs if not f and i not in deleted} - added
-        self._pool = ExplorePool(tuple(sorted(fresh)), tuple(sorted(cold)))
-        with st.lock:  # beside changes applied meanwhile (under the lock)
-            self.gone = self.gone - deleted  # the pool leaves these out now
-        # a change while the store counted: this pool may miss it, read again next request
-        self._at = now if self._generation == generation else -1e9
-        return self._pool
+        pool = ExplorePool(tuple(sorted(fresh)), tuple(sorted(cold)))
+        with st.lock:  # beside the changes applied meanwhile (stale runs under the lock)
+            self._pool = pool
+            self.gone = self.gone - before  # the pool leaves these out itself
+            # a change while the store counted: this pool may miss it, read again next request
+            self._at = now if self._generation == generation else -1e9
 
 
 def mix_new(

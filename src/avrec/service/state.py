@@ -212,7 +212,11 @@ class ServiceState:
             finally:
                 self._loading.release()
 
-        threading.Thread(target=run, name="avrec-reload", daemon=True).start()
+        try:
+            threading.Thread(target=run, name="avrec-reload", daemon=True).start()
+        except BaseException:  # no thread: the next request may try again
+            self._loading.release()
+            raise
 
     # -- what others wrote ----------------------------------------------------------------------
     def refresh(self) -> None:

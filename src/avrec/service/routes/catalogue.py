@@ -289,7 +289,8 @@ def get_release(
     _: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
     """The last list ``avrec release popular|trending`` released with user-level
-    differential privacy (items, noisy counts, epsilon, the bound per user), or the last
+    differential privacy (items, epsilon, delta, the mechanism; with ``counts``, also the
+    noisy counts and the bound per user, which ``top_k`` leaves null), or the last
     ``avrec release stats`` (the workspace's counts about people, noisy). Serving it
     again spends no budget: it is post-processing of a release already paid for."""
     from avrec.privacy.release import RELEASE_KIND

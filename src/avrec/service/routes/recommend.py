@@ -198,8 +198,8 @@ def _explored(
     if cfg.explore_rate > 0 and offset == 0 and st.personalises(user_id):
         policy = SlotPolicy(cfg.explore_rate, cfg.explore_slot, st.explore_rng,
                             cfg.explore_fresh_share)  # fmt: skip
-        pool = st.exploration.get()
-        shown, props = policy.apply(ids, pool, excluded=st.exploration.gone)
+        pool, gone = st.exploration.get()
+        shown, props = policy.apply(ids, pool, excluded=gone)
         if shown != ids:
             new = shown[cfg.explore_slot]
             row = st.item_rows([new]).get(new, {})
