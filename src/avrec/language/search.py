@@ -97,9 +97,9 @@ PAIRS: tuple[str, ...] = ("en-en", "zh-zh", "zh-en", "en-zh")
 PAIR_WEIGHTS: dict[str, dict[str, float]] = {
     "en-en": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 0.75,
               "translated": 0.0, "description": 3.0},
-    "zh-zh": {"keyword": 1.0, "semantic": 12.0, "title": 0.5, "multilingual": 6.0,
-              "translated": 0.0, "description": 0.0},
-    "zh-en": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 0.75,
+    "zh-zh": {"keyword": 1.0, "semantic": 24.0, "title": 0.5, "multilingual": 12.0,
+              "translated": 0.0, "description": 1.0},
+    "zh-en": {"keyword": 1.0, "semantic": 1.0, "title": 0.5, "multilingual": 0.5,
               "translated": 1.0, "description": 1.0},
     "en-zh": {"keyword": 1.0, "semantic": 3.0, "title": 0.5, "multilingual": 6.0,
               "translated": 1.0, "description": 1.0},
