@@ -246,14 +246,15 @@ def test_a_change_during_a_pool_read_makes_that_pool_stale(fresh_ws, monkeypatch
             return snapshot
 
         monkeypatch.setattr(st.store, "explore_items", explore_items)
+        # read as a database store is, outside the process' lock (SQLite's one connection
+        # holds it while it asks, so changes land between its snapshot and its answer)
+        monkeypatch.setattr(st.store, "shared", True)
         assert pool.get()[0].items == ["doomed", "old"]
         entered.set()
         pool.age(61.0)
         pool.get()  # starts the background read, which waits inside the store
         assert counted.wait(10)  # the database has counted
-        # what _apply_changes does for a created and a deleted item (under the process'
-        # lock, which a SQLite read holds only while it asks, a database store's not at all)
-        with st.lock:
+        with st.lock:  # what _apply_changes does for a created and a deleted item
             catalogue.append(("new", True))
             st.deleted.add("doomed")
             pool.stale(created="new")

@@ -73,11 +73,14 @@ class ExplorationPool:
         if time.time() - self._at >= 60.0 and self.reading.acquire(blocking=False):
 
             def run() -> None:
+                generation = self._generation
                 try:
                     self._read()
                 except Exception:  # noqa: BLE001 - the store may be restarting: keep the last
                     log.exception("could not read the exploration pool; serving the last one")
-                    self._at = time.time()  # tried again in a minute
+                    with self.st.lock:  # tried again in a minute, or at once after a change
+                        if self._generation == generation:
+                            self._at = time.time()
                 finally:
                     self.reading.release()
 
